@@ -1,0 +1,1 @@
+"""Small demo apps used by the notebooks, tests and benchmarks."""

@@ -1,0 +1,426 @@
+"""HTTP/1.1 for the ASGI server: an asyncio transport around h11, and one cycle per request.
+
+Two classes, read them in this order:
+
+- `HTTPProtocol` is the *transport shell*. It owns one TCP connection as an
+  `asyncio.Protocol`: the event loop calls `data_received(bytes)`, we feed the bytes to h11
+  and act on the events h11 gives back. It schedules one `RequestResponseCycle` per request,
+  answers pipelined requests in order, keeps the connection alive between requests, and
+  applies back-pressure in both directions.
+- `RequestResponseCycle` is the *ASGI side* of one request (ASGI www spec, "HTTP"): it owns
+  the `receive` and `send` callables the app gets, and the response state machine:
+  not started -> started -> complete, or the client left.
+
+h11 does all the parsing and framing (RFC 9112): we never read a header by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import h11
+
+from ..http11 import default_headers, is_websocket_upgrade, new_h11_connection, reason_phrase
+from ..http11 import send_error, status_for
+from ..trace import describe_event, preview
+from .scope import build_http_scope
+
+logger = logging.getLogger("asgi_lab.error")
+access_logger = logging.getLogger("asgi_lab.access")
+
+
+class ClientDisconnected(OSError):
+    """Raised by `send()` once the client has gone (ASGI www spec 2.4: "send() on a closed
+    connection ... should raise a server-specific subclass of OSError")."""
+
+
+class HTTPProtocol(asyncio.Protocol):
+    """One client connection: bytes in from the socket, h11 events out, one cycle per request."""
+
+    def __init__(self, server) -> None:
+        self.server = server            # the shared ServerState: app, config, tracer, connections
+        self.app = server.app
+        self.config = server.config
+        self.tracer = server.tracer
+        self.loop = server.loop
+        self.conn = new_h11_connection(self.config)
+        self.transport: asyncio.Transport | None = None
+        self.cycle: RequestResponseCycle | None = None
+        self.id = 0
+        self.client = self.server_addr = None
+        # Back-pressure, both ways.
+        self.reading_paused = False
+        self.writing_paused = False
+        self.drain_waiter: asyncio.Future | None = None
+        # Timeouts are checked by the server's housekeeping tick (see `check_timeouts`):
+        # `waiting_since` is when we started waiting for the next request head (None while a
+        # request is being handled), `head_bytes` how many bytes of that head have arrived.
+        self.waiting_since: float | None = None
+        self.head_bytes = 0
+        self.keep_alive = True
+
+    # -- asyncio.Protocol callbacks -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.id = self.server.new_connection_id()
+        self.client = _address(transport.get_extra_info("peername"))
+        self.server_addr = _address(transport.get_extra_info("sockname"))
+        self.waiting_since = self.loop.time()
+        self.server.connections.add(self)
+        if self.tracer is not None:
+            self.tracer.emit(self.id, "socket", "connection_made",
+                             {"client": self.client, "server": self.server_addr})
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        if self.tracer is not None:
+            self.tracer.emit(self.id, "socket", "connection_lost", {"error": repr(exc) if exc else None})
+        if self.cycle is not None:
+            self.cycle.client_disconnected()
+        self.resume_writing()  # wake a send() waiting on the buffer, so it can raise
+
+    def data_received(self, data: bytes) -> None:
+        if self.tracer is not None:
+            self.tracer.emit(self.id, "socket", "bytes_in", {"bytes": preview(data), "size": len(data)})
+        if self.cycle is None:
+            self.head_bytes += len(data)
+        self.conn.receive_data(data)
+        self.handle_events()
+
+    def eof_received(self) -> bool:
+        """The client closed its sending side. Finish what it asked for, then close."""
+        self.conn.receive_data(b"")
+        self.handle_events()
+        return True  # keep the transport open so a response in flight can still be written
+
+    def pause_writing(self) -> None:
+        """The transport's write buffer is above its high-water mark: make send() wait."""
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.drain_waiter is not None and not self.drain_waiter.done():
+            self.drain_waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until the socket's write buffer has room again (or the client is gone)."""
+        if self.writing_paused and not self.transport.is_closing():
+            self.drain_waiter = self.loop.create_future()
+            await self.drain_waiter
+
+    # -- h11 events -------------------------------------------------------------------------
+
+    def handle_events(self) -> None:
+        """Take every complete event h11 can give us from the bytes received so far."""
+        while True:
+            try:
+                event = self.conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                self.reject(status_for(exc), f"malformed request: {exc}")
+                return
+            if self.tracer is not None and event is not h11.NEED_DATA:
+                self.tracer.emit(self.id, "h11", _event_name(event), describe_event(event))
+
+            event_type = type(event)
+            if event is h11.NEED_DATA:
+                if self.conn.their_state is h11.DONE and self.conn.our_state is h11.DONE:
+                    pass  # both done, waiting for start_next_cycle
+                return
+            elif event is h11.PAUSED:
+                # A pipelined request arrived while we still answer the previous one: stop
+                # reading until that response is complete, then pick it up (in order).
+                self.pause_reading()
+                return
+            elif event_type is h11.Request:
+                if is_websocket_upgrade(event) and self.server.websocket_handler is not None:
+                    self.server.websocket_handler(self, event)
+                    return
+                self.start_cycle(event)
+            elif event_type is h11.Data:
+                self.cycle.body_received(event.data)
+            elif event_type is h11.EndOfMessage:
+                self.cycle.body_complete()
+            elif event_type is h11.ConnectionClosed:
+                if self.cycle is None or self.cycle.response_complete:
+                    self.transport.close()
+                return
+
+    def start_cycle(self, request: h11.Request) -> None:
+        """A request head arrived: build the scope and run the app on it as a new task."""
+        self.waiting_since = None
+        self.head_bytes = 0
+        limit = self.config.max_body_bytes
+        if limit is not None:
+            length = _content_length(request)
+            if length is not None and length > limit:
+                self.reject(413)
+                return
+        scope = build_http_scope(
+            request,
+            "1.1" if request.http_version == b"1.1" else "1.0",
+            self.client,
+            self.server_addr,
+            self.config.root_path,
+            state=self.server.state,
+        )
+        self.cycle = RequestResponseCycle(self, scope)
+        task = self.loop.create_task(self.cycle.run_asgi(self.app))
+        self.server.tasks.add(task)
+        task.add_done_callback(self.server.tasks.discard)
+
+    def reject(self, status: int, reason: str = "") -> None:
+        """Answer a request the app never sees (malformed, too large) and close."""
+        if reason:
+            logger.info("Connection %s from %s: %s", self.id, self.client, reason)
+        self.write(send_error(self.conn, status))
+        self.transport.close()
+
+    def response_complete(self) -> None:
+        """The cycle sent its last byte: close, or get ready for the next request."""
+        self.cycle = None
+        if self.conn.our_state is h11.MUST_CLOSE or not self.keep_alive or self.transport.is_closing():
+            self.transport.close()
+            return
+        if self.conn.their_state is not h11.DONE:
+            # The app answered without reading the whole request body. Rather than read and
+            # discard an unknown amount, close: the client will see Connection: close.
+            self.transport.close()
+            return
+        self.conn.start_next_cycle()
+        self.waiting_since = self.loop.time()
+        self.head_bytes = len(self.conn.trailing_data[0])
+        self.resume_reading()
+        self.handle_events()  # a pipelined request may already be waiting in h11's buffer
+
+    # -- small helpers used by the cycle ----------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if data:
+            if self.tracer is not None:
+                self.tracer.emit(self.id, "socket", "bytes_out", {"bytes": preview(data), "size": len(data)})
+            self.transport.write(data)
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def check_timeouts(self, now: float) -> None:
+        """Called by the server's housekeeping tick: drop idle and too-slow clients.
+
+        A connection that never sends a byte, or idles between requests, is closed after
+        `timeout_keep_alive`; one that started a request head but has not finished it after
+        `timeout_request_header` is closed too (a slow-headers attack).
+        """
+        if self.waiting_since is None:
+            return
+        waited = now - self.waiting_since
+        if self.head_bytes == 0:
+            if waited > self.config.timeout_keep_alive:
+                self.close_idle("idle")
+        elif waited > self.config.timeout_request_header:
+            self.close_idle("request head too slow")
+
+    def close_idle(self, why: str) -> None:
+        if self.tracer is not None:
+            self.tracer.emit(self.id, "server", "timeout", {"reason": why})
+        self.transport.close()
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: close if idle; otherwise finish this response, then close, and
+        tell a streaming app (response under way) that the client is going away."""
+        self.keep_alive = False
+        if self.cycle is None:
+            self.transport.close()
+        elif self.cycle.response_started:
+            self.cycle.client_disconnected()
+
+
+class RequestResponseCycle:
+    """One request and its response, as the ASGI app sees them (ASGI www spec, "HTTP").
+
+    The app gets `receive` and `send`. This class checks that the app's messages come in
+    the order the spec requires, and turns them into h11 events.
+    """
+
+    def __init__(self, protocol: HTTPProtocol, scope: dict) -> None:
+        self.protocol = protocol
+        self.conn = protocol.conn
+        self.scope = scope
+        self.tracer = protocol.tracer
+        # Request body, filled by the protocol, emptied by receive().
+        self.body = bytearray()
+        self.more_body = True
+        self.body_delivered = False  # the app has had the last http.request message
+        self.body_size = 0
+        self.waiter: asyncio.Future | None = None
+        # Response state machine: not started -> started -> complete; or disconnected.
+        self.response_started = False
+        self.response_complete = False
+        self.disconnected = False
+        self.pending_start: h11.Response | None = None
+        self.head_only = scope["method"] == "HEAD"
+        self.status = 0
+
+    # -- called by the protocol --------------------------------------------------------------
+
+    def body_received(self, data: bytes) -> None:
+        self.body += data
+        self.body_size += len(data)
+        limit = self.protocol.config.max_body_bytes
+        if limit is not None and self.body_size > limit:  # a chunked body that grew too big
+            self.protocol.reject(413, "request body over the limit")
+            self.client_disconnected()
+            return
+        if len(self.body) > self.protocol.config.read_high_water:
+            self.protocol.pause_reading()  # back-pressure: the app is not keeping up
+        self.wake()
+
+    def body_complete(self) -> None:
+        self.more_body = False
+        self.wake()
+
+    def client_disconnected(self) -> None:
+        self.disconnected = True
+        self.wake()
+
+    def wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    # -- the app ---------------------------------------------------------------------------------
+
+    async def run_asgi(self, app) -> None:
+        """Run the app for this request and clean up after it, however it ends."""
+        try:
+            await app(self.scope, self.receive, self.send)
+        except BaseException as exc:
+            if not self.disconnected:  # after a disconnect, a failing send() is expected
+                logger.error("Exception in ASGI application", exc_info=exc)
+            self.fail()
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt, CancelledError...: not ours to swallow
+        else:
+            if not self.response_complete:
+                if not self.disconnected:
+                    logger.error("ASGI app returned without %s its response",
+                                 "completing" if self.response_started else "starting")
+                self.fail()
+
+    def fail(self) -> None:
+        """The app broke: 500 if nothing has been written yet, otherwise cut the connection
+        (never pretend an unfinished response was complete)."""
+        transport = self.protocol.transport
+        if self.response_complete or transport.is_closing():
+            return
+        if not self.disconnected and (self.pending_start is not None or not self.response_started):
+            self.response_started = self.response_complete = True
+            self.protocol.write(send_error(self.conn, 500))
+        transport.close()
+
+    async def receive(self) -> dict:
+        """ASGI www spec, "Request - receive event" and "Disconnect - receive event"."""
+        if self.conn.they_are_waiting_for_100_continue and not self.response_started:
+            # RFC 9110 §10.1.1: the client waits for our go-ahead before sending its body. We
+            # give it only now, when the app first asks for the body.
+            self.protocol.write(self.conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+        if not self.disconnected and not self.response_complete and not self.body \
+                and (self.more_body or self.body_delivered):
+            # Nothing to hand over yet: wait for more body, or (all of it delivered) for the
+            # client to leave or the response to complete.
+            if self.more_body:
+                self.protocol.resume_reading()
+            self.waiter = self.protocol.loop.create_future()
+            await self.waiter
+            self.waiter = None
+        if self.disconnected or self.response_complete or self.body_delivered:
+            message = {"type": "http.disconnect"}
+        else:
+            message = {"type": "http.request", "body": bytes(self.body), "more_body": self.more_body}
+            self.body.clear()
+            self.body_delivered = not self.more_body
+            self.protocol.resume_reading()
+        if self.tracer is not None:
+            self.tracer.emit(self.protocol.id, "asgi", "receive", message)
+        return message
+
+    async def send(self, message: dict) -> None:
+        """ASGI www spec, "Response Start - send event" and "Response Body - send event"."""
+        protocol = self.protocol
+        if self.tracer is not None:
+            self.tracer.emit(protocol.id, "asgi", "send", message)
+        if self.disconnected:
+            raise ClientDisconnected(f"client {protocol.client} disconnected")
+        if protocol.writing_paused:
+            await protocol.drain()  # back-pressure: the client is not reading fast enough
+            if self.disconnected:
+                raise ClientDisconnected(f"client {protocol.client} disconnected")
+
+        message_type = message["type"]
+        if not self.response_started:
+            if message_type != "http.response.start":
+                raise RuntimeError(f"Expected 'http.response.start', but got {message_type!r}: "
+                                   "an app must start its response before sending the body")
+            self.status = message["status"]
+            headers = default_headers()
+            headers.extend(message.get("headers", ()))
+            # Built now so that a bad status or header fails here, while a 500 is still
+            # possible. It is written with the first body chunk: one write for small responses.
+            self.pending_start = h11.Response(status_code=self.status, headers=headers,
+                                              reason=reason_phrase(self.status))
+            self.response_started = True
+            if protocol.config.access_log:
+                self.log_access()
+        elif not self.response_complete:
+            if message_type != "http.response.body":
+                raise RuntimeError(f"Expected 'http.response.body', but got {message_type!r}")
+            body = message.get("body", b"")
+            more_body = message.get("more_body", False)
+            chunks = []
+            if self.pending_start is not None:
+                chunks.append(self.conn.send(self.pending_start))
+                self.pending_start = None
+            if body and not self.head_only:
+                chunks.append(self.conn.send(h11.Data(data=body)))
+            if not more_body:
+                chunks.append(self.conn.send(h11.EndOfMessage()))
+                self.response_complete = True
+            protocol.write(b"".join(chunks))
+            if self.response_complete:
+                self.wake()  # a receive() waiting for a disconnect gets one now
+                protocol.response_complete()
+        else:
+            raise RuntimeError(f"Unexpected ASGI message {message_type!r} after the response completed")
+
+    def log_access(self) -> None:
+        if access_logger.isEnabledFor(logging.INFO):
+            scope = self.scope
+            client = scope["client"]
+            access_logger.info('%s:%s - "%s %s HTTP/%s" %d', client[0] if client else "-",
+                               client[1] if client else "-", scope["method"], scope["path"],
+                               scope["http_version"], self.status)
+
+
+def _address(sockname) -> tuple[str, int] | None:
+    """(host, port) from a socket address; None for a Unix socket or an unknown peer."""
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        return (str(sockname[0]), int(sockname[1]))
+    return None
+
+
+def _content_length(request: h11.Request) -> int | None:
+    for name, value in request.headers:
+        if name == b"content-length":
+            return int(value)  # h11 has already checked it is a valid number
+    return None
+
+
+def _event_name(event) -> str:
+    return event.__name__ if isinstance(event, type) else type(event).__name__

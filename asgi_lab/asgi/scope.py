@@ -1,0 +1,95 @@
+"""Pure builders of ASGI connection scopes: an h11.Request in, a dict out. No sockets here.
+
+ASGI HTTP & WebSocket spec (asgiref `specs/www.rst`), "HTTP Connection Scope" and
+"WebSocket Connection Scope". Keeping these pure makes them testable with nothing but h11.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+import h11
+
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+"""We implement ASGI 3 (single-callable apps) and www spec 2.4 (send() after the client left
+raises an OSError subclass, `ClientDisconnected`; see `asgi/http.py`)."""
+
+
+def split_target(target: bytes, root_path: str) -> tuple[str, bytes, bytes]:
+    """`/a%20b?x=1` -> path "/a b" (percent-decoded, UTF-8), raw_path b"/a%20b", query b"x=1".
+
+    The spec: `path` is decoded and includes `root_path`; `raw_path` is the bytes as sent;
+    `query_string` is the part after "?", still percent-encoded.
+    """
+    raw_path, _, query_string = target.partition(b"?")
+    path = unquote(raw_path.decode("ascii", "surrogateescape"))
+    return root_path + path, raw_path, query_string
+
+
+def build_http_scope(
+    request: h11.Request,
+    http_version: str,
+    client: tuple[str, int] | None,
+    server: tuple[str, int] | None,
+    root_path: str = "",
+    scheme: str = "http",
+    state: dict | None = None,
+) -> dict:
+    """The `http` scope for one request (www spec: HTTP Connection Scope)."""
+    path, raw_path, query_string = split_target(request.target, root_path)
+    scope = {
+        "type": "http",
+        "asgi": ASGI_VERSION,
+        "http_version": http_version,
+        "method": request.method.decode("ascii"),
+        "scheme": scheme,
+        "path": path,
+        "raw_path": raw_path,
+        "query_string": query_string,
+        "root_path": root_path,
+        # h11 lower-cases names and keeps order and duplicates, exactly what the spec asks.
+        "headers": [(name, value) for name, value in request.headers],
+        "client": client,
+        "server": server,
+    }
+    if state is not None:
+        # Lifespan spec: each connection gets a shallow copy of the state the app set at startup.
+        scope["state"] = state.copy()
+    return scope
+
+
+def build_websocket_scope(
+    request: h11.Request,
+    client: tuple[str, int] | None,
+    server: tuple[str, int] | None,
+    root_path: str = "",
+    scheme: str = "ws",
+    state: dict | None = None,
+) -> dict:
+    """The `websocket` scope (www spec: WebSocket Connection Scope), with the
+    `websocket.http.response` extension advertised so an app may deny with a full response."""
+    path, raw_path, query_string = split_target(request.target, root_path)
+    headers = [(name, value) for name, value in request.headers]
+    subprotocols = [
+        token.strip().decode("ascii", "replace")
+        for name, value in headers if name == b"sec-websocket-protocol"
+        for token in value.split(b",") if token.strip()
+    ]
+    scope = {
+        "type": "websocket",
+        "asgi": ASGI_VERSION,
+        "http_version": request.http_version.decode("ascii"),
+        "scheme": scheme,
+        "path": path,
+        "raw_path": raw_path,
+        "query_string": query_string,
+        "root_path": root_path,
+        "headers": headers,
+        "client": client,
+        "server": server,
+        "subprotocols": subprotocols,
+        "extensions": {"websocket.http.response": {}},
+    }
+    if state is not None:
+        scope["state"] = state.copy()
+    return scope

@@ -1,0 +1,153 @@
+"""The ASGI server: listen, run lifespan, serve connections, shut down gracefully.
+
+    server = Server(app, Config(port=0))
+    await server.start()          # lifespan startup, then listen; server.url is ready
+    ...
+    await server.shutdown()       # stop accepting, let in-flight work finish, lifespan shutdown
+
+`serve()` does both and waits in between for `request_shutdown()` (the CLI's signal handlers
+call it). Each accepted connection gets an `HTTPProtocol` (see `asgi/http.py`); a WebSocket
+upgrade hands the connection to `WebSocketProtocol` (see `asgi/websocket.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+
+from ..config import Config
+from .http import HTTPProtocol
+from .lifespan import Lifespan
+
+logger = logging.getLogger("asgi_lab.error")
+
+
+def bind_socket(config: Config) -> socket.socket:
+    """A listening TCP socket on (host, port); port 0 picks a free one."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((config.host, config.port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class Server:
+    """An ASGI 3 server for HTTP/1.1 and WebSocket, with lifespan.
+
+    Also the state every connection shares: `app`, `config`, `tracer`, the lifespan `state`
+    dict copied into each scope, and the set of open `connections`.
+    """
+
+    def __init__(self, app, config: Config | None = None, tracer=None) -> None:
+        self.app = app
+        self.config = config or Config()
+        self.tracer = tracer
+        self.connections: set = set()
+        self.tasks: set[asyncio.Task] = set()  # running app calls (asyncio keeps only weak refs)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.lifespan: Lifespan | None = None
+        self.state: dict = {}
+        self.address: tuple[str, int] | None = None
+        self.websocket_handler = None
+        self._ids = itertools.count(1)
+        self._listener: asyncio.base_events.Server | None = None
+        self._housekeeping: asyncio.TimerHandle | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._force_exit = False
+        try:
+            from .websocket import upgrade_to_websocket
+        except ImportError:  # built without WebSocket support
+            pass
+        else:
+            self.websocket_handler = upgrade_to_websocket
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+
+    def new_connection_id(self) -> int:
+        return next(self._ids)
+
+    # -- start ---------------------------------------------------------------------------------
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Lifespan startup, then listen. Raises LifespanFailure if the app refuses to start."""
+        self.loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
+        self.lifespan = Lifespan(self.app, self.config.lifespan, self.tracer)
+        await self.lifespan.startup()
+        self.state = self.lifespan.state
+        sock = sock or bind_socket(self.config)
+        self._listener = await self.loop.create_server(lambda: HTTPProtocol(self), sock=sock,
+                                                       backlog=2048)
+        self.address = sock.getsockname()[:2]
+        self._schedule_housekeeping()
+        logger.debug("asgi_lab ASGI server listening on %s", self.url)
+
+    def _schedule_housekeeping(self) -> None:
+        """One timer for the whole server, not one per connection: every tick, each connection
+        checks its own idle and slow-header deadlines. Cheap at 10,000 connections."""
+        config = self.config
+        interval = min(config.timeout_keep_alive, config.timeout_request_header) / 4
+        interval = min(max(interval, 0.05), 1.0)
+        self._housekeeping = self.loop.call_later(interval, self._tick)
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        for connection in list(self.connections):
+            connection.check_timeouts(now)
+        self._schedule_housekeeping()
+
+    # -- run until told to stop ------------------------------------------------------------------
+
+    async def serve(self, sock: socket.socket | None = None) -> None:
+        await self.start(sock)
+        await self._stop_requested.wait()
+        await self.shutdown()
+
+    def request_shutdown(self) -> None:
+        """Ask `serve()` to shut down gracefully. A second request forces it to hurry."""
+        if self._stop_requested.is_set():
+            self._force_exit = True
+            for connection in list(self.connections):
+                connection.transport.abort()
+        self._stop_requested.set()
+
+    # -- stop ----------------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Graceful shutdown, in the order a client would want it:
+
+        1. stop accepting new connections;
+        2. close idle keep-alive connections; let requests in flight finish, then close;
+           tell long-lived ones (a streaming response, a WebSocket) that we are going away;
+        3. after `timeout_graceful_shutdown`, close whatever is still open;
+        4. run the app's lifespan shutdown.
+        """
+        if self._listener is None:
+            return
+        self._listener.close()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+        for connection in list(self.connections):
+            connection.shutdown()
+
+        deadline = self.loop.time() + self.config.timeout_graceful_shutdown
+        while self.connections and self.loop.time() < deadline and not self._force_exit:
+            await asyncio.sleep(0.02)
+        for connection in list(self.connections):
+            connection.transport.abort()
+        await asyncio.sleep(0)  # let aborted connections deliver their disconnect to the apps
+        if self.tasks:  # apps still running after the grace period (and their disconnect)
+            await asyncio.wait(self.tasks, timeout=0 if self._force_exit else 1.0)
+            for task in self.tasks:
+                task.cancel()
+        self._listener = None
+        if not self._force_exit:
+            await self.lifespan.shutdown()
+        logger.info("asgi_lab ASGI server stopped")

@@ -1,0 +1,183 @@
+"""Run either server in the background: from a script, a test, or a Jupyter cell.
+
+    with serve_in_background(app) as server:        # ASGI by default; kind="wsgi" for WSGI
+        httpx.get(server.url)
+
+    server = serve_in_background(app, name="demo")  # in a notebook cell
+    ...
+    server.stop()
+
+Why a thread? Jupyter's kernel already runs an event loop, so `asyncio.run()` raises inside a
+cell. The ASGI server therefore gets a thread with an event loop of its own; the WSGI server
+is threads already. The same helper then works in a script, under pytest and in Jupyter.
+Code on another thread (a widget callback, say) reaches the server's loop with
+`loop.call_soon_threadsafe` / `asyncio.run_coroutine_threadsafe(coro, server.loop)`.
+
+Re-running a cell must not leave a stray server: every background server has a `name`
+(by default the app's qualified name and the kind), and starting one stops the server
+already running under that name. All of them are stopped when the interpreter exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+
+from .config import Config
+
+_running: dict[str, "BackgroundServer"] = {}
+_running_lock = threading.Lock()
+
+
+class BackgroundServer:
+    """A server on a free port, in the background, until `stop()` (or the `with` block ends)."""
+
+    def __init__(self, app, kind: str = "asgi", config: Config | None = None, tracer=None,
+                 name: str | None = None) -> None:
+        if kind not in ("asgi", "wsgi"):
+            raise ValueError(f"kind must be 'asgi' or 'wsgi', not {kind!r}")
+        self.app = app
+        self.kind = kind
+        self.config = config or Config(port=0)
+        self.tracer = tracer
+        self.name = name or f"{kind}:{getattr(app, '__module__', '?')}.{getattr(app, '__qualname__', repr(app))}"
+        self.server = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    # -- where it listens ------------------------------------------------------------------------
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.server.address
+
+    @property
+    def host(self) -> str:
+        return self.address[0]
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.url[len("http"):]
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() if self.kind == "asgi" \
+            else self.server is not None and self.server.address is not None
+
+    def __repr__(self) -> str:
+        where = self.url if self.server is not None and self.server.address else "not started"
+        return f"<BackgroundServer {self.name!r} {self.kind} {where}>"
+
+    # -- start and stop ------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> "BackgroundServer":
+        """Start serving; returns once the server listens. Stops a namesake first."""
+        with _running_lock:
+            previous = _running.pop(self.name, None)
+        if previous is not None and previous is not self:
+            previous.stop()
+        if self.kind == "asgi":
+            self._start_asgi(timeout)
+        else:
+            from .wsgi.server import WSGIServer
+
+            self.server = WSGIServer(self.app, self.config, tracer=self.tracer)
+            self.server.start()
+        with _running_lock:
+            _running[self.name] = self
+        return self
+
+    def _start_asgi(self, timeout: float) -> None:
+        from .asgi.server import Server
+
+        self.server = Server(self.app, self.config, tracer=self.tracer)
+        self._thread = threading.Thread(target=self._run_loop, name=f"asgi-server-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"ASGI server did not start within {timeout} s")
+        if self._error is not None:
+            raise self._error
+
+    def _run_loop(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        try:
+            self.loop.run_until_complete(self._serve())
+        finally:
+            self.loop.close()
+
+    async def _serve(self) -> None:
+        try:
+            await self.server.start()
+        except BaseException as exc:  # report it to the thread that called start()
+            self._error = exc
+            return
+        finally:
+            self._ready.set()
+        await self.server._stop_requested.wait()
+        await self.server.shutdown()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Graceful shutdown (the same as Ctrl-C on the command line); waits until done."""
+        with _running_lock:
+            if _running.get(self.name) is self:
+                del _running[self.name]
+        if self.server is None:
+            return
+        grace = self.config.timeout_graceful_shutdown
+        timeout = grace + 5.0 if timeout is None else timeout
+        if self.kind == "asgi":
+            thread, loop = self._thread, self.loop
+            if thread is not None and thread.is_alive() and loop is not None:
+                try:
+                    loop.call_soon_threadsafe(self.server.request_shutdown)
+                except RuntimeError:  # the loop already closed
+                    pass
+                thread.join(timeout)
+            self._thread = None
+        else:
+            self.server.shutdown(timeout)
+
+    def __enter__(self) -> "BackgroundServer":
+        if self.server is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def serve_in_background(app, kind: str = "asgi", *, name: str | None = None, tracer=None,
+                        config: Config | None = None, **settings) -> BackgroundServer:
+    """Start `app` on a free loopback port in the background and return the running server.
+
+    `settings` are `Config` fields (e.g. `threads=4`, `timeout_keep_alive=1`); the port is
+    0 (a free one) unless given.
+    """
+    config = (config or Config(port=0)).replace(**settings) if settings else (config or Config(port=0))
+    return BackgroundServer(app, kind, config, tracer, name).start()
+
+
+def running_servers() -> list[BackgroundServer]:
+    """Every background server started in this process and not yet stopped."""
+    with _running_lock:
+        return list(_running.values())
+
+
+def stop_all() -> None:
+    for server in running_servers():
+        server.stop()
+
+
+atexit.register(stop_all)

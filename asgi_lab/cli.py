@@ -1,0 +1,139 @@
+"""The command line: `python -m asgi_lab asgi|wsgi MODULE:ATTR [options]`, uvicorn-style.
+
+    python -m asgi_lab asgi asgi_lab.apps.hello:app --port 0
+    python -m asgi_lab wsgi asgi_lab.apps.hello:wsgi_app --threads 32
+
+The server prints the address it actually listens on (useful with --port 0) and shuts down
+gracefully on SIGINT or SIGTERM; a second SIGINT exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+
+from .config import Config
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def import_app(target: str):
+    """"package.module:attr" -> the object. A readable error for each way it can go wrong."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise SystemExit(f"error: app must look like MODULE:ATTR, got {target!r}")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")  # like uvicorn: modules in the current directory can be served
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(f"error: could not import module {module_name!r}: {exc}")
+    app = module
+    for part in attr.split("."):
+        try:
+            app = getattr(app, part)
+        except AttributeError:
+            raise SystemExit(f"error: module {module_name!r} has no attribute {attr!r}")
+    return app
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    defaults = Config()
+    parser.add_argument("app", help="the application, as MODULE:ATTR")
+    parser.add_argument("--host", default=defaults.host, help="address to bind (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=defaults.port,
+                        help="port to bind; 0 picks a free one (default: %(default)s)")
+    parser.add_argument("--root-path", default="", help="ASGI root_path / WSGI SCRIPT_NAME")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    parser.add_argument("--no-access-log", dest="access_log", action="store_false",
+                        help="do not log a line per request")
+    parser.add_argument("--timeout-keep-alive", type=float, default=defaults.timeout_keep_alive)
+    parser.add_argument("--timeout-graceful-shutdown", type=float,
+                        default=defaults.timeout_graceful_shutdown)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m asgi_lab",
+                                     description="asgi_lab: ASGI and WSGI servers for learning")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    asgi = commands.add_parser("asgi", help="serve an ASGI 3 application")
+    add_server_options(asgi)
+    asgi.add_argument("--lifespan", choices=("auto", "on", "off"), default="auto")
+    asgi.add_argument("--ws-max-size", type=int, default=Config().ws_max_message_bytes,
+                      help="largest WebSocket message, in bytes")
+    asgi.add_argument("--ws-ping-interval", type=float, default=None,
+                      help="send a keep-alive ping this often (seconds)")
+    asgi.add_argument("--ws-ping-timeout", type=float, default=Config().ws_ping_timeout)
+
+    wsgi = commands.add_parser("wsgi", help="serve a WSGI (PEP 3333) application")
+    add_server_options(wsgi)
+    wsgi.add_argument("--threads", type=int, default=Config().threads,
+                      help="worker threads; 0 means one thread per connection (default: %(default)s)")
+    return parser
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    config = Config(host=args.host, port=args.port, root_path=args.root_path,
+                    access_log=args.access_log, timeout_keep_alive=args.timeout_keep_alive,
+                    timeout_graceful_shutdown=args.timeout_graceful_shutdown)
+    if args.command == "asgi":
+        config = config.replace(lifespan=args.lifespan, ws_max_message_bytes=args.ws_max_size,
+                                ws_ping_interval=args.ws_ping_interval,
+                                ws_ping_timeout=args.ws_ping_timeout)
+    elif args.command == "wsgi":
+        config = config.replace(threads=args.threads)
+    return config
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(levelname)s:  %(message)s", stream=sys.stderr)
+
+
+def run_asgi(app, config: Config) -> int:
+    """Serve until SIGINT/SIGTERM. Returns the process exit code."""
+    from .asgi.lifespan import LifespanFailure
+    from .asgi.server import Server
+
+    async def main() -> int:
+        server = Server(app, config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, server.request_shutdown)
+        try:
+            await server.start()
+        except LifespanFailure as exc:
+            logging.getLogger("asgi_lab.error").error("%s", exc)
+            return 3
+        print(f"asgi_lab: serving ASGI app on {server.url} (press CTRL+C to quit)", flush=True)
+        await server._stop_requested.wait()
+        await server.shutdown()
+        return 0
+
+    return asyncio.run(main())
+
+
+def run_wsgi(app, config: Config) -> int:
+    from .wsgi.server import WSGIServer
+
+    server = WSGIServer(app, config)
+    server.start()
+    print(f"asgi_lab: serving WSGI app on {server.url} with "
+          f"{config.threads or 'one'} thread{'s' if config.threads != 1 else ''}"
+          f"{'' if config.threads else ' per connection'} (press CTRL+C to quit)", flush=True)
+    return server.serve_until_signal()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    config = config_from(args)
+    app = import_app(args.app)
+    if args.command == "asgi":
+        return run_asgi(app, config)
+    return run_wsgi(app, config)

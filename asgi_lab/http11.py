@@ -1,0 +1,94 @@
+"""What both servers share of HTTP/1.1: built once, on h11, used by ASGI and WSGI alike.
+
+Neither server parses or frames HTTP by hand; h11 does that (RFC 9112). This module holds the
+few things around h11 that both servers need in exactly the same form:
+
+- `new_h11_connection(config)`: the server side of an h11 connection with our header limit;
+- `error_response(status)`: the one place an error response (400, 413, 431, 500, ...) is built,
+  with no traceback or internal detail in it (the log gets those);
+- `default_headers()`: the `server` and `date` headers every response carries (RFC 9110 §6.6.1),
+  with the date formatted once per second rather than once per request.
+"""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+
+import h11
+
+from .config import Config
+
+SERVER_HEADER = (b"server", b"asgi_lab")
+
+
+def new_h11_connection(config: Config) -> h11.Connection:
+    """A server-side h11 state machine; a request head over the limit raises 431."""
+    return h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_bytes)
+
+
+_date_second = 0
+_date_header = (b"date", b"")
+
+
+def default_headers() -> list[tuple[bytes, bytes]]:
+    """`server` and `date` for a response. The date string is cached for the current second."""
+    global _date_second, _date_header
+    now = int(time.time())
+    if now != _date_second:
+        _date_second = now
+        _date_header = (b"date", formatdate(now, usegmt=True).encode("ascii"))
+    return [SERVER_HEADER, _date_header]
+
+
+def reason_phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
+def error_response(status: int, message: str | None = None) -> tuple[h11.Response, bytes]:
+    """The response a server sends when it, not the app, answers: a short plain-text body.
+
+    The body names the status only (e.g. "400 Bad Request"): details stay in the server log.
+    """
+    phrase = reason_phrase(status).decode("ascii")
+    body = f"{status} {message or phrase}\n".encode("utf-8")
+    headers = default_headers() + [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode("ascii")),
+        (b"connection", b"close"),
+    ]
+    return h11.Response(status_code=status, headers=headers, reason=phrase), body
+
+
+def send_error(conn: h11.Connection, status: int, message: str | None = None) -> bytes:
+    """Bytes for a complete error response on `conn`, or b"" when h11 cannot send one now
+    (for example, the response had already started): then the caller just closes."""
+    if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        return b""
+    response, body = error_response(status, message)
+    try:
+        return b"".join(
+            [conn.send(response), conn.send(h11.Data(data=body)), conn.send(h11.EndOfMessage())]
+        )
+    except h11.LocalProtocolError:
+        return b""
+
+
+def status_for(exc: h11.RemoteProtocolError) -> int:
+    """The status h11 suggests for a malformed request: 400, or 431 for an oversized head."""
+    return exc.error_status_hint or 400
+
+
+def is_websocket_upgrade(request: h11.Request) -> bool:
+    """RFC 6455 §4.2.1: a GET with `Upgrade: websocket` and `Connection: upgrade`."""
+    upgrade = connection = False
+    for name, value in request.headers:
+        if name == b"upgrade" and value.lower() == b"websocket":
+            upgrade = True
+        elif name == b"connection" and b"upgrade" in value.lower():
+            connection = True
+    return upgrade and connection and request.method == b"GET"
