@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_options(wsgi)
     wsgi.add_argument("--threads", type=int, default=Config().threads,
                       help="worker threads; 0 means one thread per connection (default: %(default)s)")
+
+    demo = commands.add_parser("demo", help="trace a GET and a POST through both servers; "
+                                            "write sequence diagrams and a timeline (PNG)")
+    demo.add_argument("--out", default="demo-output", help="folder for the PNG and JSON files")
     return parser
 
 
@@ -131,6 +135,10 @@ def run_wsgi(app, config: Config) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args.out)
     setup_logging(args.log_level)
     config = config_from(args)
     app = import_app(args.app)

@@ -15,6 +15,15 @@ When it is on, each layer reports what it saw with one call of one signature::
 
 The result is a list of `TraceEvent`s with monotonic timestamps and the thread / asyncio task
 that did the work. It can be filtered, saved as JSON and loaded back.
+
+Reading a trace (used by the diagrams in `asgi_lab.viz` and by the notebooks):
+
+- `route(event)`: which way the message travels between the three parties of a request,
+  `("client", "server")`, `("server", "app")`, ..., or None for something that happens
+  inside the server (h11 parsed a `Request`, a timeout fired);
+- `label(event)`: a short caption ("http.response.start 200", "Request GET /hello");
+- `listing(events)`: a readable table, one event a line, with no times or ports unless
+  asked: the same requests give the same listing on every run.
 """
 
 from __future__ import annotations
@@ -61,12 +70,12 @@ def jsonable(value: Any) -> Any:
     """ASGI messages hold bytes and tuples; turn them into JSON-friendly values for a trace."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         return preview(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value  # before Sequence: a str is a Sequence of one-character strs
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, Sequence)):  # h11's Headers is a Sequence of pairs
         return [jsonable(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
     return repr(value)
 
 
@@ -80,9 +89,14 @@ def describe_event(event) -> dict[str, Any]:
 class Tracer:
     """Collects `TraceEvent`s from one or more servers. Thread-safe: list.append is atomic."""
 
-    def __init__(self) -> None:
-        self.events: list[TraceEvent] = []
-        self._start = time.monotonic()
+    def __init__(self, events: Iterable[TraceEvent] = ()) -> None:
+        self.events: list[TraceEvent] = list(events)
+        self._start = self.events[0].t if self.events else time.monotonic()
+
+    @property
+    def start(self) -> float:
+        """The time 0 of this trace (when it was created, or its first event once loaded)."""
+        return self._start
 
     def emit(self, conn: int, layer: str, kind: str, data: dict[str, Any] | None = None) -> None:
         """Record one event. Called by the servers only when a tracer is set."""
@@ -119,6 +133,28 @@ class Tracer:
             and (kinds is None or e.kind in kinds)
         ]
 
+    def wait_for(self, *, conn: int | None = None, layer: str | None = None,
+                 kind: str | None = None, timeout: float = 5.0) -> TraceEvent:
+        """Wait until an event matching the criteria has been recorded, and return it.
+
+        The servers run on other threads: after the client saw its response, the server may
+        still be closing the connection. `tracer.wait_for(conn=1, kind="connection_lost")`
+        waits for it, so a listing printed next is complete. Raises TimeoutError.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.filter(conn=conn, layer=layer, kind=kind)
+            if found:
+                return found[0]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no event with conn={conn} layer={layer} kind={kind} "
+                                   f"within {timeout} s ({len(self.events)} events recorded)")
+            time.sleep(0.005)
+
+    def listing(self, **options) -> str:
+        """The events as a readable table: see `listing()`."""
+        return listing(self.events, start=self._start, **options)
+
     def connections(self) -> list[int]:
         """Connection numbers in the order they first appear (0, server-wide, excluded)."""
         return list(dict.fromkeys(e.conn for e in self.events if e.conn))
@@ -150,3 +186,193 @@ class Tracer:
     def load(cls, path) -> "Tracer":
         with open(path, encoding="utf-8") as f:
             return cls.from_json(f.read())
+
+
+# -- reading a trace: where an event goes, what to call it -----------------------------------
+
+#: The parties of a request, left to right on a sequence diagram.
+LANES = ("client", "server", "app")
+
+_CLIENT_TO_SERVER = ("client", "server")
+_SERVER_TO_CLIENT = ("server", "client")
+_SERVER_TO_APP = ("server", "app")
+_APP_TO_SERVER = ("app", "server")
+
+#: (layer, kind) -> (from lane, to lane). Anything not listed stays inside the server.
+ROUTES: dict[tuple[str, str], tuple[str, str]] = {
+    ("socket", "connection_made"): _CLIENT_TO_SERVER,  # the client connects
+    ("socket", "bytes_in"): _CLIENT_TO_SERVER,
+    ("socket", "bytes_out"): _SERVER_TO_CLIENT,
+    ("asgi", "receive"): _SERVER_TO_APP,       # what `await receive()` returned to the app
+    ("asgi", "send"): _APP_TO_SERVER,          # what the app passed to `await send(...)`
+    ("wsgi", "app_call"): _SERVER_TO_APP,      # app(environ, start_response)
+    ("wsgi", "start_response"): _APP_TO_SERVER,
+    ("wsgi", "write"): _APP_TO_SERVER,         # the legacy write() callable
+    ("wsgi", "app_return"): _APP_TO_SERVER,    # the call returned its iterable
+    ("wsgi", "body_chunk"): _APP_TO_SERVER,    # the server took one item from the iterable
+    ("wsgi", "close"): _SERVER_TO_APP,         # iterable.close(), PEP 3333
+}
+
+
+def route(event: TraceEvent) -> tuple[str, str] | None:
+    """(from lane, to lane) for a message between client, server and app; None for an event
+    inside the server (h11 or wsproto parsed something, the WSGI environ was built, a timer fired)."""
+    return ROUTES.get((event.layer, event.kind))
+
+
+def _size(value) -> int | None:
+    """The size of a payload preview: its length, or the length a truncated one announces."""
+    if not isinstance(value, str):
+        return None
+    if value.endswith(" bytes)") and "... (" in value:
+        return int(value.rsplit("... (", 1)[1].split()[0])
+    return len(value)
+
+
+def _first_line(text: str, limit: int = 32) -> str:
+    line = text.split("\r\n", 1)[0].split("\n", 1)[0]
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def label(event: TraceEvent) -> str:
+    """A short caption for an event, e.g. for a diagram's arrow: the message type and the one
+    or two fields a reader looks for first."""
+    data, layer, kind = event.data, event.layer, event.kind
+    if layer == "socket":
+        if kind in ("bytes_in", "bytes_out"):
+            size = data.get("size", _size(data.get("bytes")))
+            line = _first_line(data.get("bytes") or "")
+            return f"{line}  ({size} B)" if line else f"{size} bytes"
+        return {"connection_made": "connect", "connection_lost": "connection closed"}.get(kind, kind)
+    if layer in ("asgi", "wsgi") and "type" in data:  # an ASGI message
+        return _message_label(data)
+    if layer == "h11" or layer == "wsproto":
+        if kind == "Request":
+            return f"{kind} {data.get('method', '')} {data.get('target', '')}"
+        if kind in ("Response", "InformationalResponse"):
+            return f"{kind} {data.get('status_code', '')}"
+        if kind in ("Data", "TextMessage", "BytesMessage", "Message"):
+            return f"{kind} ({_size(data.get('data')) or 0} B)"
+        if kind == "CloseConnection":
+            return f"{kind} {data.get('code', '')}"
+        return kind
+    if layer == "wsgi":
+        if kind == "environ":
+            return f"environ {data.get('REQUEST_METHOD', '')} {data.get('PATH_INFO', '')}".rstrip()
+        if kind == "start_response":
+            return f"start_response({data.get('status', '')!r})"
+        if kind in ("write", "body_chunk"):
+            size = data.get("size", _size(data.get("data", data.get("bytes"))))
+            return f"{kind}({size} B)" if size is not None else kind
+        if kind == "app_call":
+            return "app(environ, start_response)"
+        if kind == "close":
+            return "close()"
+        if kind == "app_return":
+            returned = data.get("iterable") or data.get("type")
+            return f"returned {returned}" if returned else "returned"
+    return kind
+
+
+def _message_label(message: dict[str, Any]) -> str:
+    """ASGI message -> "http.response.start 200", "http.request (12 B, more_body)", ..."""
+    kind = message["type"]
+    details = []
+    if "status" in message:
+        details.append(str(message["status"]))
+    for key in ("body", "bytes", "text"):
+        if message.get(key) is not None and (key == "body" or message.get(key)):
+            details.append(f"({_size(message[key])} B)" if key != "text" else f"({len(message[key])} chars)")
+            break
+    if message.get("more_body"):
+        details.append("more_body")
+    if "code" in message:
+        details.append(str(message["code"]))
+    return " ".join([kind, *details])
+
+
+# -- a readable listing ---------------------------------------------------------------------
+
+#: Event kinds whose chunk boundaries depend on the network, not on the program: a listing
+#: merges consecutive ones (same connection) so that the same request lists the same way.
+CHUNKED = {("socket", "bytes_in"), ("socket", "bytes_out"), ("h11", "Data")}
+
+
+def merge_chunks(events: Iterable[TraceEvent]) -> list[TraceEvent]:
+    """Merge runs of consecutive `bytes_in` / `bytes_out` / h11 `Data` events of one connection
+    into one event each (sizes added up, payload previews joined).
+
+    TCP is a byte stream: a body the client sent in one `sendall` may arrive in one
+    `data_received` or in three. Merging makes a listing independent of that.
+    """
+    merged: list[TraceEvent] = []
+    for event in events:
+        previous = merged[-1] if merged else None
+        if (previous is not None and (event.layer, event.kind) in CHUNKED
+                and (previous.layer, previous.kind, previous.conn) == (event.layer, event.kind, event.conn)):
+            merged[-1] = dataclasses.replace(previous, data=_join(previous.data, event.data))
+        else:
+            merged.append(event)
+    return merged
+
+
+def _join(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    joined = dict(a)
+    for key in ("bytes", "data"):
+        if isinstance(a.get(key), str) and isinstance(b.get(key), str):
+            joined[key] = preview(a[key] + b[key])
+    if "size" in a or "size" in b:
+        joined["size"] = a.get("size", 0) + b.get("size", 0)
+    joined["chunks"] = a.get("chunks", 1) + b.get("chunks", 1)
+    return joined
+
+
+def details(event: TraceEvent) -> str:
+    """The fields of an event that stay the same from run to run: no ports, no dates."""
+    data, layer, kind = event.data, event.layer, event.kind
+    if layer == "socket":
+        if kind in ("bytes_in", "bytes_out"):
+            return f"{data.get('size')} bytes: {_first_line(data.get('bytes') or '', 40)!r}"
+        if kind == "connection_lost":
+            return f"error={data.get('error')}"
+        return ""
+    if "type" in data:  # an ASGI message: show it without headers (their values vary)
+        shown = {k: v for k, v in data.items() if k not in ("headers", "type")}
+        return data["type"] + (" " + " ".join(f"{k}={v!r}" for k, v in shown.items()) if shown else "")
+    if layer == "h11":
+        if kind == "Request":
+            return f"{data.get('method')} {data.get('target')} HTTP/{data.get('http_version')}"
+        if kind in ("Response", "InformationalResponse"):
+            return f"{data.get('status_code')}"
+        if kind == "Data":
+            return f"{_size(data.get('data'))} bytes"
+        return ""
+    return label(event) if label(event) != kind else ""
+
+
+def listing(events: Iterable[TraceEvent], *, start: float | None = None, times: bool = False,
+            threads: bool = False, merge: bool = True) -> str:
+    """A table of events, one a line: number, connection, layer, kind, details.
+
+    Deterministic by default (no times, ports, dates or thread names), so a notebook can
+    compare it from run to run. `times=True` adds milliseconds since `start` (or since the
+    first event); `threads=True` adds the thread and asyncio task; `merge=False` keeps the
+    network's chunk boundaries (see `merge_chunks`).
+    """
+    events = list(events)
+    if merge:
+        events = merge_chunks(events)
+    if start is None:
+        start = events[0].t if events else 0.0
+    lines = []
+    for number, event in enumerate(events, 1):
+        parts = [f"{number:>3}"]
+        if times:
+            parts.append(f"{(event.t - start) * 1000:9.3f} ms")
+        parts.append(f"conn {event.conn:<2} {event.layer:<7} {event.kind:<16}")
+        text = details(event)
+        if threads:
+            text = f"{text}  [{event.thread}{' / ' + event.task if event.task else ''}]"
+        parts.append(text)
+        lines.append(" ".join(parts).rstrip())
+    return "\n".join(lines)

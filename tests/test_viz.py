@@ -1,0 +1,178 @@
+"""The pictures of a trace: sequence diagrams, timelines, the stepper, and `make demo`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+from matplotlib.text import Annotation  # noqa: E402
+
+from asgi_lab import Tracer, serve_in_background  # noqa: E402
+from asgi_lab.demo import (GET_REQUEST, POST_REQUEST, asgi_app, concurrent_requests,  # noqa: E402
+                           slow_asgi_app, trace_exchange)
+from asgi_lab.trace import TraceEvent, merge_chunks, route  # noqa: E402
+from asgi_lab.viz import Stepper, sequence_diagram, side_by_side, timeline  # noqa: E402
+from asgi_lab.viz.timeline import compare_timelines, spans  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def post():
+    tracer = Tracer()
+    with serve_in_background(asgi_app, name="test-viz", tracer=tracer, access_log=False) as server:
+        events = trace_exchange(server, tracer, POST_REQUEST)
+        trace_exchange(server, tracer, GET_REQUEST)
+    return tracer, events
+
+
+@pytest.fixture(scope="module")
+def busy():
+    """Six slow requests at once on the ASGI server."""
+    tracer = Tracer()
+    with serve_in_background(slow_asgi_app, name="test-viz-busy", tracer=tracer,
+                             access_log=False) as server:
+        concurrent_requests(server, 6)
+        for conn in range(1, 7):
+            tracer.wait_for(conn=conn, kind="connection_lost")
+    return tracer
+
+
+def arrows(ax):
+    return [a for a in ax.texts if isinstance(a, Annotation) and a.get_gid() == "arrow"]
+
+
+def notes(ax):
+    return [a for a in ax.texts if a.get_gid() == "note"]
+
+
+def lane_names(ax):
+    return [t.get_text() for t in ax.texts if (t.get_gid() or "").startswith("lane:")]
+
+
+def test_sequence_diagram_has_three_lanes_and_an_arrow_per_message(post):
+    _, events = post
+    fig = sequence_diagram(events, title="POST")
+    ax = fig.axes[0]
+    assert lane_names(ax) == ["client", "server", "app"]
+    merged = merge_chunks(events)
+    routed = [e for e in merged if route(e) is not None]
+    assert len(arrows(ax)) == len(routed) == 6  # connect, bytes in, receive, 2 sends, bytes out
+    assert len(notes(ax)) == len(merged) - len(routed)
+    labels = [t.get_text() for t in ax.texts if t.get_gid() == "arrow-label"]
+    assert labels[2:5] == ["http.request (11 B)", "http.response.start 200", "http.response.body (11 B)"]
+    # Arrows point the right way: receive goes server -> app, send app -> server.
+    receive, start = arrows(ax)[2], arrows(ax)[3]
+    assert receive.xy[0] > receive.xyann[0] and start.xy[0] < start.xyann[0]
+    # One row per event on the time axis, first at 0 ms.
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(ticks) == len(merged) and ticks[0].endswith("0.00 ms")
+
+
+def test_sequence_diagram_of_one_connection_and_custom_lanes(post):
+    tracer, events = post
+    fig = sequence_diagram(tracer, conn=2, lane_titles={"app": "ASGI app"})
+    ax = fig.axes[0]
+    assert lane_names(ax) == ["client", "server", "ASGI app"]
+    assert len(ax.get_yticks()) == len(merge_chunks(tracer.filter(conn=2)))
+    # Several connections in one diagram: each label says whose it is.
+    both = sequence_diagram(tracer)
+    assert any(t.get_text().startswith("[2] ") for t in both.axes[0].texts)
+
+
+def test_side_by_side_draws_one_diagram_per_trace(post):
+    tracer, events = post
+    fig = side_by_side({"first": events, "second": tracer.filter(conn=2)},
+                       lane_titles={"second": {"app": "other app"}})
+    assert [ax.get_title(loc="left") for ax in fig.axes] == ["first", "second"]
+    assert lane_names(fig.axes[1]) == ["client", "server", "other app"]
+    assert len(arrows(fig.axes[0])) == 6 and len(arrows(fig.axes[1])) == 5  # GET: no receive
+
+
+def test_timeline_by_task_gives_each_request_its_own_row(busy):
+    fig = timeline(busy, by="task")
+    ax = fig.axes[0]
+    bars = [c for c in ax.collections if (c.get_gid() or "").startswith("conn:")]
+    expected = spans([e for e in busy.events if e.conn], "task")
+    assert len(bars) == len(expected)
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    app_tasks = {e.task for e in busy.events if e.layer == "asgi"}
+    assert len(app_tasks) == 6 and app_tasks <= set(rows)
+    assert sum(row.startswith("no task") for row in rows) == 1  # the loop's callbacks
+
+
+def test_timeline_by_thread_stacks_overlapping_connections(busy):
+    bars = spans(busy.events, "thread")
+    assert len({b.row for b in bars}) == 1  # one thread, the event loop's
+    assert len(bars) == 6 and max(b.level for b in bars) >= 1  # they overlapped in time
+    ax = timeline(busy, by="thread").axes[0]
+    assert {c.get_gid() for c in ax.collections if c.get_gid()} == {f"conn:{n}" for n in range(1, 7)}
+    with pytest.raises(ValueError, match="by must be"):
+        timeline(busy, by="color")
+
+
+def test_compare_timelines_stacks_one_chart_per_trace(busy, post):
+    fig = compare_timelines({"busy": busy, "post": post[0]}, by=["thread", "conn"])
+    assert [ax.get_title(loc="left") for ax in fig.axes] == ["busy", "post"]
+    assert [t.get_text() for t in fig.axes[1].get_yticklabels()] == ["conn 1", "conn 2"]
+
+
+def test_stepper_moves_with_its_buttons_and_slider(post):
+    _, events = post
+    stepper = Stepper(events)
+    merged = merge_chunks(events)
+    assert stepper.index == 0 and len(stepper.events) == len(merged)
+    stepper.next_button.click()
+    stepper.next_button.click()
+    assert stepper.index == 2 and stepper.event.kind == "Request"
+    assert "Request" in stepper.event_pane.value and "POST" in stepper.event_pane.value
+    stepper.previous_button.click()
+    assert stepper.index == 1 and stepper.event.kind == "bytes_in"
+    assert "(this event)" in stepper.wire_pane.value and "POST /echo HTTP/1.1␍␊" in stepper.wire_pane.value
+    stepper.slider.value = len(merged) - 2  # bytes_out
+    assert stepper.event.kind == "bytes_out" and "HTTP/1.1 200 OK␍␊" in stepper.wire_pane.value
+    assert bytes(stepper.diagram.value).startswith(b"\x89PNG")
+    stepper.next_button.click()
+    stepper.next_button.click()  # past the end: stays on the last event
+    assert stepper.index == len(merged) - 1 and stepper.slider.value == stepper.index
+    stepper.go(-5)
+    assert stepper.index == 0 and "nothing yet" in stepper.wire_pane.value
+
+
+def test_stepper_bundle_has_the_widget_and_a_static_fallback(post):
+    _, events = post
+    bundle = Stepper(events, title="POST")._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "http.response.start" in bundle["text/plain"]
+    assert "<img src='data:image/png;base64," in bundle["text/html"]
+    assert bundle["text/html"].count("<tr>") == len(merge_chunks(events)) + 1
+
+
+def test_stepper_static_mode_needs_no_widgets(post):
+    _, events = post
+    stepper = Stepper(events, static=True)
+    bundle = stepper._repr_mimebundle_()
+    assert set(bundle) == {"text/plain", "text/html"}
+    assert stepper.widget is None
+    stepper.next()
+    stepper.next()
+    assert stepper.index == 2 and stepper.wire()["bytes_in"].kind == "bytes_in"
+    assert stepper.diagram_png().startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="no events"):
+        Stepper([], static=True)
+
+
+def test_stepper_on_a_long_trace_shows_a_window_of_the_diagram():
+    events = [TraceEvent(t=i / 1000, conn=1, layer="asgi", kind="send",
+                         data={"type": "http.response.body", "body": "x", "more_body": True})
+              for i in range(40)]
+    stepper = Stepper(events, static=True)
+    stepper.go(30)
+    assert stepper.diagram_png().startswith(b"\x89PNG")
