@@ -42,11 +42,12 @@ def default_headers() -> list[tuple[bytes, bytes]]:
     return [SERVER_HEADER, _date_header]
 
 
+_REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
+
+
 def reason_phrase(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b""
+    """b"OK" for 200 (RFC 9110 §15); b"" for a status code without a registered phrase."""
+    return _REASONS.get(status, b"")
 
 
 def error_response(status: int, message: str | None = None) -> tuple[h11.Response, bytes]:

@@ -158,6 +158,11 @@ class HTTPProtocol(asyncio.Protocol):
         """A request head arrived: build the scope and run the app on it as a new task."""
         self.waiting_since = None
         self.head_bytes = 0
+        if request.method == b"CONNECT":
+            # A proxy tunnel (RFC 9110 §9.3.6) is not something an app server offers; and h11
+            # would switch protocols on any 2xx answer to it. 501: method not implemented.
+            self.reject(501, "CONNECT is not supported")
+            return
         limit = self.config.max_body_bytes
         if limit is not None:
             length = _content_length(request)

@@ -47,8 +47,8 @@ def build_http_scope(
         "raw_path": raw_path,
         "query_string": query_string,
         "root_path": root_path,
-        # h11 lower-cases names and keeps order and duplicates, exactly what the spec asks.
-        "headers": [(name, value) for name, value in request.headers],
+        # Lower-cased names, in order, duplicates kept, exactly what the spec asks.
+        "headers": [(name.lower(), value) for name, value in request.headers.raw_items()],
         "client": client,
         "server": server,
     }
@@ -69,7 +69,7 @@ def build_websocket_scope(
     """The `websocket` scope (www spec: WebSocket Connection Scope), with the
     `websocket.http.response` extension advertised so an app may deny with a full response."""
     path, raw_path, query_string = split_target(request.target, root_path)
-    headers = [(name, value) for name, value in request.headers]
+    headers = [(name.lower(), value) for name, value in request.headers.raw_items()]
     subprotocols = [
         token.strip().decode("ascii", "replace")
         for name, value in headers if name == b"sec-websocket-protocol"
