@@ -1,0 +1,266 @@
+"""The two long-lived workloads of the threads-vs-coroutines experiment, for both interfaces.
+
+    python -m asgi_lab asgi asgi_lab.apps.sse:app                  # coroutines
+    python -m asgi_lab wsgi asgi_lab.apps.sse:wsgi_app --threads 0  # one thread per client
+    python -m uvicorn asgi_lab.apps.sse:app --http h11              # the same app, elsewhere
+
+Three routes, the same on both sides:
+
+- `GET /events` streams Server-Sent Events (WHATWG HTML, "Server-sent events"): one event
+  every `interval` seconds (query `?interval=1`, default 1 s; `?events=N` ends the stream
+  after N events). Each client has its own clock, started when its request arrives, so load
+  is spread over the second instead of arriving all at once. Every event carries three
+  numbers: `data: SEQ DUE SENT`, its sequence number, when it was due and when the server
+  actually sent it (wall clock, `time.time()`, comparable between processes on one machine).
+  SENT - DUE is how late the server was; the client's receive time - SENT is delivery lag.
+- `GET /poll` is long polling: the request is held until the next message is published, or
+  up to `?timeout=30` seconds (then 204 No Content). A publisher on a timer publishes a
+  message every `PUBLISH_PERIOD` seconds (`?period=` on the first request changes it) at
+  wall-clock multiples of the period, so every server publishes at the same moments. The body
+  is `SEQ PUBLISHED SENT`.
+- `GET /ready` answers `ready` at once: the experiment runner polls it before measuring.
+
+The point of the lab is what each side spends while a client waits. The ASGI app waits in
+`await` (a suspended coroutine: a few hundred bytes); the WSGI app waits in `time.sleep()` or
+on a `threading.Condition` (a whole thread with its stack, for as long as the client stays).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from itertools import count
+from urllib.parse import parse_qs
+
+INTERVAL = 1.0
+"""Seconds between two events of one SSE stream."""
+PUBLISH_PERIOD = 2.0
+"""Seconds between two long-polling messages."""
+POLL_TIMEOUT = 30.0
+"""How long a long-polling request is held at most, waiting for a message."""
+
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+TEXT_HEADERS = [(b"content-type", b"text/plain")]
+
+
+def sse_event(seq: int, due: float, sent: float) -> bytes:
+    """One event in the text/event-stream format: `id:` and `data:` lines, a blank line."""
+    return b"id: %d\ndata: %d %.6f %.6f\n\n" % (seq, seq, due, sent)
+
+
+def query_number(query: str, name: str, default: float) -> float:
+    """A positive number from the query string, or `default` (missing or unreadable)."""
+    values = parse_qs(query).get(name)
+    try:
+        value = float(values[0]) if values else default
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+def next_publication(period: float, now: float) -> float:
+    """Messages are published at wall-clock multiples of `period`: the next one after `now`."""
+    return (now // period + 1) * period
+
+
+# == ASGI =====================================================================================
+
+
+async def app(scope, receive, send):
+    """The ASGI side: one coroutine per request, suspended in `await` while it waits."""
+    if scope["type"] != "http":
+        return  # lifespan: nothing to set up
+    path = scope["path"]
+    query = scope["query_string"].decode("latin-1")
+    if path == "/events":
+        await stream_events(receive, send, query_number(query, "interval", INTERVAL),
+                            int(query_number(query, "events", 0)))
+    elif path == "/poll":
+        await long_poll(send, query_number(query, "timeout", POLL_TIMEOUT),
+                        query_number(query, "period", PUBLISH_PERIOD))
+    elif path == "/ready":
+        await send({"type": "http.response.start", "status": 200, "headers": TEXT_HEADERS})
+        await send({"type": "http.response.body", "body": b"ready"})
+    else:
+        await send({"type": "http.response.start", "status": 404, "headers": TEXT_HEADERS})
+        await send({"type": "http.response.body", "body": b"not found: try /events or /poll"})
+
+
+async def stream_events(receive, send, interval: float, limit: int) -> None:
+    """SSE: send an event every `interval` seconds until the client leaves (or `limit` events).
+
+    Between two events the coroutine waits for whichever comes first: the next tick, or the
+    client leaving (`receive()` returns `http.disconnect`, ASGI www spec). `asyncio.timeout_at`
+    gives both in one `await`, with no second task per client: waiting costs one suspended
+    coroutine. (Some servers, uvicorn among them, make `send()` after a disconnect a silent
+    no-op, so an app that only relied on `send()` raising would stream to nobody forever.)
+    """
+    await receive()  # http.request: the (empty) body of the GET
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+    loop = asyncio.get_running_loop()
+    started, wall_started = loop.time(), time.time()
+    for seq in count():
+        if limit and seq >= limit:
+            break
+        if seq:  # the first event goes out at once; then wait for the tick or the client leaving
+            try:
+                async with asyncio.timeout_at(started + seq * interval):
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                return  # the client left
+            except TimeoutError:
+                pass  # the usual case: time for the next event
+        sent = time.time()
+        await send({"type": "http.response.body", "more_body": True,
+                    "body": sse_event(seq, wall_started + seq * interval, sent)})
+    await send({"type": "http.response.body", "body": b""})
+
+
+class AsyncPublisher:
+    """Long polling, ASGI side: every waiting request awaits one shared `asyncio.Event`.
+
+    A timer on the event loop (no thread, no task) publishes at the next multiple of `period`:
+    it records the message, wakes every waiter by setting the event, and starts a fresh one.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, period: float) -> None:
+        self.loop = loop
+        self.period = period
+        self.seq = 0
+        self.message = (0, 0.0)
+        self.event = asyncio.Event()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        delay = next_publication(self.period, time.time()) - time.time()
+        self.loop.call_later(delay, self.publish)
+
+    def publish(self) -> None:
+        self.seq += 1
+        self.message = (self.seq, time.time())
+        self.event.set()
+        self.event = asyncio.Event()
+        self._schedule()
+
+    async def wait(self, timeout: float) -> tuple[int, float] | None:
+        """The next message, or None after `timeout` seconds."""
+        event = self.event
+        try:
+            async with asyncio.timeout(timeout):
+                await event.wait()
+        except TimeoutError:
+            return None
+        return self.message
+
+
+_async_publishers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncPublisher]" = \
+    weakref.WeakKeyDictionary()
+
+
+def async_publisher(period: float) -> AsyncPublisher:
+    """The publisher of the running event loop, started on first use (one per server)."""
+    loop = asyncio.get_running_loop()
+    publisher = _async_publishers.get(loop)
+    if publisher is None:
+        publisher = _async_publishers[loop] = AsyncPublisher(loop, period)
+    return publisher
+
+
+async def long_poll(send, timeout: float, period: float) -> None:
+    """Hold the request until the next message (200) or until `timeout` (204)."""
+    message = await async_publisher(period).wait(timeout)
+    if message is None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    seq, published = message
+    body = b"%d %.6f %.6f" % (seq, published, time.time())
+    await send({"type": "http.response.start", "status": 200, "headers": TEXT_HEADERS})
+    await send({"type": "http.response.body", "body": body})
+
+
+# == WSGI =====================================================================================
+
+
+def wsgi_app(environ, start_response):
+    """The WSGI side (PEP 3333): the same routes; a waiting client holds a whole thread."""
+    path = environ.get("PATH_INFO", "")
+    query = environ.get("QUERY_STRING", "")
+    if path == "/events":
+        start_response("200 OK", [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")])
+        return event_stream(query_number(query, "interval", INTERVAL),
+                            int(query_number(query, "events", 0)))
+    if path == "/poll":
+        message = thread_publisher(query_number(query, "period", PUBLISH_PERIOD)).wait(
+            query_number(query, "timeout", POLL_TIMEOUT))
+        if message is None:
+            start_response("204 No Content", [])
+            return []
+        seq, published = message
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"%d %.6f %.6f" % (seq, published, time.time())]
+    if path == "/ready":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ready"]
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"not found: try /events or /poll"]
+
+
+def event_stream(interval: float, limit: int):
+    """SSE as a WSGI iterable: the server's thread runs this generator, sleeping between events.
+
+    The thread learns that the client left only when writing an event fails; the server then
+    calls `close()` on the generator (PEP 3333), which ends it at its `yield`.
+    """
+    started = time.time()
+    for seq in count():
+        if limit and seq >= limit:
+            return
+        due = started + seq * interval
+        delay = due - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        yield sse_event(seq, due, time.time())
+
+
+class ThreadPublisher:
+    """Long polling, WSGI side: every waiting request blocks its thread on one Condition.
+
+    A daemon thread publishes at each multiple of `period` and wakes all waiters.
+    """
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self.seq = 0
+        self.message = (0, 0.0)
+        self.condition = threading.Condition()
+        threading.Thread(target=self._run, name="publisher", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(max(0.0, next_publication(self.period, time.time()) - time.time()))
+            with self.condition:
+                self.seq += 1
+                self.message = (self.seq, time.time())
+                self.condition.notify_all()
+
+    def wait(self, timeout: float) -> tuple[int, float] | None:
+        with self.condition:
+            seq = self.seq
+            self.condition.wait_for(lambda: self.seq != seq, timeout)
+            return self.message if self.seq != seq else None
+
+
+_thread_publisher: ThreadPublisher | None = None
+_thread_publisher_lock = threading.Lock()
+
+
+def thread_publisher(period: float) -> ThreadPublisher:
+    """The process's publisher thread, started on first use."""
+    global _thread_publisher
+    with _thread_publisher_lock:
+        if _thread_publisher is None:
+            _thread_publisher = ThreadPublisher(period)
+        return _thread_publisher

@@ -1,0 +1,187 @@
+"""What both experiments do for each server: start it, watch it under load, stop it.
+
+    run = measure_server(SERVERS["asgi"], lambda url: run_sse_load(url + "/events", ...), ...)
+
+1. start the server in its own process and wait until it answers;
+2. sample its RSS, VMS, threads and CPU every 100 ms (`procstats.ProcessSampler`) for a
+   moment of idleness (the *idle* memory: interpreter, modules, the listening socket);
+3. run the load generator (another process) against it;
+4. stop the server, and summarise what the process spent *because of the clients*: peak
+   RSS minus idle RSS, divided by the number of clients, is the memory one client costs.
+
+Also here: the progress display (a widget bar in Jupyter, a line on a terminal) and JSON
+save/load, so a result can be re-plotted without re-running anything.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+
+from ..load import percentile
+from .procstats import ProcessSampler
+from .servers import ServerProcess, ServerSpec
+
+IDLE_SECONDS = 0.5
+
+
+def measure_server(spec: ServerSpec, run_load, clients: int, pool_threads: int) -> dict:
+    """Run `run_load(url)` against a fresh `spec` server; returns the raw measurements.
+
+    The result: `server` (name, label, ...), `samples` (t, rss, vms, threads, cpu rows),
+    `marks` (when the load started and ended, on the samples' clock), `process` (the summary
+    of the samples) and `load` (whatever the load generator returned).
+    """
+    server = ServerProcess(spec, pool_threads).start()
+    sampler = ProcessSampler(server.pid).start()
+    try:
+        time.sleep(IDLE_SECONDS)
+        sampler.mark("load")
+        load_result = run_load(server.url)
+        sampler.sample()
+        sampler.mark("end")
+    finally:
+        server.stop()
+        sampler.stop()
+    return {
+        "server": {"name": spec.name, "label": spec.label.format(threads=pool_threads),
+                   "interface": spec.interface, "waits_in": spec.waits_in},
+        "samples": [list(sample) for sample in sampler.samples],
+        "marks": sampler.marks,
+        "process": process_summary(sampler, clients),
+        "load": load_result,
+    }
+
+
+def process_summary(sampler: ProcessSampler, clients: int) -> dict:
+    """Idle and peak memory, per-client memory, threads, CPU seconds under load."""
+    idle = sampler.between(None, "load")
+    loaded = sampler.between("load", "end")
+    if not idle or not loaded:
+        raise RuntimeError("the server process vanished while it was measured")
+    idle_rss = min(s.rss for s in idle[-3:])
+    peak_rss = max(s.rss for s in loaded)
+    return {
+        "idle_rss_mb": round(idle_rss / 2**20, 2),
+        "peak_rss_mb": round(peak_rss / 2**20, 2),
+        "per_client_kb": round((peak_rss - idle_rss) / 1024 / max(clients, 1), 2),
+        "peak_vms_mb": round(max(s.vms for s in loaded) / 2**20, 1),
+        "idle_threads": idle[-1].threads,
+        "peak_threads": max(s.threads for s in loaded),
+        "cpu_s": round(loaded[-1].cpu - idle[-1].cpu, 3),
+        "seconds": round(loaded[-1].t - idle[-1].t, 3),
+    }
+
+
+def stats_ms(values) -> dict:
+    """p50 / p99 / max of a list of milliseconds (None entries ignored)."""
+    data = [v for v in values if v is not None]
+    return {"p50": percentile(data, 50), "p99": percentile(data, 99),
+            "max": max(data) if data else None, "n": len(data)}
+
+
+def environment() -> dict:
+    """Where the numbers came from: they mean little without the machine."""
+    import os
+    return {"python": sys.version.split()[0], "platform": platform.platform(),
+            "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+# -- progress ---------------------------------------------------------------------------------
+
+
+class TextProgress:
+    """One line on the terminal, rewritten in place (on stderr, so stdout stays the table)."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+
+    def update(self, fraction: float, text: str) -> None:
+        filled = int(30 * min(max(fraction, 0.0), 1.0))
+        self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {text[:90]:<90}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+class WidgetProgress:
+    """A progress bar and a label in a Jupyter notebook (ipywidgets)."""
+
+    def __init__(self) -> None:
+        import ipywidgets
+        from IPython.display import display
+
+        self.bar = ipywidgets.FloatProgress(min=0.0, max=1.0)
+        self.label = ipywidgets.Label()
+        display(ipywidgets.HBox([self.bar, self.label]))
+
+    def update(self, fraction: float, text: str) -> None:
+        self.bar.value = min(max(fraction, 0.0), 1.0)
+        self.label.value = text
+
+    def close(self) -> None:
+        self.bar.bar_style = "success"
+
+
+class PartProgress:
+    """Stage `index` of `count` of a longer job (a sweep): maps 0..1 onto its slice of `bar`."""
+
+    def __init__(self, bar, index: int, count: int) -> None:
+        self.bar, self.index, self.count = bar, index, count
+
+    def update(self, fraction: float, text: str) -> None:
+        self.bar.update((self.index + min(max(fraction, 0.0), 1.0)) / self.count, text)
+
+    def close(self) -> None:
+        pass
+
+
+class NoProgress:
+    def update(self, fraction: float, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def make_progress(progress) -> object:
+    """`progress` may be an object with update/close, True (pick one for where we run), or
+    False/None (silent)."""
+    if progress is None or progress is False:
+        return NoProgress()
+    if progress is not True:
+        return progress
+    if in_notebook():
+        try:
+            return WidgetProgress()
+        except ImportError:
+            pass
+    return TextProgress()
+
+
+def in_notebook() -> bool:
+    shell = sys.modules.get("IPython")
+    if shell is None:
+        return False
+    ipython = shell.get_ipython()
+    return ipython is not None and hasattr(ipython, "kernel")
+
+
+# -- JSON -------------------------------------------------------------------------------------
+
+
+def save_result(result: dict, path) -> str:
+    """Write an experiment result (or a sweep) as JSON; returns the path."""
+    with open(path, "w") as f:
+        json.dump(result, f, separators=(",", ":"))
+    return str(path)
+
+
+def load_result(path) -> dict:
+    """Read back what `save_result` wrote."""
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,157 @@
+"""The headline experiment: N concurrent SSE clients, threads against coroutines.
+
+    python -m asgi_lab experiment sse --clients 1000 --duration 10
+    python -m asgi_lab experiment sse --clients 100,500,1000 --servers asgi,wsgi-threads
+
+    from asgi_lab.experiments import sse_concurrency
+    result = sse_concurrency.run(clients=1000, duration=10)
+    print(sse_concurrency.format_table(result))
+
+The claim under test (the book's chapter III): "1000 concurrent SSE connections = 1000
+blocked threads". Every server gets the same stream (one event per second per client, see
+`asgi_lab/apps/sse.py`) and the same clients (`asgi_lab/load/sse.py`, another process).
+Per server we report:
+
+- *served*: clients that received every event they were due (see `load.sse.fully_served`);
+  *never*: clients that did not get a single event during the run (a starved pool);
+- *threads*: the most OS threads the server process had;
+- *RSS*: idle, peak, and (peak - idle) / N, the memory one client costs;
+- *CPU s*: CPU seconds the server used during the load;
+- *lag*: p50 / p99 / max of receive time - the server's send stamp, over all events;
+- *late*: p99 of send stamp - due time: how far behind its schedule the server fell;
+- *TTFE*: time to first event, p50 / p99 over the clients that got one.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..load.sse import fully_served, run_sse_load
+from .measure import PartProgress, environment, make_progress, measure_server, save_result, stats_ms
+from .servers import POOL_THREADS, resolve_servers
+
+DEFAULT_SERVERS = ("asgi", "wsgi-threads", "wsgi-pool", "uvicorn", "gunicorn")
+CLIENTS_PER_LOAD_PROCESS = 5000
+
+
+def load_processes_for(clients: int) -> int:
+    """One generator process per 5000 clients: each keeps well inside one core and its fds."""
+    return max(1, math.ceil(clients / CLIENTS_PER_LOAD_PROCESS))
+
+
+def run(clients: int = 1000, duration: float = 10.0, servers=DEFAULT_SERVERS, *,
+        pool_threads: int = POOL_THREADS, interval: float = 1.0, load_processes: int | None = None,
+        progress=True, out=None) -> dict:
+    """Run the SSE experiment against each server in turn; returns (and saves to `out`) the result.
+
+    `progress=True` shows a bar (a widget in Jupyter, a line on a terminal); pass False for
+    silence. The result is plain JSON-ready data: `runs` holds one entry per server with its
+    `summary`, the process `samples` and everything the load generator measured.
+    """
+    specs = resolve_servers(servers)
+    processes = load_processes or load_processes_for(clients)
+    bar = make_progress(progress)
+    runs = []
+    for index, spec in enumerate(specs):
+        stage = PartProgress(bar, index, len(specs))
+        expected_time = interval + duration
+
+        def report(totals, name=spec.name, stage=stage):
+            stage.update(totals["elapsed"] / expected_time,
+                         f"{name}: {totals['open']}/{clients} open, {totals['events']} events, "
+                         f"{totals['errors']} errors, {totals['elapsed']:.0f}/{expected_time:.0f} s")
+
+        def run_load(url, report=report):
+            return run_sse_load(url + f"/events?interval={interval}", clients, duration,
+                                interval=interval, processes=processes, progress=report)
+
+        stage.update(0.0, f"{spec.name}: starting")
+        measured = measure_server(spec, run_load, clients, pool_threads)
+        measured["summary"] = summarize(measured)
+        runs.append(measured)
+    bar.close()
+    result = {"experiment": "sse", "clients": clients, "duration": duration, "interval": interval,
+              "pool_threads": pool_threads, "load_processes": processes,
+              "environment": environment(), "runs": runs}
+    if out:
+        save_result(result, out)
+    return result
+
+
+def run_sweep(clients=(100, 500, 1000), duration: float = 10.0, servers=DEFAULT_SERVERS, *,
+              progress=True, out=None, **options) -> dict:
+    """`run()` once per client count, for the memory/threads-against-clients chart."""
+    bar = make_progress(progress)
+    results = [run(n, duration, servers, progress=PartProgress(bar, i, len(clients)), **options)
+               for i, n in enumerate(clients)]
+    bar.close()
+    sweep = {"experiment": "sse-sweep", "clients": list(clients), "duration": duration,
+             "environment": environment(), "results": results}
+    if out:
+        save_result(sweep, out)
+    return sweep
+
+
+def summarize(measured: dict) -> dict:
+    """The per-server numbers of the table, from the raw measurements."""
+    load, process = measured["load"], measured["process"]
+    served = fully_served(load)
+    ttfe = load["ttfe_ms"]
+    return {
+        "clients": load["clients"],
+        "served": sum(served),
+        "never": sum(t is None for t in ttfe),
+        "errors": sum(e is not None for e in load["errors"]),
+        "events": sum(load["events"]),
+        "expected_events": sum(load["expected"]),
+        "lag_ms": stats_ms(load["lags_ms"]),
+        "late_ms": stats_ms(load["lateness_ms"]),
+        "ttfe_ms": stats_ms(ttfe),
+        "connect_ms": stats_ms(load["connect_ms"]),
+        **process,
+    }
+
+
+def table_rows(result: dict) -> list[dict]:
+    """One row per server, the columns of `format_table`."""
+    rows = []
+    for measured in result["runs"]:
+        s = measured["summary"]
+        rows.append({
+            "server": measured["server"]["name"],
+            "served": f"{s['served']}/{s['clients']}",
+            "never": s["never"],
+            "threads": s["peak_threads"],
+            "idle MB": s["idle_rss_mb"],
+            "peak MB": s["peak_rss_mb"],
+            "KB/client": s["per_client_kb"],
+            "VMS MB": s["peak_vms_mb"],
+            "CPU s": s["cpu_s"],
+            "lag p50": _ms(s["lag_ms"]["p50"]),
+            "lag p99": _ms(s["lag_ms"]["p99"]),
+            "lag max": _ms(s["lag_ms"]["max"]),
+            "late p99": _ms(s["late_ms"]["p99"]),
+            "TTFE p50": _ms(s["ttfe_ms"]["p50"]),
+            "TTFE p99": _ms(s["ttfe_ms"]["p99"]),
+        })
+    return rows
+
+
+def format_table(result: dict) -> str:
+    """A plain-text table (times in ms), one line per server."""
+    rows = table_rows(result)
+    if not rows:
+        return "(no servers ran)"
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(str(row[c])) for row in rows)) for c in columns}
+    lines = ["  ".join(c.rjust(widths[c]) if i else c.ljust(widths[c]) for i, c in enumerate(columns))]
+    for row in rows:
+        lines.append("  ".join(str(row[c]).rjust(widths[c]) if i else str(row[c]).ljust(widths[c])
+                               for i, c in enumerate(columns)))
+    title = (f"SSE: {result['clients']} clients, {result['duration']:g} s, one event every "
+             f"{result['interval']:g} s (times in ms)")
+    return "\n".join([title, *lines])
+
+
+def _ms(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
