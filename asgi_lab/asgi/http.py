@@ -373,7 +373,11 @@ class RequestResponseCycle:
         protocol = self.protocol
         if self.tracer is not None:
             self.tracer.emit(protocol.id, "asgi", "send", message)
-        if self.disconnected:
+        if self.disconnected or protocol.transport.is_closing():
+            # is_closing(): the socket already failed. connection_lost (which sets
+            # `disconnected`) runs only when the loop gets control, and an app that streams
+            # without ever waiting would otherwise keep writing into a dead transport.
+            self.disconnected = True
             raise ClientDisconnected(f"client {protocol.client} disconnected")
         if protocol.writing_paused:
             await protocol.drain()  # back-pressure: the client is not reading fast enough

@@ -1,0 +1,480 @@
+"""Hardening: floods, slow and idle peers, disconnects at every stage, shutdown under load.
+
+Each test is a hostile or unlucky client a server meets in real life, pointed at a real server
+over loopback sockets, with a small configuration (short timeouts, small grace period) so the
+whole file runs in well under a minute. The figures at production scale (5,000 idle
+connections, 100,000-request soaks) come from `benchmarks/floods.py` and `benchmarks/soak.py`.
+
+Bounded memory is shown from inside the server: the background server runs in this process,
+so a test can look at its connections and read how many bytes each one buffers.
+
+Signal handling needs a real process: those tests start `python -m asgi_lab ...` as a
+subprocess and send it SIGTERM / SIGINT.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from asgi_lab.apps import soak
+from asgi_lab.background import serve_in_background
+
+KiB, MiB = 1024, 1024 * 1024
+SOCKET_READ = 256 * KiB  # the most asyncio reads from a socket in one go (selector transport)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def errors():
+    """Every WARNING+ record from asgi_lab.* and asyncio (a crashed callback) during the test."""
+    found: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            found.append(record)
+
+    handler = Collect(logging.WARNING)
+    for name in ("asgi_lab", "asyncio"):
+        logging.getLogger(name).addHandler(handler)
+    yield found
+    for name in ("asgi_lab", "asyncio"):
+        logging.getLogger(name).removeHandler(handler)
+
+
+def no_errors(found) -> None:
+    assert not found, [f"{r.name}: {r.getMessage()} {r.exc_info[1]!r}" if r.exc_info else r.getMessage()
+                       for r in found]
+
+
+def connect(server, timeout: float = 10.0) -> socket.socket:
+    return socket.create_connection(server.address, timeout=timeout)
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """One response with a content-length (what the soak app sends for small answers)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before a response: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed in the middle of a body"
+        body += chunk
+    return status, body
+
+
+def get(server, target: str = "/") -> tuple[int, bytes]:
+    with connect(server) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nhost: test\r\n\r\n".encode())
+        return read_response(sock)
+
+
+def closed_by_peer(sock: socket.socket, within: float) -> bool:
+    """True if the server closes `sock` within `within` seconds (EOF or reset)."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def wait_until(condition, timeout: float, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
+def http_connections(server) -> list:
+    return [c for c in list(server.server.connections) if hasattr(c, "cycle")]
+
+
+# -- floods and slow peers: bounded memory -------------------------------------------------------
+
+
+def test_body_faster_than_the_app_reads_is_held_at_the_high_water_mark(errors):
+    """A client uploads 16 MiB as fast as it can to an app that reads slowly: the server stops
+    reading the socket (pause_reading) once `read_high_water` bytes wait for the app, so what
+    it buffers stays below high water + one socket read, whatever the body size."""
+    high_water = 64 * KiB
+    with serve_in_background(soak.app, name="hardening-upload", access_log=False,
+                             read_high_water=high_water) as server:
+        size = 16 * MiB
+        biggest = 0
+        done = threading.Event()
+
+        def sample():
+            nonlocal biggest
+            while not done.is_set():
+                for connection in http_connections(server):
+                    cycle = connection.cycle
+                    if cycle is not None:
+                        biggest = max(biggest, len(cycle.body))
+                time.sleep(0.001)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            with connect(server) as sock:
+                sock.sendall(b"POST /slow-read?delay=0.002 HTTP/1.1\r\nhost: t\r\n"
+                             b"content-length: %d\r\n\r\n" % size)
+                chunk = b"x" * (1 * MiB)
+                for _ in range(size // len(chunk)):
+                    sock.sendall(chunk)
+                status, body = read_response(sock)
+        finally:
+            done.set()
+            sampler.join()
+    assert (status, body) == (200, str(size).encode())
+    assert 0 < biggest <= high_water + SOCKET_READ, biggest
+    no_errors(errors)
+
+
+def test_a_client_that_never_reads_its_response_holds_bounded_memory(errors):
+    """A client asks for 64 MiB and reads nothing: the app's send() waits on the transport's
+    write buffer (pause_writing / drain), so the server holds at most high water + one chunk,
+    and the client still gets every byte once it reads."""
+    size = 64 * MiB
+    with serve_in_background(soak.app, name="hardening-slow-reader", access_log=False) as server:
+        with connect(server) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KiB)
+            sock.sendall(b"GET /big?size=%d HTTP/1.1\r\nhost: t\r\n\r\n" % size)
+            time.sleep(0.5)  # the kernel buffers fill up, then the server's
+            buffered = [c.transport.get_write_buffer_size() for c in http_connections(server)]
+            high = [c.transport.get_write_buffer_limits()[1] for c in http_connections(server)]
+            assert buffered and buffered[0] <= high[0] + soak.CHUNK, (buffered, high)
+            received = 0
+            while True:
+                data = sock.recv(4 * MiB)
+                received += len(data)
+                if not data or received >= size:
+                    break
+    head_size = received - size
+    assert 0 < head_size < 300, "the whole response (head + 64 MiB body) arrived"
+    no_errors(errors)
+
+
+def test_pipelined_flood_without_reading_is_bounded(errors):
+    """20,000 pipelined requests sent without reading a single answer: the server answers in
+    order, one at a time, and reads more only as its answers drain. Nothing is lost."""
+    count = 20_000
+    request = b"GET / HTTP/1.1\r\nhost: t\r\n\r\n"
+    with serve_in_background(soak.app, name="hardening-pipeline", access_log=False) as server:
+        with connect(server) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KiB)
+            sender = threading.Thread(target=sock.sendall, args=(request * count,))
+            sender.start()
+            time.sleep(0.5)  # the server is now stuck behind our full receive buffer
+            for connection in http_connections(server):
+                pending = len(connection.conn.trailing_data[0])
+                buffered = connection.transport.get_write_buffer_size()
+                high = connection.transport.get_write_buffer_limits()[1]
+                assert pending <= SOCKET_READ + len(request), pending
+                assert buffered <= high + 1 * KiB, buffered
+            answers = b""
+            while answers.count(b"\r\n\r\nok") < count:
+                data = sock.recv(1 * MiB)
+                assert data, "connection closed before all answers came"
+                answers += data
+            sender.join()
+    assert answers.count(b"HTTP/1.1 200 OK") == count
+    no_errors(errors)
+
+
+# -- idle and slow peers: timeouts ------------------------------------------------------------------
+
+
+def test_idle_connections_are_closed_by_the_idle_timeout(errors):
+    """500 connections that never send a byte, and 50 that sent one request and went quiet:
+    all closed by the server once `timeout_keep_alive` has passed, and no sooner."""
+    timeout = 0.5
+    with serve_in_background(soak.app, name="hardening-idle", access_log=False,
+                             timeout_keep_alive=timeout) as server:
+        silent = [connect(server) for _ in range(500)]
+        after_one = []
+        for _ in range(50):
+            sock = connect(server)
+            sock.sendall(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+            assert read_response(sock) == (200, b"ok")
+            after_one.append(sock)
+        opened = time.monotonic()
+        assert wait_until(lambda: len(server.server.connections) == 550, 2.0)
+        assert wait_until(lambda: not server.server.connections, timeout + 3.0)
+        elapsed = time.monotonic() - opened
+        assert elapsed >= timeout * 0.8, f"closed too early: {elapsed:.2f} s"
+        for sock in silent + after_one:
+            assert closed_by_peer(sock, within=1.0)
+            sock.close()
+        assert get(server) == (200, b"ok")
+    no_errors(errors)
+
+
+def test_slow_headers_are_cut_off(errors):
+    """Slowloris: a request head sent one byte every 50 ms never finishes; the server closes
+    it after `timeout_request_header` even though bytes keep trickling in."""
+    with serve_in_background(soak.app, name="hardening-slowloris", access_log=False,
+                             timeout_request_header=0.5, timeout_keep_alive=5) as server:
+        head = b"GET / HTTP/1.1\r\nhost: t\r\nx-padding: " + b"a" * 1000
+        started = time.monotonic()
+        with connect(server) as sock:
+            try:
+                for byte in head:
+                    sock.sendall(bytes([byte]))
+                    time.sleep(0.05)
+                    if time.monotonic() - started > 5:
+                        break
+            except OSError:
+                pass  # closed on us: what we wanted
+            assert closed_by_peer(sock, within=1.0)
+        assert time.monotonic() - started < 2.5
+        assert get(server) == (200, b"ok")
+    no_errors(errors)
+
+
+def test_huge_headers_get_431_and_the_server_goes_on(errors):
+    with serve_in_background(soak.app, name="hardening-431", access_log=False,
+                             max_header_bytes=16 * KiB) as server:
+        with connect(server) as sock:
+            try:
+                sock.sendall(b"GET / HTTP/1.1\r\nhost: t\r\n" + b"x-big: " + b"a" * (1 * MiB))
+            except OSError:
+                pass  # the server may answer and close while we still send
+            data = b""
+            try:
+                while chunk := sock.recv(65536):
+                    data += chunk
+            except ConnectionResetError:
+                pass
+        assert data == b"" or data.startswith(b"HTTP/1.1 431 "), data[:100]
+        assert get(server) == (200, b"ok")
+    no_errors(errors)
+
+
+# -- disconnects at every stage ------------------------------------------------------------------
+
+
+def test_disconnect_at_every_byte_of_a_request(errors):
+    """Close (and reset) the connection after each prefix of a request with a body: the server
+    never logs an error and the app sees http.disconnect; a good client is served afterwards."""
+    request = (b"POST /echo HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n"
+               b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    with serve_in_background(soak.app, name="hardening-disconnects", access_log=False) as server:
+        for cut in range(len(request)):
+            for reset in (False, True):
+                sock = connect(server)
+                sock.sendall(request[:cut])
+                if reset:  # SO_LINGER 0: close() sends RST instead of FIN
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                sock.close()
+        assert wait_until(lambda: not server.server.connections and not server.server.tasks, 3.0)
+        assert get(server) == (200, b"ok")
+    no_errors(errors)
+
+
+def test_disconnect_during_the_response(errors):
+    """Clients that leave while the app sleeps, while it streams, and in the middle of SSE."""
+    with serve_in_background(soak.app, name="hardening-leave", access_log=False) as server:
+        for target in ("/sleep?s=0.2", "/stream?chunks=2000&size=4096", "/sse?interval=0.01",
+                       "/big?size=33554432"):
+            for _ in range(5):
+                sock = connect(server)
+                sock.sendall(f"GET {target} HTTP/1.1\r\nhost: t\r\n\r\n".encode())
+                if target != "/sleep?s=0.2":
+                    sock.recv(10)  # the response has started
+                sock.close()
+        # Every app call ends (the sleeping ones after their sleep), every connection closes.
+        assert wait_until(lambda: not server.server.connections and not server.server.tasks, 3.0), \
+            (server.server.connections, server.server.tasks)
+        assert get(server) == (200, b"ok")
+    no_errors(errors)
+
+
+# -- shutdown under load -------------------------------------------------------------------------
+
+
+class ServerProcess:
+    """`python -m asgi_lab KIND asgi_lab.apps.soak:APP --port 0 ...` in a subprocess."""
+
+    def __init__(self, kind: str, *options: str) -> None:
+        app = "asgi_lab.apps.soak:app" if kind == "asgi" else "asgi_lab.apps.soak:wsgi_app"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "asgi_lab", kind, app, "--port", "0", "--no-access-log", *options],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        assert wait_until(lambda: self.url is not None or self.process.poll() is not None, 15.0)
+        assert self.url, "".join(self.lines)
+        host, port = self.url.removeprefix("http://").rsplit(":", 1)
+        self.address = (host, int(port))
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def url(self) -> str | None:
+        for line in self.lines:
+            found = re.search(r"http://[\d.]+:\d+", line)
+            if found and "serving" in line:
+                return found.group(0)
+        return None
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def signal(self, number: int) -> None:
+        self.process.send_signal(number)
+
+    def wait(self, timeout: float) -> int:
+        code = self.process.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+
+@pytest.fixture
+def processes():
+    started: list[ServerProcess] = []
+
+    def start(kind: str, *options: str) -> ServerProcess:
+        started.append(ServerProcess(kind, *options))
+        return started[-1]
+
+    yield start
+    for process in started:
+        process.kill()
+
+
+def in_flight(address, target: str) -> socket.socket:
+    sock = socket.create_connection(address, timeout=10)
+    sock.sendall(f"GET {target} HTTP/1.1\r\nhost: t\r\n\r\n".encode())
+    return sock
+
+
+def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def test_sigterm_finishes_in_flight_requests_and_ends_streams(processes):
+    """SIGTERM under load: requests in flight get their answers, SSE streams and idle
+    keep-alive connections are closed, new connections are refused, the app's lifespan
+    shutdown runs, and the process exits 0 well within the grace period."""
+    grace = 3.0
+    server = processes("asgi", "--timeout-graceful-shutdown", str(grace))
+    sleepers = [in_flight(server.address, "/sleep?s=1") for _ in range(10)]
+    streams = [in_flight(server.address, "/sse?interval=0.02") for _ in range(10)]
+    idle = [socket.create_connection(server.address) for _ in range(10)]
+    for stream in streams:
+        assert stream.recv(100).startswith(b"HTTP/1.1 200 ")
+    time.sleep(0.2)  # the sleepers are now inside the app
+
+    sent = time.monotonic()
+    server.signal(signal.SIGTERM)
+    with ThreadPoolExecutor(30) as pool:
+        answers = list(pool.map(lambda s: read_until_closed(s, grace + 2), sleepers + streams + idle))
+    code = server.wait(grace + 5)
+    took = time.monotonic() - sent
+
+    assert code == 0, server.output
+    assert took < grace, f"shutdown took {took:.1f} s; the grace period is {grace} s"
+    for answer in answers[:10]:
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"slept"), answer
+    for answer in answers[10:20]:
+        assert b"data: 1\n\n" in answer  # the stream was cut, with what it had sent
+    assert answers[20:] == [b""] * 10  # idle keep-alive connections: just closed
+    assert "soak: lifespan shutdown complete" in server.output
+    assert "Traceback" not in server.output, server.output
+    with pytest.raises(OSError):
+        socket.create_connection(server.address, timeout=2).close()
+
+
+def test_sigterm_closes_what_does_not_finish_within_the_grace_period(processes):
+    """A request whose app outlives the grace period is cut off when the grace period ends;
+    the process still exits 0, soon after the grace period."""
+    grace = 1.0
+    server = processes("asgi", "--timeout-graceful-shutdown", str(grace))
+    stuck = in_flight(server.address, "/sleep?s=60")
+    time.sleep(0.2)
+    sent = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert read_until_closed(stuck, grace + 3) == b""
+    assert server.wait(grace + 5) == 0, server.output
+    took = time.monotonic() - sent
+    assert grace * 0.9 <= took < grace + 2.5, took
+    assert "soak: lifespan shutdown complete" in server.output
+
+
+def test_a_second_sigint_exits_at_once(processes):
+    grace = 30.0
+    server = processes("asgi", "--timeout-graceful-shutdown", str(grace))
+    stuck = in_flight(server.address, "/sleep?s=60")
+    time.sleep(0.2)
+    server.signal(signal.SIGINT)
+    time.sleep(0.3)
+    assert server.process.poll() is None, "the first SIGINT must wait for the request in flight"
+    sent = time.monotonic()
+    server.signal(signal.SIGINT)
+    server.wait(5)
+    assert time.monotonic() - sent < 1.5
+    assert read_until_closed(stuck, 2) == b""
+
+
+def test_programmatic_stop_under_load(capsys):
+    """The notebook's stop(): the same graceful shutdown as SIGTERM, from another thread."""
+    grace = 2.0
+    server = serve_in_background(soak.app, name="hardening-stop", access_log=False,
+                                 timeout_graceful_shutdown=grace)
+    sleepers = [in_flight(server.address, "/sleep?s=0.5") for _ in range(5)]
+    streams = [in_flight(server.address, "/sse?interval=0.02") for _ in range(5)]
+    for stream in streams:
+        assert stream.recv(100).startswith(b"HTTP/1.1 200 ")
+    time.sleep(0.1)
+    started = time.monotonic()
+    server.stop()
+    took = time.monotonic() - started
+    answers = [read_until_closed(s, 2) for s in sleepers + streams]
+    assert took < grace
+    for answer in answers[:5]:
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"slept"), answer
+    for answer in answers[5:]:
+        assert b"data: 1\n\n" in answer
+    assert not server.running
+    assert "soak: lifespan shutdown complete" in capsys.readouterr().out
+    with pytest.raises(OSError):
+        socket.create_connection(server.address, timeout=2).close()
