@@ -1,0 +1,250 @@
+"""The notebook's live pieces: a chat box, a frame inspector, a close button (ipywidgets).
+
+    ChatBox(client)                         # type, press Enter, watch the room answer
+    FrameInspector([ada, bob], tracer)      # per connection: frames on the wire + wsproto events
+    CloseButton(bob, inspector)             # close with a chosen code, watch both sides
+
+Each widget also has a plain-text rendering (`frames_text`, `events_text`, `transcript`) that
+the notebook prints, so that a run with no widget front end (nbval in CI) still shows, and
+checks, what happened.
+
+Threads: the widgets are updated from the client loop's thread (see `chat_client.py`), where
+the messages arrive. Setting a widget's trait from another thread is fine in ipykernel (the
+update is queued on the kernel's IOPub thread); button callbacks may run on a subshell thread
+and only ever call the thread-safe `ChatClient` methods. Updates are throttled: a burst of
+messages redraws a widget at most every `REDRAW_EVERY` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import threading
+
+import ipywidgets as widgets
+
+from ..trace import Tracer
+from .chat_client import ChatClient
+from .client import ClientEvent
+from .frames import WireFrame
+
+REDRAW_EVERY = 0.2  # seconds
+MAX_ROWS = 200      # the inspector shows the most recent rows only
+
+#: Close codes to try (RFC 6455 §7.4.1; 4000-4999 are for applications).
+CLOSE_CODES = [("1000 Normal Closure", 1000), ("1001 Going Away", 1001),
+               ("1003 Unsupported Data", 1003), ("1008 Policy Violation", 1008),
+               ("4000 (application defined)", 4000)]
+
+_TABLE_STYLE = ("<style>.asgi-lab-frames td,.asgi-lab-frames th{padding:1px 8px;text-align:left;"
+                "font-family:monospace;font-size:12px}.asgi-lab-frames tr.sent{color:#1c4fb5}"
+                ".asgi-lab-frames tr.server{color:#8a4b00}</style>")
+
+
+# -- plain text: what a run without a front end prints ------------------------------------
+
+def frame_row(frame: WireFrame, t0: float) -> tuple[str, ...]:
+    arrow = "client → server" if frame.direction == "sent" else "server → client"
+    return (f"{frame.t - t0:7.3f}s", arrow, "1" if frame.fin else "0", frame.opcode,
+            "yes" if frame.masked else "no", str(frame.length), frame.describe())
+
+
+FRAME_COLUMNS = ("time", "direction", "FIN", "opcode", "MASK", "length", "payload")
+
+
+def frames_text(frames: list[WireFrame], t0: float | None = None, times: bool = True) -> str:
+    """A fixed-width table of frames (the masking keys are left out: they are random)."""
+    if not frames:
+        return "(no frames)"
+    t0 = frames[0].t if t0 is None else t0
+    rows = [frame_row(f, t0) for f in frames]
+    columns = FRAME_COLUMNS
+    if not times:
+        rows, columns = [r[1:] for r in rows], columns[1:]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def _short(fields: dict, limit: int = 70) -> str:
+    text = ", ".join(f"{k}={v!r}" for k, v in fields.items()
+                     if v not in (None, [], "", b"") and k not in ("extra_headers", "headers"))
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def events_text(events: list[ClientEvent]) -> str:
+    """The wsproto events a client sent and received, one per line."""
+    return "\n".join(f"{'sent    ' if e.direction == 'sent' else 'received'}  {e.name}({_short(e.fields)})"
+                     for e in events)
+
+
+def server_events(tracer: Tracer | None, client: ChatClient,
+                  layers=("wsproto", "asgi")) -> list:
+    """The server's trace events for `client`'s connection, found by its port."""
+    if tracer is None or client.local_port is None:
+        return []
+    for event in tracer.filter(layer="socket", kind="connection_made"):
+        peer = event.data.get("client")
+        if peer and peer[1] == client.local_port:
+            return tracer.filter(conn=event.conn, layer=layers)
+    return []
+
+
+def server_events_text(tracer: Tracer | None, client: ChatClient) -> str:
+    lines = []
+    for e in server_events(tracer, client):
+        lines.append(f"{e.layer:8}  {e.kind}({_short(e.data)})")
+    return "\n".join(lines) or "(no server trace for this connection)"
+
+
+def transcript(client: ChatClient) -> str:
+    return "\n".join(client.chat_lines)
+
+
+# -- widgets -----------------------------------------------------------------------------
+
+class _Throttled:
+    """Call `redraw()` at most every REDRAW_EVERY seconds, on a timer thread."""
+
+    def __init__(self, redraw) -> None:
+        self.redraw = redraw
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, *_ignored) -> None:
+        with self._lock:
+            if self._timer is None:
+                self._timer = threading.Timer(REDRAW_EVERY, self._fire)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._timer = None
+        self.redraw()
+
+
+class ChatBox(widgets.VBox):
+    """A chat member in the notebook: the log of the room, a text box and a Send button."""
+
+    def __init__(self, client: ChatClient, height: str = "220px") -> None:
+        self.client = client
+        self.header = widgets.HTML()
+        self.log_view = widgets.HTML(layout=widgets.Layout(height=height, overflow="auto",
+                                                      border="1px solid #ccc", padding="4px"))
+        self.entry = widgets.Text(placeholder="say something, press Enter",
+                                 continuous_update=False, layout=widgets.Layout(width="70%"))
+        self.send_button = widgets.Button(description="Send", button_style="primary")
+        self.send_button.on_click(self._on_send)
+        self.entry.observe(self._on_send, names="value")  # Enter (or leaving the box) sends
+        super().__init__([self.header, self.log_view, widgets.HBox([self.entry, self.send_button])])
+        self.add_class("asgi-lab-chat")
+        self._redraw_soon = _Throttled(self.redraw)
+        client.listeners.append(lambda _client, item: self._redraw_soon() if isinstance(item, dict) else None)
+        self.redraw()
+
+    def _on_send(self, _change=None) -> None:
+        text = self.entry.value.strip()
+        if text:
+            self.client.send(text)  # thread-safe: hops to the client loop
+            self.entry.value = ""
+
+    def redraw(self) -> None:
+        state = f"closed ({self.client.close_code})" if self.client.closed else "connected"
+        self.header.value = f"<b>{html.escape(self.client.name)}</b> &middot; {state}"
+        lines = [f"<div>{html.escape(line)}</div>" for line in self.client.chat_lines[-MAX_ROWS:]]
+        self.log_view.value = "".join(lines) or "<i>nothing yet</i>"
+
+
+class FrameInspector(widgets.VBox):
+    """Per connection: the frames on the wire, the client's wsproto events and the server's.
+
+    Frames come from the client's own recording of its socket (every byte, decoded with
+    wsproto's frame parser); the server side comes from the server's `Tracer`, if given.
+    """
+
+    def __init__(self, clients: list[ChatClient], tracer: Tracer | None = None) -> None:
+        self.clients = {client.name: client for client in clients}
+        self.tracer = tracer
+        self.picker = widgets.ToggleButtons(options=list(self.clients))
+        self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
+        self.frames_view = widgets.HTML()
+        self.events_view = widgets.HTML()
+        self.picker.observe(lambda _change: self.redraw(), names="value")
+        self.refresh_button.on_click(lambda _button: self.redraw())
+        tabs = widgets.Tab([self.frames_view, self.events_view])
+        tabs.set_title(0, "frames on the wire")
+        tabs.set_title(1, "wsproto events, both sides")
+        super().__init__([widgets.HBox([self.picker, self.refresh_button]), tabs])
+        self.add_class("asgi-lab-inspector")
+        self._redraw_soon = _Throttled(self.redraw)
+        for client in clients:
+            client.listeners.append(self._redraw_soon)
+        self.redraw()
+
+    @property
+    def selected(self) -> ChatClient | None:
+        return self.clients.get(self.picker.value)
+
+    def redraw(self) -> None:
+        client = self.selected
+        if client is None:
+            return
+        frames = client.frames
+        t0 = frames[0].t if frames else 0.0
+        rows = []
+        for frame in frames[-MAX_ROWS:]:
+            cells = frame_row(frame, t0)
+            key = f" {frame.mask_key.hex()}" if frame.mask_key else ""
+            cells = cells[:4] + (cells[4] + key,) + cells[5:]
+            rows.append(f"<tr class='{frame.direction}'>" +
+                        "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        head = "".join(f"<th>{c}</th>" for c in FRAME_COLUMNS)
+        self.frames_view.value = (f"{_TABLE_STYLE}<table class='asgi-lab-frames'><tr>{head}</tr>"
+                             f"{''.join(rows)}</table>")
+        rows = [f"<tr class='{e.direction}'><td>client {e.direction}</td><td>{e.name}</td>"
+                f"<td>{html.escape(_short(e.fields, 100))}</td></tr>" for e in client.events]
+        rows += [f"<tr class='server'><td>server {e.layer}</td><td>{e.kind}</td>"
+                 f"<td>{html.escape(_short(e.data, 100))}</td></tr>"
+                 for e in server_events(self.tracer, client)]
+        self.events_view.value = f"{_TABLE_STYLE}<table class='asgi-lab-frames'>{''.join(rows)}</table>"
+
+
+class CloseButton(widgets.HBox):
+    """Close one client with a chosen code and reason; the inspector shows both sides."""
+
+    def __init__(self, client: ChatClient, inspector: FrameInspector | None = None) -> None:
+        self.client = client
+        self.inspector = inspector
+        self.code_picker = widgets.Dropdown(options=CLOSE_CODES, value=4000, description="code")
+        self.reason_box = widgets.Text(value="bye", description="reason")
+        self.close_button = widgets.Button(description=f"Close {client.name}", button_style="danger")
+        self.status_view = widgets.HTML()
+        self.close_button.on_click(self._on_close)
+        super().__init__([self.code_picker, self.reason_box, self.close_button, self.status_view])
+
+    def _on_close(self, _button) -> None:
+        # Do not block the callback's thread: start the closing handshake on the client loop
+        # and report when it is done.
+        future = asyncio.run_coroutine_threadsafe(
+            self.client.client.close(self.code_picker.value, self.reason_box.value), self.client.loop.loop)
+        self.close_button.disabled = True
+        self.status_view.value = "closing..."
+        future.add_done_callback(self._on_closed)
+
+    def _on_closed(self, future) -> None:
+        code = future.result() if not future.exception() else repr(future.exception())
+        self.status_view.value = f"closed: the server answered {code}"
+        if self.inspector is not None:
+            self.inspector._redraw_soon()
+
+
+def chat_link(server, room: str = "lobby", height: int = 320):
+    """A link to the chat page (open it in several tabs) and the page itself in an IFrame."""
+    from IPython.display import HTML, IFrame, display
+
+    url = f"{server.url}/?room={room}"
+    display(HTML(f'<p>Open <a href="{url}&name=tab" target="_blank">{url}</a> in a few browser '
+                 "tabs, or use the one below: every tab is another member of the room.</p>"))
+    return IFrame(f"{url}&name=iframe", width="100%", height=height)
