@@ -7,8 +7,8 @@ each of them the same GET and the same POST over a plain socket, and writes:
 
 - `asgi-get.png`, `asgi-post.png`, `wsgi-get.png`, `wsgi-post.png`: sequence diagrams;
 - `post-side-by-side.png`: the WSGI and the ASGI POST next to each other;
-- `timeline.png`: eight concurrent slow requests on each server, who holds which thread
-  (WSGI) or task (ASGI) when;
+- `timeline.png`: eight concurrent slow requests on each server: which thread works on
+  which connection when (four WSGI workers, one ASGI event loop);
 - `trace.json`: every event recorded, to load back with `Tracer.load(...)`;
 
 and prints each trace as a listing. The notebooks use the same helpers: `exchange` sends raw
@@ -83,24 +83,32 @@ def slow_wsgi_app(environ, start_response):
 
 # -- talking to a server -------------------------------------------------------------------------
 
-def exchange(address: tuple[str, int], request: bytes, timeout: float = 5.0) -> bytes:
-    """Send `request` in one `sendall` and read until the server closes; return what came back."""
+def exchange(address: tuple[str, int], request: bytes, timeout: float = 5.0,
+             until: bytes | None = None) -> bytes:
+    """Send `request` in one `sendall` and read until the server closes; return what came back.
+
+    With `until`, stop reading as soon as those bytes have arrived and close the connection
+    ourselves: a client that leaves in the middle of a (streamed) response.
+    """
     with socket.create_connection(address, timeout=timeout) as sock:
         sock.sendall(request)
         received = bytearray()
         while chunk := sock.recv(65536):
             received += chunk
+            if until is not None and until in received:
+                break
     return bytes(received)
 
 
-def trace_exchange(server, tracer: Tracer, request: bytes, timeout: float = 5.0) -> list[TraceEvent]:
+def trace_exchange(server, tracer: Tracer, request: bytes, timeout: float = 5.0,
+                   until: bytes | None = None) -> list[TraceEvent]:
     """`exchange` with a traced server: return the events of that connection, complete.
 
     The server runs on other threads; after the client has its answer, the server may still
     be closing its side. We wait for `connection_lost`, so nothing arrives after we return.
     """
     mark = len(tracer.events)
-    exchange(server.address, request, timeout)
+    exchange(server.address, request, timeout, until)
     opened = [e for e in tracer.events[mark:] if e.kind == "connection_made"]
     if not opened:
         raise RuntimeError("the server recorded no connection_made: is the tracer its tracer?")
@@ -109,13 +117,23 @@ def trace_exchange(server, tracer: Tracer, request: bytes, timeout: float = 5.0)
     return tracer.filter(conn=conn)
 
 
-def concurrent_requests(server, count: int = 8, request: bytes = GET_REQUEST) -> None:
-    """`count` clients at once, one thread each, every one with its own connection."""
-    clients = [threading.Thread(target=exchange, args=(server.address, request)) for _ in range(count)]
+def concurrent_requests(server, count: int = 8, request: bytes = GET_REQUEST,
+                        timeout: float = 10.0) -> None:
+    """`count` clients at once, one thread each, every one with its own connection. With a
+    traced server, returns once the server has closed all of them (the trace is complete)."""
+    tracer = getattr(server, "tracer", None)
+    mark = len(tracer.events) if tracer is not None else 0
+    clients = [threading.Thread(target=exchange, args=(server.address, request, timeout))
+               for _ in range(count)]
     for client in clients:
         client.start()
     for client in clients:
-        client.join(10)
+        client.join(timeout)
+    deadline = time.monotonic() + timeout
+    while tracer is not None and time.monotonic() < deadline:
+        if sum(e.kind == "connection_lost" for e in tracer.events[mark:]) >= count:
+            break
+        time.sleep(0.005)
 
 
 # -- the demo -------------------------------------------------------------------------------------
@@ -155,15 +173,12 @@ def run_demo(out: str | Path = "demo-output") -> int:
 
     # Many connections at once: threads (WSGI) against tasks (ASGI).
     busy = {}
-    for kind, app, by in (("wsgi", slow_wsgi_app, "thread"), ("asgi", slow_asgi_app, "task")):
-        tracer = Tracer()
+    for kind, app in (("wsgi", slow_wsgi_app), ("asgi", slow_asgi_app)):
+        tracer = busy[f"{kind.upper()}: 8 clients, one row per thread"] = Tracer()
         with serve_in_background(app, kind, name=f"demo-slow-{kind}", tracer=tracer,
                                  access_log=False, threads=4) as server:
             concurrent_requests(server, 8)
-            time.sleep(0.1)  # let the last connections close
-        busy[f"{kind.upper()} (one row per {by})"] = (tracer, by)
-    fig = compare_timelines({name: t for name, (t, _) in busy.items()},
-                            by=[by for _, by in busy.values()])
+    fig = compare_timelines(busy, by="thread")
     path = out / "timeline.png"
     fig.savefig(path, dpi=100)
     written.append(path)

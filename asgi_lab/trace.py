@@ -122,8 +122,10 @@ class Tracer:
         self.events.clear()
 
     def filter(self, *, conn: int | None = None, layer: str | Iterable[str] | None = None,
-               kind: str | Iterable[str] | None = None) -> list[TraceEvent]:
-        """The events matching every given criterion (a layer or kind may be a list)."""
+               kind: str | Iterable[str] | None = None,
+               message_type: str | None = None) -> list[TraceEvent]:
+        """The events matching every given criterion (a layer or kind may be a list);
+        `message_type` matches an ASGI message's "type" (e.g. "http.disconnect")."""
         layers = {layer} if isinstance(layer, str) else set(layer) if layer else None
         kinds = {kind} if isinstance(kind, str) else set(kind) if kind else None
         return [
@@ -131,10 +133,12 @@ class Tracer:
             if (conn is None or e.conn == conn)
             and (layers is None or e.layer in layers)
             and (kinds is None or e.kind in kinds)
+            and (message_type is None or e.data.get("type") == message_type)
         ]
 
     def wait_for(self, *, conn: int | None = None, layer: str | None = None,
-                 kind: str | None = None, timeout: float = 5.0) -> TraceEvent:
+                 kind: str | None = None, message_type: str | None = None,
+                 timeout: float = 5.0) -> TraceEvent:
         """Wait until an event matching the criteria has been recorded, and return it.
 
         The servers run on other threads: after the client saw its response, the server may
@@ -143,12 +147,13 @@ class Tracer:
         """
         deadline = time.monotonic() + timeout
         while True:
-            found = self.filter(conn=conn, layer=layer, kind=kind)
+            found = self.filter(conn=conn, layer=layer, kind=kind, message_type=message_type)
             if found:
                 return found[0]
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no event with conn={conn} layer={layer} kind={kind} "
-                                   f"within {timeout} s ({len(self.events)} events recorded)")
+                                   f"message_type={message_type} within {timeout} s "
+                                   f"({len(self.events)} events recorded)")
             time.sleep(0.005)
 
     def listing(self, **options) -> str:
@@ -230,7 +235,11 @@ def _size(value) -> int | None:
 
 
 def _first_line(text: str, limit: int = 32) -> str:
+    """An HTTP message's start line ("GET / HTTP/1.1"); for other bytes (a body chunk, a
+    WebSocket frame) their beginning, with escapes: '5\\r\\n2...\\n\\r\\n'."""
     line = text.split("\r\n", 1)[0].split("\n", 1)[0]
+    if "HTTP/" not in line:
+        line = repr(text)[1:-1]
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
@@ -244,7 +253,7 @@ def label(event: TraceEvent) -> str:
             line = _first_line(data.get("bytes") or "")
             return f"{line}  ({size} B)" if line else f"{size} bytes"
         return {"connection_made": "connect", "connection_lost": "connection closed"}.get(kind, kind)
-    if layer in ("asgi", "wsgi") and "type" in data:  # an ASGI message
+    if layer == "asgi" and "type" in data:  # an ASGI message
         return _message_label(data)
     if layer == "h11" or layer == "wsproto":
         if kind == "Request":
@@ -332,11 +341,11 @@ def details(event: TraceEvent) -> str:
     data, layer, kind = event.data, event.layer, event.kind
     if layer == "socket":
         if kind in ("bytes_in", "bytes_out"):
-            return f"{data.get('size')} bytes: {_first_line(data.get('bytes') or '', 40)!r}"
+            return f"{data.get('size')} bytes: {_first_line(data.get('bytes') or '', 40)}"
         if kind == "connection_lost":
             return f"error={data.get('error')}"
         return ""
-    if "type" in data:  # an ASGI message: show it without headers (their values vary)
+    if layer == "asgi" and "type" in data:  # an ASGI message, without headers (values vary)
         shown = {k: v for k, v in data.items() if k not in ("headers", "type")}
         return data["type"] + (" " + " ".join(f"{k}={v!r}" for k, v in shown.items()) if shown else "")
     if layer == "h11":
@@ -351,13 +360,14 @@ def details(event: TraceEvent) -> str:
 
 
 def listing(events: Iterable[TraceEvent], *, start: float | None = None, times: bool = False,
-            threads: bool = False, merge: bool = True) -> str:
+            threads: bool = False, merge: bool = True, brief: bool = False) -> str:
     """A table of events, one a line: number, connection, layer, kind, details.
 
     Deterministic by default (no times, ports, dates or thread names), so a notebook can
     compare it from run to run. `times=True` adds milliseconds since `start` (or since the
     first event); `threads=True` adds the thread and asyncio task; `merge=False` keeps the
-    network's chunk boundaries (see `merge_chunks`).
+    network's chunk boundaries (see `merge_chunks`); `brief=True` leaves out the details
+    but an ASGI message's type (when sizes or errors depend on timing).
     """
     events = list(events)
     if merge:
@@ -370,7 +380,8 @@ def listing(events: Iterable[TraceEvent], *, start: float | None = None, times: 
         if times:
             parts.append(f"{(event.t - start) * 1000:9.3f} ms")
         parts.append(f"conn {event.conn:<2} {event.layer:<7} {event.kind:<16}")
-        text = details(event)
+        text = event.data.get("type", "") if brief and event.layer == "asgi" else \
+            "" if brief else details(event)
         if threads:
             text = f"{text}  [{event.thread}{' / ' + event.task if event.task else ''}]"
         parts.append(text)

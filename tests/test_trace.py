@@ -189,3 +189,13 @@ def test_no_tracer_means_no_recording():
     with serve_in_background(asgi_app, name="test-trace-off", access_log=False) as server:
         assert server.server.tracer is None
         assert exchange(server.address, GET_REQUEST).endswith(b"Hello, world!")
+
+
+def test_brief_listing_and_filtering_by_message_type(traced):
+    tracer, post, _, _ = traced
+    brief = listing(post, brief=True).splitlines()
+    assert brief[5].split() == ["6", "conn", "1", "asgi", "receive", "http.request"]
+    assert brief[-1].split() == ["10", "conn", "1", "socket", "connection_lost"]
+    starts = tracer.filter(message_type="http.response.start")
+    assert [e.conn for e in starts] == [1, 2] and all(e.kind == "send" for e in starts)
+    assert tracer.wait_for(message_type="lifespan.startup").conn == 0

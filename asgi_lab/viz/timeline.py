@@ -120,7 +120,7 @@ def timeline(trace, *, by: str = "thread", title: str | None = None,
                        edgecolor="white", lw=0.5, gid=f"conn:{span.conn}")
         ax.vlines([(t - t0) * 1000 for t in span.times], y, y + height, colors="black",
                   lw=0.6, alpha=0.55)
-        if depth[span.row] <= 4:
+        if depth[span.row] <= 4 and width > 0.05 * max(t_end - t0, 1e-6) * 1000:  # room for it
             ax.text(x + width / 2, y + height / 2, f"#{span.conn}" if span.conn else "lifespan",
                     ha="center", va="center", fontsize=8, color="white", fontweight="bold",
                     clip_on=True)
