@@ -22,7 +22,8 @@ threads, RSS, and for ASGI the asyncio tasks and the loop's scheduled timers (a 
 armed after a connection closed is a leak the other numbers would not show).
 
 The ASGI app speaks lifespan and prints one line on startup and one on shutdown, so a test
-can see that a graceful shutdown reached the app's cleanup.
+can see that a graceful shutdown reached the app's cleanup. SOAK_SHUTDOWN_SECONDS makes that
+cleanup slow (for "a second Ctrl-C exits at once, even during a slow cleanup").
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ async def lifespan(receive, send):
             print("soak: lifespan startup complete", flush=True)
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            # A cleanup that takes a while (closing a pool...): SOAK_SHUTDOWN_SECONDS=5.
+            await asyncio.sleep(float(os.environ.get("SOAK_SHUTDOWN_SECONDS", 0)))
             print("soak: lifespan shutdown complete", flush=True)
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -1,0 +1,412 @@
+"""Soak: hours of a classroom's traffic in a minute or two, then check nothing was left behind.
+
+    python benchmarks/soak.py                       # both servers, 100,000 requests each
+    python benchmarks/soak.py --server asgi --requests 20000
+    python benchmarks/soak.py --server wsgi --seconds 60
+    python benchmarks/soak.py --server asgi --sigterm   # end with SIGTERM under full load
+
+Each server runs as a subprocess (`python -m asgi_lab asgi|wsgi asgi_lab.apps.soak:...`) and
+gets mixed traffic from asyncio clients in this process, all at once:
+
+    keep-alive       many small requests on one connection (the fast path)
+    new-connection   one request per connection, "Connection: close"
+    echo             POST bodies of a few KiB, read back
+    stream           chunked responses of 20 x 4 KiB
+    sse-leaver       reads a few Server-Sent Events, then drops the connection
+    slow-reader      a 1 MiB response read 64 KiB at a time, with pauses
+    ws-dropper       (ASGI) a WebSocket: a few echoes, then the TCP connection is cut
+                     without a Close frame
+
+The server process is measured from outside (psutil: open file descriptors, threads, TCP
+connections, RSS) and, for ASGI, from inside through the soak app's /debug route (asyncio
+tasks and scheduled timers). Three moments: before the traffic, when it stops, and after
+the idle timeout has passed. "Back to idle" means: no TCP connection left, and fds, threads,
+tasks and timers back to their value before the traffic. RSS is reported, and its growth over
+the second half of the run shows whether memory keeps climbing (a leak) or has plateaued.
+
+With --sigterm the run ends with SIGTERM while all clients are busy: the report says how long
+the server took to exit, its exit code, whether lifespan shutdown ran, and what the clients saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import h11
+import psutil
+import wsproto
+from wsproto.events import AcceptConnection, BytesMessage, Request, TextMessage
+
+KEEP_ALIVE = 1.0  # the server's idle timeout in this run (seconds): "idle" comes soon after
+
+
+# -- the server under test --------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, kind: str, threads: int, grace: float) -> None:
+        self.kind = kind
+        app = "asgi_lab.apps.soak:app" if kind == "asgi" else "asgi_lab.apps.soak:wsgi_app"
+        argv = [sys.executable, "-m", "asgi_lab", kind, app, "--port", "0", "--no-access-log",
+                "--log-level", "warning", "--timeout-keep-alive", str(KEEP_ALIVE),
+                "--timeout-graceful-shutdown", str(grace)]
+        if kind == "wsgi":
+            argv += ["--threads", str(threads)]
+        self.log = tempfile.NamedTemporaryFile("w+", prefix=f"soak-{kind}-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+        self.ps = psutil.Process(self.process.pid)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            found = re.search(r"serving .* on http://([\d.]+):(\d+)", self.output())
+            if found:
+                self.address = (found.group(1), int(found.group(2)))
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"{kind} server did not start:\n{self.output()}")
+
+    def output(self) -> str:
+        with open(self.log.name) as log:
+            return log.read()
+
+    def figures(self) -> dict:
+        """What the process holds right now."""
+        connections = [c for c in self.ps.net_connections(kind="tcp") if c.status != psutil.CONN_LISTEN]
+        figures = {"fds": self.ps.num_fds(), "threads": self.ps.num_threads(),
+                   "tcp": len(connections), "rss_mib": self.ps.memory_info().rss / 2**20}
+        if self.kind == "asgi":
+            debug = json.loads(blocking_get(self.address, "/debug"))
+            figures["tasks"], figures["timers"] = debug["tasks"], debug["timers"]
+        return figures
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        os.unlink(self.log.name)
+
+
+def blocking_get(address, target: str) -> bytes:
+    """One request, on its own connection (used for /debug, outside the measured traffic)."""
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nhost: soak\r\nconnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data.partition(b"\r\n\r\n")[2]
+
+
+# -- the clients ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stats:
+    target: int
+    deadline: float
+    served: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+    stopping: bool = False
+
+    @property
+    def total(self) -> int:
+        return sum(self.served.values())
+
+    def more(self) -> bool:
+        return not self.stopping and self.total < self.target and time.monotonic() < self.deadline
+
+
+class HTTPClient:
+    """An HTTP/1.1 connection driven by h11 (the client side): no hand-parsing here either."""
+
+    def __init__(self, reader, writer) -> None:
+        self.reader, self.writer = reader, writer
+        self.conn = h11.Connection(h11.CLIENT)
+
+    @classmethod
+    async def open(cls, address) -> "HTTPClient":
+        return cls(*await asyncio.open_connection(*address))
+
+    async def request(self, method: str, target: str, body: bytes = b"", close: bool = False,
+                      read_pause: float = 0.0) -> tuple[int, int]:
+        """Send a request, read the whole response: (status, body size)."""
+        headers = [("host", "soak")]
+        if body:
+            headers.append(("content-length", str(len(body))))
+        if close:
+            headers.append(("connection", "close"))
+        self.writer.write(self.conn.send(h11.Request(method=method, target=target, headers=headers)) +
+                          (self.conn.send(h11.Data(data=body)) if body else b"") +
+                          self.conn.send(h11.EndOfMessage()))
+        status, size = 0, 0
+        while True:
+            event = await self.next_event(read_pause)
+            if isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                size += len(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+                    self.conn.start_next_cycle()
+                return status, size
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionError("closed before the response completed")
+
+    async def next_event(self, read_pause: float = 0.0, read_size: int = 65536):
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            if read_pause:
+                await asyncio.sleep(read_pause)
+            self.conn.receive_data(await self.reader.read(read_size))
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except OSError:
+            pass
+
+
+async def keep_alive(address, stats: Stats) -> None:
+    while stats.more():
+        client = await HTTPClient.open(address)
+        try:
+            for _ in range(200):
+                if not stats.more():
+                    break
+                status, size = await client.request("GET", "/")
+                assert (status, size) == (200, 2), (status, size)
+                stats.served["keep-alive"] += 1
+        finally:
+            await client.close()
+
+
+async def new_connection(address, stats: Stats) -> None:
+    while stats.more():
+        client = await HTTPClient.open(address)
+        try:
+            status, _ = await client.request("GET", "/", close=True)
+            assert status == 200
+            stats.served["new-connection"] += 1
+        finally:
+            await client.close()
+
+
+async def echo(address, stats: Stats) -> None:
+    while stats.more():
+        client = await HTTPClient.open(address)
+        try:
+            for _ in range(50):
+                if not stats.more():
+                    break
+                body = os.urandom(random.randint(1, 8192))
+                status, size = await client.request("POST", "/echo", body)
+                assert status == 200 and size == len(str(len(body)))
+                stats.served["echo"] += 1
+        finally:
+            await client.close()
+
+
+async def stream(address, stats: Stats) -> None:
+    while stats.more():
+        client = await HTTPClient.open(address)
+        try:
+            for _ in range(20):
+                if not stats.more():
+                    break
+                status, size = await client.request("GET", "/stream?chunks=20&size=4096")
+                assert (status, size) == (200, 20 * 4096)
+                stats.served["stream"] += 1
+        finally:
+            await client.close()
+
+
+async def sse_leaver(address, stats: Stats) -> None:
+    """Reads a few events from an endless stream, then drops the connection (no goodbye)."""
+    while stats.more():
+        client = await HTTPClient.open(address)
+        client.writer.write(client.conn.send(h11.Request(
+            method="GET", target="/sse?interval=0.005", headers=[("host", "soak")])) +
+            client.conn.send(h11.EndOfMessage()))
+        events, wanted = 0, random.randint(1, 10)
+        while events < wanted:
+            event = await client.next_event()
+            if isinstance(event, h11.Data):
+                events += event.data.count(b"\n\n")
+            elif not isinstance(event, h11.Response):
+                raise ConnectionError(f"SSE stream ended: {event!r}")
+        client.abort() if random.random() < 0.5 else await client.close()
+        stats.served["sse-leaver"] += 1
+
+
+async def slow_reader(address, stats: Stats) -> None:
+    while stats.more():
+        client = await HTTPClient.open(address)
+        try:
+            status, size = await client.request("GET", f"/big?size={1024 * 1024}", read_pause=0.002)
+            assert (status, size) == (200, 1024 * 1024)
+            stats.served["slow-reader"] += 1
+        finally:
+            await client.close()
+
+
+async def ws_dropper(address, stats: Stats) -> None:
+    """A WebSocket that echoes a few messages, then vanishes without a Close frame."""
+    while stats.more():
+        reader, writer = await asyncio.open_connection(*address)
+        ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        writer.write(ws.send(Request(host="soak", target="/ws")))
+        accepted, echoed, wanted = False, 0, random.randint(1, 20)
+        while not accepted or echoed < wanted:
+            data = await reader.read(65536)
+            if not data:
+                raise ConnectionError("WebSocket closed by the server")
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, AcceptConnection):
+                    accepted = True
+                    for i in range(wanted):
+                        writer.write(ws.send(TextMessage(data=f"message {i}")) if i % 2 else
+                                     ws.send(BytesMessage(data=os.urandom(100))))
+                elif isinstance(event, (TextMessage, BytesMessage)) and event.message_finished:
+                    echoed += 1
+        writer.transport.abort()
+        stats.served["ws-dropper"] += 1
+
+
+CLIENTS = {  # kind of client: how many run at once
+    "keep-alive": (keep_alive, 8),
+    "new-connection": (new_connection, 2),
+    "echo": (echo, 2),
+    "stream": (stream, 1),
+    "sse-leaver": (sse_leaver, 2),
+    "slow-reader": (slow_reader, 1),
+    "ws-dropper": (ws_dropper, 2),
+}
+
+
+async def run_client(name, function, address, stats: Stats) -> None:
+    while stats.more():
+        try:
+            await function(address, stats)
+        except (OSError, ConnectionError, AssertionError, h11.ProtocolError) as exc:
+            if stats.stopping:
+                stats.errors[f"{name} (during shutdown): {type(exc).__name__}"] += 1
+                return
+            stats.errors[f"{name}: {type(exc).__name__}: {exc}"[:120]] += 1
+            await asyncio.sleep(0.01)
+
+
+async def traffic(server: Server, stats: Stats, sigterm: bool, checkpoints: list) -> dict:
+    kinds = {name: spec for name, spec in CLIENTS.items() if server.kind == "asgi" or name != "ws-dropper"}
+    tasks = [asyncio.create_task(run_client(name, function, server.address, stats))
+             for name, (function, count) in kinds.items() for _ in range(count)]
+    shutdown: dict = {}
+    marks = [stats.target * f for f in (0.25, 0.5, 1.0)]
+    while stats.more():
+        await asyncio.sleep(0.2)
+        if marks and stats.total >= marks[0]:
+            marks.pop(0)
+            checkpoints.append((stats.total, server.ps.memory_info().rss / 2**20))
+        if sigterm and stats.total >= stats.target // 2:
+            sent = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            stats.stopping = True
+            loop = asyncio.get_running_loop()
+            code = await loop.run_in_executor(None, server.process.wait, 60)
+            shutdown = {"exit_code": code, "seconds": time.monotonic() - sent,
+                        "lifespan_shutdown": "lifespan shutdown complete" in server.output()}
+    stats.stopping = True
+    await asyncio.wait(tasks, timeout=30)
+    for task in tasks:
+        task.cancel()
+    return shutdown
+
+
+# -- the report ---------------------------------------------------------------------------------------
+
+
+def soak(kind: str, requests: int, seconds: float, threads: int, sigterm: bool, grace: float) -> bool:
+    server = Server(kind, threads, grace)
+    try:
+        time.sleep(0.5)
+        before = server.figures()
+        stats = Stats(target=requests, deadline=time.monotonic() + seconds)
+        checkpoints: list = []
+        started = time.monotonic()
+        shutdown = asyncio.run(traffic(server, stats, sigterm, checkpoints))
+        elapsed = time.monotonic() - started
+        print(f"\n== {kind.upper()} server: {stats.total:,} requests in {elapsed:.1f} s "
+              f"({stats.total / elapsed:,.0f}/s)" + (f", {threads} threads" if kind == "wsgi" else ""))
+        for name, count in sorted(stats.served.items()):
+            print(f"   {name:<15} {count:>9,}")
+        print(f"   errors          {sum(stats.errors.values()):>9,}")
+        for what, count in stats.errors.most_common(10):
+            print(f"      {count:>6} x {what}")
+        if sigterm:
+            print(f"   SIGTERM under load: exit code {shutdown.get('exit_code')}, exited after "
+                  f"{shutdown.get('seconds', float('nan')):.2f} s (grace period {grace} s), "
+                  f"lifespan shutdown ran: {shutdown.get('lifespan_shutdown')}")
+            tail = [line for line in server.output().splitlines() if "Traceback" in line or "ERROR" in line]
+            print(f"   tracebacks/errors in the server log: {len(tail)}")
+            return shutdown.get("exit_code") == 0 and shutdown.get("seconds", 99) < grace + 1 \
+                and sum(stats.errors.values()) == sum(c for w, c in stats.errors.items() if "shutdown" in w)
+        end = server.figures()
+        time.sleep(KEEP_ALIVE + 1.5)  # past the idle timeout: every keep-alive connection is gone
+        idle = server.figures()
+        print(f"   {'':<10}" + "".join(f"{name:>10}" for name in before))
+        for label, figures in (("before", before), ("end", end), ("idle", idle)):
+            print(f"   {label:<10}" + "".join(f"{value:>10.1f}" if isinstance(value, float)
+                                            else f"{value:>10}" for value in figures.values()))
+        if len(checkpoints) >= 2:
+            (n1, rss1), (n2, rss2) = checkpoints[-2], checkpoints[-1]
+            print(f"   RSS {rss1:.1f} MiB at {n1:,} requests -> {rss2:.1f} MiB at {n2:,} "
+                  f"({rss2 - rss1:+.1f} MiB over the last {n2 - n1:,})")
+        back = idle["tcp"] == 0 and all(idle[name] <= before[name]
+                                         for name in ("fds", "threads", "tasks", "timers") if name in idle)
+        errors = server.output().count("Traceback")
+        print(f"   back to idle: {'yes' if back else 'NO'}; tracebacks in the server log: {errors}")
+        return back and errors == 0 and not stats.errors
+    finally:
+        server.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--server", choices=("asgi", "wsgi", "both"), default="both")
+    parser.add_argument("--requests", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=600, help="stop after this long at most")
+    parser.add_argument("--threads", type=int, default=32, help="WSGI worker threads")
+    parser.add_argument("--sigterm", action="store_true", help="end with SIGTERM under load")
+    parser.add_argument("--grace", type=float, default=3.0, help="graceful shutdown timeout")
+    args = parser.parse_args()
+    ok = True
+    for kind in (("asgi", "wsgi") if args.server == "both" else (args.server,)):
+        ok &= soak(kind, args.requests, args.seconds, args.threads, args.sigterm, args.grace)
+    print("\nresult:", "PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
