@@ -55,6 +55,8 @@ class Config:
     """How long to wait for the pong to a keep-alive ping."""
     ws_write_high_water: int = 64 * KiB
     """send() waits while the socket's write buffer holds more than this."""
+    ws_close_timeout: float = 3.0
+    """After we send a Close frame, how long the peer has to answer before we drop TCP."""
 
     # -- WSGI --------------------------------------------------------------------------
     threads: int = 8
