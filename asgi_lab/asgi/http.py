@@ -156,6 +156,11 @@ class HTTPProtocol(asyncio.Protocol):
 
     def start_cycle(self, request: h11.Request) -> None:
         """A request head arrived: build the scope and run the app on it as a new task."""
+        if self.head_bytes > self.config.max_header_bytes and _head_size(request) > self.config.max_header_bytes:
+            # h11 enforces the limit on a head that arrives in pieces; one that arrived whole
+            # in a single read is measured here (only when enough bytes came for it to matter).
+            self.reject(431)
+            return
         self.waiting_since = None
         self.head_bytes = 0
         if request.method == b"CONNECT":
@@ -347,7 +352,8 @@ class RequestResponseCycle:
         if self.conn.they_are_waiting_for_100_continue and not self.response_started:
             # RFC 9110 §10.1.1: the client waits for our go-ahead before sending its body. We
             # give it only now, when the app first asks for the body.
-            self.protocol.write(self.conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+            go_ahead = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+            self.protocol.write(self.conn.send(go_ahead))
         if not self.disconnected and not self.response_complete and not self.body \
                 and (self.more_body or self.body_delivered):
             # Nothing to hand over yet: wait for more body, or (all of it delivered) for the
@@ -441,6 +447,12 @@ def _content_length(request: h11.Request) -> int | None:
         if name == b"content-length":
             return int(value)  # h11 has already checked it is a valid number
     return None
+
+
+def _head_size(request: h11.Request) -> int:
+    """About how many bytes the request line and headers took on the wire."""
+    return len(request.method) + len(request.target) + 12 + sum(
+        len(name) + len(value) + 4 for name, value in request.headers.raw_items())
 
 
 def _event_name(event) -> str:

@@ -1,0 +1,97 @@
+"""Raw-socket helpers for tests: send exact bytes, read exact responses (with h11, client side)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import h11
+
+
+def connect(address, timeout: float = 5.0) -> socket.socket:
+    sock = socket.create_connection(address, timeout=timeout)
+    return sock
+
+
+def read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """Everything the server sends until it closes the connection (bounded by `timeout`)."""
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def exchange(address, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send `data`, then read until the server closes."""
+    with connect(address, timeout) as sock:
+        sock.sendall(data)
+        return read_until_closed(sock, timeout)
+
+
+class Client:
+    """A tiny HTTP/1.1 client on one socket, using h11: responses as (Response, body, events)."""
+
+    def __init__(self, address, timeout: float = 5.0) -> None:
+        self.sock = connect(address, timeout)
+        self.conn = h11.Connection(h11.CLIENT)
+
+    def send(self, *events) -> None:
+        self.sock.sendall(b"".join(self.conn.send(e) for e in events))
+
+    def request(self, method="GET", target="/", headers=(), body=b"") -> None:
+        headers = [("host", "test")] + list(headers)
+        if body:
+            headers.append(("content-length", str(len(body))))
+        self.send(h11.Request(method=method, target=target, headers=headers),
+                  *([h11.Data(data=body)] if body else []), h11.EndOfMessage())
+
+    def next_event(self):
+        while True:
+            event = self.conn.next_event()
+            if event is h11.NEED_DATA:
+                self.conn.receive_data(self.sock.recv(65536))
+                continue
+            return event
+
+    def response(self):
+        """(h11.Response, body bytes) of the next complete response."""
+        response = None
+        body = b""
+        while True:
+            event = self.next_event()
+            if type(event) is h11.Response:
+                response = event
+            elif type(event) is h11.Data:
+                body += event.data
+            elif type(event) is h11.EndOfMessage:
+                if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+                    self.conn.start_next_cycle()
+                return response, body
+            elif type(event) is h11.ConnectionClosed:
+                raise ConnectionError("server closed the connection before the response ended")
+
+    def get(self, target="/", headers=()):
+        self.request("GET", target, headers)
+        return self.response()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def status_of(raw: bytes) -> int:
+    """The status code of the first response in raw bytes."""
+    return int(raw.split(b" ", 2)[1])
