@@ -1,0 +1,515 @@
+"""HTTP/1.1 for the WSGI server: h11 over a blocking socket, and one cycle per request.
+
+Two classes, read them in this order (they mirror `asgi/http.py`, so compare them):
+
+- `Connection` owns one TCP connection. A thread hands it the bytes it read from the
+  socket (`data_received`); it feeds them to h11 and, for every complete request head, runs
+  one `RequestResponseCycle` right there, on that thread, blocking until the response is
+  sent. It answers pipelined requests in order and keeps the connection alive between them.
+- `RequestResponseCycle` is the WSGI side of one request (PEP 3333): it builds the
+  `environ`, calls the app with `start_response`, sends what the returned iterable yields,
+  and always calls the iterable's `close()`. Its response state machine: head not sent ->
+  head sent -> complete; or the client left.
+
+Where the ASGI server awaits, this one blocks: reading the request body (`wsgi.input`) and
+writing the response (`sendall`) hold the thread until the socket is ready. That is the whole
+difference the lab measures. Who calls `data_received`, and what happens between requests,
+is the server's business (see `server.py`): a pooled worker hands an idle connection back to
+the acceptor's selector, a thread-per-connection blocks in `serve_forever`.
+
+h11 does all the parsing and framing (RFC 9112): we never read a header by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+import h11
+
+from ..http11 import default_headers, new_h11_connection, send_error, status_for
+from ..trace import describe_event, preview
+from .environ import build_environ, environ_base, environ_for_trace
+from .streams import RequestBody
+
+logger = logging.getLogger("asgi_lab.error")
+access_logger = logging.getLogger("asgi_lab.access")
+
+RECV_BUFFER = 64 * 1024
+"""Bytes asked of the socket per recv(): a whole small request (or many pipelined ones) at once."""
+
+MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+"""recv() flag: return at once if no bytes are there (POSIX; Windows lacks it, see server.py)."""
+
+
+class ClientDisconnected(OSError):
+    """The client went away: a write failed, or the body ended early. The app may see it
+    raised from `wsgi.input.read()` (the ASGI server raises its own from `send()`)."""
+
+
+class RequestBodyError(OSError):
+    """The request body cannot be read: malformed (400), too large (413), too slow (408).
+    Raised from `wsgi.input.read()`; the server answers with `status` if it still can."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Connection:
+    """One client connection: bytes in from the socket, h11 events out, one cycle per request."""
+
+    def __init__(self, server, sock: socket.socket, client: tuple[str, int] | None, conn_id: int) -> None:
+        self.server = server            # the WSGIServer: app, config, tracer, address
+        self.app = server.app
+        self.config = server.config
+        self.tracer = server.tracer
+        self.sock = sock
+        self.client = client
+        self.id = conn_id
+        self.conn = new_h11_connection(self.config)
+        self.base_environ = environ_base(server.address, client, self.config.root_path)
+        self.cycle: RequestResponseCycle | None = None
+        self.keep_alive = True          # False once the server shuts down
+        self.closed = False
+        self.socket_timeout: float | None = None  # what sock.settimeout() was last given
+        # Timeouts (the same rules as the ASGI server): `waiting_since` is when we started
+        # waiting for the next request head (None while a request is being handled),
+        # `head_bytes` how many bytes of that head have arrived.
+        self.waiting_since: float | None = time.monotonic()
+        self.head_bytes = 0
+        if self.tracer is not None:
+            self.tracer.emit(self.id, "socket", "connection_made",
+                             {"client": client, "server": server.address})
+
+    # -- the two ways a thread drives a connection ---------------------------------------------
+
+    def serve_ready(self) -> bool:
+        """Pooled worker: bytes are (probably) waiting. Read them and answer every request
+        they complete. True if the connection stays open and idle, waiting for more bytes.
+
+        The read never blocks: if nothing has arrived yet (a brand-new connection whose
+        request is still on its way), the connection just goes back to the selector.
+        """
+        try:
+            data = self.recv(None, MSG_DONTWAIT)
+        except BlockingIOError:
+            return True
+        except OSError:
+            self.close()
+            return False
+        return self.data_received(data)
+
+    def serve_forever(self) -> None:
+        """Thread per connection: block on this one socket until the client leaves or idles out."""
+        while not self.closed:
+            timeout = self.time_left(time.monotonic())
+            if timeout <= 0:
+                self.close_idle()
+                return
+            try:
+                data = self.recv(timeout)
+            except TimeoutError:
+                self.close_idle()
+                return
+            except OSError:
+                self.close()
+                return
+            self.data_received(data)
+
+    # -- h11 events ----------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> bool:
+        """Feed bytes to h11 and handle every complete event; True while open and waiting."""
+        if self.tracer is not None:
+            self.tracer.emit(self.id, "socket", "bytes_in", {"bytes": preview(data), "size": len(data)})
+        self.head_bytes += len(data)
+        self.conn.receive_data(data)
+        return self.handle_events()
+
+    def handle_events(self) -> bool:
+        """Take every complete event h11 can give from the bytes received so far.
+
+        Only a request head (or the end of the connection) can come here: a request's body is
+        read by its cycle, on demand, while the app runs.
+        """
+        while True:
+            try:
+                event = self.conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                self.reject(status_for(exc), f"malformed request: {exc}")
+                return False
+            if event is h11.NEED_DATA:
+                return True
+            if self.tracer is not None:
+                self.tracer.emit(self.id, "h11", _event_name(event), describe_event(event))
+            if type(event) is h11.Request:
+                if not self.handle_request(event):
+                    return False
+            else:  # ConnectionClosed: the client is done with us
+                self.close()
+                return False
+
+    def handle_request(self, request: h11.Request) -> bool:
+        """A request head arrived: run its cycle to the end, then get ready for the next one."""
+        self.waiting_since = None
+        limit = self.config.max_body_bytes
+        if limit is not None:
+            length = _content_length(request)
+            if length is not None and length > limit:
+                self.reject(413, "request body over the limit")
+                return False
+        self.cycle = RequestResponseCycle(self, request)
+        self.cycle.run()
+        self.cycle = None
+        return self.response_complete()
+
+    def response_complete(self) -> bool:
+        """The response is sent: close, or get ready for the next request (keep-alive)."""
+        conn = self.conn
+        if self.closed:
+            return False
+        if conn.our_state is h11.MUST_CLOSE or not self.keep_alive:
+            self.close()
+            return False
+        if conn.their_state is h11.SEND_BODY and not self.discard_buffered_body():
+            # The app answered without reading the whole request body, and the rest has not
+            # arrived yet. Rather than wait for and discard an unknown amount, close (the
+            # ASGI server does the same).
+            self.close()
+            return False
+        conn.start_next_cycle()
+        self.waiting_since = time.monotonic()
+        self.head_bytes = len(conn.trailing_data[0])  # a pipelined request may have begun
+        return True
+
+    def discard_buffered_body(self) -> bool:
+        """Skip the unread part of the request body that h11 already holds; True if that was
+        all of it. Never reads the socket. (A GET's empty body ends here, too.)"""
+        while True:
+            try:
+                event = self.conn.next_event()
+            except h11.RemoteProtocolError:
+                return False
+            if self.tracer is not None and event is not h11.NEED_DATA:
+                self.tracer.emit(self.id, "h11", _event_name(event), describe_event(event))
+            if type(event) is h11.EndOfMessage:
+                return True
+            if type(event) is not h11.Data:  # NEED_DATA: the rest is still on the wire
+                return False
+
+    def reject(self, status: int, reason: str = "") -> None:
+        """Answer a request the app never sees (malformed, too large) and close."""
+        if reason:
+            logger.info("Connection %s from %s: %s", self.id, self.client, reason)
+        try:
+            self.sendall(send_error(self.conn, status))
+        except ClientDisconnected:
+            pass
+        self.close()
+
+    # -- timeouts --------------------------------------------------------------------------------
+
+    def time_left(self, now: float) -> float:
+        """Seconds until this connection has waited too long for its next request head.
+
+        One that never sends a byte, or idles between requests, gets `timeout_keep_alive`;
+        one that started a head gets `timeout_request_header` to finish it (slow headers).
+        """
+        if self.waiting_since is None:
+            return float("inf")
+        if self.head_bytes == 0:
+            return self.waiting_since + self.config.timeout_keep_alive - now
+        return self.waiting_since + self.config.timeout_request_header - now
+
+    def close_idle(self) -> None:
+        why = "idle" if self.head_bytes == 0 else "request head too slow"
+        if self.tracer is not None:
+            self.tracer.emit(self.id, "server", "timeout", {"reason": why})
+        self.close()
+
+    # -- the socket --------------------------------------------------------------------------
+
+    def recv(self, timeout: float | None, flags: int = 0) -> bytes:
+        """One recv(); raises TimeoutError after `timeout` seconds (None: block)."""
+        if timeout != self.socket_timeout:
+            self.sock.settimeout(timeout)
+            self.socket_timeout = timeout
+        return self.sock.recv(RECV_BUFFER, flags)
+
+    def sendall(self, data: bytes) -> None:
+        """Write everything, blocking while the client is slow to read (no write timeout:
+        a slow reader holds its thread, which is part of what the lab shows)."""
+        if not data:
+            return
+        if self.tracer is not None:
+            self.tracer.emit(self.id, "socket", "bytes_out", {"bytes": preview(data), "size": len(data)})
+        if self.socket_timeout is not None:
+            self.sock.settimeout(None)
+            self.socket_timeout = None
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            self.close()
+            raise ClientDisconnected(f"client {self.client} disconnected: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the socket (once) and tell the server this connection is gone."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.sock.close()
+        finally:
+            self.server.connection_closed(self)
+            if self.tracer is not None:
+                self.tracer.emit(self.id, "socket", "connection_lost", {})
+
+    def abort(self) -> None:
+        """From another thread (shutdown): cut the connection so that a thread blocked in
+        recv() or sendall() on it wakes up. The owning thread then closes the socket."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class RequestResponseCycle:
+    """One request and its response, as the WSGI app sees them (PEP 3333).
+
+    The app gets `environ` and `start_response`; this class checks that the app calls them
+    as the PEP requires, and turns what it returns into h11 events.
+    """
+
+    def __init__(self, connection: Connection, request: h11.Request) -> None:
+        self.connection = connection
+        self.conn = connection.conn
+        self.request = request
+        self.tracer = connection.tracer
+        self.head_only = request.method == b"HEAD"
+        self.body_size = 0
+        self.body_complete = False       # h11 gave us the request's EndOfMessage
+        # Response state machine: not started -> started (start_response called) ->
+        # head sent (first non-empty chunk) -> complete; `connection.closed` if the client left.
+        self.status: str | None = None
+        self.response: h11.Response | None = None
+        self.head_sent = False
+        self.complete = False
+        self.environ: dict = {}
+
+    # -- the app -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Call the app, send its response, and clean up after it, however it ends."""
+        connection = self.connection
+        tracer = self.tracer
+        environ = self.environ = build_environ(
+            self.request, RequestBody(self.read_body_chunk), connection.base_environ)
+        if tracer is not None:
+            tracer.emit(connection.id, "wsgi", "environ", environ_for_trace(environ))
+        try:
+            if tracer is not None:
+                tracer.emit(connection.id, "wsgi", "app_call", {})
+            result = connection.app(environ, self.start_response)
+            if tracer is not None:
+                tracer.emit(connection.id, "wsgi", "app_return", {"type": type(result).__name__})
+            try:
+                self.send_response(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:  # PEP 3333: always, even if the client left half-way
+                    if tracer is not None:
+                        tracer.emit(connection.id, "wsgi", "close", {})
+                    close()
+            self.finish()
+        except ClientDisconnected:
+            connection.close()
+        except RequestBodyError as exc:
+            logger.info("Connection %s from %s: %s", connection.id, connection.client, exc)
+            self.fail(exc.status)
+        except BaseException as exc:  # a bad app must not take its thread with it (even sys.exit())
+            if not connection.closed:  # after a disconnect, a failing write is expected
+                logger.error("Exception in WSGI application", exc_info=exc)
+            self.fail(500)
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info=None):
+        """PEP 3333, "The start_response() Callable". Returns the `write()` callable.
+
+        Nothing is sent yet: the head goes out with the first non-empty body chunk, so an app
+        that fails before producing one can still call start_response again with `exc_info`
+        to send an error page instead (or let us send a 500).
+        """
+        if exc_info is not None:
+            try:
+                if self.head_sent:  # too late to change the status: re-raise, as the PEP says
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # break the frame <-> traceback reference cycle
+        elif self.status is not None:
+            raise RuntimeError("start_response() called twice without exc_info (PEP 3333: "
+                               "only an error handler, passing exc_info, may call it again)")
+        if self.tracer is not None:
+            self.tracer.emit(self.connection.id, "wsgi", "start_response",
+                             {"status": status, "headers": headers, "exc_info": exc_info is not None})
+        self.response = _h11_response(status, headers)  # a bad status or header fails here
+        self.status = status
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """PEP 3333, "The write() Callable": send `data` now (the imperative API of old apps)."""
+        if self.status is None:
+            raise RuntimeError("write() called before start_response()")
+        if self.tracer is not None:
+            self.tracer.emit(self.connection.id, "wsgi", "write", {"data": data})
+        if data:
+            self.send(data)
+
+    # -- sending the response ------------------------------------------------------------------
+
+    def send_response(self, result) -> None:
+        """Send what the app returned, each non-empty chunk as soon as it is produced."""
+        tracer = self.tracer
+        if type(result) is list or type(result) is tuple:
+            # Every chunk exists already: send them (and the head) with one write.
+            if tracer is not None:
+                for chunk in result:
+                    tracer.emit(self.connection.id, "wsgi", "body_chunk", {"data": chunk})
+            self.send(b"".join(result), end=True)
+            return
+        for chunk in result:
+            if tracer is not None:
+                tracer.emit(self.connection.id, "wsgi", "body_chunk", {"data": chunk})
+            if chunk:  # PEP 3333: no head before the first non-empty chunk
+                self.send(chunk)
+
+    def finish(self) -> None:
+        """The iterable is exhausted (and closed): end the response."""
+        if not self.complete:
+            self.send(b"", end=True)
+
+    def send(self, data: bytes, end: bool = False) -> None:
+        """One write: the head if it has not gone yet, then `data`, then the end if `end`.
+
+        h11 frames the body: Content-Length if the app gave one, otherwise chunked for
+        HTTP/1.1 and "until the connection closes" for HTTP/1.0.
+        """
+        conn = self.conn
+        if self.response is None:
+            raise RuntimeError("the app returned (or wrote) a body without calling start_response()")
+        if self.complete:
+            raise RuntimeError("the response is already complete")
+        pieces = []
+        if not self.head_sent:
+            pieces.append(conn.send(self.response))
+            self.head_sent = True
+            if self.connection.config.access_log:
+                self.log_access(self.response.status_code)
+        if data and not self.head_only:
+            pieces.append(conn.send(h11.Data(data=data)))
+        if end:
+            pieces.append(conn.send(h11.EndOfMessage()))
+            self.complete = True
+        self.connection.sendall(b"".join(pieces) if len(pieces) > 1 else pieces[0] if pieces else b"")
+
+    def fail(self, status: int) -> None:
+        """Something broke: an error response if the head has not gone yet, otherwise cut the
+        connection (never pretend an unfinished response was complete)."""
+        connection = self.connection
+        if connection.closed:
+            return
+        if not self.head_sent:
+            self.head_sent = True
+            if connection.config.access_log:
+                self.log_access(status)
+            try:
+                connection.sendall(send_error(self.conn, status))
+            except ClientDisconnected:
+                pass
+        connection.close()
+
+    # -- reading the request body (for wsgi.input) -----------------------------------------------
+
+    def read_body_chunk(self) -> bytes:
+        """The next piece of the request body, b"" at its end. Blocks on the socket if needed."""
+        connection = self.connection
+        conn = self.conn
+        while not self.body_complete:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise RequestBodyError(status_for(exc), f"malformed request body: {exc}") from None
+            if event is h11.NEED_DATA:
+                if conn.they_are_waiting_for_100_continue and not self.head_sent:
+                    # RFC 9110 §10.1.1: the client waits for our go-ahead before sending its
+                    # body. We give it only now, when the app first reads wsgi.input.
+                    connection.sendall(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+                self.receive_more()
+                continue
+            if self.tracer is not None:
+                self.tracer.emit(connection.id, "h11", _event_name(event), describe_event(event))
+            if type(event) is h11.Data:
+                self.body_size += len(event.data)
+                limit = connection.config.max_body_bytes
+                if limit is not None and self.body_size > limit:  # a chunked body grown too big
+                    raise RequestBodyError(413, "request body over the limit")
+                return event.data
+            self.body_complete = True  # EndOfMessage
+        return b""
+
+    def receive_more(self) -> None:
+        """Block until more of the body arrives; a client that goes quiet for
+        `timeout_request_header` seconds, or leaves, ends the request."""
+        connection = self.connection
+        if connection.closed:
+            raise ClientDisconnected(f"client {connection.client} disconnected")
+        try:
+            data = connection.recv(connection.config.timeout_request_header)
+        except TimeoutError:
+            raise RequestBodyError(408, "request body too slow") from None
+        except OSError as exc:
+            connection.close()
+            raise ClientDisconnected(f"client {connection.client} disconnected: {exc}") from None
+        if not data:
+            raise ClientDisconnected(f"client {connection.client} closed the connection mid-body")
+        if self.tracer is not None:
+            self.tracer.emit(connection.id, "socket", "bytes_in", {"bytes": preview(data), "size": len(data)})
+        self.conn.receive_data(data)
+
+    def log_access(self, status: int) -> None:
+        if access_logger.isEnabledFor(logging.INFO):
+            environ = self.environ
+            access_logger.info('%s:%s - "%s %s %s" %d', environ.get("REMOTE_ADDR", "-"),
+                               environ.get("REMOTE_PORT", "-"), environ.get("REQUEST_METHOD"),
+                               environ.get("PATH_INFO"), environ.get("SERVER_PROTOCOL"), status)
+
+
+def _h11_response(status: str, headers: list[tuple[str, str]]) -> h11.Response:
+    """"200 OK" and [("Content-Type", "text/plain")] -> an h11.Response, with our default
+    headers first. PEP 3333 wants native strings, latin-1 encodable; anything else is an app
+    error raised here, while a 500 can still be sent."""
+    if type(status) is not str:
+        raise TypeError(f"status must be a str like '200 OK', not {type(status).__name__}")
+    code, _, reason = status.partition(" ")
+    if len(code) != 3 or not code.isdigit():
+        raise ValueError(f"status must start with a three-digit code and a space: {status!r}")
+    if type(headers) is not list:
+        raise TypeError(f"headers must be a list of (name, value) tuples, not {type(headers).__name__}")
+    raw_headers = default_headers()
+    for header in headers:
+        name, value = header  # a 2-tuple, or this raises
+        if type(name) is not str or type(value) is not str:
+            raise TypeError(f"header names and values must be str: {header!r}")
+        raw_headers.append((name.encode("latin-1"), value.encode("latin-1")))
+    return h11.Response(status_code=int(code), headers=raw_headers, reason=reason.encode("latin-1"))
+
+
+def _content_length(request: h11.Request) -> int | None:
+    for name, value in request.headers:
+        if name == b"content-length":
+            return int(value)  # h11 has already checked it is a valid number
+    return None
+
+
+def _event_name(event) -> str:
+    return event.__name__ if isinstance(event, type) else type(event).__name__

@@ -1,0 +1,375 @@
+"""The WSGI server: listen, hand connections to threads, shut down gracefully.
+
+    server = WSGIServer(app, Config(port=0))
+    server.start()          # returns once listening; server.url is ready
+    ...
+    server.shutdown()       # stop accepting, let requests in flight finish, close the rest
+
+A WSGI app is a blocking function call, so every request in progress needs a thread of its
+own. Which threads, and who does what:
+
+- The **acceptor** ("wsgi-acceptor"): one thread with a selector (epoll, kqueue...). It accepts
+  new connections and watches every *idle* one: a keep-alive connection between two requests,
+  a new connection that has not sent a byte, a slow client still sending its request head.
+  When bytes arrive on one, it puts the connection on the *ready queue*. It also closes the
+  connections that stay idle, or dribble their head, for too long (`Config` timeouts).
+- The **workers** ("wsgi-worker-1" ... "wsgi-worker-N", N = `config.threads`): each takes a
+  ready connection from the queue, reads the request and runs the app, blocking, until the
+  response is sent (see `connection.py`); then gives the connection back to the acceptor
+  and takes the next one. When all N workers are busy, ready connections wait in the queue:
+  a bounded pool, like gunicorn's gthread worker or waitress.
+- With `threads=0` there is no pool: each connection gets a thread of its own ("wsgi-conn-17")
+  that blocks on its socket from accept to close, the classic threaded server
+  (`socketserver.ThreadingMixIn`). Simple, and one thread per open connection, idle or not.
+
+Keep-alive and the pool. A worker is held exactly while a request is being handled. That
+includes a Server-Sent Events stream or a long-poll, which hold their worker for as long as
+they last (the lab's point: ten SSE clients on eight workers leave two of them waiting).
+It does not include a keep-alive connection sitting idle between requests, or a client
+slowly sending its headers: those wait in the acceptor's selector and cost a file
+descriptor, not a thread. Otherwise eight idle browsers would starve an eight-thread pool
+(gunicorn's sync worker and waitress's threads-per-connection models have this problem;
+gthread solves it the same way). The price is one hand-off between threads per request:
+acceptor -> queue -> worker -> back to the acceptor.
+
+Waking the acceptor. A worker that gives a connection back must wake the acceptor, which
+sleeps in `select()`. It appends the connection to a deque and writes one byte to a socket
+pair the selector also watches: the "self-pipe trick", the same one asyncio uses for
+`call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import queue
+import selectors
+import signal
+import socket
+import threading
+import time
+
+from ..config import Config
+from .connection import MSG_DONTWAIT, Connection
+
+logger = logging.getLogger("asgi_lab.error")
+
+_ACCEPT = "accept"  # selector keys' data: the listening socket,
+_WAKE = "wake"      # the self-pipe, or (any other value) an idle Connection
+
+
+def listen(config: Config) -> socket.socket:
+    """A listening, non-blocking TCP socket on (host, port); port 0 picks a free one."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((config.host, config.port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class WSGIServer:
+    """A threaded WSGI (PEP 3333) server for HTTP/1.1.
+
+    Also the state every connection shares: `app`, `config`, `tracer`, `address`, and the
+    set of open `connections`.
+    """
+
+    def __init__(self, app, config: Config | None = None, tracer=None) -> None:
+        self.app = app
+        self.config = config or Config()
+        self.tracer = tracer
+        self.address: tuple[str, int] | None = None
+        self.connections: set[Connection] = set()
+        self._ids = itertools.count(1)
+        self._listener: socket.socket | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self._idle: set[Connection] = set()              # watched by the acceptor's selector
+        self._ready: queue.SimpleQueue = queue.SimpleQueue()  # connections with bytes to read
+        self._returned: collections.deque[Connection] = collections.deque()  # from workers
+        self._wake_r = self._wake_w = None
+        self._wake_pending = False
+        self._acceptor: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
+        self._connection_threads: set[threading.Thread] = set()  # threads=0 only
+        self._stopping = False
+        self._stopped = False
+        self._force_exit = False
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+
+    def __enter__(self) -> "WSGIServer":
+        if self.address is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.shutdown()
+
+    def stats(self) -> dict:
+        """What the threads are doing right now: for notebooks that watch a pool fill up."""
+        connections = list(self.connections)
+        busy = sum(1 for connection in connections if connection.cycle is not None)
+        return {
+            "threads": self.config.threads or len(self._connection_threads),
+            "busy": busy,                      # threads inside a request (the app, or writing)
+            "queued": self._ready.qsize(),     # ready connections waiting for a free worker
+            "connections": len(connections),   # open connections, idle ones included
+        }
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def start(self, sock: socket.socket | None = None) -> None:
+        """Bind, start the acceptor and the workers; returns once listening."""
+        self._listener = sock or listen(self.config)
+        self._listener.setblocking(False)
+        self.address = self._listener.getsockname()[:2]
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ, _ACCEPT)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        for number in range(1, self.config.threads + 1):
+            worker = threading.Thread(target=self._work, name=f"wsgi-worker-{number}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+        self._acceptor = threading.Thread(target=self._run_acceptor, name="wsgi-acceptor", daemon=True)
+        self._acceptor.start()
+        logger.debug("asgi_lab WSGI server listening on %s", self.url)
+
+    # -- the acceptor thread ---------------------------------------------------------------------
+
+    def _run_acceptor(self) -> None:
+        """Accept, watch idle connections, hand ready ones on, close expired ones; until shutdown."""
+        selector = self._selector
+        config = self.config
+        tick = min(max(min(config.timeout_keep_alive, config.timeout_request_header) / 4, 0.05), 1.0)
+        next_check = time.monotonic() + tick
+        try:
+            while not self._stopping:
+                for key, _ in selector.select(tick):
+                    what = key.data
+                    if what is _ACCEPT:
+                        self._accept()
+                    elif what is _WAKE:
+                        self._take_back()
+                    else:  # an idle connection has bytes to read: a worker's turn
+                        selector.unregister(key.fileobj)
+                        self._idle.discard(what)
+                        self._ready.put(what)
+                now = time.monotonic()
+                if now >= next_check:
+                    self._close_expired(now)
+                    next_check = now + tick
+        except BaseException as exc:  # never expected; log it rather than die silently
+            logger.critical("The WSGI acceptor thread failed", exc_info=exc)
+        finally:
+            # Shutting down: stop listening, and close every idle connection.
+            selector.unregister(self._listener)
+            self._listener.close()
+            self._take_back()
+            for connection in list(self._idle):
+                selector.unregister(connection.sock)
+                connection.close()
+            self._idle.clear()
+
+    def _accept(self) -> None:
+        for _ in range(64):  # a burst of new connections, but let the others have a turn
+            try:
+                sock, address = self._listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:  # e.g. too many open files: log, and try again later
+                logger.error("accept() failed: %s", exc)
+                return
+            sock.setblocking(True)  # BSD and macOS let it inherit the listener's non-blocking mode
+            # Send small writes at once (each streamed chunk, each SSE event), as asyncio does.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection = Connection(self, sock, _address(address), next(self._ids))
+            self.connections.add(connection)
+            if self.config.threads:
+                if MSG_DONTWAIT:
+                    # Straight to a worker: a client sends its request right after connecting,
+                    # so it is usually there already. If not, the worker's non-blocking read
+                    # finds nothing and gives the connection back to the selector.
+                    self._ready.put(connection)
+                else:
+                    self._watch(connection)
+            else:
+                thread = threading.Thread(target=self._serve_connection, args=(connection,),
+                                          name=f"wsgi-conn-{connection.id}", daemon=True)
+                self._connection_threads.add(thread)
+                thread.start()
+
+    def _watch(self, connection: Connection) -> None:
+        """(acceptor thread) Wait for the connection's next bytes in the selector."""
+        if not connection.closed:
+            self._selector.register(connection.sock, selectors.EVENT_READ, connection)
+            self._idle.add(connection)
+
+    def _take_back(self) -> None:
+        """(acceptor thread) Connections the workers gave back since the last wake-up."""
+        try:
+            self._wake_r.recv(4096)
+        except BlockingIOError:
+            pass
+        # Only now, after draining the pipe: a worker that gives a connection back from here
+        # on writes a new byte, so that connection cannot be missed.
+        self._wake_pending = False
+        while self._returned:
+            self._watch(self._returned.popleft())
+
+    def _close_expired(self, now: float) -> None:
+        """(acceptor thread) Close connections idle for too long, or too slow with their head."""
+        for connection in [c for c in self._idle if c.time_left(now) <= 0]:
+            self._selector.unregister(connection.sock)
+            self._idle.discard(connection)
+            connection.close_idle()
+
+    # -- the worker threads ---------------------------------------------------------------------
+
+    def _work(self) -> None:
+        """A pool worker: serve ready connections, one at a time, until told to stop (None)."""
+        ready = self._ready
+        while (connection := ready.get()) is not None:
+            try:
+                still_open = connection.serve_ready()
+            except BaseException as exc:  # a bug of ours: lose the connection, not the worker
+                logger.critical("Internal error on connection %s", connection.id, exc_info=exc)
+                connection.close()
+                continue
+            if still_open:
+                self._give_back(connection)
+
+    def _give_back(self, connection: Connection) -> None:
+        """(worker thread) The connection is idle again: back to the acceptor's selector."""
+        if self._stopping:
+            connection.close()
+            return
+        self._returned.append(connection)
+        if not self._wake_pending:  # one wake-up byte is enough until the acceptor reads it
+            self._wake_pending = True
+            try:
+                self._wake_w.send(b"\0")
+            except OSError:  # the pipe is full (the acceptor will wake anyway) or closed
+                pass
+
+    def _serve_connection(self, connection: Connection) -> None:
+        """threads=0: this thread serves this one connection until it closes."""
+        try:
+            connection.serve_forever()
+        except BaseException as exc:
+            logger.critical("Internal error on connection %s", connection.id, exc_info=exc)
+            connection.close()
+        finally:
+            self._connection_threads.discard(threading.current_thread())
+
+    def connection_closed(self, connection: Connection) -> None:
+        """Called by a connection when it closes."""
+        self.connections.discard(connection)
+
+    # -- stop ----------------------------------------------------------------------------------
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Graceful shutdown, in the order a client would want it:
+
+        1. stop accepting new connections, and close idle keep-alive connections;
+        2. let requests in flight finish (each connection then closes), for at most
+           `timeout_graceful_shutdown` seconds (or `timeout`, if smaller);
+        3. cut the connections still open: a thread blocked writing to one, or reading its
+           body, wakes up with an error, and the app's iterable gets its `close()`;
+        4. stop the worker threads.
+
+        There is no way to tell a WSGI app "the server is going away" (an ASGI app gets
+        `http.disconnect`): a streaming response just fails at its next write.
+        """
+        if self.address is None or self._stopped:
+            return
+        self._stopped = True
+        started = time.monotonic()
+        grace = self.config.timeout_graceful_shutdown
+        if timeout is not None:
+            grace = min(grace, timeout)
+        deadline = started + grace
+
+        self._stopping = True                          # 1.
+        self._wake()
+        self._acceptor.join(5.0)
+        for connection in list(self.connections):
+            connection.keep_alive = False
+            if not self.config.threads and connection.waiting_since is not None \
+                    and connection.head_bytes == 0:
+                connection.abort()  # an idle connection's thread is blocked in recv(): wake it
+
+        while self.connections and not self._force_exit:   # 2.
+            while self._returned:  # given back after the acceptor stopped
+                self._returned.popleft().close()
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+
+        left = list(self.connections)                       # 3.
+        if left:
+            logger.info("Closing %d connection(s) still busy after the grace period", len(left))
+        for connection in left:
+            connection.abort()
+
+        for _ in self._workers:                             # 4.
+            self._ready.put(None)
+        join_until = time.monotonic() + (0.2 if self._force_exit else 2.0)
+        threads = self._workers + list(self._connection_threads)
+        for thread in threads:
+            thread.join(max(join_until - time.monotonic(), 0))
+        stuck = [thread.name for thread in threads if thread.is_alive()]
+        if stuck:  # an app that never returns (and never writes): daemon threads, left behind
+            logger.warning("%d thread(s) still inside the app after shutdown: %s",
+                           len(stuck), ", ".join(stuck))
+        while self._returned:
+            self._returned.popleft().close()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        self.address = None
+        logger.info("asgi_lab WSGI server stopped")
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    def serve_until_signal(self) -> int:
+        """For the command line's main thread, after `start()`: serve until SIGINT or SIGTERM,
+        then shut down gracefully. A second signal cuts the grace period short. Returns the
+        process exit code."""
+        received: list[int] = []
+
+        def on_signal(signum, frame) -> None:
+            received.append(signum)
+            if len(received) > 1:
+                self._force_exit = True  # shutdown() stops waiting and cuts every connection
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while not received:
+                time.sleep(0.1)  # signal handlers run on this thread, between sleeps
+            logger.info("Shutting down (%s); press CTRL+C again to force",
+                        signal.Signals(received[0]).name)
+            self.shutdown()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return 0
+
+
+def _address(sockname) -> tuple[str, int] | None:
+    """(host, port) from a socket address; None for a Unix socket or an unknown peer."""
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        return (str(sockname[0]), int(sockname[1]))
+    return None
