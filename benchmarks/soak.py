@@ -57,11 +57,11 @@ KEEP_ALIVE = 1.0  # the server's idle timeout in this run (seconds): "idle" come
 
 
 class Server:
-    def __init__(self, kind: str, threads: int, grace: float) -> None:
+    def __init__(self, kind: str, threads: int, grace: float, keep_alive: float = KEEP_ALIVE) -> None:
         self.kind = kind
         app = "asgi_lab.apps.soak:app" if kind == "asgi" else "asgi_lab.apps.soak:wsgi_app"
         argv = [sys.executable, "-m", "asgi_lab", kind, app, "--port", "0", "--no-access-log",
-                "--log-level", "warning", "--timeout-keep-alive", str(KEEP_ALIVE),
+                "--log-level", "warning", "--timeout-keep-alive", str(keep_alive),
                 "--timeout-graceful-shutdown", str(grace)]
         if kind == "wsgi":
             argv += ["--threads", str(threads)]
