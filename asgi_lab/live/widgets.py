@@ -62,7 +62,7 @@ def frames_text(frames: list[WireFrame], t0: float | None = None, times: bool = 
     if not times:
         rows, columns = [r[1:] for r in rows], columns[1:]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join(lines)
 

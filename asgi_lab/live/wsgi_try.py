@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from ..apps.chat import ROOM_PATH, chat_page
 from .chat_client import ChatClient
@@ -70,6 +72,7 @@ class WSGIAttempt:
     status_code: int | None  # the HTTP status of that answer
     opened: bool            # did the WebSocket open? (on WSGI: never)
     error: str = ""
+    server_log: list[str] = field(default_factory=list)  # what the server logged meanwhile
 
     def __str__(self) -> str:
         lines = [f"The client asked for a WebSocket at {self.url}:", ""]
@@ -81,6 +84,8 @@ class WSGIAttempt:
         if body:
             lines += ["  <", "  < " + body.decode("utf-8", "replace").strip()]
         lines.append("")
+        for entry in self.server_log:
+            lines.append(f"The server logged: {entry}")
         if self.opened:
             lines.append("The WebSocket opened.")
         else:
@@ -94,13 +99,38 @@ def try_chat_on_wsgi(url: str, room: str = "lobby", name: str = "ada",
                      timeout: float = 5.0) -> WSGIAttempt:
     """Open a chat WebSocket against `url` (an http:// URL) and report what happened."""
     ws_url = "ws" + url[len("http"):] + f"/ws/{room}?name={name}"
-    try:
-        client = ChatClient.connect(ws_url, timeout=timeout)
-    except HandshakeRejected as exc:
-        return WSGIAttempt(ws_url, exc.request_bytes, exc.response_bytes, exc.status_code, False)
-    except (ConnectionError, OSError) as exc:
-        return WSGIAttempt(ws_url, b"", b"", None, False, error=repr(exc))
+    with server_errors() as log:
+        try:
+            client = ChatClient.connect(ws_url, timeout=timeout)
+        except HandshakeRejected as exc:
+            return WSGIAttempt(ws_url, exc.request_bytes, exc.response_bytes, exc.status_code,
+                               False, server_log=log)
+        except (ConnectionError, OSError) as exc:
+            return WSGIAttempt(ws_url, b"", b"", None, False, error=repr(exc), server_log=log)
     attempt = WSGIAttempt(ws_url, client.client.request_bytes, client.client.response_bytes,
-                          101, True)
+                          101, True, server_log=log)
     client.close()
     return attempt
+
+
+@contextmanager
+def server_errors():
+    """Collect what the servers log on "asgi_lab.error" as one line each (the exception's
+    last line, not the whole traceback), and keep it out of the notebook's stderr meanwhile."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            error = record.exc_info[1] if record.exc_info else None
+            detail = f": {type(error).__name__}: {error}" if error is not None else ""
+            lines.append(record.getMessage() + detail)
+
+    logger = logging.getLogger("asgi_lab.error")
+    handler, propagate = Collect(logging.ERROR), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
