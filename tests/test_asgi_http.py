@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import socket
 import threading
@@ -229,13 +228,33 @@ def test_access_log_line_per_request(hello_server, caplog):
 
 
 def test_200_concurrent_keep_alive_clients(hello_server):
-    def one_client(i: int) -> list[int]:
-        with httpx.Client(base_url=hello_server.url, timeout=20) as client:
-            return [client.get(f"/{i}/{j}").status_code for j in range(5)]
+    """200 connections open at once, each sending 5 requests on the same connection."""
+    async def one_client(i: int) -> list[bytes]:
+        reader, writer = await asyncio.open_connection(*hello_server.address)
+        conn = h11.Connection(h11.CLIENT)
+        bodies = []
+        for j in range(5):
+            writer.write(conn.send(h11.Request(method="GET", target=f"/{i}/{j}", headers=[("host", "x")]))
+                         + conn.send(h11.EndOfMessage()))
+            body = b""
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await reader.read(65536))
+                elif type(event) is h11.Data:
+                    body += event.data
+                elif type(event) is h11.EndOfMessage:
+                    break
+            bodies.append(body)
+            conn.start_next_cycle()
+        writer.close()
+        return bodies
 
-    with concurrent.futures.ThreadPoolExecutor(200) as pool:
-        results = list(pool.map(one_client, range(200)))
-    assert results == [[200] * 5] * 200
+    async def main():
+        return await asyncio.wait_for(asyncio.gather(*(one_client(i) for i in range(200))), 30)
+
+    results = asyncio.run(main())
+    assert results == [[f"hello /{i}/{j}".encode() for j in range(5)] for i in range(200)]
 
 
 # -- disconnects and flow control ------------------------------------------------------------
