@@ -1,0 +1,205 @@
+"""The in-process harness: it plays the server exactly, records everything, refuses what the
+spec forbids, and runs from inside a running event loop (as in Jupyter)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from asgi_lab.exercises.harness import (ASGIDriver, AppTimeout, ProtocolViolation, call_wsgi,
+                                        describe_exception, http_request, http_scope,
+                                        lifespan_scope, run, websocket_scope)
+
+
+async def echo_body(scope, receive, send):
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"x", b"y")]})
+    await send({"type": "http.response.body", "body": body[:3], "more_body": True})
+    await send({"type": "http.response.body", "body": body[3:]})
+
+
+def test_http_request_streams_body_and_records_a_transcript():
+    result = run(lambda: http_request(echo_body, "POST", body_chunks=[b"ab", b"cd", b"ef"])).value
+    assert (result.status, result.body, result.body_messages) == (200, b"abcdef", 2)
+    assert result.header(b"x") == b"y" and not result.problems and result.error is None
+    senders = [(record.sender, record.message["type"]) for record in result.driver.transcript]
+    assert senders == [("server", "http.request")] * 3 + [
+        ("app", "http.response.start"), ("app", "http.response.body"), ("app", "http.response.body")]
+    times = [record.t for record in result.driver.transcript]
+    assert times == sorted(times)
+
+
+def test_receive_says_disconnect_after_the_response_and_after_the_client_left():
+    seen = []
+
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "http.response.start", "status": 204})
+        await send({"type": "http.response.body"})
+        seen.append(await receive())
+
+    run(lambda: http_request(app))
+    assert seen == [{"type": "http.disconnect"}]
+
+    async def waits_for_client(scope, receive, send):
+        await receive()
+        seen.append(await receive())
+
+    async def scenario():
+        driver = ASGIDriver(waits_for_client, http_scope()).start()
+        await driver.send_input({"type": "http.request", "body": b""})
+        await asyncio.sleep(0.02)
+        assert not driver.done
+        driver.disconnect()
+        assert await driver.wait(1.0)
+
+    run(scenario)
+    assert seen[-1] == {"type": "http.disconnect"}
+
+
+@pytest.mark.parametrize("message, problem", [
+    ({"type": "http.response.body", "body": b"x"}, "http.response.body before http.response.start"),
+    ({"type": "http.response.start", "status": "200"}, "int status"),
+    ({"type": "http.response.start", "status": 200, "headers": [("a", "b")]}, "bytes"),
+])
+def test_refuses_what_the_spec_forbids(message, problem):
+    async def app(scope, receive, send):
+        await send(message)
+
+    result = run(lambda: http_request(app)).value
+    assert problem in result.problems[0]
+    assert isinstance(result.error, ProtocolViolation)
+
+
+def test_send_after_disconnect_raises_in_2_4_and_is_dropped_in_2_3():
+    outcomes = {}
+
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "http.response.start", "status": 200})
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        try:
+            await send({"type": "http.response.body", "body": b"late", "more_body": True})
+            outcomes[scope["asgi"]["spec_version"]] = "dropped"
+        except OSError:
+            outcomes[scope["asgi"]["spec_version"]] = "OSError"
+
+    async def scenario(version):
+        driver = ASGIDriver(app, http_scope(spec_version=version)).start()
+        await driver.send_input({"type": "http.request", "body": b""})
+        await driver.receive_output()
+        driver.disconnect()
+        await driver.wait(1.0)
+        return driver.sends_after_disconnect
+
+    assert run(lambda: scenario("2.4")).value == 1
+    assert run(lambda: scenario("2.3")).value == 1
+    assert outcomes == {"2.4": "OSError", "2.3": "dropped"}
+
+
+def test_websocket_send_before_accept_and_lifespan_answered_twice():
+    async def eager(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.send", "text": "hi"})
+
+    async def twice(scope, receive, send):
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.startup.complete"})
+
+    async def scenario(app, scope, first):
+        driver = ASGIDriver(app, scope).start()
+        await driver.send_input({"type": first})
+        await driver.wait(1.0)
+        return driver.problems
+
+    problems = run(lambda: scenario(eager, websocket_scope(), "websocket.connect")).value
+    assert "not accepted yet" in problems[0]
+    assert "answered twice" in run(lambda: scenario(twice, lifespan_scope({}), "lifespan.startup")).value[0]
+
+
+def test_receive_output_times_out_and_reports_a_finished_app():
+    async def silent(scope, receive, send):
+        await asyncio.sleep(5)
+
+    async def returns(scope, receive, send):
+        return None
+
+    async def scenario(app):
+        driver = ASGIDriver(app, http_scope()).start()
+        try:
+            return await driver.receive_output(0.05)
+        finally:
+            await driver.stop()
+
+    with pytest.raises(AppTimeout):
+        run(lambda: scenario(silent))
+    assert run(lambda: scenario(returns)).value is None
+
+
+def test_run_catches_forgotten_awaits_and_works_inside_a_running_loop():
+    async def forgets(scope, receive, send):
+        send({"type": "http.response.start", "status": 200})
+
+    async def inside_jupyter_like_loop():
+        return run(lambda: http_request(forgets))  # a loop already runs in this thread
+
+    outcome = asyncio.run(inside_jupyter_like_loop())
+    assert outcome.value.status is None
+    assert any("send" in name for name in outcome.unawaited)
+
+
+def test_call_wsgi_plays_the_server_side_of_pep_3333():
+    closed = []
+
+    class Body:
+        def __iter__(self):
+            yield b"a"
+            yield b""
+            yield b"b"
+
+        def close(self):
+            closed.append(True)
+
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"0")
+        assert environ["REQUEST_METHOD"] == "POST" and environ["QUERY_STRING"] == "q=1"
+        assert environ["wsgi.input"].read() == b"data" and environ["HTTP_X_A"] == "1"
+        return Body()
+
+    result = call_wsgi(app, "POST", "/p", "q=1", headers=[("x-a", "1")], body=b"data")
+    assert (result.status_code, result.body, closed) == (200, b"0ab", [True])
+    assert result.problems == [] and result.error is None
+
+    def twice(environ, start_response):
+        start_response("200 OK", [])
+        start_response("500 Oops", [])
+        return [b""]
+
+    def hop_by_hop(environ, start_response):
+        start_response("200 OK", [("Connection", "close")])
+        return [b""]
+
+    assert "twice" in call_wsgi(twice).problems[0]
+    assert "hop-by-hop" in call_wsgi(hop_by_hop).problems[0]
+
+
+def test_describe_exception_points_at_the_students_line():
+    def student_code():
+        scope = {}
+        return scope["app_state"]
+
+    try:
+        student_code()
+    except KeyError as exc:
+        text = describe_exception(exc)
+    assert text.startswith("KeyError: 'app_state' (in student_code, line ")
+    assert 'return scope["app_state"]' in text
