@@ -9,7 +9,7 @@ each of them the same GET and the same POST over a plain socket, and writes:
 - `post-side-by-side.png`: the WSGI and the ASGI POST next to each other;
 - `timeline.png`: eight concurrent slow requests on each server: which thread works on
   which connection when (four WSGI workers, one ASGI event loop);
-- `trace.json`: every event recorded, to load back with `Tracer.load(...)`;
+- `asgi-trace.json`, `wsgi-trace.json`: every event recorded, for `Tracer.load(...)`;
 
 and prints each trace as a listing. The notebooks use the same helpers: `exchange` sends raw
 bytes and reads the answer; `trace_exchange` does it with a tracer and returns the events of
@@ -146,7 +146,6 @@ def run_demo(out: str | Path = "demo-output") -> int:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    everything = Tracer()
     traces: dict[str, dict[str, list[TraceEvent]]] = {}
 
     for kind, app in (("asgi", asgi_app), ("wsgi", wsgi_app)):
@@ -154,7 +153,9 @@ def run_demo(out: str | Path = "demo-output") -> int:
         with serve_in_background(app, kind, name=f"demo-{kind}", tracer=tracer, access_log=False) as server:
             traces[kind] = {"GET": trace_exchange(server, tracer, GET_REQUEST),
                             "POST": trace_exchange(server, tracer, POST_REQUEST)}
-        everything.events.extend(tracer.events)
+        path = out / f"{kind}-trace.json"
+        tracer.save(path)
+        written.append(path)
         for method, events in traces[kind].items():
             title = f"{method} through the {kind.upper()} server"
             print(f"\n{title}\n{'-' * len(title)}")
@@ -183,9 +184,6 @@ def run_demo(out: str | Path = "demo-output") -> int:
     fig.savefig(path, dpi=100)
     written.append(path)
 
-    path = out / "trace.json"
-    everything.save(path)
-    written.append(path)
     print("\nwritten:")
     for path in written:
         print(f"  {path}")

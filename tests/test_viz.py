@@ -176,3 +176,19 @@ def test_stepper_on_a_long_trace_shows_a_window_of_the_diagram():
     stepper = Stepper(events, static=True)
     stepper.go(30)
     assert stepper.diagram_png().startswith(b"\x89PNG")
+
+
+def test_make_demo_writes_the_pngs(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "-m", "asgi_lab", "demo", "--out", str(out)],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT,
+                            env={**os.environ, "MPLBACKEND": "Agg"})
+    assert result.returncode == 0, result.stderr
+    for name in ("asgi-get.png", "asgi-post.png", "wsgi-get.png", "wsgi-post.png",
+                 "post-side-by-side.png", "timeline.png"):
+        assert (out / name).read_bytes().startswith(b"\x89PNG"), name
+    assert "http.response.start status=200" in result.stdout
+    assert str(out / "timeline.png") in result.stdout
+    for kind in ("asgi", "wsgi"):
+        loaded = Tracer.load(out / f"{kind}-trace.json")
+        assert loaded.connections() == [1, 2] and len(loaded) > 15
