@@ -223,6 +223,7 @@ class CloseButton(widgets.HBox):
         self.status_view = widgets.HTML()
         self.close_button.on_click(self._on_close)
         super().__init__([self.code_picker, self.reason_box, self.close_button, self.status_view])
+        self.add_class("asgi-lab-close")
 
     def _on_close(self, _button) -> None:
         # Do not block the callback's thread: start the closing handshake on the client loop
