@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="trace a GET and a POST through both servers; "
                                             "write sequence diagrams and a timeline (PNG)")
     demo.add_argument("--out", default="demo-output", help="folder for the PNG and JSON files")
+
+    from .experiments.cli import add_experiment_parser
+
+    add_experiment_parser(commands)
     return parser
 
 
@@ -139,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import run_demo
 
         return run_demo(args.out)
+    if args.command == "experiment":
+        return args.run(args)
     setup_logging(args.log_level)
     config = config_from(args)
     app = import_app(args.app)

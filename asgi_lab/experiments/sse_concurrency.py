@@ -139,18 +139,23 @@ def table_rows(result: dict) -> list[dict]:
 
 def format_table(result: dict) -> str:
     """A plain-text table (times in ms), one line per server."""
-    rows = table_rows(result)
-    if not rows:
-        return "(no servers ran)"
-    columns = list(rows[0])
-    widths = {c: max(len(c), *(len(str(row[c])) for row in rows)) for c in columns}
-    lines = ["  ".join(c.rjust(widths[c]) if i else c.ljust(widths[c]) for i, c in enumerate(columns))]
-    for row in rows:
-        lines.append("  ".join(str(row[c]).rjust(widths[c]) if i else str(row[c]).ljust(widths[c])
-                               for i, c in enumerate(columns)))
     title = (f"SSE: {result['clients']} clients, {result['duration']:g} s, one event every "
              f"{result['interval']:g} s (times in ms)")
-    return "\n".join([title, *lines])
+    return render_table(title, table_rows(result))
+
+
+def render_table(title: str, rows: list[dict]) -> str:
+    """Rows of equal keys as aligned text columns under a title."""
+    if not rows:
+        return f"{title}\n(no servers ran)"
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(str(row[c])) for row in rows)) for c in columns}
+
+    def line(cells) -> str:
+        return "  ".join(str(cells[c]).ljust(widths[c]) if i == 0 else str(cells[c]).rjust(widths[c])
+                         for i, c in enumerate(columns))
+
+    return "\n".join([title, line({c: c for c in columns}), *(line(row) for row in rows)])
 
 
 def _ms(value) -> str:

@@ -1,0 +1,97 @@
+"""`python -m asgi_lab experiment sse|longpoll ...`: run an experiment, print its table, save JSON.
+
+    python -m asgi_lab experiment sse --clients 1000 --duration 10
+    python -m asgi_lab experiment sse --clients 100,500,1000,2000,5000 --servers asgi,wsgi-threads
+    python -m asgi_lab experiment longpoll --clients 1000 --duration 10 --period 2
+    python -m asgi_lab experiment sse --replot sse-1000.json --charts charts/
+
+Several client counts make a sweep (one run per count). `--charts DIR` also saves the charts
+as PNG files; `--replot FILE` draws them again from a saved result without running anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .servers import POOL_THREADS, SERVERS
+
+
+def add_experiment_parser(commands) -> None:
+    """Add the `experiment` subcommand to the main CLI's subparsers."""
+    experiment = commands.add_parser("experiment", help="measure threads against coroutines "
+                                     "(SSE clients, long polling)")
+    kinds = experiment.add_subparsers(dest="experiment", required=True)
+    for name, help_text in (("sse", "N concurrent Server-Sent-Events clients"),
+                            ("longpoll", "N concurrent long-polling clients")):
+        parser = kinds.add_parser(name, help=help_text)
+        parser.add_argument("--clients", default="1000",
+                            help="number of clients; a comma-separated list runs a sweep (default: 1000)")
+        parser.add_argument("--duration", type=float, default=10.0,
+                            help="seconds to hold the clients after they connected (default: 10)")
+        parser.add_argument("--servers", default=",".join(SERVERS),
+                            help=f"comma-separated, from {', '.join(SERVERS)} (default: all installed)")
+        parser.add_argument("--pool-threads", type=int, default=POOL_THREADS,
+                            help="threads of the small WSGI pools (default: %(default)s)")
+        parser.add_argument("--load-processes", type=int, default=None,
+                            help="load-generator processes (default: one per 5000 clients)")
+        parser.add_argument("--out", default=None,
+                            help="save the JSON result here (default: experiment-<kind>-<clients>.json)")
+        parser.add_argument("--charts", metavar="DIR", default=None, help="also save the charts as PNG here")
+        parser.add_argument("--replot", metavar="FILE", default=None,
+                            help="draw the charts of a saved result (needs --charts); runs nothing")
+        if name == "longpoll":
+            parser.add_argument("--period", type=float, default=2.0,
+                                help="seconds between two published messages (default: 2)")
+        parser.set_defaults(run=run_from_args)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    from . import long_polling, sse_concurrency
+    from .measure import load_result, save_result
+
+    if args.replot:
+        result = load_result(args.replot)
+    else:
+        try:
+            clients = [int(n) for n in args.clients.split(",")]
+        except ValueError:
+            raise SystemExit(f"error: --clients must be numbers, got {args.clients!r}")
+        options = dict(servers=args.servers, pool_threads=args.pool_threads,
+                       load_processes=args.load_processes)
+        if args.experiment == "longpoll":
+            options["period"] = args.period
+            module = long_polling
+        else:
+            module = sse_concurrency
+        try:
+            if len(clients) > 1:
+                results = [module.run(n, args.duration, **options) for n in clients]
+                result = {"experiment": f"{args.experiment}-sweep", "clients": clients,
+                          "duration": args.duration, "results": results}
+            else:
+                result = module.run(clients[0], args.duration, **options)
+        except (RuntimeError, ValueError) as exc:  # e.g. too many clients for the fd limit
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        out = args.out or f"experiment-{args.experiment}-{args.clients.replace(',', '-')}.json"
+        save_result(result, out)
+        print(f"saved {out}", file=sys.stderr)
+    print_tables(result)
+    if args.charts:
+        from ..viz import charts
+
+        os.makedirs(args.charts, exist_ok=True)
+        for path in charts.save_charts(result, args.charts):
+            print(f"chart: {path}", file=sys.stderr)
+    return 0
+
+
+def print_tables(result: dict) -> None:
+    from . import long_polling, sse_concurrency
+
+    for single in result.get("results", [result]):
+        module = long_polling if single["experiment"] == "longpoll" else sse_concurrency
+        print(module.format_table(single))
+        print()

@@ -1,0 +1,110 @@
+"""Long polling, measured: clients that hold a request open until a message is published.
+
+    python -m asgi_lab experiment longpoll --clients 1000 --duration 10 --period 2
+
+    from asgi_lab.experiments import long_polling
+    result = long_polling.run(clients=1000, duration=10)
+    print(long_polling.format_table(result))
+
+The book's claim: long polling "works in WSGI (barely), but ties up a worker thread for the
+entire wait time". Here every client polls `GET /poll` in a loop; the server publishes a
+message every `period` seconds to everyone waiting (`asgi_lab/apps/sse.py`). Per server:
+
+- *delivered*: messages received out of messages due (one per publication while the client
+  was polling); a client waiting in a queue behind busy workers misses publications;
+- *all*: clients that received every message they were due;
+- *threads*, *RSS* (peak, per client), *CPU s*: what waiting cost the server;
+- *lag*: p50 / p99 of receive time - publication time, over all delivered messages.
+"""
+
+from __future__ import annotations
+
+from ..load.longpoll import run_longpoll_load
+from .measure import PartProgress, environment, make_progress, measure_server, save_result, stats_ms
+from .servers import POOL_THREADS, resolve_servers
+from .sse_concurrency import load_processes_for, render_table
+
+DEFAULT_SERVERS = ("asgi", "wsgi-threads", "wsgi-pool", "uvicorn", "gunicorn")
+POLL_TIMEOUT = 30.0
+
+
+def run(clients: int = 1000, duration: float = 10.0, servers=DEFAULT_SERVERS, *,
+        period: float = 2.0, pool_threads: int = POOL_THREADS, load_processes: int | None = None,
+        progress=True, out=None) -> dict:
+    """Run the long-polling comparison against each server in turn; returns the result."""
+    specs = resolve_servers(servers)
+    processes = load_processes or load_processes_for(clients)
+    bar = make_progress(progress)
+    runs = []
+    for index, spec in enumerate(specs):
+        stage = PartProgress(bar, index, len(specs))
+        expected_time = 1.0 + duration
+
+        def report(totals, name=spec.name, stage=stage):
+            stage.update(totals["elapsed"] / expected_time,
+                         f"{name}: {totals['open']}/{clients} open, {totals['messages']} messages, "
+                         f"{totals['errors']} errors, {totals['elapsed']:.0f}/{expected_time:.0f} s")
+
+        def run_load(url, report=report):
+            return run_longpoll_load(url + f"/poll?timeout={POLL_TIMEOUT:g}&period={period:g}",
+                                     clients, duration, period=period, processes=processes,
+                                     progress=report)
+
+        stage.update(0.0, f"{spec.name}: starting")
+        measured = measure_server(spec, run_load, clients, pool_threads)
+        measured["summary"] = summarize(measured)
+        runs.append(measured)
+    bar.close()
+    result = {"experiment": "longpoll", "clients": clients, "duration": duration, "period": period,
+              "pool_threads": pool_threads, "load_processes": processes,
+              "environment": environment(), "runs": runs}
+    if out:
+        save_result(result, out)
+    return result
+
+
+def summarize(measured: dict) -> dict:
+    load, process = measured["load"], measured["process"]
+    complete = [error is None and got >= due for error, got, due
+                in zip(load["errors"], load["messages"], load["expected"])]
+    return {
+        "clients": load["clients"],
+        "all_messages": sum(complete),
+        "messages": sum(load["messages"]),
+        "expected_messages": sum(load["expected"]),
+        "requests": sum(load["requests"]),
+        "timeouts": sum(load["timeouts"]),
+        "errors": sum(e is not None for e in load["errors"]),
+        "lag_ms": stats_ms(load["lags_ms"]),
+        **process,
+    }
+
+
+def table_rows(result: dict) -> list[dict]:
+    rows = []
+    for measured in result["runs"]:
+        s = measured["summary"]
+        due = s["expected_messages"]
+        rows.append({
+            "server": measured["server"]["name"],
+            "delivered": f"{s['messages']}/{due}" + (f" ({100 * s['messages'] / due:.0f}%)" if due else ""),
+            "all": f"{s['all_messages']}/{s['clients']}",
+            "errors": s["errors"],
+            "threads": s["peak_threads"],
+            "peak MB": s["peak_rss_mb"],
+            "KB/client": s["per_client_kb"],
+            "CPU s": s["cpu_s"],
+            "lag p50": _ms(s["lag_ms"]["p50"]),
+            "lag p99": _ms(s["lag_ms"]["p99"]),
+        })
+    return rows
+
+
+def format_table(result: dict) -> str:
+    title = (f"Long polling: {result['clients']} clients, {result['duration']:g} s, a message "
+             f"every {result['period']:g} s (times in ms)")
+    return render_table(title, table_rows(result))
+
+
+def _ms(value) -> str:
+    return "-" if value is None else f"{value:.1f}"

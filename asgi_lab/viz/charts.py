@@ -1,0 +1,195 @@
+"""Charts of the threads-vs-coroutines experiments (`asgi_lab/experiments/`).
+
+Every function takes a result as returned by `sse_concurrency.run()`, `run_sweep()` or
+`long_polling.run()` (or read back with `measure.load_result(path)`), so a saved run can be
+drawn again without running anything, and returns a matplotlib `Figure`.
+
+- `sweep_chart(sweep)`: peak memory, threads and CPU against the number of clients;
+- `lag_chart(result)`: how late events arrived, as a cumulative distribution per server;
+- `ttfe_chart(result)`: time to first event, client by client: the starved pool, drawn;
+- `resources_chart(result)`: RSS, threads and CPU of each server process during the run;
+- `longpoll_chart(result)`: messages delivered and threads held, per server;
+- `save_charts(result, folder)`: whichever of these fit the result, as PNG files.
+
+Each line or bar carries the server's name as its label (the tests read them back).
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+COLORS = {"asgi": "#1f77b4", "uvicorn": "#17becf", "wsgi-threads": "#d62728",
+          "wsgi-pool": "#ff7f0e", "gunicorn": "#9467bd"}
+CPU_WINDOW = 5
+MARKERS = {"asgi": "o", "uvicorn": "s", "wsgi-threads": "^", "wsgi-pool": "v", "gunicorn": "D"}
+
+
+def _color(name: str) -> str:
+    return COLORS.get(name, "#7f7f7f")
+
+
+def _figure(width: float, height: float, columns: int = 1) -> tuple[Figure, list]:
+    fig = plt.figure(figsize=(width, height), layout="constrained")
+    axes = [fig.add_subplot(1, columns, i + 1) for i in range(columns)]
+    plt.close(fig)  # returned, not left open in pyplot (Jupyter shows it once, as the result)
+    for ax in axes:
+        ax.grid(color="#dddddd", lw=0.6)
+        ax.set_axisbelow(True)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    return fig, axes
+
+
+def _runs(result: dict) -> list[dict]:
+    if "runs" not in result:
+        raise ValueError("expected one experiment's result (with 'runs'); for a sweep use sweep_chart")
+    return result["runs"]
+
+
+def sweep_chart(sweep: dict) -> Figure:
+    """Peak RSS, threads and CPU seconds of each server against the number of clients."""
+    results = sweep["results"]
+    fig, (memory, threads, cpu) = _figure(13, 4, columns=3)
+    names = list(dict.fromkeys(run["server"]["name"] for r in results for run in r["runs"]))
+    for name in names:
+        points = [(r["clients"], run["summary"]) for r in results for run in r["runs"]
+                  if run["server"]["name"] == name]
+        xs = [n for n, _ in points]
+        style = dict(color=_color(name), marker=MARKERS.get(name, "o"), label=name)
+        memory.plot(xs, [s["peak_rss_mb"] for _, s in points], **style)
+        threads.plot(xs, [s["peak_threads"] for _, s in points], **style)
+        cpu.plot(xs, [s["cpu_s"] for _, s in points], **style)
+    for ax, title, unit in ((memory, "Peak memory (RSS)", "MB"), (threads, "OS threads", "threads"),
+                            (cpu, "CPU time during the run", "CPU seconds")):
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel(unit)
+        ax.set_title(title, loc="left", fontsize=11, fontweight="bold")
+        ax.set_xscale("log")
+    threads.set_yscale("symlog", linthresh=10)
+    memory.legend(fontsize=8)
+    kind = "SSE" if sweep.get("experiment", "").startswith("sse") else "long-polling"
+    fig.suptitle(f"What {kind} clients cost each server", fontsize=12)
+    return fig
+
+
+def lag_chart(result: dict) -> Figure:
+    """Cumulative distribution of delivery lag (receive time - the server's send stamp)."""
+    fig, (ax,) = _figure(7.5, 4)
+    for run in _runs(result):
+        name = run["server"]["name"]
+        lags = sorted(max(lag, 0.001) for lag in run["load"]["lags_ms"])
+        if not lags:
+            continue
+        ys = [(i + 1) / len(lags) * 100 for i in range(len(lags))]
+        ax.plot(lags, ys, color=_color(name), label=f"{name} ({len(lags)} events)", drawstyle="steps-post")
+    ax.set_xscale("log")
+    ax.set_xlabel("delivery lag (ms, log scale)")
+    ax.set_ylabel("% of events delivered within")
+    ax.set_ylim(0, 101)
+    ax.axhline(99, color="#999999", lw=0.8, ls="--")
+    ax.set_title(f"Delivery lag, {result['clients']} clients", loc="left", fontsize=11, fontweight="bold")
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def ttfe_chart(result: dict) -> Figure:
+    """Time to first event for every client, sorted: a pool starves everyone past its size."""
+    fig, (ax,) = _figure(7.5, 4)
+    duration_ms = (result["duration"] + result.get("interval", 1.0)) * 1000
+    never_y = duration_ms * 1.5
+    for run in _runs(result):
+        name = run["server"]["name"]
+        ttfe = run["load"]["ttfe_ms"]
+        served = sorted(t for t in ttfe if t is not None)
+        never = len(ttfe) - len(served)
+        xs = list(range(1, len(ttfe) + 1))
+        ys = [max(t, 0.01) for t in served] + [never_y] * never
+        label = f"{name}: {never} never served" if never else name
+        ax.plot(xs, ys, color=_color(name), label=label, drawstyle="steps-post")
+    ax.axhline(never_y, color="#999999", lw=0.8, ls=":")
+    ax.text(1, never_y, " no event during the run", va="bottom", fontsize=8, color="#555555")
+    ax.set_yscale("log")
+    ax.set_xlabel("clients, sorted by their wait")
+    ax.set_ylabel("time to first event (ms, log scale)")
+    ax.set_title(f"Time to first event, {result['clients']} clients", loc="left",
+                 fontsize=11, fontweight="bold")
+    ax.legend(fontsize=8, loc="center right")
+    return fig
+
+
+def resources_chart(result: dict) -> Figure:
+    """Each server process during its run: RSS, threads, and CPU (% of one core)."""
+    fig, (memory, threads, cpu) = _figure(13, 4, columns=3)
+    for run in _runs(result):
+        name = run["server"]["name"]
+        end = run["marks"].get("end", float("inf"))
+        samples = [s for s in run["samples"] if s[0] <= end]  # not the shutdown
+        t0 = run["marks"].get("load", 0.0)
+        ts = [s[0] - t0 for s in samples]
+        memory.plot(ts, [s[1] / 2**20 for s in samples], color=_color(name), label=name)
+        threads.plot(ts, [s[3] for s in samples], color=_color(name), label=name)
+        # CPU time moves in 10 ms clock ticks: average over half a second (5 samples).
+        usage = [max(0.0, (b[4] - a[4]) / max(b[0] - a[0], 1e-3) * 100)
+                 for a, b in zip(samples, samples[CPU_WINDOW:])]
+        cpu.plot(ts[CPU_WINDOW:], usage, color=_color(name), label=name, lw=1.0)
+    for ax, title, unit in ((memory, "Memory (RSS)", "MB"), (threads, "OS threads", "threads"),
+                            (cpu, "CPU", "% of one core")):
+        ax.axvline(0, color="#999999", lw=0.8, ls="--")
+        ax.set_xlabel("seconds since the clients started")
+        ax.set_ylabel(unit)
+        ax.set_title(title, loc="left", fontsize=11, fontweight="bold")
+    threads.set_yscale("symlog", linthresh=10)
+    memory.legend(fontsize=8)
+    fig.suptitle(f"{result['clients']} clients: each server process during its run", fontsize=12)
+    return fig
+
+
+def longpoll_chart(result: dict) -> Figure:
+    """Long polling: % of messages delivered, and the threads each server held."""
+    fig, (delivered, threads) = _figure(11, 4, columns=2)
+    runs = _runs(result)
+    names = [run["server"]["name"] for run in runs]
+    shares = []
+    for run in runs:
+        s = run["summary"]
+        shares.append(100 * s["messages"] / s["expected_messages"] if s["expected_messages"] else 0)
+    delivered.bar(names, shares, color=[_color(n) for n in names], label=names)
+    threads.bar(names, [run["summary"]["peak_threads"] for run in runs],
+                color=[_color(n) for n in names], label=names)
+    delivered.set_ylabel("% of due messages delivered")
+    delivered.set_ylim(0, 105)
+    threads.set_ylabel("OS threads (peak)")
+    threads.set_yscale("symlog", linthresh=10)
+    delivered.set_title("Messages delivered", loc="left", fontsize=11, fontweight="bold")
+    threads.set_title("Threads tied up waiting", loc="left", fontsize=11, fontweight="bold")
+    for ax in (delivered, threads):
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    fig.suptitle(f"Long polling: {result['clients']} clients, a message every "
+                 f"{result['period']:g} s", fontsize=12)
+    return fig
+
+
+def save_charts(result: dict, folder: str) -> list[str]:
+    """Draw the charts that fit `result` and save them as PNG files in `folder`."""
+    kind = result["experiment"]
+    if kind.endswith("-sweep"):
+        figures = {"sweep": sweep_chart(result)}
+        last = result["results"][-1]
+        figures.update({f"{name}-{last['clients']}": fig for name, fig in _single(last).items()})
+    else:
+        figures = _single(result)
+    paths = []
+    for name, fig in figures.items():
+        path = os.path.join(folder, f"{kind}-{name}.png")
+        fig.savefig(path, dpi=110)
+        paths.append(path)
+    return paths
+
+
+def _single(result: dict) -> dict[str, Figure]:
+    if result["experiment"] == "longpoll":
+        return {"delivered": longpoll_chart(result), "resources": resources_chart(result)}
+    return {"lag": lag_chart(result), "ttfe": ttfe_chart(result), "resources": resources_chart(result)}
