@@ -11,7 +11,8 @@ What every example checks, whatever bytes it sends:
 
 The strategies: arbitrary bytes; a valid request with exactly one field broken; a valid
 request split at random points into pieces sent with small delays (the answer must be the same
-as unsplit); random WebSocket frames after a valid handshake.
+as unsplit); random WebSocket frames after a valid handshake, and valid WebSocket messages
+split at random points (the echo must be the same).
 
 `make test` runs a bounded number of examples (profile "ci"); `make fuzz` sets
 HYPOTHESIS_PROFILE=long for a longer run. Each server is started once per module, not once per
@@ -29,6 +30,9 @@ import time
 
 import h11
 import pytest
+import wsproto
+from wsproto.events import AcceptConnection, Request
+from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis import given
@@ -44,7 +48,8 @@ settings.register_profile("long", max_examples=3000, deadline=None,
 FUZZ = settings(settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci")))
 
 # Small limits, so that fuzzing reaches them: 431, 413 and friends.
-LIMITS = dict(max_header_bytes=8 * 1024, max_body_bytes=64 * 1024, access_log=False,
+LIMITS = dict(max_header_bytes=8 * 1024, max_body_bytes=64 * 1024, ws_max_message_bytes=4096,
+              access_log=False,
               timeout_keep_alive=5.0, timeout_request_header=5.0, timeout_graceful_shutdown=1.0)
 
 KINDS = ["asgi"]
@@ -304,4 +309,195 @@ def test_split_requests_get_the_same_answer(server, problems, pipeline, delay):
     assert without_date(answer) == without_date(expected)
     responses = check_answer(answer)
     assert responses and responses[0][0] in (200, 404)
+    problems.check()
+
+
+# -- WebSocket (the ASGI server) ----------------------------------------------------------------------
+#
+# The attacker builds frames by hand (RFC 6455 §5.2), so that it can break every rule; the
+# server side never does: wsproto parses them. What comes back is parsed by wsproto's frame
+# parser acting as the client, which fails on anything that is not a valid server frame.
+
+CLOSE_CODES = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011}
+
+
+@pytest.fixture(scope="module")
+def asgi_server(problems):
+    with serve_in_background(soak.app, name="fuzz-ws", **LIMITS) as srv:
+        yield srv
+
+
+def websocket_handshake(address) -> socket.socket:
+    """A socket on which the server has accepted a WebSocket at /ws (the soak app's echo)."""
+    sock = socket.create_connection(address, timeout=5)
+    client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    sock.sendall(client.send(Request(host="fuzz", target="/ws")))
+    while True:
+        data = sock.recv(65536)
+        assert data, "the server closed instead of accepting the WebSocket"
+        client.receive_data(data)
+        if any(isinstance(event, AcceptConnection) for event in client.events()):
+            return sock
+
+
+def frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0, mask: bytes | None = b"abcd",
+          length_form: str = "shortest") -> bytes:
+    """One frame as a client would send it, or deliberately not (RFC 6455 §5.2)."""
+    first = (0x80 if fin else 0) | (rsv << 4) | opcode
+    size = len(payload)
+    mask_bit = 0x80 if mask is not None else 0
+    if length_form == "64" or size > 0xFFFF:
+        header = bytes([first, mask_bit | 127]) + size.to_bytes(8, "big")
+    elif length_form == "16" or size > 125:
+        header = bytes([first, mask_bit | 126]) + size.to_bytes(2, "big")
+    else:
+        header = bytes([first, mask_bit | size])
+    if mask is None:
+        return header + payload
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def server_frames(data: bytes) -> list:
+    """Parse what the server sent as a client would; ParseFailed if it is not valid."""
+    parser = FrameProtocol(client=True, extensions=[])
+    parser.receive_bytes(data)
+    return list(parser.received_frames())
+
+
+def ws_exchange(sock: socket.socket, pieces: list[bytes], delay: float = 0.0) -> bytes:
+    try:
+        for i, piece in enumerate(pieces):
+            if i and delay:
+                time.sleep(delay)
+            sock.sendall(piece)
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass  # the server failed the connection and closed while we were still sending
+    received = bytearray()
+    try:
+        while data := sock.recv(65536):
+            received += data
+    except ConnectionResetError:
+        pass
+    except socket.timeout:
+        pytest.fail(f"the server did not close the WebSocket after our EOF: {bytes(received)[:200]!r}")
+    finally:
+        sock.close()
+    return bytes(received)
+
+
+def check_ws_answer(data: bytes) -> list:
+    frames = server_frames(data)
+    for index, received in enumerate(frames):
+        if received.opcode is Opcode.CLOSE:
+            assert index == len(frames) - 1, "the server sent frames after its Close"
+            code, _reason = received.payload  # the parser checked it is a legal code
+            assert int(code) in CLOSE_CODES | {1005}, code  # 1005: a Close without a code
+    return frames
+
+
+def ws_still_serving(server) -> None:
+    """A well-behaved WebSocket client gets its echo and a clean closing handshake."""
+    sock = websocket_handshake(server.address)
+    sock.sendall(frame(0x1, b"still there?"))
+    echo = b""
+    while not server_frames(echo):
+        echo += sock.recv(65536)
+    frames = server_frames(echo + ws_exchange(sock, [frame(0x8, b"\x03\xe8")]))
+    assert [f.opcode for f in frames] == [Opcode.TEXT, Opcode.CLOSE]
+    assert frames[0].payload == "still there?" and int(frames[1].payload[0]) == 1000
+    still_serving(server)
+
+
+OPCODES = st.sampled_from([0x0, 0x1, 0x2, 0x8, 0x9, 0xA, 0x3, 0x7, 0xB, 0xF])
+WS_PAYLOADS = st.one_of(
+    st.binary(max_size=300),
+    st.text(max_size=60).map(str.encode),
+    st.sampled_from([b"", b"\xff\xfe", b"\xc3", b"\xed\xa0\x80", b"\x03\xe8", b"\x03\xe8bye",
+                     b"\x00\x00", b"\x03\xed", b"\x0b\xb8", b"\x13\x88", b"\x03", b"x" * 126,
+                     b"y" * 5000]),
+)
+
+
+@st.composite
+def random_frames(draw) -> bytes:
+    frames = []
+    for _ in range(draw(st.integers(1, 6))):
+        frames.append(frame(
+            draw(OPCODES), draw(WS_PAYLOADS),
+            fin=draw(st.sampled_from([True, True, True, False])),
+            rsv=draw(st.sampled_from([0, 0, 0, 0, 0, 1, 2, 4, 7])),
+            mask=draw(st.sampled_from([b"abcd", b"\x00\x00\x00\x00", None])),
+            length_form=draw(st.sampled_from(["shortest", "shortest", "16", "64"])),
+        ))
+    data = b"".join(frames)
+    if draw(st.booleans()):  # sometimes cut the last frame short
+        data = data[: draw(st.integers(0, len(data)))]
+    return data
+
+
+@FUZZ
+@given(data=random_frames())
+def test_random_websocket_frames(asgi_server, problems, data):
+    sock = websocket_handshake(asgi_server.address)
+    check_ws_answer(ws_exchange(sock, [data]))
+    ws_still_serving(asgi_server)
+    problems.check()
+
+
+@FUZZ
+@given(data=st.binary(max_size=2048))
+def test_arbitrary_bytes_after_the_websocket_handshake(asgi_server, problems, data):
+    sock = websocket_handshake(asgi_server.address)
+    check_ws_answer(ws_exchange(sock, [data]))
+    ws_still_serving(asgi_server)
+    problems.check()
+
+
+@st.composite
+def split_messages(draw) -> tuple[list, list[bytes]]:
+    """Valid messages (some fragmented, with pings between them), cut at random points."""
+    messages, wire = [], b""
+    for _ in range(draw(st.integers(1, 4))):
+        if draw(st.booleans()):
+            text = draw(st.text(max_size=40))
+            messages.append(text)
+            payload, opcode = text.encode(), 0x1
+        else:
+            payload = draw(st.binary(max_size=300))
+            messages.append(payload)
+            opcode = 0x2
+        cuts = sorted(draw(st.sets(st.integers(1, max(len(payload) - 1, 1)), max_size=2))) \
+            if len(payload) > 1 else []
+        edges = [0, *cuts, len(payload)]
+        pieces = [payload[a:b] for a, b in zip(edges, edges[1:])]
+        for i, piece in enumerate(pieces):  # a fragmented message: opcode, then continuations
+            wire += frame(opcode if i == 0 else 0x0, piece, fin=i == len(pieces) - 1)
+            if draw(st.integers(0, 4)) == 0:
+                wire += frame(0x9, b"ping")  # a control frame between fragments is allowed
+    cuts = sorted(draw(st.sets(st.integers(1, len(wire) - 1), max_size=8)))
+    edges = [0, *cuts, len(wire)]
+    return messages, [wire[a:b] for a, b in zip(edges, edges[1:])]
+
+
+@FUZZ
+@given(case=split_messages(), delay=st.sampled_from([0.0, 0.001, 0.003]))
+def test_split_websocket_messages_are_echoed_whole(asgi_server, problems, case, delay):
+    messages, pieces = case
+    sock = websocket_handshake(asgi_server.address)
+    for i, piece in enumerate(pieces):
+        if i and delay:
+            time.sleep(delay)
+        sock.sendall(piece)
+    received = b""  # wait for every echo, then close (a Close sent at once may overtake them)
+    while sum(f.opcode in (Opcode.TEXT, Opcode.BINARY) for f in server_frames(received)) < len(messages):
+        data = sock.recv(65536)
+        assert data, f"the server closed before echoing everything: {received!r}"
+        received += data
+    frames = check_ws_answer(received + ws_exchange(sock, [frame(0x8, b"\x03\xe8")]))
+    echoed = [f.payload for f in frames if f.opcode in (Opcode.TEXT, Opcode.BINARY)]
+    pongs = [f for f in frames if f.opcode is Opcode.PONG]
+    assert echoed == [m if isinstance(m, str) else bytes(m) for m in messages]
+    assert all(bytes(p.payload) == b"ping" for p in pongs)
+    assert frames[-1].opcode is Opcode.CLOSE and int(frames[-1].payload[0]) == 1000
     problems.check()
