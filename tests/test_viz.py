@@ -87,6 +87,16 @@ def test_sequence_diagram_of_one_connection_and_custom_lanes(post):
     assert any(t.get_text().startswith("[2] ") for t in both.axes[0].texts)
 
 
+def test_a_long_trace_is_cut_and_says_so():
+    events = [TraceEvent(t=i / 1000, conn=1, layer="asgi", kind="send",
+                         data={"type": "http.response.body", "body": "x", "more_body": True})
+              for i in range(60)]
+    ax = sequence_diagram(events, limit=20).axes[0]
+    assert len(arrows(ax)) == 20
+    assert [t.get_text() for t in ax.texts if t.get_gid() == "left-out"] == \
+        ["… and 40 more events, not shown"]
+
+
 def test_side_by_side_draws_one_diagram_per_trace(post):
     tracer, events = post
     fig = side_by_side({"first": events, "second": tracer.filter(conn=2)},

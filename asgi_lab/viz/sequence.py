@@ -58,7 +58,7 @@ def events_of(trace, conn: int | None = None) -> list[TraceEvent]:
 def sequence_diagram(trace, *, conn: int | None = None, title: str | None = None,
                      merge: bool = True, highlight: int | None = None,
                      lane_titles: Mapping[str, str] | None = None, first_number: int = 1,
-                     start: float | None = None, ax=None) -> Figure:
+                     start: float | None = None, limit: int = 150, ax=None) -> Figure:
     """Draw `trace` (a Tracer or a list of TraceEvents) as a sequence diagram.
 
     - `conn`: only this connection's events (0 is the server-wide lifespan);
@@ -67,6 +67,8 @@ def sequence_diagram(trace, *, conn: int | None = None, title: str | None = None
     - `lane_titles`: e.g. `{"app": "WSGI app"}`;
     - `first_number`, `start`: number rows from `first_number` and measure times from `start`
       (when drawing a window of a longer trace);
+    - `limit`: draw at most this many events (a long stream would make a figure metres tall);
+      the diagram then says how many it left out;
     - `ax`: draw into this Axes instead of a new figure.
 
     Returns the figure. Its Axes has one arrow (an annotation) per message and one note per
@@ -75,6 +77,8 @@ def sequence_diagram(trace, *, conn: int | None = None, title: str | None = None
     events = events_of(trace, conn)
     if merge:
         events = merge_chunks(events)
+    left_out = max(len(events) - limit, 0)
+    events = events[:limit]
     titles = {**LANE_TITLES, **(lane_titles or {})}
     rows = max(len(events), 1)
     if ax is None:
@@ -86,6 +90,9 @@ def sequence_diagram(trace, *, conn: int | None = None, title: str | None = None
                   start=start)
     if title:
         ax.set_title(title, loc="left", fontsize=12, fontweight="bold", pad=26)
+    if left_out:
+        ax.text(1.0, 0.0, f"… and {left_out} more events, not shown", transform=ax.transAxes,
+                ha="right", va="top", fontsize=9, color="#555555", gid="left-out")
     return fig
 
 

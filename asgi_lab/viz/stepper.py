@@ -205,7 +205,9 @@ class Stepper:
                 f"<td>{html.escape(event.kind)}</td><td><code>{html.escape(details(event) or label(event))}"
                 f"</code></td></tr>")
         title = f"<h4>{html.escape(self.title)}</h4>" if self.title else ""
-        return (f"<div class='asgi-lab-stepper'>{title}<p><i>Static view of the stepper "
+        style = ("<style>.asgi-lab-stepper td, .asgi-lab-stepper th {text-align: left; "
+                 "padding: 1px 8px}</style>")
+        return (f"<div class='asgi-lab-stepper'>{style}{title}<p><i>Static view of the stepper "
                 f"({len(self.events)} events): run the notebook in Jupyter to step through them.</i></p>"
                 f"<img src='data:image/png;base64,{image}' style='max-width:100%'/>"
                 "<table><tr><th>#</th><th>time</th><th>conn</th><th>layer</th><th>kind</th>"
