@@ -203,3 +203,28 @@ def test_describe_exception_points_at_the_students_line():
         text = describe_exception(exc)
     assert text.startswith("KeyError: 'app_state' (in student_code, line ")
     assert 'return scope["app_state"]' in text
+
+
+# -- the blocking-loop experiment and the pitfall apps it measures ----------------------------------
+
+def test_blocking_loop_measures_the_stall_and_the_fixes():
+    from asgi_lab.apps import pitfalls
+    from asgi_lab.experiments import blocking_loop
+
+    runs = blocking_loop.sweep({"time.sleep": pitfalls.blocking_sleep,
+                                "to_thread": pitfalls.with_to_thread}, work_ms=(60,), concurrency=3)
+    blocked, fixed = runs
+    assert blocked.statuses == fixed.statuses == [200] * 4
+    # Served one by one: the probe waits for (most of) the three 60 ms requests.
+    assert blocked.probe_latency > 0.1 and blocked.loop_lag > 0.05 and blocked.slowest > 0.15
+    assert fixed.probe_latency < 0.05 and fixed.loop_lag < 0.05 and fixed.slowest < 0.15
+    assert "time.sleep" in blocking_loop.table(runs)
+
+
+def test_forgotten_await_demo_shows_the_warning_and_the_500():
+    from asgi_lab.experiments.blocking_loop import forgotten_await_demo
+
+    seen = forgotten_await_demo()
+    assert seen["status"] == 500
+    assert seen["warnings"] and all("was never awaited" in text for text in seen["warnings"])
+    assert seen["server_log"] == ["ASGI app returned without starting its response"]

@@ -78,8 +78,16 @@ def process_pool() -> concurrent.futures.ProcessPoolExecutor:
     if _pool is None:
         _pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=2, mp_context=multiprocessing.get_context("spawn"))
-        atexit.register(_pool.shutdown, cancel_futures=True)
+        atexit.register(shutdown_process_pool)
     return _pool
+
+
+def shutdown_process_pool() -> None:
+    """Stop the worker processes (a notebook does it in its last cell)."""
+    global _pool
+    if _pool is not None:
+        _pool.shutdown(cancel_futures=True)
+        _pool = None
 
 
 def warm_up_process_pool() -> None:
@@ -154,15 +162,19 @@ async def cpu_bound_in_thread(scope, receive, send):
     (sys.getswitchinterval()), so other requests are served; but only one thread computes
     at a time, so the work itself is no faster."""
     if scope["type"] == "http":
-        await asyncio.to_thread(cpu_work, milliseconds(scope), iterations_per_ms())
+        ms = milliseconds(scope)
+        if ms:  # a request with nothing to compute does not queue for a worker
+            await asyncio.to_thread(cpu_work, ms, iterations_per_ms())
         await respond(send, "computed")
 
 
 async def cpu_bound_in_process(scope, receive, send):
     """Computation in another process: other cores do it; the loop only waits for the answer."""
     if scope["type"] == "http":
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(process_pool(), cpu_work, milliseconds(scope), iterations_per_ms())
+        ms = milliseconds(scope)
+        if ms:  # a request with nothing to compute does not queue for a worker
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(process_pool(), cpu_work, ms, iterations_per_ms())
         await respond(send, "computed")
 
 
