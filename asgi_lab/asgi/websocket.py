@@ -424,6 +424,11 @@ class WebSocketProtocol(asyncio.Protocol):
                 await self.drain()  # back-pressure: the client is not reading fast enough
                 if self.state is not ACCEPTED:
                     raise ClientDisconnected(f"client {self.client} disconnected")
+            if self.transport.is_closing():
+                # The socket already failed; connection_lost runs only when the loop gets
+                # control, and an app that never waits would keep writing into a dead transport.
+                self.session_ended(1006, "")
+                raise ClientDisconnected(f"client {self.client} disconnected")
             data = message.get("bytes")
             if data is None:
                 data = message.get("text")
