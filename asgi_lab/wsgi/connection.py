@@ -154,10 +154,20 @@ class Connection:
     def handle_request(self, request: h11.Request) -> bool:
         """A request head arrived: run its cycle to the end, then get ready for the next one."""
         self.waiting_since = None
-        limit = self.config.max_body_bytes
-        if limit is not None:
+        config = self.config
+        if self.head_bytes > config.max_header_bytes and _head_size(request) > config.max_header_bytes:
+            # h11 enforces the limit on a head that arrives in pieces; one that arrived whole
+            # in a single read is measured here (only when enough bytes came for it to matter).
+            self.reject(431)
+            return False
+        if request.method == b"CONNECT":
+            # A proxy tunnel (RFC 9110 §9.3.6) is not something an app server offers; and h11
+            # would switch protocols on any 2xx answer to it. 501: method not implemented.
+            self.reject(501, "CONNECT is not supported")
+            return False
+        if config.max_body_bytes is not None:
             length = _content_length(request)
-            if length is not None and length > limit:
+            if length is not None and length > config.max_body_bytes:
                 self.reject(413, "request body over the limit")
                 return False
         self.cycle = RequestResponseCycle(self, request)
@@ -362,6 +372,8 @@ class RequestResponseCycle:
             raise RuntimeError("write() called before start_response()")
         if self.tracer is not None:
             self.tracer.emit(self.connection.id, "wsgi", "write", {"data": data})
+        if not isinstance(data, (bytes, bytearray)):
+            raise _not_bytes(data)
         if data:
             self.send(data)
 
@@ -375,12 +387,18 @@ class RequestResponseCycle:
             if tracer is not None:
                 for chunk in result:
                     tracer.emit(self.connection.id, "wsgi", "body_chunk", {"data": chunk})
-            self.send(b"".join(result), end=True)
+            try:
+                body = b"".join(result)
+            except TypeError:
+                raise _not_bytes(next(c for c in result if not isinstance(c, (bytes, bytearray)))) from None
+            self.send(body, end=True)
             return
         for chunk in result:
             if tracer is not None:
                 tracer.emit(self.connection.id, "wsgi", "body_chunk", {"data": chunk})
             if chunk:  # PEP 3333: no head before the first non-empty chunk
+                if not isinstance(chunk, (bytes, bytearray)):
+                    raise _not_bytes(chunk)
                 self.send(chunk)
 
     def finish(self) -> None:
@@ -504,11 +522,22 @@ def _h11_response(status: str, headers: list[tuple[str, str]]) -> h11.Response:
     return h11.Response(status_code=int(code), headers=raw_headers, reason=reason.encode("latin-1"))
 
 
+def _not_bytes(chunk) -> TypeError:
+    return TypeError(f"the app produced a {type(chunk).__name__} in its response body ({chunk!r:.40}); "
+                     "PEP 3333 bodies are bytes: encode text first")
+
+
 def _content_length(request: h11.Request) -> int | None:
     for name, value in request.headers:
         if name == b"content-length":
             return int(value)  # h11 has already checked it is a valid number
     return None
+
+
+def _head_size(request: h11.Request) -> int:
+    """About how many bytes the request line and headers took on the wire (as asgi/http.py)."""
+    return len(request.method) + len(request.target) + 12 + sum(
+        len(name) + len(value) + 4 for name, value in request.headers.raw_items())
 
 
 def _event_name(event) -> str:
