@@ -6,7 +6,7 @@ Buttons (play, previous, next) and a slider choose an event; three panes show it
 
 - the event itself, as the dict the tracer recorded (layer, kind, data, thread, task);
 - the bytes on the wire at that moment: the last bytes the client sent and the last bytes the
-  server wrote on this connection, up to this event, with CR LF made visible;
+  server wrote on this connection, up to this event, with each CR LF shown as `\\r\\n`;
 - where we are on the sequence diagram (the current row highlighted).
 
 **Where there is no widget front end** (nbval runs the notebook headless; a static HTML
@@ -30,7 +30,8 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
+import pprint
+import re
 from dataclasses import asdict
 
 import matplotlib.pyplot as plt
@@ -45,13 +46,19 @@ except ImportError:  # the core install has no widgets: static rendering only
 
 #: How many rows of the diagram the stepper shows around the current event.
 WINDOW = 12
+LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 def visible_bytes(text: str | None) -> str:
-    """Bytes as text with the line ends shown: "GET / HTTP/1.1␍␊" then a real line break."""
-    if not text:
-        return ""
-    return text.replace("\r\n", "␍␊\n").replace("\r", "␍").replace("\t", "␉")
+    """Bytes (as a trace stores them) for an HTML pane, line ends shown the way Python writes
+    them: `GET / HTTP/1.1\\r\\n`, greyed, then a real line break."""
+
+    def show(match: re.Match) -> str:
+        end = match.group()
+        shown = f"<span style='color:#999'>{end.encode('unicode_escape').decode()}</span>"
+        return shown + "\n" if end.endswith("\n") else shown
+
+    return LINE_END.sub(show, html.escape(text or ""))
 
 
 def _png(fig) -> bytes:
@@ -167,7 +174,7 @@ class Stepper:
                                f"<code>{html.escape(event.layer)} {html.escape(event.kind)}</code>")
         self.event_pane.value = ("<div><b>the event</b></div><pre style='font-size:11px;"
                                  "white-space:pre-wrap;margin:0'>"
-                                 f"{html.escape(json.dumps(self.event_dict(index), indent=1))}</pre>")
+                                 f"{html.escape(pprint.pformat(self.event_dict(index), width=64, sort_dicts=False))}</pre>")
         self.wire_pane.value = self._wire_html(index)
         self.diagram.value = self.diagram_png(index)
 
@@ -181,7 +188,7 @@ class Stepper:
             if found is None:
                 body = "<i>nothing yet</i>"
             else:
-                body = html.escape(visible_bytes(found.data.get("bytes")))
+                body = visible_bytes(found.data.get("bytes"))
             size = f", {found.data.get('size')} bytes" if found is not None else ""
             parts.append(f"<div style='margin-top:4px'>{heading}{size}{' <b>(this event)</b>' if now else ''}</div>"
                          f"<pre style='font-size:11px;white-space:pre-wrap;margin:0;{style}'>{body}</pre>")
