@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 import h11
 import psutil
 import wsproto
-from wsproto.events import AcceptConnection, BytesMessage, Request, TextMessage
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Request, TextMessage
 
 KEEP_ALIVE = 1.0  # the server's idle timeout in this run (seconds): "idle" comes soon after
 
@@ -123,6 +123,13 @@ class Stats:
     served: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     stopping: bool = False
+    sigterm_at: float | None = None
+    at_sigterm: Counter = field(default_factory=Counter)  # (client, outcome) of work in flight
+
+    def in_flight(self, client: str, since: float, outcome: str) -> None:
+        """Record what became of a request (or stream, or WebSocket) begun before SIGTERM."""
+        if self.sigterm_at is not None and since < self.sigterm_at:
+            self.at_sigterm[client, outcome] += 1
 
     @property
     def total(self) -> int:
@@ -135,17 +142,30 @@ class Stats:
 class HTTPClient:
     """An HTTP/1.1 connection driven by h11 (the client side): no hand-parsing here either."""
 
-    def __init__(self, reader, writer) -> None:
+    def __init__(self, reader, writer, stats: Stats | None = None, name: str = "") -> None:
         self.reader, self.writer = reader, writer
         self.conn = h11.Connection(h11.CLIENT)
+        self.stats, self.name = stats, name
 
     @classmethod
-    async def open(cls, address) -> "HTTPClient":
-        return cls(*await asyncio.open_connection(*address))
+    async def open(cls, address, stats: Stats | None = None, name: str = "") -> "HTTPClient":
+        return cls(*await asyncio.open_connection(*address), stats, name)
 
     async def request(self, method: str, target: str, body: bytes = b"", close: bool = False,
                       read_pause: float = 0.0) -> tuple[int, int]:
         """Send a request, read the whole response: (status, body size)."""
+        sent = time.monotonic()
+        try:
+            answer = await self._request(method, target, body, close, read_pause)
+        except (OSError, ConnectionError, h11.ProtocolError):
+            if self.stats is not None:
+                self.stats.in_flight(self.name, sent, "cut")
+            raise
+        if self.stats is not None:
+            self.stats.in_flight(self.name, sent, "completed")
+        return answer
+
+    async def _request(self, method, target, body, close, read_pause) -> tuple[int, int]:
         headers = [("host", "soak")]
         if body:
             headers.append(("content-length", str(len(body))))
@@ -190,7 +210,7 @@ class HTTPClient:
 
 async def keep_alive(address, stats: Stats) -> None:
     while stats.more():
-        client = await HTTPClient.open(address)
+        client = await HTTPClient.open(address, stats, "keep-alive")
         try:
             for _ in range(200):
                 if not stats.more():
@@ -204,7 +224,7 @@ async def keep_alive(address, stats: Stats) -> None:
 
 async def new_connection(address, stats: Stats) -> None:
     while stats.more():
-        client = await HTTPClient.open(address)
+        client = await HTTPClient.open(address, stats, "new-connection")
         try:
             status, _ = await client.request("GET", "/", close=True)
             assert status == 200
@@ -215,7 +235,7 @@ async def new_connection(address, stats: Stats) -> None:
 
 async def echo(address, stats: Stats) -> None:
     while stats.more():
-        client = await HTTPClient.open(address)
+        client = await HTTPClient.open(address, stats, "echo")
         try:
             for _ in range(50):
                 if not stats.more():
@@ -230,7 +250,7 @@ async def echo(address, stats: Stats) -> None:
 
 async def stream(address, stats: Stats) -> None:
     while stats.more():
-        client = await HTTPClient.open(address)
+        client = await HTTPClient.open(address, stats, "stream")
         try:
             for _ in range(20):
                 if not stats.more():
@@ -249,12 +269,16 @@ async def sse_leaver(address, stats: Stats) -> None:
         client.writer.write(client.conn.send(h11.Request(
             method="GET", target="/sse?interval=0.005", headers=[("host", "soak")])) +
             client.conn.send(h11.EndOfMessage()))
-        events, wanted = 0, random.randint(1, 10)
+        events, wanted, began = 0, random.randint(1, 10), time.monotonic()
         while events < wanted:
-            event = await client.next_event()
+            try:
+                event = await client.next_event()
+            except (OSError, h11.ProtocolError):
+                event = None
             if isinstance(event, h11.Data):
                 events += event.data.count(b"\n\n")
             elif not isinstance(event, h11.Response):
+                stats.in_flight("sse-leaver", began, "ended by the server")
                 raise ConnectionError(f"SSE stream ended: {event!r}")
         client.abort() if random.random() < 0.5 else await client.close()
         stats.served["sse-leaver"] += 1
@@ -262,7 +286,7 @@ async def sse_leaver(address, stats: Stats) -> None:
 
 async def slow_reader(address, stats: Stats) -> None:
     while stats.more():
-        client = await HTTPClient.open(address)
+        client = await HTTPClient.open(address, stats, "slow-reader")
         try:
             status, size = await client.request("GET", f"/big?size={1024 * 1024}", read_pause=0.002)
             assert (status, size) == (200, 1024 * 1024)
@@ -277,13 +301,18 @@ async def ws_dropper(address, stats: Stats) -> None:
         reader, writer = await asyncio.open_connection(*address)
         ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
         writer.write(ws.send(Request(host="soak", target="/ws")))
-        accepted, echoed, wanted = False, 0, random.randint(1, 20)
+        accepted, echoed, wanted, began = False, 0, random.randint(1, 20), time.monotonic()
         while not accepted or echoed < wanted:
             data = await reader.read(65536)
             if not data:
+                stats.in_flight("ws-dropper", began, "closed without a Close frame")
                 raise ConnectionError("WebSocket closed by the server")
             ws.receive_data(data)
             for event in ws.events():
+                if isinstance(event, CloseConnection):
+                    stats.in_flight("ws-dropper", began, f"Close frame {event.code}")
+                    writer.transport.abort()
+                    raise ConnectionError(f"WebSocket closed by the server with {event.code}")
                 if isinstance(event, AcceptConnection):
                     accepted = True
                     for i in range(wanted):
@@ -330,7 +359,7 @@ async def traffic(server: Server, stats: Stats, sigterm: bool, checkpoints: list
             marks.pop(0)
             checkpoints.append((stats.total, server.ps.memory_info().rss / 2**20))
         if sigterm and stats.total >= stats.target // 2:
-            sent = time.monotonic()
+            sent = stats.sigterm_at = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
             stats.stopping = True
             loop = asyncio.get_running_loop()
@@ -368,6 +397,9 @@ def soak(kind: str, requests: int, seconds: float, threads: int, sigterm: bool, 
             print(f"   SIGTERM under load: exit code {shutdown.get('exit_code')}, exited after "
                   f"{shutdown.get('seconds', float('nan')):.2f} s (grace period {grace} s), "
                   f"lifespan shutdown ran: {shutdown.get('lifespan_shutdown')}")
+            print("   what became of the work in flight when SIGTERM came:")
+            for (client, outcome), count in sorted(stats.at_sigterm.items()):
+                print(f"      {client:<15} {outcome:<30} {count:>5}")
             tail = [line for line in server.output().splitlines() if "Traceback" in line or "ERROR" in line]
             print(f"   tracebacks/errors in the server log: {len(tail)}")
             return shutdown.get("exit_code") == 0 and shutdown.get("seconds", 99) < grace + 1 \

@@ -29,16 +29,18 @@ POLL_TIMEOUT = 30.0
 
 
 def run(clients: int = 1000, duration: float = 10.0, servers=DEFAULT_SERVERS, *,
-        period: float = 2.0, pool_threads: int = POOL_THREADS, load_processes: int | None = None,
-        progress=True, out=None) -> dict:
-    """Run the long-polling comparison against each server in turn; returns the result."""
+        period: float = 2.0, spread: float = 1.0, pool_threads: int = POOL_THREADS,
+        load_processes: int | None = None, progress=True, out=None) -> dict:
+    """Run the long-polling comparison against each server in turn; returns the result.
+
+    The clients connect over `spread` seconds, then poll for `duration` seconds."""
     specs = resolve_servers(servers)
     processes = load_processes or load_processes_for(clients)
     bar = make_progress(progress)
     runs = []
     for index, spec in enumerate(specs):
         stage = PartProgress(bar, index, len(specs))
-        expected_time = 1.0 + duration
+        expected_time = spread + duration
 
         def report(totals, name=spec.name, stage=stage):
             stage.update(totals["elapsed"] / expected_time,
@@ -47,8 +49,8 @@ def run(clients: int = 1000, duration: float = 10.0, servers=DEFAULT_SERVERS, *,
 
         def run_load(url, report=report):
             return run_longpoll_load(url + f"/poll?timeout={POLL_TIMEOUT:g}&period={period:g}",
-                                     clients, duration, period=period, processes=processes,
-                                     progress=report)
+                                     clients, duration, period=period, spread=spread,
+                                     processes=processes, progress=report)
 
         stage.update(0.0, f"{spec.name}: starting")
         measured = measure_server(spec, run_load, clients, pool_threads)
@@ -56,6 +58,7 @@ def run(clients: int = 1000, duration: float = 10.0, servers=DEFAULT_SERVERS, *,
         runs.append(measured)
     bar.close()
     result = {"experiment": "longpoll", "clients": clients, "duration": duration, "period": period,
+              "spread": spread,
               "pool_threads": pool_threads, "load_processes": processes,
               "environment": environment(), "runs": runs}
     if out:

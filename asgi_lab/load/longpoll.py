@@ -223,9 +223,12 @@ def merge(results: list[dict]) -> dict:
 
 
 def run_longpoll_load(url: str, clients: int, duration: float, *, period: float = 2.0,
-                      processes: int = 1, progress=None, timeout: float | None = None) -> dict:
-    """Run `clients` long-polling clients in `processes` generator processes; merged result."""
-    args = ["--duration", str(duration), "--period", str(period)]
+                      spread: float = 1.0, processes: int = 1, progress=None,
+                      timeout: float | None = None) -> dict:
+    """Run `clients` long-polling clients in `processes` generator processes; merged result.
+
+    The clients start over `spread` seconds (then hold for `duration`)."""
+    args = ["--duration", str(duration), "--period", str(period), "--spread", str(spread)]
     return merge(run_in_processes("asgi_lab.load.longpoll", url, clients, args, processes,
                                   progress, timeout or duration + 120))
 
@@ -237,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--period", type=float, default=2.0, help="the server's seconds between messages")
+    parser.add_argument("--spread", type=float, default=1.0, help="seconds over which to spread the connects")
     parser.add_argument("--out", help="write the JSON result here (default: stdout)")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
@@ -246,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     progress = (lambda report: print(json.dumps({"progress": report}), flush=True)) if args.progress else None
-    load = LongPollLoad(args.url, args.clients, args.duration, args.period, progress=progress)
+    load = LongPollLoad(args.url, args.clients, args.duration, args.period, spread=args.spread,
+                        progress=progress)
     result = asyncio.run(load.run())
     if args.out:
         with open(args.out, "w") as f:

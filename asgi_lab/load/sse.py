@@ -232,13 +232,16 @@ def fully_served(result: dict) -> list[bool]:
 
 
 def run_sse_load(url: str, clients: int, duration: float, *, interval: float = 1.0,
-                 processes: int = 1, progress=None, timeout: float | None = None) -> dict:
+                 spread: float | None = None, processes: int = 1, progress=None,
+                 timeout: float | None = None) -> dict:
     """Run `clients` SSE clients in `processes` separate generator processes; merged result.
 
-    `progress(report)` is called now and then with the totals so far: open connections,
-    events, errors, elapsed seconds.
+    `spread` is the ramp (default: one interval). `progress(report)` is called now and then
+    with the totals so far: open connections, events, errors, elapsed seconds.
     """
     args = ["--duration", str(duration), "--interval", str(interval)]
+    if spread is not None:
+        args += ["--spread", str(spread)]
     return merge(run_in_processes("asgi_lab.load.sse", url, clients, args, processes, progress,
                                   timeout or duration + 120))
 

@@ -1,0 +1,177 @@
+"""The experiment machinery: process sampling, the runners end to end, JSON, charts, the CLI.
+
+The end-to-end runs are tiny (20 clients, 2 s) but real: each server in its own process, the
+load generator in another, as `python -m asgi_lab experiment` does.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import subprocess
+import sys
+import time
+
+import pytest
+from matplotlib.figure import Figure
+
+from asgi_lab.experiments import long_polling, sse_concurrency
+from asgi_lab.experiments.measure import (NoProgress, PartProgress, TextProgress, load_result,
+                                          make_progress, save_result)
+from asgi_lab.experiments.procstats import ProcessSampler
+from asgi_lab.experiments.servers import SERVERS, resolve_servers
+from asgi_lab.viz import charts
+
+CHILD = """
+import threading, time
+time.sleep(0.4)
+ballast = b"x" * (64 * 2**20)          # 64 MiB, every page written
+stop = threading.Event()
+for _ in range(5):
+    threading.Thread(target=stop.wait).start()
+end = time.process_time() + 0.3
+while time.process_time() < end:       # burn 0.3 s of CPU
+    pass
+time.sleep(1.0)
+stop.set()
+"""
+
+
+def test_procstats_samples_a_real_process_every_100_ms():
+    child = subprocess.Popen([sys.executable, "-c", CHILD])
+    try:
+        with ProcessSampler(child.pid) as sampler:
+            time.sleep(0.2)
+            sampler.mark("before")
+            time.sleep(1.5)
+            sampler.mark("after")
+    finally:
+        child.wait(10)
+    samples = sampler.samples
+    assert len(samples) >= 12
+    gaps = [b.t - a.t for a, b in zip(samples, samples[1:])]
+    assert 0.08 < sorted(gaps)[len(gaps) // 2] < 0.15  # the median gap is ~100 ms
+    before, after = sampler.between(None, "before"), sampler.between("before", "after")
+    assert max(s.rss for s in after) - before[-1].rss > 60 * 2**20
+    assert max(s.threads for s in after) >= 6 and before[-1].threads == 1
+    assert after[-1].cpu - before[-1].cpu > 0.25
+    assert all(s.vms >= s.rss for s in samples)
+
+
+def test_procstats_stops_by_itself_when_the_process_exits():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    sampler = ProcessSampler(child.pid).start()
+    child.wait(10)
+    time.sleep(0.4)
+    assert not sampler._thread.is_alive()
+    assert sampler.stop()
+
+
+@pytest.fixture(scope="module")
+def sse_result(tmp_path_factory):
+    """asgi against a 4-thread WSGI pool, 20 clients, an event every 0.5 s for 1.5 s: the
+    starving pool in miniature."""
+    out = tmp_path_factory.mktemp("sse") / "sse.json"
+    result = sse_concurrency.run(clients=20, duration=1.5, interval=0.5, servers="asgi,wsgi-pool",
+                                 pool_threads=4, progress=False, out=out)
+    return result, out
+
+
+def test_sse_experiment_end_to_end(sse_result):
+    result, _ = sse_result
+    runs = {run["server"]["name"]: run["summary"] for run in result["runs"]}
+    assert list(runs) == ["asgi", "wsgi-pool"]
+    asgi, pool = runs["asgi"], runs["wsgi-pool"]
+    # Coroutines: everyone served, on one thread.
+    assert asgi["served"] == 20 and asgi["never"] == 0 and asgi["errors"] == 0
+    assert asgi["peak_threads"] == 1
+    assert asgi["lag_ms"]["n"] == asgi["events"] >= 20 * 3
+    # A pool of 4: 4 clients get their stream, 16 wait for a worker that never comes free.
+    assert pool["served"] == 4 and pool["never"] == 16
+    assert pool["peak_threads"] >= 4 + 1
+    assert pool["ttfe_ms"]["n"] == 4
+    for summary in runs.values():
+        assert summary["peak_rss_mb"] >= summary["idle_rss_mb"] > 5
+        assert summary["cpu_s"] >= 0
+    table = sse_concurrency.format_table(result)
+    assert "asgi" in table and "wsgi-pool" in table and "20/20" in table and "4/20" in table
+
+
+def test_sse_result_round_trips_through_json(sse_result, tmp_path):
+    result, out = sse_result
+    assert load_result(out) == load_result(save_result(load_result(out), tmp_path / "again.json"))
+    again = load_result(out)
+    assert again["runs"][0]["summary"] == result["runs"][0]["summary"]
+    assert sse_concurrency.format_table(again) == sse_concurrency.format_table(result)
+
+
+def _labels(fig: Figure) -> list[str]:
+    return [line.get_label() for ax in fig.axes for line in ax.get_lines()
+            if not line.get_label().startswith("_")]
+
+
+def test_charts_have_a_series_per_server(sse_result):
+    result, _ = sse_result
+    lag = charts.lag_chart(result)
+    assert isinstance(lag, Figure)
+    assert [label.split(" ")[0] for label in _labels(lag)] == ["asgi", "wsgi-pool"]
+    ttfe = charts.ttfe_chart(result)
+    assert _labels(ttfe) == ["asgi", "wsgi-pool: 16 never served"]
+    resources = charts.resources_chart(result)
+    assert _labels(resources) == ["asgi", "wsgi-pool"] * 3  # RSS, threads, CPU
+
+    bigger = copy.deepcopy(result)
+    bigger["clients"] = 40
+    sweep = {"experiment": "sse-sweep", "results": [result, bigger]}
+    fig = charts.sweep_chart(sweep)
+    assert _labels(fig) == ["asgi", "wsgi-pool"] * 3
+    memory = fig.axes[0].get_lines()[0]
+    assert list(memory.get_xdata()) == [20, 40]
+
+
+def test_long_polling_experiment_end_to_end(tmp_path):
+    result = long_polling.run(clients=20, duration=2.0, period=0.5, spread=0.2,
+                              servers="asgi,wsgi-pool", pool_threads=4, progress=False,
+                              out=tmp_path / "lp.json")
+    runs = {run["server"]["name"]: run["summary"] for run in result["runs"]}
+    asgi, pool = runs["asgi"], runs["wsgi-pool"]
+    assert asgi["errors"] == 0 and asgi["expected_messages"] >= 20 * 2
+    # Every waiting coroutine is woken (a busy CI machine may delay a re-request past one).
+    assert asgi["messages"] >= 0.9 * asgi["expected_messages"]
+    assert asgi["peak_threads"] == 1
+    # 4 workers, 20 waiters: each publication reaches at most the 4 requests being held.
+    assert pool["messages"] <= 4 * (2.0 + 0.2) / 0.5 + 4
+    assert pool["messages"] < asgi["messages"] / 2
+    assert pool["peak_threads"] >= 5
+    assert "asgi" in long_polling.format_table(result)
+    fig = charts.longpoll_chart(load_result(tmp_path / "lp.json"))
+    bars = [patch.get_label() for patch in fig.axes[0].patches]
+    assert bars == ["asgi", "wsgi-pool"]
+
+
+def test_cli_replots_a_saved_result_without_running_anything(sse_result, tmp_path):
+    _, out = sse_result
+    done = subprocess.run([sys.executable, "-m", "asgi_lab", "experiment", "sse", "--replot", str(out),
+                           "--charts", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "asgi" in done.stdout and "wsgi-pool" in done.stdout
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["sse-lag.png", "sse-resources.png",
+                                                              "sse-ttfe.png"]
+
+
+def test_cli_rejects_unknown_servers_clearly():
+    done = subprocess.run([sys.executable, "-m", "asgi_lab", "experiment", "sse", "--clients", "5",
+                           "--servers", "asgi,tornado"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "unknown server 'tornado'" in done.stderr
+
+
+def test_servers_and_progress_helpers():
+    assert [spec.name for spec in resolve_servers("asgi, wsgi-pool")] == ["asgi", "wsgi-pool"]
+    assert set(SERVERS) == {"asgi", "wsgi-threads", "wsgi-pool", "uvicorn", "gunicorn"}
+    assert "--threads" in SERVERS["wsgi-pool"].command(0, 7) and "7" in SERVERS["wsgi-pool"].command(0, 7)
+    assert isinstance(make_progress(False), NoProgress)
+    stream = io.StringIO()
+    bar = TextProgress(stream)
+    PartProgress(bar, 1, 2).update(0.5, "half of the second half")
+    bar.close()
+    assert stream.getvalue().startswith("\r[" + "#" * 22 + "." * 8 + "] half of the second half")
