@@ -61,9 +61,10 @@ def preview(payload: bytes | bytearray | memoryview | str | None, limit: int = P
         return None
     if isinstance(payload, str):
         return payload if len(payload) <= limit else payload[:limit] + f"... ({len(payload)} chars)"
-    raw = bytes(payload)
-    text = raw[:limit].decode("latin-1")
-    return text if len(raw) <= limit else text + f"... ({len(raw)} bytes)"
+    size = len(payload) if not isinstance(payload, memoryview) else payload.nbytes
+    if size <= limit:
+        return str(payload, "latin-1")  # decodes bytes, bytearray and memoryview without a copy
+    return str(payload[:limit], "latin-1") + f"... ({size} bytes)"
 
 
 def jsonable(value: Any) -> Any:
@@ -74,7 +75,9 @@ def jsonable(value: Any) -> Any:
         return value  # before Sequence: a str is a Sequence of one-character strs
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, Sequence)):  # h11's Headers is a Sequence of pairs
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Sequence):  # h11's Headers: a Sequence of (name, value) pairs
         return [jsonable(v) for v in value]
     return repr(value)
 
