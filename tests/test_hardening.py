@@ -660,3 +660,66 @@ def test_wsgi_pool_exhaustion_queues_and_recovers_without_losing_a_request(error
         assert wait_until(lambda: server.server.stats()["busy"] == 0, 2.0)
         assert get(server) == (200, b"ok")
     no_errors(errors)
+
+
+# -- safe defaults ---------------------------------------------------------------------------------
+
+
+def test_defaults_bind_loopback_and_limit_everything():
+    from asgi_lab.cli import build_parser
+    from asgi_lab.config import Config
+
+    config = Config()
+    assert config.host == "127.0.0.1"
+    for kind in ("asgi", "wsgi"):
+        assert build_parser().parse_args([kind, "x:y"]).host == "127.0.0.1"
+    assert config.max_header_bytes and config.max_body_bytes and config.ws_max_message_bytes
+    assert config.timeout_keep_alive and config.timeout_request_header
+
+
+def failing_asgi_app(scope, receive, send):
+    async def app():
+        if scope["type"] == "http":
+            raise RuntimeError("the database password is hunter2")
+    return app()
+
+
+def failing_wsgi_app(environ, start_response):
+    raise RuntimeError("the database password is hunter2")
+
+
+@KINDS
+def test_an_app_error_reaches_the_log_not_the_client(kind, errors):
+    app = failing_asgi_app if kind == "asgi" else failing_wsgi_app
+    with serve_in_background(app, kind=kind, name=f"hardening-500-{kind}", access_log=False,
+                             lifespan="off") as server:
+        with connect(server) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+            status, body = read_response(sock)
+    assert status == 500 and body == b"500 Internal Server Error\n"
+    assert any(r.exc_info and "hunter2" in str(r.exc_info[1]) for r in errors)
+
+
+@KINDS
+def test_request_body_over_the_limit_gets_413(kind, errors):
+    with start(kind, "413", max_body_bytes=1000) as server:
+        for head, body in [(b"content-length: 5000\r\n", b"x" * 5000),
+                           (b"transfer-encoding: chunked\r\n", b"".join([b"400\r\n" + b"x" * 1024 + b"\r\n"] * 5) + b"0\r\n\r\n")]:
+            with connect(server) as sock:
+                try:
+                    sock.sendall(b"POST /echo HTTP/1.1\r\nhost: t\r\n" + head + b"\r\n" + body)
+                except OSError:
+                    pass
+                assert read_until_closed(sock, 5).startswith(b"HTTP/1.1 413 ")
+        assert get(server) == (200, b"ok")
+    no_errors(errors)
+
+
+def test_websocket_message_over_the_limit_is_closed_with_1009(errors):
+    with serve_in_background(soak.app, name="hardening-1009", access_log=False,
+                             ws_max_message_bytes=1000) as server:
+        sock = open_websocket(server.address)
+        sock.sendall(client_frame(0x2, b"x" * 1001))
+        assert websocket_close_code(sock, 5) == 1009
+        sock.close()
+    no_errors(errors)
