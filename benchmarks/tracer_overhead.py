@@ -1,0 +1,191 @@
+"""Is tracing free when it is off? Hello-world load on three builds of the same ASGI server.
+
+    python benchmarks/tracer_overhead.py [--rounds 5] [--seconds 3] [--connections 50]
+
+The tracer has existed since the first commit, so there is no "before" to check out. We
+build one: a copy of the `asgi_lab` package in which an `ast.NodeTransformer` removes every
+`if self.tracer is not None:` / `if tracer is not None:` block (and `... and ...` variants),
+exactly what a server written without a tracer would not contain. Three servers, each in its
+own process, serve `asgi_lab.apps.hello:app`:
+
+- `no tracer code`: the stripped copy (the reference), and `same, again`, a second process of
+                    it: how far two identical servers drift apart is the noise;
+- `tracer=None`:    an unmodified copy, as shipped, tracing off (the default);
+- `tracer on`:      the unmodified copy with a `Tracer` recording every event (into a bounded
+                    deque, so that memory stays flat under load; appending costs the same).
+
+Load comes from the shared benchmark harness (`wrk` if installed, else its asyncio client),
+in interleaved rounds. The claim holds if `tracer=None` is no further from the reference than
+`same, again` is: the last table gives, round by round, each server's ratio to the reference
+measured in the same round (a shared machine drifts; a round's neighbours drift with it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import PYTHON, ServerProcess, client_name, interleaved, print_table  # noqa: E402
+
+PACKAGE = Path(__file__).resolve().parent.parent / "asgi_lab"
+APP = "asgi_lab.apps.hello:app"
+
+
+# -- the baseline: the same package without its tracer blocks ----------------------------------
+
+def is_tracer_check(test: ast.expr) -> bool:
+    """`tracer is not None`, `self.tracer is not None`, or an `and` that starts with one."""
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+        return is_tracer_check(test.values[0])
+    if (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.IsNot)
+            and isinstance(test.comparators[0], ast.Constant) and test.comparators[0].value is None):
+        subject = test.left
+        return (isinstance(subject, ast.Name) and subject.id == "tracer") or \
+               (isinstance(subject, ast.Attribute) and subject.attr == "tracer")
+    return False
+
+
+class RemoveTracerBlocks(ast.NodeTransformer):
+    """Replace each `if <tracer check>: ... [else: ...]` by its else branch (usually nothing)."""
+
+    def __init__(self) -> None:
+        self.removed = 0
+
+    def visit_If(self, node: ast.If):
+        self.generic_visit(node)
+        if is_tracer_check(node.test):
+            self.removed += 1
+            return node.orelse or None
+        return node
+
+    def generic_visit(self, node):
+        super().generic_visit(node)
+        if isinstance(getattr(node, "body", None), list) and not node.body:
+            node.body = [ast.Pass()]  # a block that held nothing but tracer calls
+        return node
+
+
+def copy_package(destination: Path, strip: bool) -> int:
+    """Copy asgi_lab into `destination`; with `strip`, remove the tracer blocks. Returns how
+    many blocks were removed."""
+    target = destination / "asgi_lab"
+    shutil.copytree(PACKAGE, target, ignore=shutil.ignore_patterns("__pycache__"))
+    removed = 0
+    if strip:
+        for path in target.rglob("*.py"):
+            if path.name == "trace.py":
+                continue  # the Tracer class itself stays importable; nothing calls it
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            remover = RemoveTracerBlocks()
+            tree = ast.fix_missing_locations(remover.visit(tree))
+            if remover.removed:
+                path.write_text(ast.unparse(tree), encoding="utf-8")
+                removed += remover.removed
+        leftovers = [p for p in target.rglob("*.py") if p.name != "trace.py"
+                     and ".emit(" in p.read_text(encoding="utf-8")]
+        if leftovers:
+            raise RuntimeError(f"tracer calls left after stripping: {leftovers}")
+    return removed
+
+
+# -- the servers ------------------------------------------------------------------------------------
+
+def launcher(package_root: Path, traced: bool) -> list[str]:
+    """argv for a server process that imports asgi_lab from `package_root` (not from the
+    working tree or the editable install: it goes first on sys.path)."""
+    code = (f"import sys; sys.path.insert(0, {str(package_root)!r}); "
+            f"sys.argv = ['tracer_overhead', {'--serve-traced' if traced else '--serve'!r}]; "
+            f"sys.path.insert(1, {os.path.dirname(os.path.abspath(__file__))!r}); "
+            "import tracer_overhead; tracer_overhead.serve()")
+    return [PYTHON, "-c", code]
+
+
+def serve() -> None:
+    """Run in the server process: the hello app, logs off, with or without a Tracer."""
+    import asyncio
+    import collections
+    import logging
+    import signal
+
+    import asgi_lab
+    from asgi_lab.apps.hello import app
+    from asgi_lab.asgi.server import Server
+    from asgi_lab.config import Config
+    from asgi_lab.trace import Tracer
+
+    logging.basicConfig(level="WARNING")
+    tracer = None
+    if sys.argv[1] == "--serve-traced":
+        tracer = Tracer()
+        tracer.events = collections.deque(maxlen=50_000)  # bounded memory under load
+
+    async def main() -> None:
+        server = Server(app, Config(port=0, access_log=False), tracer=tracer)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, server.request_shutdown)
+        await server.start()
+        print(f"serving {asgi_lab.__file__} on {server.url}", flush=True)
+        await server._stop_requested.wait()
+        await server.shutdown()
+
+    asyncio.run(main())
+
+
+def paired(results, name: str, reference: str, scenario: str, cpu: bool) -> list[float]:
+    """Round by round, `name` against `reference` measured in the same round (higher is better
+    for both measures): slow drifts of a shared machine cancel out."""
+    ours, theirs = results[(name, scenario)], results[(reference, scenario)]
+    if cpu:
+        return [t.cpu_us_per_request / o.cpu_us_per_request for o, t in zip(ours, theirs)]
+    return [o.requests_per_s / t.requests_per_s for o, t in zip(ours, theirs)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--seconds", type=float, default=2)
+    parser.add_argument("--connections", type=int, default=50)
+    args = parser.parse_args()
+
+    reference = "no tracer code"
+    with tempfile.TemporaryDirectory(prefix="tracer-overhead-") as tmp:
+        stripped, shipped = Path(tmp) / "stripped", Path(tmp) / "shipped"
+        removed = copy_package(stripped, strip=True)
+        copy_package(shipped, strip=False)
+        servers = [ServerProcess(reference, launcher(stripped, traced=False)),
+                   ServerProcess("same, again", launcher(stripped, traced=False)),
+                   ServerProcess("tracer=None", launcher(shipped, traced=False)),
+                   ServerProcess("tracer on", launcher(shipped, traced=True))]
+        scenarios = {"keep-alive": {"connections": args.connections, "close": False},
+                     "close": {"connections": args.connections, "close": True}}
+        print(f"hello world on the ASGI server; {removed} tracer blocks removed for the reference; "
+              f"{args.rounds} interleaved rounds of {args.seconds:g} s, {args.connections} "
+              f"connections, load from {client_name()}")
+        results = interleaved(servers, scenarios, args.rounds, args.seconds)
+        print_table(results, servers, scenarios, reference=reference)
+
+    # The noise: the reference against an identical copy of itself ("same, again"). The
+    # claim holds when tracer=None is no further from 1.00x than that A/A comparison.
+    print(f"\nround-by-round ratios against '{reference}' in the same round: median [min - max]")
+    print(f"{'scenario':<12} {'measure':<14} {'same, again (noise)':>24} {'tracer=None':>24} {'tracer on':>24}")
+    for scenario in scenarios:
+        for cpu, measure in ((False, "req/s"), (True, "CPU per req")):
+            cells = []
+            for name in ("same, again", "tracer=None", "tracer on"):
+                ratios = paired(results, name, reference, scenario, cpu)
+                cells.append(f"{statistics.median(ratios):.3f}x [{min(ratios):.2f}-{max(ratios):.2f}]")
+            print(f"{scenario:<12} {measure:<14} " + " ".join(f"{c:>24}" for c in cells))
+    print("(CPU per request is the server's user+system time per request, inverted: "
+          "higher is better, like req/s)")
+
+
+if __name__ == "__main__":
+    main()
