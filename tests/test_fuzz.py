@@ -52,7 +52,7 @@ LIMITS = dict(max_header_bytes=8 * 1024, max_body_bytes=64 * 1024, ws_max_messag
               access_log=False,
               timeout_keep_alive=5.0, timeout_request_header=5.0, timeout_graceful_shutdown=1.0)
 
-KINDS = ["asgi"]
+KINDS = ["asgi", "wsgi"]
 
 
 # -- watching for errors --------------------------------------------------------------------------

@@ -347,7 +347,7 @@ def test_idle_connections_are_closed_by_the_idle_timeout(kind, errors):
     no_errors(errors)
 
 
-@pytest.mark.parametrize("kind", ["asgi"])
+@KINDS
 def test_slow_headers_are_cut_off(kind, errors):
     """Slowloris: a request head sent one byte every 50 ms never finishes; the server closes
     it after `timeout_request_header` even though bytes keep trickling in."""

@@ -99,7 +99,14 @@ class Connection:
         except OSError:
             self.close()
             return False
-        return self.data_received(data)
+        waiting = self.data_received(data)
+        if waiting and self.time_left(time.monotonic()) <= 0:
+            # Bytes keep trickling in, but the request head is overdue (slowloris). The
+            # acceptor's sweep only sees connections resting in its selector, and this one
+            # leaves it each time a byte arrives: so the deadline is checked here too.
+            self.close_idle()
+            return False
+        return waiting
 
     def serve_forever(self) -> None:
         """Thread per connection: block on this one socket until the client leaves or idles out."""
