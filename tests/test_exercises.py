@@ -182,7 +182,8 @@ def test_wsgi_middleware_catches_mistakes():
             environ["request_id"] = environ.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex
 
             def starter(status, headers, exc_info=None):
-                return start_response(status, headers + [("X-Request-ID", environ["request_id"])])
+                return start_response(status, headers + [("X-Request-ID", environ["request_id"])],
+                                      exc_info)
             for chunk in app(environ, starter):
                 yield chunk
         return wrapped
@@ -213,6 +214,26 @@ def test_wsgi_middleware_catches_mistakes():
             return app(environ, start_response)
         return wrapped
 
+    def no_exc_info(app):
+        def wrapped(environ, start_response):
+            environ["request_id"] = environ.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex
+
+            def starter(status, headers):
+                return start_response(status, headers + [("X-Request-ID", environ["request_id"])])
+            return app(environ, starter)
+        return wrapped
+
+    def drops_exc_info(app):
+        def wrapped(environ, start_response):
+            environ["request_id"] = environ.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex
+
+            def starter(status, headers, exc_info=None):
+                return start_response(status, headers + [("X-Request-ID", environ["request_id"])])
+            return app(environ, starter)
+        return wrapped
+
+    fails_with(check_wsgi_middleware, no_exc_info, "your wrapper raised TypeError", "exc_info=None")
+    fails_with(check_wsgi_middleware, drops_exc_info, "dropped it")
     fails_with(check_wsgi_middleware, joins_body, "joined them")
     fails_with(check_wsgi_middleware, loses_close, "close()", "nobody called it")
     fails_with(check_wsgi_middleware, one_id, "got the same id")

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 import threading
 import time
 
@@ -205,6 +206,13 @@ def check_wsgi_middleware(middleware) -> None:
 
     def inner(environ, start_response):
         seen.append(environ.get("request_id"))
+        if environ["PATH_INFO"] == "/fails":
+            try:
+                raise RuntimeError("the inner app failed")
+            except RuntimeError:  # PEP 3333: start_response's third argument, after an error
+                start_response("500 Internal Server Error", [("Content-Type", "text/plain")],
+                               sys.exc_info())
+            return [b"failed"]
         start_response("201 Created", [("Content-Type", "text/plain"), ("X-Inner", "yes")])
         bodies.append(_StreamingBody())
         return bodies[-1]
@@ -258,6 +266,20 @@ def check_wsgi_middleware(middleware) -> None:
                                   f"{len([c for c in result.chunks if c])}: your middleware joined them, "
                                   "so a streaming app would stop streaming.",
                  "return the inner iterable as it is (or yield its items one by one)")
+    failing = call_wsgi(wrapped, path="/fails")
+    if isinstance(failing.error, TypeError) and "argument" in str(failing.error):
+        fail(WSGI_MIDDLEWARE, "when the inner app reported an error with start_response(status, "
+                              f"headers, exc_info), your wrapper raised {describe_exception(failing.error)}.",
+             "PEP 3333 lets an app pass a third argument after an error: write "
+             "def my_start_response(status, headers, exc_info=None) and pass exc_info on")
+    if failing.problems or failing.error is not None:
+        fail(WSGI_MIDDLEWARE, "for an inner app that fails: " + (failing.problems[:1] or
+             [f"your middleware raised {describe_exception(failing.error)}"])[0] + ".")
+    if failing.exc_info is None:
+        fail(WSGI_MIDDLEWARE, "the inner app passed exc_info to start_response and your wrapper "
+                              "dropped it: the server can no longer tell an error response from "
+                              "a normal one (nor re-raise if headers were already sent).",
+             "pass exc_info on: start_response(status, headers, exc_info)")
     if not all(body.closed for body in bodies):
         fail(WSGI_MIDDLEWARE, "the inner app's body has a close() method and nobody called it: "
                               "PEP 3333 says the server calls close(), and your middleware stood "
@@ -744,7 +766,7 @@ def check_streaming(app) -> None:
                         "itself. Framing belongs to the server: it chunks a body of unknown length "
                         "for an HTTP/1.1 client, must not for HTTP/1.0 (no chunked there: it closes "
                         "the connection instead), and HTTP/2 forbids the header altogether. Only "
-                        "the server knows which one it is talking.",
+                        "the server knows which one it is talking to.",
              "leave transfer-encoding (and content-length) out; send the chunks with more_body=True")
     if b"\r\n" in result.body and result.body != expected:
         fail(STREAMING, "your body contains chunk-size lines and CRLFs: you framed the chunks by "

@@ -32,7 +32,7 @@ class ExerciseFailed(AssertionError):
     def _render_traceback_(self) -> list[str]:
         """What IPython shows instead of a traceback."""
         lines = [f"✗ {self.exercise}"]
-        lines += _wrap(self.problem)
+        lines += _wrap(self.problem[:1].upper() + self.problem[1:])
         if self.hint:
             lines += _wrap("Hint: " + self.hint)
         return lines

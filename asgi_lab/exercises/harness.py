@@ -500,6 +500,8 @@ class WSGIResult:
     problems: list = field(default_factory=list)
     error: BaseException | None = None
     environ: dict | None = None
+    exc_info: tuple | None = None
+    """What the app passed as start_response's third argument, if anything."""
 
     @property
     def status_code(self) -> int | None:
@@ -543,6 +545,7 @@ def call_wsgi(app, method: str = "GET", path: str = "/", query_string: str = "",
                 _wsgi_problem(result, f"your app set {pair[0]!r}, a hop-by-hop header: PEP 3333 "
                                       "leaves those to the server")
         result.status, result.headers = status, list(response_headers)
+        result.exc_info = exc_info or result.exc_info
         return write
 
     def write(data):
