@@ -45,7 +45,10 @@ settings.register_profile("ci", max_examples=60, deadline=None, derandomize=Fals
 settings.register_profile("long", max_examples=3000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 # Applied per test (not loaded globally) so other test modules keep their own settings.
-FUZZ = settings(settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci")))
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+FUZZ = settings(settings.get_profile(PROFILE))
+# pytest-timeout counts all of a test's examples together: give the long run room.
+pytestmark = pytest.mark.timeout(120 if PROFILE == "ci" else 3600)
 
 # Small limits, so that fuzzing reaches them: 431, 413 and friends.
 LIMITS = dict(max_header_bytes=8 * 1024, max_body_bytes=64 * 1024, ws_max_message_bytes=4096,
