@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/http_hello.py
 	$(PY) benchmarks/ws_echo.py
 	$(PY) benchmarks/wsgi_hello.py
+	$(PY) benchmarks/tracer_overhead.py
 
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/test_fuzz.py -p no:cacheprovider
