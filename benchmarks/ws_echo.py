@@ -280,34 +280,31 @@ def measure_big(server: ServerProcess, repeat: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=4)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=2.5)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--client-processes", type=int, default=1)
-    parser.add_argument("--big-repeat", type=int, default=15, help="1 MiB round trips per round")
+    parser.add_argument("--big-repeat", type=int, default=20, help="1 MiB round trips per round")
     args = parser.parse_args()
 
     procs = servers()
     print(f"WebSocket echo, {args.rounds} interleaved rounds: {args.clients} clients for "
           f"{args.seconds:g} s ({args.client_processes} client process(es)), then "
           f"{args.big_repeat} x 1 MiB round trips (`websockets` client)")
-    rps: dict[str, list[float]] = {p.name: [] for p in procs}
-    cpu: dict[str, list[float]] = {p.name: [] for p in procs}
-    big: dict[str, list[float]] = {p.name: [] for p in procs}
-    big_cpu: dict[str, list[float]] = {p.name: [] for p in procs}
-    errors: dict[str, int] = {p.name: 0 for p in procs}
+    metrics = ("rps", "cpu", "big", "big_cpu")
+    results = {(p.name, m): [] for p in procs for m in metrics}
+    errors = {p.name: 0 for p in procs}
     try:
         for proc in procs:
             proc.start()
         for r in range(args.rounds):
-            for proc in procs:
+            # A B C, then C B A: a slow drift in the machine's load favours no one.
+            for proc in procs if r % 2 == 0 else procs[::-1]:
                 value, us, failed = measure_echo(proc, args.clients, args.seconds, args.client_processes)
-                rps[proc.name].append(value)
-                cpu[proc.name].append(us)
-                errors[proc.name] += failed
                 ms, cpu_ms = measure_big(proc, args.big_repeat)
-                big[proc.name].append(ms)
-                big_cpu[proc.name].append(cpu_ms)
+                for metric, x in zip(metrics, (value, us, ms, cpu_ms)):
+                    results[(proc.name, metric)].append(x)
+                errors[proc.name] += failed
                 print(f"  round {r + 1}/{args.rounds} {proc.name:<16} {value:>8.0f} round trips/s"
                       f" {us:6.1f} us CPU each   1 MiB {ms:6.2f} ms ({cpu_ms:.2f} ms CPU)",
                       file=sys.stderr, flush=True)
@@ -315,26 +312,35 @@ def main() -> None:
         for proc in procs:
             proc.stop()
 
-    reference = "uvicorn-wsproto" if "uvicorn-wsproto" in rps else procs[0].name
-    ref = {name: statistics.median(d[reference]) for name, d in
-           (("rps", rps), ("cpu", cpu), ("big", big), ("big_cpu", big_cpu))}
+    reference = "uvicorn-wsproto" if any(p.name == "uvicorn-wsproto" for p in procs) else procs[0].name
+
+    def ratio(name: str, metric: str) -> float:
+        """Median over rounds of (server / reference) measured in the same round: the two ran
+        seconds apart, so they saw much the same background load."""
+        pairs = zip(results[(name, metric)], results[(reference, metric)])
+        return statistics.median(a / b for a, b in pairs)
+
+    def median(name: str, metric: str) -> float:
+        return statistics.median(results[(name, metric)])
+
     print(f"\n{'server':<16} {'round trips/s':>13} {'ratio':>6} {'spread':>13} {'errors':>6}"
           f" {'CPU us/trip':>11} {'ratio':>6} {'1 MiB ms':>9} {'ratio':>6} {'CPU ms':>7} {'ratio':>6}")
     for proc in procs:
-        m_rps, m_cpu, m_big, m_big_cpu = (statistics.median(d[proc.name])
-                                          for d in (rps, cpu, big, big_cpu))
-        spread = f"{min(rps[proc.name]):.0f}-{max(rps[proc.name]):.0f}"
-        print(f"{proc.name:<16} {m_rps:>13.0f} {m_rps / ref['rps']:>5.2f}x {spread:>13} "
-              f"{errors[proc.name]:>6} {m_cpu:>11.1f} {m_cpu / ref['cpu']:>5.2f}x {m_big:>9.2f} "
-              f"{m_big / ref['big']:>5.2f}x {m_big_cpu:>7.2f} {m_big_cpu / ref['big_cpu']:>5.2f}x")
-    print(f"(medians; ratios against {reference}. CPU us/trip and CPU ms are the server's CPU time\n"
-          f" per round trip: the figures least disturbed by other load on this shared machine.)")
-    ref_rps, ref_big = ref["rps"], ref["big"]
+        name = proc.name
+        spread = f"{min(results[(name, 'rps')]):.0f}-{max(results[(name, 'rps')]):.0f}"
+        print(f"{name:<16} {median(name, 'rps'):>13.0f} {ratio(name, 'rps'):>5.2f}x {spread:>13} "
+              f"{errors[name]:>6} {median(name, 'cpu'):>11.1f} {ratio(name, 'cpu'):>5.2f}x "
+              f"{median(name, 'big'):>9.2f} {ratio(name, 'big'):>5.2f}x "
+              f"{median(name, 'big_cpu'):>7.2f} {ratio(name, 'big_cpu'):>5.2f}x")
+    print(f"(values are medians over rounds; each ratio is the median of the per-round ratios "
+          f"against {reference}.\n CPU us/trip and CPU ms are the server's own CPU time per round "
+          f"trip, the figures least\n disturbed by other load on a shared machine.)")
     if reference != procs[0].name:
         ours = procs[0].name
-        print(f"\nasgi_lab / uvicorn-wsproto: round trips/s "
-              f"{statistics.median(rps[ours]) / ref_rps:.2f}x (target >= 1.2x); 1 MiB round trip "
-              f"time {statistics.median(big[ours]) / ref_big:.2f}x (target <= 1.0x)")
+        print(f"\nasgi_lab / uvicorn-wsproto: round trips/s {ratio(ours, 'rps'):.2f}x (target >= 1.2x), "
+              f"server CPU per round trip {ratio(ours, 'cpu'):.2f}x;\n"
+              f"1 MiB round trip time {ratio(ours, 'big'):.2f}x (target <= 1.0x), "
+              f"server CPU per 1 MiB round trip {ratio(ours, 'big_cpu'):.2f}x")
 
 
 if __name__ == "__main__":

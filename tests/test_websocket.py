@@ -379,6 +379,8 @@ def test_bad_handshakes_get_http_errors(echo_server):
     old_version = base + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"
     answer = exchange(echo_server.address, old_version.encode())
     assert answer.startswith(b"HTTP/1.1 426 ") and b"sec-websocket-version: 13" in answer.lower()
+    http_1_0 = no_key.replace("HTTP/1.1", "HTTP/1.0").replace(f"Host: {host}:{port}\r\n", "")
+    assert exchange(echo_server.address, http_1_0.encode()).startswith(b"HTTP/1.1 400 ")
     assert_still_serving(echo_server)
 
 

@@ -73,12 +73,15 @@ FRAME_SIZE = 64 * 1024
 KEEPALIVE_PAYLOAD = b"asgi_lab keep-alive"
 
 
-def upgrade_to_websocket(http_protocol, request) -> "WebSocketProtocol":
+def upgrade_to_websocket(http_protocol, request) -> "WebSocketProtocol | None":
     """Take over an HTTP/1.1 connection whose request asked for a WebSocket (RFC 6455 §4.2).
 
     Called by `HTTPProtocol.handle_events()`. From here on the transport delivers its bytes
     to a `WebSocketProtocol`, and the server's connection set holds that instead.
     """
+    if request.http_version != b"1.1":  # RFC 6455 §4.1: "HTTP/1.1 or higher"
+        http_protocol.reject(400, "WebSocket upgrade needs HTTP/1.1")
+        return None
     server = http_protocol.server
     protocol = WebSocketProtocol(http_protocol)
     server.connections.discard(http_protocol)
