@@ -370,6 +370,28 @@ def test_slow_headers_are_cut_off(kind, errors):
 
 
 @KINDS
+def test_a_stalled_upload_gets_408_but_a_slow_steady_one_completes(kind, errors):
+    """A body that stops arriving while the app waits for it is answered 408 after
+    `timeout_request_header` of silence; one that trickles in, slower than that in total but
+    never silent that long, is read to the end."""
+    with start(kind, "408", timeout_request_header=0.5, timeout_keep_alive=5) as server:
+        with connect(server) as stalled:
+            stalled.sendall(b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\nsome")
+            started = time.monotonic()
+            answer = read_until_closed(stalled, 5)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+            assert time.monotonic() - started < 2.5
+        with connect(server) as steady:
+            steady.sendall(b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 15\r\n\r\n")
+            for _ in range(15):
+                time.sleep(0.1)
+                steady.sendall(b"x")
+            assert read_response(steady) == (200, b"15")
+        assert wait_until(lambda: settled(server), 3.0)
+    no_errors(errors)
+
+
+@KINDS
 def test_huge_headers_get_431_and_the_server_goes_on(kind, errors):
     with start(kind, "431", max_header_bytes=16 * KiB) as server:
         with connect(server) as sock:

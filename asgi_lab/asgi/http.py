@@ -236,9 +236,17 @@ class HTTPProtocol(asyncio.Protocol):
 
         A connection that never sends a byte, or idles between requests, is closed after
         `timeout_keep_alive`; one that started a request head but has not finished it after
-        `timeout_request_header` is closed too (a slow-headers attack).
+        `timeout_request_header` is closed too (a slow-headers attack). A request body that
+        stops arriving while the app waits for it gets 408 after `timeout_request_header`
+        of silence (as in the WSGI server), so a stalled upload cannot hold its task forever.
         """
         if self.waiting_since is None:
+            cycle = self.cycle
+            if cycle is not None and cycle.more_body and cycle.waiter is not None:
+                if cycle.body_size != cycle.body_seen:  # progress since the last tick
+                    cycle.body_seen, cycle.body_seen_at = cycle.body_size, now
+                elif now - cycle.body_seen_at > self.config.timeout_request_header:
+                    self.reject(408, "request body too slow")
             return
         waited = now - self.waiting_since
         if self.head_bytes == 0:
@@ -279,6 +287,7 @@ class RequestResponseCycle:
         self.more_body = True
         self.body_delivered = False  # the app has had the last http.request message
         self.body_size = 0
+        self.body_seen, self.body_seen_at = -1, 0.0  # for the stalled-body timeout
         self.waiter: asyncio.Future | None = None
         # Response state machine: not started -> started -> complete; or disconnected.
         self.response_started = False
