@@ -395,8 +395,8 @@ def soak(kind: str, requests: int, seconds: float, threads: int, sigterm: bool, 
             print(f"      {count:>6} x {what}")
         if sigterm:
             print(f"   SIGTERM under load: exit code {shutdown.get('exit_code')}, exited after "
-                  f"{shutdown.get('seconds', float('nan')):.2f} s (grace period {grace} s), "
-                  f"lifespan shutdown ran: {shutdown.get('lifespan_shutdown')}")
+                  f"{shutdown.get('seconds', float('nan')):.2f} s (grace period {grace} s)" +
+                  (f", lifespan shutdown ran: {shutdown.get('lifespan_shutdown')}" if kind == "asgi" else ""))
             print("   what became of the work in flight when SIGTERM came:")
             for (client, outcome), count in sorted(stats.at_sigterm.items()):
                 print(f"      {client:<15} {outcome:<30} {count:>5}")
