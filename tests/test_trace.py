@@ -199,3 +199,25 @@ def test_brief_listing_and_filtering_by_message_type(traced):
     starts = tracer.filter(message_type="http.response.start")
     assert [e.conn for e in starts] == [1, 2] and all(e.kind == "send" for e in starts)
     assert tracer.wait_for(message_type="lifespan.startup").conn == 0
+
+
+def test_the_wsgi_server_records_the_call_on_one_worker_thread():
+    from asgi_lab.demo import wsgi_app
+
+    tracer = Tracer()
+    with serve_in_background(wsgi_app, "wsgi", name="test-trace-wsgi", tracer=tracer, threads=2,
+                             access_log=False) as server:
+        post = trace_exchange(server, tracer, POST_REQUEST)
+    assert [(e.layer, e.kind) for e in merge_chunks(post)] == [
+        ("socket", "connection_made"), ("socket", "bytes_in"), ("h11", "Request"),
+        ("wsgi", "environ"), ("wsgi", "app_call"),
+        ("h11", "Data"),  # read inside the call, when the app reads wsgi.input
+        ("wsgi", "start_response"), ("wsgi", "app_return"), ("wsgi", "body_chunk"),
+        ("socket", "bytes_out"), ("socket", "connection_lost")]
+    environ = next(e for e in post if e.kind == "environ").data
+    assert environ["REQUEST_METHOD"] == "POST" and environ["CONTENT_LENGTH"] == "11"
+    assert post[0].thread == "wsgi-acceptor"
+    workers = {e.thread for e in post[1:]}
+    assert len(workers) == 1 and workers.pop().startswith("wsgi-worker-")
+    assert {e.task for e in post} == {None}
+    assert next(e for e in post if e.kind == "body_chunk").data == {"data": "hello there"}

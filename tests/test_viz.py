@@ -202,3 +202,24 @@ def test_make_demo_writes_the_pngs(tmp_path):
     for kind in ("asgi", "wsgi"):
         loaded = Tracer.load(out / f"{kind}-trace.json")
         assert loaded.connections() == [1, 2] and len(loaded) > 15
+
+
+def test_a_wsgi_generator_has_its_call_and_close_on_the_diagram():
+    def countdown(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"2..."
+        yield b"1..."
+
+    tracer = Tracer()
+    with serve_in_background(countdown, "wsgi", name="test-viz-wsgi", tracer=tracer,
+                             access_log=False) as server:
+        events = trace_exchange(server, tracer, GET_REQUEST)
+    ax = sequence_diagram(events, lane_titles={"app": "WSGI app"}).axes[0]
+    labels = [t.get_text() for t in ax.texts if t.get_gid() == "arrow-label"]
+    assert labels[2:5] == ["app(environ, start_response)", "returned generator",
+                           "start_response('200 OK')"]
+    assert labels.count("body_chunk(4 B)") == 2 and labels[-2:] == ["close()", "0\\r\\n\\r\\n  (5 B)"]
+    call, close = arrows(ax)[2], [a for a, t in zip(arrows(ax), labels) if t == "close()"][0]
+    assert call.xy[0] > call.xyann[0] and close.xy[0] > close.xyann[0]  # server -> app, both
+    assert [t.get_text() for t in ax.texts if t.get_gid() == "note"][:2] == \
+        ["Request GET /hello", "environ GET /hello"]
