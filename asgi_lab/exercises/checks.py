@@ -29,7 +29,7 @@ from . import client
 from .fakes import FakeDatabase
 from .feedback import ExerciseFailed, fail, passed
 from .harness import (ASGIDriver, AppTimeout, call_wsgi, describe_exception, http_request,
-                      lifespan_scope, run, websocket_scope)
+                      http_scope, lifespan_scope, run, websocket_scope)
 
 __all__ = ["check_wsgi_app", "check_wsgi_middleware", "check_streamed_body", "check_sse",
            "check_chat", "check_lifespan_state", "check_unblocked", "check_streaming",
@@ -481,8 +481,6 @@ def check_sse(app) -> None:
 
 
 def _spec_2_3_scope() -> dict:
-    from .harness import http_scope
-
     return http_scope("GET", "/", headers=[(b"accept", b"text/event-stream")], spec_version="2.3")
 
 
@@ -715,7 +713,7 @@ def check_lifespan_state(app) -> None:
 
 UNBLOCKED = "Unblock the loop"
 UNBLOCKED_REQUESTS = 4
-MAX_STALL = 0.1  # seconds the loop may be stuck
+MAX_STALL = 0.15  # seconds the loop may be stuck (one blocking query stalls it 0.2 s)
 
 
 def check_unblocked(app, expected_body: bytes = b"Ada Lovelace") -> None:
@@ -728,23 +726,23 @@ def check_unblocked(app, expected_body: bytes = b"Ada Lovelace") -> None:
     hint = ("name = await asyncio.to_thread(blocking_query): the query runs on a worker thread "
             "while the loop serves everyone else")
     with _server_errors() as errors, _serve(app, "unblocked") as server:
-        statuses, bodies = [], []
+        # UNBLOCKED_REQUESTS at once, then one more while they run; a loop-lag probe watches.
         run_ = measure_server(server, "yours", 0, UNBLOCKED_REQUESTS, probe_delay=0.02, timeout=10.0)
         response = client.request(server.address, target="/")
-        statuses, bodies = run_.statuses[:-1], [response.body]
-    if any(status != 200 for status in statuses) or response.status != 200:
-        fail(UNBLOCKED, f"the requests answered {statuses + [response.status]}. "
-                        f"{_describe_log(errors)}", hint)
-    if bodies[0].strip() != expected_body:
-        fail(UNBLOCKED, f"your app answered {bodies[0][:60]!r}; expected the query's result "
+    statuses = run_.statuses + [response.status]
+    if any(status != 200 for status in statuses):
+        fail(UNBLOCKED, f"the requests answered {statuses}. {_describe_log(errors)}", hint)
+    if response.body.strip() != expected_body:
+        fail(UNBLOCKED, f"your app answered {response.body[:60]!r}; expected the query's result "
                         f"{expected_body!r}.", "send the value blocking_query() returns, encoded")
     if run_.loop_lag > MAX_STALL:
         fail(UNBLOCKED, f"your handler blocked the event loop for {run_.loop_lag:.1f} s: other "
                         f"requests waited ({UNBLOCKED_REQUESTS} requests at once took "
-                        f"{run_.slowest:.1f} s; a request needing no work waited "
+                        f"{run_.slowest:.1f} s; one more, sent while they ran, waited "
                         f"{run_.probe_latency:.1f} s).", hint)
-    passed(UNBLOCKED, f"{UNBLOCKED_REQUESTS} requests at once: the loop never stalled more than "
-                      f"{run_.loop_lag * 1000:.0f} ms; all done in {run_.slowest:.2f} s.")
+    passed(UNBLOCKED, f"{UNBLOCKED_REQUESTS + 1} requests at once: the loop never stalled more "
+                      f"than {run_.loop_lag * 1000:.0f} ms; all done in "
+                      f"{max(run_.slowest, run_.probe_latency):.2f} s.")
 
 
 # == 8. A streaming response: framing is the server's job ============================================

@@ -31,9 +31,8 @@ from dataclasses import dataclass, field
 
 import h11
 
+from ..asgi.scope import ASGI_VERSION, build_http_scope, build_websocket_scope
 from ..wsgi.environ import build_environ, environ_base
-
-ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 
 #: Headers that belong to the connection, not to the message (RFC 9110 §7.6.1). The server
 #: (h11, for us) decides the framing; PEP 3333 forbids a WSGI app to set any of them.
@@ -381,33 +380,35 @@ def _short(value, limit: int = 60) -> str:
 
 # -- scopes ------------------------------------------------------------------------------------
 
+SERVER = ("127.0.0.1", 8000)
+CLIENT = ("127.0.0.1", 50000)
+
+
+def _request_head(method: str, path: str, query_string: bytes, headers, extra=()) -> h11.Request:
+    target = path.encode() + (b"?" + query_string if query_string else b"")
+    return h11.Request(method=method, target=target,
+                       headers=[(b"host", b"127.0.0.1:8000"), *headers, *extra])
+
+
 def http_scope(method: str = "GET", path: str = "/", query_string: bytes = b"",
                headers=(), state: dict | None = None, spec_version: str = "2.4") -> dict:
-    """An `http` scope as a server would build it (www spec, "HTTP Connection Scope")."""
-    scope = {
-        "type": "http", "asgi": {"version": "3.0", "spec_version": spec_version},
-        "http_version": "1.1", "method": method, "scheme": "http", "path": path,
-        "raw_path": path.encode(), "query_string": query_string, "root_path": "",
-        "headers": [(name.lower(), value) for name, value in headers],
-        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
-    }
-    if state is not None:
-        scope["state"] = state.copy()  # lifespan spec: a shallow copy per request
+    """An `http` scope, built by our ASGI server's own builder (`asgi/scope.py`) from the
+    request head h11 would have parsed: the app sees exactly what the real server gives it.
+    `spec_version` lets a check play an older server (2.3: send() after a disconnect is
+    silently dropped)."""
+    scope = build_http_scope(_request_head(method, path, query_string, headers), "1.1",
+                             CLIENT, SERVER, state=state)
+    scope["asgi"] = {**ASGI_VERSION, "spec_version": spec_version}
     return scope
 
 
 def websocket_scope(path: str = "/", query_string: bytes = b"", state: dict | None = None,
-                    client: tuple[str, int] = ("127.0.0.1", 50000)) -> dict:
-    """A `websocket` scope (www spec, "WebSocket Connection Scope")."""
-    scope = {
-        "type": "websocket", "asgi": dict(ASGI_VERSION), "http_version": "1.1", "scheme": "ws",
-        "path": path, "raw_path": path.encode(), "query_string": query_string, "root_path": "",
-        "headers": [(b"host", b"127.0.0.1:8000")], "client": client,
-        "server": ("127.0.0.1", 8000), "subprotocols": [], "extensions": {},
-    }
-    if state is not None:
-        scope["state"] = state.copy()
-    return scope
+                    client: tuple[str, int] = CLIENT) -> dict:
+    """A `websocket` scope, built by the server's builder from an upgrade request."""
+    upgrade = [(b"connection", b"upgrade"), (b"upgrade", b"websocket"),
+               (b"sec-websocket-version", b"13"), (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ==")]
+    return build_websocket_scope(_request_head("GET", path, query_string, (), upgrade), client,
+                                 SERVER, state=state)
 
 
 def lifespan_scope(state: dict) -> dict:
@@ -484,7 +485,7 @@ def make_environ(method: str = "GET", path: str = "/", query_string: str = "",
     if body:
         all_headers.append(("content-length", str(len(body))))
     request = h11.Request(method=method, target=target, headers=all_headers)
-    base = environ_base(server=("127.0.0.1", 8000), client=("127.0.0.1", 50000))
+    base = environ_base(server=SERVER, client=CLIENT)
     return build_environ(request, io.BytesIO(body), base)
 
 
