@@ -259,8 +259,8 @@ def label(event: TraceEvent) -> str:
     if layer == "asgi" and "type" in data:  # an ASGI message
         return _message_label(data)
     if layer == "h11" or layer == "wsproto":
-        if kind == "Request":
-            return f"{kind} {data.get('method', '')} {data.get('target', '')}"
+        if kind == "Request":  # h11's has a method; wsproto's (a WebSocket handshake) has not
+            return " ".join(str(part) for part in (kind, data.get("method"), data.get("target")) if part)
         if kind in ("Response", "InformationalResponse"):
             return f"{kind} {data.get('status_code', '')}"
         if kind in ("Data", "TextMessage", "BytesMessage", "Message"):

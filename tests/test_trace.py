@@ -165,6 +165,8 @@ def test_routes_and_labels_cover_both_interfaces():
         == "http.response.body (3 B) more_body"
     assert label(event("asgi", "receive", type="http.disconnect")) == "http.disconnect"
     assert label(event("h11", "Request", method="POST", target="/echo")) == "Request POST /echo"
+    assert label(event("wsproto", "Request", target="/chat", host="lab")) == "Request /chat"
+    assert label(event("wsproto", "CloseConnection", code=1000, reason="")) == "CloseConnection 1000"
     assert label(event("wsgi", "start_response", status="200 OK")) == "start_response('200 OK')"
     assert label(event("wsgi", "environ", REQUEST_METHOD="GET", PATH_INFO="/")) == "environ GET /"
     assert label(event("wsgi", "close")) == "close()"
