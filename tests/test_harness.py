@@ -228,3 +228,10 @@ def test_forgotten_await_demo_shows_the_warning_and_the_500():
     assert seen["status"] == 500
     assert seen["warnings"] and all("was never awaited" in text for text in seen["warnings"])
     assert seen["server_log"] == ["ASGI app returned without starting its response"]
+
+
+def test_exercise_clients_only_talk_to_loopback():
+    from asgi_lab.exercises import client
+
+    with pytest.raises(ValueError, match="loopback"):
+        client.request(("192.0.2.1", 80))

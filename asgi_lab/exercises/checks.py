@@ -596,7 +596,7 @@ def check_chat(app) -> None:
             alice = client.WebSocketClient(server.address, "/chat")
             bob = client.WebSocketClient(server.address, "/chat")
             try:
-                time.sleep(0.05)
+                time.sleep(0.1)  # both handlers have passed their accept and joined the room
                 alice.send_text("over the wire")
                 got_alice, got_bob = alice.receive(1, 2.0), bob.receive(1, 2.0)
             finally:

@@ -224,3 +224,25 @@ def forgotten_await_demo(app=None) -> dict:
     return {"status": response.status, "body": response.body.decode("latin-1"),
             "warnings": [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)],
             "server_log": server_log}
+
+
+def main(argv=None) -> None:
+    """`python -m asgi_lab.experiments.blocking_loop`: print the sweep as a table."""
+    import argparse
+
+    from ..apps import pitfalls
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work-ms", type=float, nargs="+", default=[0, 25, 50, 100])
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--cpu", action="store_true", help="the CPU-bound variants instead")
+    args = parser.parse_args(argv)
+    if args.cpu:
+        pitfalls.warm_up_process_pool()
+    variants = pitfalls.CPU_VARIANTS if args.cpu else {
+        "sync database driver": pitfalls.blocking_database, **pitfalls.VARIANTS}
+    print(table(sweep(variants, args.work_ms, args.concurrency)))
+
+
+if __name__ == "__main__":
+    main()
