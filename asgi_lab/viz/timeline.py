@@ -6,6 +6,10 @@ A Gantt chart. Each row is a thread (`by="thread"`), an asyncio task (`by="task"
 connection (`by="conn"`); each bar is one connection's stretch of work on that row, from the
 first to the last event that thread or task recorded for it, with a tick for every event.
 
+A bar shows what was recorded, not more: an asyncio task that sleeps before its first
+`send()` gets a bar that starts at that `send()`, since nothing marks the moment the task was
+created. Rows by thread are the clearer picture for "who is busy".
+
 The picture the lab is about: a threaded WSGI server gives each connection a thread and
 holds it for the whole request, so bars on one thread row follow each other; the ASGI
 server does everything on one thread, and many connections' bars overlap on that one row
