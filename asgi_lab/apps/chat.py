@@ -112,22 +112,28 @@ class Room:
         self.next_seq += 1
         text = json.dumps(message, ensure_ascii=False)
         too_slow = [member for member in self.members if not member.offer(text)]
+        if too_slow:
+            self.drop(too_slow)
+
+    def drop(self, too_slow: list[Member]) -> None:
+        """Members whose queue overflowed: out of the room, all at once, then the others are
+        told. Each one's writer is cancelled; its own task closes the connection with 1013
+        (see `ChatApp.session`)."""
+        self.members = [member for member in self.members if member not in too_slow]
         for member in too_slow:
-            self.drop(member)
+            member.too_slow = True
+            if member.writer is not None:
+                member.writer.cancel()
+        for member in too_slow:
+            self.broadcast({"type": "leave", "name": member.name, "members": len(self.members),
+                            "reason": "too slow"})
 
-    def drop(self, member: Member) -> None:
-        """A member whose queue overflowed: out of the room now; its writer is cancelled and
-        the member's own task closes the connection with 1013 (see `ChatApp.session`)."""
-        member.too_slow = True
-        if member.writer is not None:
-            member.writer.cancel()
-        self.leave(member, reason="too slow")
-
-    def leave(self, member: Member, reason: str = "left") -> None:
+    def leave(self, member: Member) -> None:
+        """A member's connection ended: out of the room, and the others are told."""
         if member in self.members:
             self.members.remove(member)
             self.broadcast({"type": "leave", "name": member.name, "members": len(self.members),
-                            "reason": reason})
+                            "reason": "left"})
 
 
 class ChatApp:
