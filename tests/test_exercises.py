@@ -448,6 +448,29 @@ def test_chat_accepts_solutions(capsys):
     passes(check_chat, chat_gather, capsys)
 
 
+def test_chat_accepts_starlette(capsys):
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocketDisconnect
+
+    sockets = []
+
+    async def endpoint(websocket):
+        await websocket.accept()
+        sockets.append(websocket)
+        try:
+            while True:
+                text = await websocket.receive_text()
+                for other in list(sockets):
+                    await other.send_text(text)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            sockets.remove(websocket)
+
+    passes(check_chat, Starlette(routes=[WebSocketRoute("/chat", endpoint)]), capsys)
+
+
 bad_room: set = set()
 
 
