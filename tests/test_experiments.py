@@ -175,3 +175,19 @@ def test_servers_and_progress_helpers():
     PartProgress(bar, 1, 2).update(0.5, "half of the second half")
     bar.close()
     assert stream.getvalue().startswith("\r[" + "#" * 22 + "." * 8 + "] half of the second half")
+
+
+def test_conclusions_are_computed_from_the_numbers(sse_result):
+    result, _ = sse_result
+    text = sse_concurrency.describe(result)
+    assert "all 20 clients served on 1 OS thread" in text
+    assert "4 of 20 clients served. 16 of 20 clients never received a single event" in text
+    changed = copy.deepcopy(result)
+    changed["runs"][1]["summary"].update(served=20, never=0)
+    assert "all 20 clients served" in sse_concurrency.describe(changed).split("wsgi-pool")[1]
+    bigger = copy.deepcopy(result)
+    bigger["clients"] = 40
+    for run in bigger["runs"]:
+        run["summary"]["peak_rss_mb"] += 1.0  # 1 MB more for 20 more clients
+    sweep = sse_concurrency.describe_sweep({"results": [result, bigger]})
+    assert "From 20 to 40 clients" in sweep and "`asgi`: 51.2 KB of RSS" in sweep

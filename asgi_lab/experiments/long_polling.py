@@ -111,3 +111,19 @@ def format_table(result: dict) -> str:
 
 def _ms(value) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+def describe(result: dict) -> str:
+    """What the long-polling run showed, as Markdown computed from its numbers."""
+    n = result["clients"]
+    lines = []
+    for run in result["runs"]:
+        s = run["summary"]
+        due = s["expected_messages"]
+        share = 100 * s["messages"] / due if due else 0.0
+        lines.append(
+            f"- `{run['server']['name']}` ({run['server']['waits_in']}s wait): delivered "
+            f"{s['messages']} of {due} due messages ({share:.0f}%); {s['all_messages']} of {n} "
+            f"clients got every one; {s['peak_threads']} OS thread{'s' if s['peak_threads'] != 1 else ''}, "
+            f"peak RSS {s['peak_rss_mb']:.1f} MB, lag p50 {_ms(s['lag_ms']['p50'])} ms.")
+    return "\n".join(lines)

@@ -160,3 +160,80 @@ def render_table(title: str, rows: list[dict]) -> str:
 
 def _ms(value) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+# -- conclusions, in words, from the numbers ---------------------------------------------------
+
+
+def describe(result: dict) -> str:
+    """What one run showed, as Markdown sentences computed from its numbers (nothing is
+    written in advance: a different machine gets different sentences)."""
+    n, duration = result["clients"], result["duration"]
+    runs = {run["server"]["name"]: run["summary"] for run in result["runs"]}
+    coroutines, threads, pool = runs.get("asgi"), runs.get("wsgi-threads"), runs.get("wsgi-pool")
+    uvicorn, gunicorn = runs.get("uvicorn"), runs.get("gunicorn")
+    lines = []
+    if coroutines:
+        lines.append(
+            f"- **Coroutines** (`asgi`): {_served(coroutines)} on {_threads(coroutines)}; memory grew "
+            f"by {coroutines['per_client_kb']:.1f} KB per client; {coroutines['cpu_s']:.2f} CPU s; "
+            f"delivery lag p99 {_ms(coroutines['lag_ms']['p99'])} ms.")
+    if threads:
+        line = (f"- **A thread per client** (`wsgi-threads`): {_served(threads)} on "
+                f"{_threads(threads)}; memory grew by {threads['per_client_kb']:.1f} KB per client, "
+                f"and the address space reached {threads['peak_vms_mb']:,.0f} MB (every thread "
+                f"reserves a stack); {threads['cpu_s']:.2f} CPU s; lag p99 {_ms(threads['lag_ms']['p99'])} ms.")
+        lines.append(line)
+    if pool:
+        size = result["pool_threads"]
+        lines.append(
+            f"- **A pool of {size} threads** (`wsgi-pool`): {_served(pool)}. {pool['never']} of {n} "
+            f"clients never received a single event in {duration:g} s: the first {size} streams hold "
+            f"every worker for as long as they last, and the others wait in the queue behind them.")
+    if gunicorn:
+        lines.append(f"- **gunicorn gthread**, the same pool size: {_served(gunicorn)}, "
+                     f"{gunicorn['never']} never served. The starvation is the model's, not our server's.")
+    if coroutines and threads and coroutines["per_client_kb"] > 0:
+        lines.append(f"- Per client, the thread costs {threads['per_client_kb'] / coroutines['per_client_kb']:.1f}x "
+                     f"the memory of the coroutine, and {threads['peak_threads'] - 1} more OS threads "
+                     f"for the kernel to schedule.")
+    if coroutines and uvicorn:
+        lines.append(f"- **uvicorn** (h11): {_served(uvicorn)}, {uvicorn['per_client_kb']:.1f} KB per client "
+                     f"(ours: {coroutines['per_client_kb']:.1f}), peak RSS {uvicorn['peak_rss_mb']:.1f} MB "
+                     f"(ours: {coroutines['peak_rss_mb']:.1f}), lag p99 {_ms(uvicorn['lag_ms']['p99'])} ms.")
+    return "\n".join(lines)
+
+
+def describe_sweep(sweep: dict) -> str:
+    """The cost of one more client for each server, from the smallest to the largest run."""
+    results = sweep["results"]
+    if len(results) < 2:
+        return describe(results[-1])
+    low, high = results[0], results[-1]
+    extra = high["clients"] - low["clients"]
+    lines = [f"From {low['clients']} to {high['clients']} clients, each extra client added:"]
+    for name in [run["server"]["name"] for run in high["runs"]]:
+        a = _summary(low, name)
+        b = _summary(high, name)
+        if a is None or b is None:
+            continue
+        memory = (b["peak_rss_mb"] - a["peak_rss_mb"]) * 1024 / extra
+        threads = (b["peak_threads"] - a["peak_threads"]) / extra
+        lines.append(f"- `{name}`: {memory:.1f} KB of RSS and {threads:.2f} OS threads "
+                     f"(served {b['served']} of {high['clients']}).")
+    return "\n".join(lines) + "\n\nAt the largest size:\n\n" + describe(high)
+
+
+def _summary(result: dict, name: str) -> dict | None:
+    return next((run["summary"] for run in result["runs"] if run["server"]["name"] == name), None)
+
+
+def _served(summary: dict) -> str:
+    if summary["served"] == summary["clients"]:
+        return f"all {summary['clients']} clients served"
+    return f"{summary['served']} of {summary['clients']} clients served"
+
+
+def _threads(summary: dict) -> str:
+    count = summary["peak_threads"]
+    return f"{count} OS thread" + ("" if count == 1 else "s")

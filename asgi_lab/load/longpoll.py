@@ -194,13 +194,16 @@ class LongPollLoad:
 
     def result(self, started: float, ramp_end: float, end: float) -> dict:
         period = self.period
-        # Publications happen at multiples of the period. A client is due every one from its
-        # first request (give it 0.1 s to reach the server) to shortly before the end (the
-        # last one may still be on its way); only those count, delivered or not.
-        window_end = end - 0.5
-        expected = [max(0, math.floor(window_end / period) - math.floor((first + 0.1) / period))
-                    if first is not None else 0 for first in self.first_request]
-        messages = [len({p for p in published if p <= window_end}) for published in self.published]
+        # Publications happen at multiples of the period: number k at k * period. A client is
+        # due every k from its first request (give it 0.1 s to reach the server) to shortly
+        # before the end (the last one may still be on its way). Only those count, both in
+        # what it was due and in what it got.
+        last = math.floor((end - 0.5) / period)
+        firsts = [math.floor((first + 0.1) / period) if first is not None else last
+                  for first in self.first_request]
+        expected = [max(0, last - k0) for k0 in firsts]
+        messages = [len({k for k in (round(p / period) for p in published) if k0 < k <= last})
+                    for k0, published in zip(firsts, self.published)]
         return {
             "clients": self.clients, "duration": self.duration, "period": period,
             "started": started, "ramp_s": round(ramp_end - started, 3), "ended": end,
