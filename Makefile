@@ -31,6 +31,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/http_hello.py
 	$(PY) benchmarks/ws_echo.py
+	$(PY) benchmarks/chat_load.py
 	$(PY) benchmarks/wsgi_hello.py
 	$(PY) benchmarks/tracer_overhead.py
 

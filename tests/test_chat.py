@@ -154,6 +154,31 @@ def test_a_client_that_never_reads_is_dropped_and_does_not_stall_the_others(chat
     bob.close()
 
 
+def test_many_members_overflowing_at_once_are_dropped_together():
+    """Room logic without a server: 1,500 members with full queues and 2 healthy ones. One
+    broadcast drops all 1,500 (one pass, no recursion through the leave notices) and the
+    healthy members get the message and every leave notice, in order."""
+    from asgi_lab.apps.chat import Member, Room
+
+    async def scenario():
+        room = Room("crowd")
+        healthy = [Member(name, send=None, queue_size=2000) for name in ("ada", "bob")]
+        slow = [Member(f"slow{i}", send=None, queue_size=1) for i in range(1500)]
+        for member in slow:
+            member.offer("already one message waiting")
+        room.members = healthy[:1] + slow + healthy[1:]
+        room.broadcast({"type": "message", "name": "ada", "text": "hi"})
+        assert room.names() == ["ada", "bob"]
+        assert all(member.too_slow for member in slow)
+        received = [json.loads(healthy[1].queue.get_nowait()) for _ in range(healthy[1].queue.qsize())]
+        assert received[0]["text"] == "hi"
+        assert [m["name"] for m in received[1:]] == [f"slow{i}" for i in range(1500)]
+        assert {m["reason"] for m in received[1:]} == {"too slow"}
+        assert [m["seq"] for m in received] == list(range(1501))
+
+    asyncio.run(scenario())
+
+
 # -- disconnects and bad input ---------------------------------------------------------------
 
 def test_a_dropped_connection_is_removed(chat):
