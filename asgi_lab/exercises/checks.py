@@ -111,22 +111,6 @@ def _serve(app, name: str, **settings):
                                access_log=False, timeout_graceful_shutdown=0.5, **settings)
 
 
-def _wsgi_server_available() -> bool:
-    try:
-        from ..wsgi import server  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _websocket_server_available() -> bool:
-    try:
-        from ..asgi import websocket  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 # == 1. A WSGI app ====================================================================================
 
 WSGI_APP = "WSGI app"
@@ -164,15 +148,12 @@ def check_wsgi_app(app) -> None:
             fail(WSGI_APP, f"Content-Length says {length} but the body is {len(result.body)} bytes "
                            f"(for GET {target}).",
                  "count bytes, not characters: len(body_bytes), after .encode('utf-8')")
-    detail = "In process: 3 greetings right."
-    if _wsgi_server_available():
-        with _server_errors() as errors, _serve(app, "wsgi-app", kind="wsgi") as server:
-            response = client.request(server.address, target="/?name=Ada")
-        if response.status != 200 or response.body.decode("utf-8", "replace").strip() != "Hello, Ada!":
-            fail(WSGI_APP, f"over a real socket our WSGI server got {response.status} "
-                           f"{response.body[:80]!r}. {_describe_log(errors)}")
-        detail += " Over loopback on our WSGI server: right too."
-    passed(WSGI_APP, detail)
+    with _server_errors() as errors, _serve(app, "wsgi-app", kind="wsgi") as server:
+        response = client.request(server.address, target="/?name=Ada")
+    if response.status != 200 or response.body.decode("utf-8", "replace").strip() != "Hello, Ada!":
+        fail(WSGI_APP, f"over a real socket our WSGI server got {response.status} "
+                       f"{response.body[:80]!r}. {_describe_log(errors)}")
+    passed(WSGI_APP, "3 greetings right in process, and over loopback on our WSGI server.")
 
 
 # == 2. WSGI middleware ===============================================================================
@@ -286,16 +267,14 @@ def check_wsgi_middleware(middleware) -> None:
                               "in between.",
              "return the inner iterable itself, or, if you wrap it, call its close() in your "
              "own close() (or in a finally: around the loop)")
-    detail = "3 requests: ids made, reused, echoed; streaming and close() preserved."
-    if _wsgi_server_available():
-        with _server_errors() as errors, _serve(wrapped, "wsgi-middleware", kind="wsgi") as server:
-            response = client.request(server.address, headers=[("X-Request-ID", "wire-1")])
-        if response.status != 201 or response.header(b"x-request-id") != b"wire-1":
-            fail(WSGI_MIDDLEWARE, f"over a real socket our WSGI server answered {response.status} "
-                                  f"with X-Request-ID {response.header(b'x-request-id')!r}. "
-                                  f"{_describe_log(errors)}")
-        detail += " Over loopback on our WSGI server: right too."
-    passed(WSGI_MIDDLEWARE, detail)
+    with _server_errors() as errors, _serve(wrapped, "wsgi-middleware", kind="wsgi") as server:
+        response = client.request(server.address, headers=[("X-Request-ID", "wire-1")])
+    if response.status != 201 or response.header(b"x-request-id") != b"wire-1":
+        fail(WSGI_MIDDLEWARE, f"over a real socket our WSGI server answered {response.status} "
+                              f"with X-Request-ID {response.header(b'x-request-id')!r}. "
+                              f"{_describe_log(errors)}")
+    passed(WSGI_MIDDLEWARE, "ids made, reused and echoed; streaming, close() and exc_info "
+                            "preserved; and over loopback on our WSGI server.")
 
 
 # == 3. An ASGI app that reads a streamed request body ==============================================
@@ -590,23 +569,21 @@ def check_chat(app) -> None:
                 await driver.stop()
 
     run(scenario)
-    detail = "two clients in process: accept first, broadcast, leaving."
-    if _websocket_server_available():
-        with _server_errors() as errors, _serve(app, "chat") as server:
-            alice = client.WebSocketClient(server.address, "/chat")
-            bob = client.WebSocketClient(server.address, "/chat")
-            try:
-                time.sleep(0.1)  # both handlers have passed their accept and joined the room
-                alice.send_text("over the wire")
-                got_alice, got_bob = alice.receive(1, 2.0), bob.receive(1, 2.0)
-            finally:
-                alice.close()
-                bob.close()
-        if got_alice[-1:] != ["over the wire"] or got_bob[-1:] != ["over the wire"]:
-            fail(CHAT, f"over real sockets, Alice sent 'over the wire'; Alice got {got_alice!r} "
-                       f"and Bob got {got_bob!r}. {_describe_log(errors)}")
-        detail += " Over loopback on our server: two real clients chatted."
-    passed(CHAT, detail)
+    with _server_errors() as errors, _serve(app, "chat") as server:
+        alice = client.WebSocketClient(server.address, "/chat")
+        bob = client.WebSocketClient(server.address, "/chat")
+        try:
+            time.sleep(0.1)  # both handlers have passed their accept and joined the room
+            alice.send_text("over the wire")
+            got_alice, got_bob = alice.receive(1, 2.0), bob.receive(1, 2.0)
+        finally:
+            alice.close()
+            bob.close()
+    if got_alice[-1:] != ["over the wire"] or got_bob[-1:] != ["over the wire"]:
+        fail(CHAT, f"over real sockets, Alice sent 'over the wire'; Alice got {got_alice!r} "
+                   f"and Bob got {got_bob!r}. {_describe_log(errors)}")
+    passed(CHAT, "two clients in process (accept first, broadcast, leaving), and two real "
+                 "WebSocket clients over loopback on our server.")
 
 
 # == 6. Lifespan and shared state ======================================================================
