@@ -23,6 +23,8 @@ from collections import deque
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from wsproto import ConnectionType, WSConnection
@@ -465,6 +467,35 @@ def test_protocol_violations_get_the_right_close_code(echo_server, name):
     bystander.send_raw(frame(TEXT, b"unaffected"))
     assert bystander.next_event().data == "unaffected"
     bystander.close()
+    assert_still_serving(echo_server)
+
+
+random_frames = st.lists(st.builds(
+    lambda opcode, payload, fin, rsv, masked: frame(opcode, payload, fin=fin, rsv=rsv, masked=masked),
+    opcode=st.sampled_from([0x0, 0x1, 0x2, 0x3, 0x8, 0x9, 0xA, 0xB]),
+    payload=st.binary(max_size=200),
+    fin=st.booleans(),
+    rsv=st.sampled_from([0, 0, 0, RSV1, 0x20, 0x10]),
+    masked=st.booleans() | st.just(True),
+), max_size=6)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frames=random_frames)
+def test_random_frames_never_break_the_server(echo_server, frames):
+    """Whatever frames arrive, the server answers with a sensible close code and hangs up
+    (a final Close from us ends the well-formed cases), and goes on serving."""
+    client = RawClient(echo_server.address)
+    client.send_raw(b"".join(frames) + frame(CLOSE, struct.pack("!H", 1000)))
+    try:
+        close = client.close_frame(timeout=5)
+        assert close.code in (1000, 1002, 1007, 1009), close
+        assert client.is_closed_by_server()
+    finally:
+        client.close()
+
+
+def test_server_still_serves_after_the_random_frames(echo_server):
     assert_still_serving(echo_server)
 
 
