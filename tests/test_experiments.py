@@ -54,7 +54,7 @@ def test_procstats_samples_a_real_process_every_100_ms():
     before, after = sampler.between(None, "before"), sampler.between("before", "after")
     assert max(s.rss for s in after) - before[-1].rss > 60 * 2**20
     assert max(s.threads for s in after) >= 6 and before[-1].threads == 1
-    assert after[-1].cpu - before[-1].cpu > 0.25
+    assert after[-1].cpu - before[-1].cpu > 0.2  # the 0.3 s burn, in 10 ms clock ticks
     assert all(s.vms >= s.rss for s in samples)
 
 
