@@ -302,6 +302,31 @@ def test_a_websocket_client_that_never_reads_holds_bounded_memory(errors):
     no_errors(errors)
 
 
+def test_a_ping_flood_from_a_client_that_never_reads_holds_bounded_memory(errors):
+    """Pings, sent as fast as possible by a client that reads nothing: each would get a Pong,
+    but while the write buffer is full only the latest ping is remembered (RFC 6455 §5.5.3
+    allows answering just the most recent one), so the server's buffer stays bounded."""
+    with serve_in_background(soak.app, name="hardening-ping-flood", access_log=False) as server:
+        sock = open_websocket(server.address)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KiB)
+        pings = client_frame(0x9, b"p" * 125) * 1000  # 131 KiB of pings
+        sent, started = 0, time.monotonic()
+        while sent < 32 * MiB and time.monotonic() - started < 10:
+            sock.sendall(pings)
+            sent += len(pings)
+        [connection] = websocket_connections(server)
+        buffered = connection.transport.get_write_buffer_size()
+        assert buffered <= server.config.ws_write_high_water + 1 * KiB, buffered
+        sock.sendall(client_frame(0x1, b"still echoing?"))
+        parser, texts = FrameProtocol(client=True, extensions=[]), []
+        while not texts:
+            parser.receive_bytes(sock.recv(1 * MiB))
+            texts = [f.payload for f in parser.received_frames() if f.opcode is Opcode.TEXT]
+        assert texts == ["still echoing?"]
+        sock.close()
+    no_errors(errors)
+
+
 def test_websockets_that_drop_without_closing_leave_nothing_behind(errors):
     """WebSockets whose TCP connection is cut (no Close frame) while the echo is busy: the
     app gets websocket.disconnect (1006), its task ends, the connection is gone."""

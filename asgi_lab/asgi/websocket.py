@@ -131,6 +131,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.reading_paused = http_protocol.reading_paused
         self.writing_paused = http_protocol.writing_paused
         self.drain_waiter: asyncio.Future | None = None
+        self.unanswered_ping = None  # the latest Ping that came while writing was paused
         # Timers: the close handshake gets `ws_close_timeout`; keep-alive pings are driven by
         # the server's housekeeping tick (`check_timeouts`).
         self.close_timer: asyncio.TimerHandle | None = None
@@ -208,6 +209,10 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        ping, self.unanswered_ping = self.unanswered_ping, None
+        if ping is not None and self.conn.state is ConnectionState.OPEN \
+                and not self.transport.is_closing():
+            self.write(self.conn.send(ping.response()))
         waiter = self.drain_waiter
         if waiter is not None:
             self.drain_waiter = None
@@ -225,7 +230,12 @@ class WebSocketProtocol(asyncio.Protocol):
             if event_type is TextMessage or event_type is BytesMessage:
                 self.message_received(event)
             elif event_type is Ping:
-                if self.conn.state is ConnectionState.OPEN:
+                if self.writing_paused:
+                    # The peer does not read what we send. RFC 6455 §5.5.3 lets us answer only
+                    # the most recent ping: keep it for when the buffer drains, so that a ping
+                    # flood cannot grow our write buffer without bound.
+                    self.unanswered_ping = event
+                elif self.conn.state is ConnectionState.OPEN:
                     self.write(self.conn.send(event.response()))  # RFC 6455 §5.5.3
             elif event_type is Pong:
                 if event.payload == KEEPALIVE_PAYLOAD:
