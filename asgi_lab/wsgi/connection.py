@@ -74,6 +74,7 @@ class Connection:
         self.keep_alive = True          # False once the server shuts down
         self.closed = False
         self.socket_timeout: float | None = None  # what sock.settimeout() was last given
+        self.writes = 0
         # Timeouts (the same rules as the ASGI server): `waiting_since` is when we started
         # waiting for the next request head (None while a request is being handled),
         # `head_bytes` how many bytes of that head have arrived.
@@ -265,7 +266,14 @@ class Connection:
         if self.socket_timeout is not None:
             self.sock.settimeout(None)
             self.socket_timeout = None
+        self.writes += 1
         try:
+            if self.writes == 2:
+                # Nagle's algorithm holds back a small write while an earlier one is not yet
+                # acknowledged. The first write of a connection never waits; from the second
+                # on (the next chunk of a stream, the next SSE event, a pipelined response) it
+                # could, for up to the client's delayed-ACK time (40 ms or more): switch it off.
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.sock.sendall(data)
         except OSError as exc:
             self.close()

@@ -32,21 +32,24 @@ descriptor, not a thread. Otherwise eight idle browsers would starve an eight-th
 gthread solves it the same way). The price is one hand-off between threads per request:
 acceptor -> queue -> worker -> back to the acceptor.
 
-Waking the acceptor. A worker that gives a connection back must wake the acceptor, which
-sleeps in `select()`. It appends the connection to a deque and writes one byte to a socket
-pair the selector also watches: the "self-pipe trick", the same one asyncio uses for
-`call_soon_threadsafe`.
+Giving a connection back. The acceptor sleeps in `select()` while a worker adds a socket to
+its selector. With epoll (Linux) and kqueue (macOS, BSD) that is all it takes: the set of
+watched sockets lives in the kernel, and a `select()` already waiting sees the new socket. With
+plain select() or poll() (Windows), the set is fixed when the call starts, so the worker also
+wakes the acceptor by writing one byte to a socket pair the selector watches: the "self-pipe
+trick", the one asyncio uses for `call_soon_threadsafe`. A lock keeps the selector's own
+Python-side bookkeeping consistent between threads.
 """
 
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
 import queue
 import selectors
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -57,6 +60,11 @@ logger = logging.getLogger("asgi_lab.error")
 
 _ACCEPT = "accept"  # selector keys' data: the listening socket,
 _WAKE = "wake"      # the self-pipe, or (any other value) an idle Connection
+
+# Selectors whose watched set is kept by the kernel, so registering from another thread works
+# while select() waits (see above).
+_KERNEL_SELECTORS = tuple(getattr(selectors, name) for name in ("EpollSelector", "KqueueSelector",
+                                                                "DevpollSelector") if hasattr(selectors, name))
 
 
 def listen(config: Config) -> socket.socket:
@@ -87,10 +95,10 @@ class WSGIServer:
         self._listener: socket.socket | None = None
         self._selector: selectors.BaseSelector | None = None
         self._idle: set[Connection] = set()              # watched by the acceptor's selector
+        self._selector_lock = threading.Lock()           # guards the selector and _idle
+        self._wake_needed = True                         # False for epoll / kqueue (see above)
         self._ready: queue.SimpleQueue = queue.SimpleQueue()  # connections with bytes to read
-        self._returned: collections.deque[Connection] = collections.deque()  # from workers
         self._wake_r = self._wake_w = None
-        self._wake_pending = False
         self._acceptor: threading.Thread | None = None
         self._workers: list[threading.Thread] = []
         self._connection_threads: set[threading.Thread] = set()  # threads=0 only
@@ -133,6 +141,7 @@ class WSGIServer:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._selector = selectors.DefaultSelector()
+        self._wake_needed = not isinstance(self._selector, _KERNEL_SELECTORS)
         self._selector.register(self._listener, selectors.EVENT_READ, _ACCEPT)
         self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
         for number in range(1, self.config.threads + 1):
@@ -158,10 +167,9 @@ class WSGIServer:
                     if what is _ACCEPT:
                         self._accept()
                     elif what is _WAKE:
-                        self._take_back()
+                        self._drain_wake_ups()
                     else:  # an idle connection has bytes to read: a worker's turn
-                        selector.unregister(key.fileobj)
-                        self._idle.discard(what)
+                        self._unwatch(what)
                         self._ready.put(what)
                 now = time.monotonic()
                 if now >= next_check:
@@ -173,11 +181,7 @@ class WSGIServer:
             # Shutting down: stop listening, and close every idle connection.
             selector.unregister(self._listener)
             self._listener.close()
-            self._take_back()
-            for connection in list(self._idle):
-                selector.unregister(connection.sock)
-                connection.close()
-            self._idle.clear()
+            self._close_idle_connections()
 
     def _accept(self) -> None:
         for _ in range(64):  # a burst of new connections, but let the others have a turn
@@ -188,9 +192,8 @@ class WSGIServer:
             except OSError as exc:  # e.g. too many open files: log, and try again later
                 logger.error("accept() failed: %s", exc)
                 return
-            sock.setblocking(True)  # BSD and macOS let it inherit the listener's non-blocking mode
-            # Send small writes at once (each streamed chunk, each SSE event), as asyncio does.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if sys.platform != "linux":  # elsewhere it inherits the listener's non-blocking mode
+                sock.setblocking(True)
             connection = Connection(self, sock, _address(address), next(self._ids))
             self.connections.add(connection)
             if self.config.threads:
@@ -208,29 +211,39 @@ class WSGIServer:
                 thread.start()
 
     def _watch(self, connection: Connection) -> None:
-        """(acceptor thread) Wait for the connection's next bytes in the selector."""
-        if not connection.closed:
+        """(any thread) Wait for the connection's next bytes in the acceptor's selector."""
+        with self._selector_lock:
             self._selector.register(connection.sock, selectors.EVENT_READ, connection)
             self._idle.add(connection)
+        if self._wake_needed:
+            self._wake()
 
-    def _take_back(self) -> None:
-        """(acceptor thread) Connections the workers gave back since the last wake-up."""
+    def _unwatch(self, connection: Connection) -> None:
+        with self._selector_lock:
+            self._selector.unregister(connection.sock)
+            self._idle.discard(connection)
+
+    def _drain_wake_ups(self) -> None:
         try:
-            self._wake_r.recv(4096)
+            while self._wake_r.recv(4096):
+                pass
         except BlockingIOError:
             pass
-        # Only now, after draining the pipe: a worker that gives a connection back from here
-        # on writes a new byte, so that connection cannot be missed.
-        self._wake_pending = False
-        while self._returned:
-            self._watch(self._returned.popleft())
 
     def _close_expired(self, now: float) -> None:
         """(acceptor thread) Close connections idle for too long, or too slow with their head."""
-        for connection in [c for c in self._idle if c.time_left(now) <= 0]:
-            self._selector.unregister(connection.sock)
-            self._idle.discard(connection)
+        with self._selector_lock:
+            expired = [connection for connection in self._idle if connection.time_left(now) <= 0]
+        for connection in expired:
+            self._unwatch(connection)
             connection.close_idle()
+
+    def _close_idle_connections(self) -> None:
+        with self._selector_lock:
+            idle = list(self._idle)
+        for connection in idle:
+            self._unwatch(connection)
+            connection.close()
 
     # -- the worker threads ---------------------------------------------------------------------
 
@@ -251,14 +264,8 @@ class WSGIServer:
         """(worker thread) The connection is idle again: back to the acceptor's selector."""
         if self._stopping:
             connection.close()
-            return
-        self._returned.append(connection)
-        if not self._wake_pending:  # one wake-up byte is enough until the acceptor reads it
-            self._wake_pending = True
-            try:
-                self._wake_w.send(b"\0")
-            except OSError:  # the pipe is full (the acceptor will wake anyway) or closed
-                pass
+        else:
+            self._watch(connection)
 
     def _serve_connection(self, connection: Connection) -> None:
         """threads=0: this thread serves this one connection until it closes."""
@@ -308,8 +315,7 @@ class WSGIServer:
                 connection.abort()  # an idle connection's thread is blocked in recv(): wake it
 
         while self.connections and not self._force_exit:   # 2.
-            while self._returned:  # given back after the acceptor stopped
-                self._returned.popleft().close()
+            self._close_idle_connections()  # any given back after the acceptor stopped
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.02)
@@ -330,8 +336,7 @@ class WSGIServer:
         if stuck:  # an app that never returns (and never writes): daemon threads, left behind
             logger.warning("%d thread(s) still inside the app after shutdown: %s",
                            len(stuck), ", ".join(stuck))
-        while self._returned:
-            self._returned.popleft().close()
+        self._close_idle_connections()
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
@@ -339,9 +344,10 @@ class WSGIServer:
         logger.info("asgi_lab WSGI server stopped")
 
     def _wake(self) -> None:
+        """Wake the acceptor from select() (the self-pipe trick)."""
         try:
             self._wake_w.send(b"\0")
-        except OSError:
+        except OSError:  # the pipe is full (the acceptor will wake anyway) or closed
             pass
 
     def serve_until_signal(self) -> int:
