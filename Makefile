@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/chat_load.py
 	$(PY) benchmarks/wsgi_hello.py
 	$(PY) benchmarks/tracer_overhead.py
+	$(PY) benchmarks/sse_clients.py
 
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/test_fuzz.py -p no:cacheprovider
