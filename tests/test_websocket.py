@@ -318,6 +318,23 @@ def test_app_close_with_code_and_reason_reaches_the_client():
         assert app.next("websocket.disconnect")["code"] == 4001  # the code the peer echoed
 
 
+def test_a_close_code_no_endpoint_may_send_is_refused():
+    outcome: queue.Queue = queue.Queue()
+
+    async def bad_code(receive, send):
+        try:
+            await send({"type": "websocket.close", "code": 1006})
+        except ValueError as exc:
+            outcome.put(exc)
+        await send({"type": "websocket.close", "code": 1000})
+
+    with serve(Recorder(script=bad_code)) as server:
+        client = RawClient(server.address)
+        assert "1006" in str(outcome.get(timeout=5))
+        assert client.close_frame().code == 1000
+        client.close()
+
+
 def test_client_close_code_and_reason_reach_the_app():
     app = Recorder()
     with serve(app) as server:

@@ -456,8 +456,11 @@ class WebSocketProtocol(asyncio.Protocol):
         elif self.state is RESPONDING:
             self.send_response_body(message)
         elif message_type == "websocket.close":
+            code = message.get("code") or 1000
+            if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+                raise ValueError(f"{code} is not a close code an endpoint may send (RFC 6455 §7.4)")
             if self.state is ACCEPTED:
-                self.send_close(message.get("code") or 1000, message.get("reason") or "")
+                self.send_close(code, message.get("reason") or "")
             # else: already closing or closed; a second close is harmless
         elif self.state is CLOSING or self.state is CLOSED:
             raise ClientDisconnected(f"client {self.client} disconnected")
