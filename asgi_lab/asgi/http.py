@@ -127,9 +127,7 @@ class HTTPProtocol(asyncio.Protocol):
 
             event_type = type(event)
             if event is h11.NEED_DATA:
-                if self.conn.their_state is h11.DONE and self.conn.our_state is h11.DONE:
-                    pass  # both done, waiting for start_next_cycle
-                return
+                return  # wait for data_received() to bring more bytes
             elif event is h11.PAUSED:
                 # The request is complete and we are still answering it. If the client has
                 # already sent more (a pipelined request), stop reading until this response is
