@@ -495,6 +495,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self.write(self.handshake.send(AcceptConnection(
                 subprotocol=message.get("subprotocol"), extra_headers=headers)))
             self.conn = self.handshake.connection
+            self.handshake = None  # its work is done: free its h11 state (idle sockets add up)
             self.state = ACCEPTED
             self.last_pong_at = self.loop.time()
             self.log_access("[accepted]")
