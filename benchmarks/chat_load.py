@@ -1,0 +1,238 @@
+"""500 chat members in one room: broadcast throughput and delivery lag.
+
+    python benchmarks/chat_load.py [--clients 500] [--rates 10,40] [--seconds 5] [--rounds 3]
+
+The app is `asgi_lab.apps.chat:app` on each server, in its own process: ours, and uvicorn
+with `--ws wsproto` (the same WebSocket library, so the difference is the server around it).
+The members are `websockets` library clients in one separate process (the library's parser
+is about 4x faster per frame than wsproto's, so the client process keeps up longer). They all join room `bench`; then `--senders` of them send messages at a fixed total
+rate (an open loop: the rate does not slow down when the server does), each message carrying
+its send time. Every message is broadcast to every member, so at 20 messages/s and 500
+members the server delivers 10,000 messages/s. Each member notes, per message, the time from
+send to arrival: the delivery lag (sender and receivers share one clock, in one process).
+
+Reported per server and rate: deliveries/s (delivered / time from first send to last
+arrival), the share of expected deliveries that arrived, lag p50 and p99, the server's CPU
+time per delivery (user + system, read with psutil: steadier than rates on a shared machine)
+and members dropped as too slow (close 1013). Rounds are interleaved (A B, A B, ...); the
+table shows medians, and the spread of deliveries/s across rounds.
+
+The client process is Python too: at high rates it competes with the server for the machine's two cores, which compresses the ratios. The
+server CPU column is the fairest comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import PYTHON, cpu_seconds, free_port  # noqa: E402
+
+APP = "asgi_lab.apps.chat:app"
+
+
+# -- the client process ----------------------------------------------------------------------
+
+async def member(url: str, lags: list, counts: dict):
+    """One chat member: the `websockets` client library (sans-IO core, fast C helpers), an
+    implementation independent of ours, so the server is measured by someone else's client."""
+    from websockets.asyncio.client import connect
+
+    client = await connect(url, ping_interval=None, compression=None, max_queue=None,
+                           open_timeout=60)
+
+    async def read():
+        try:
+            async for data in client:
+                counts["frames"] += 1
+                if data.startswith('{"type": "message"'):
+                    now = time.perf_counter()
+                    lags.append(now - float(json.loads(data)["text"]))
+                    counts["last"] = now
+        except Exception:  # the connection broke: counted below by its close code
+            pass
+        counts["closed"] += 1
+        counts["codes"].append(client.close_code)
+
+    return client, asyncio.create_task(read())
+
+
+async def run_clients(url: str, clients: int, senders: int, rate: float, seconds: float) -> dict:
+    lags: list[float] = []
+    counts = {"frames": 0, "closed": 0, "codes": [], "last": 0.0}
+    members = []
+    for start in range(0, clients, 50):  # connect in batches, like a room filling up
+        batch = [member(f"{url}/ws/bench?name=m{i}", lags, counts)
+                 for i in range(start, min(clients, start + 50))]
+        members += await asyncio.gather(*batch)
+    # Wait for the join notices to settle: every member has seen the room fill up.
+    expected_joins = clients * (clients + 1) // 2 + clients  # joins seen + one welcome each
+    deadline = time.monotonic() + 60
+    while counts["frames"] < expected_joins and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+
+    lags.clear()
+    first_send = time.perf_counter()
+    interval = 1.0 / rate
+    sent = 0
+    while (now := time.perf_counter()) - first_send < seconds:
+        due = int((now - first_send) / interval) + 1
+        while sent < due:
+            client, _ = members[sent % senders]
+            asyncio.create_task(client.send(repr(time.perf_counter())))
+            sent += 1
+        await asyncio.sleep(max(0.0, first_send + sent * interval - time.perf_counter()))
+    expected = sent * clients
+    deadline = time.monotonic() + 15
+    while len(lags) < expected - counts["closed"] * sent and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    elapsed = counts["last"] - first_send  # first send to last arrival
+    ordered = sorted(lags)
+    result = {
+        "sent": sent, "expected": expected, "delivered": len(lags),
+        "seconds": elapsed, "p50_ms": 1000 * ordered[len(ordered) // 2] if ordered else float("nan"),
+        "p99_ms": 1000 * ordered[int(len(ordered) * 0.99)] if ordered else float("nan"),
+        "dropped": sum(1 for code in counts["codes"] if code == 1013),
+    }
+    for client, reader in members:
+        client.transport.abort()
+        reader.cancel()
+    return result
+
+
+def client_main(argv: list[str]) -> None:
+    url, clients, senders, rate, seconds = argv[0], int(argv[1]), int(argv[2]), float(argv[3]), float(argv[4])
+    print(json.dumps(asyncio.run(run_clients(url, clients, senders, rate, seconds))))
+
+
+# -- the benchmark ---------------------------------------------------------------------------
+
+class ServerProcess:
+    """A server in its own process on a port we chose; its output goes to a log file (read
+    on failure), never to a pipe: uvicorn logs every WebSocket, and an unread pipe that fills
+    up freezes the server mid-benchmark."""
+
+    def __init__(self, name: str, argv: list[str]) -> None:
+        self.name, self.argv = name, argv
+        self.port = free_port()
+        self.log = tempfile.TemporaryFile()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20.0) -> "ServerProcess":
+        self.proc = subprocess.Popen(self.argv + ["--port", str(self.port)], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        self.log.seek(0)
+        raise RuntimeError(f"{self.name} did not start:\n{self.log.read().decode(errors='replace')}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def servers() -> list[ServerProcess]:
+    found = [ServerProcess("asgi_lab", [PYTHON, "-m", "asgi_lab", "asgi", APP,
+                                        "--log-level", "warning", "--no-access-log"])]
+    if importlib.util.find_spec("uvicorn"):
+        found.append(ServerProcess("uvicorn-wsproto", [PYTHON, "-m", "uvicorn", APP, "--ws", "wsproto",
+                                                       "--log-level", "warning", "--no-access-log"]))
+    return found
+
+
+def measure(server: ServerProcess, clients: int, senders: int, rate: float, seconds: float) -> dict:
+    cpu_before = cpu_seconds(server.proc.pid)
+    out = subprocess.run([PYTHON, os.path.abspath(__file__), "--client", f"ws://127.0.0.1:{server.port}",
+                          str(clients), str(senders), str(rate), str(seconds)],
+                         capture_output=True, text=True, timeout=seconds + 180)
+    if out.returncode != 0:
+        raise RuntimeError(f"client process failed against {server.name}:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    # The server's CPU time covers the joins too; they are broadcasts like the rest, so the
+    # time is divided by every delivery: the measured messages plus the join notices.
+    joins = clients * (clients + 1) // 2 + clients
+    result["cpu_us"] = (cpu_seconds(server.proc.pid) - cpu_before) / (result["delivered"] + joins) * 1e6
+    return result
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        client_main(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=500)
+    parser.add_argument("--senders", type=int, default=10)
+    parser.add_argument("--rates", default="10,40", help="messages/s offered, comma-separated")
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    rates = [float(r) for r in args.rates.split(",")]
+
+    procs = [p.start() for p in servers()]
+    results: dict = {}
+    try:
+        print(f"chat: {args.clients} members in one room, {args.senders} of them sending; "
+              f"{args.rounds} interleaved rounds of {args.seconds:g} s per rate; clients in one process")
+        for round_ in range(args.rounds):
+            for rate in rates:
+                for proc in procs:
+                    r = measure(proc, args.clients, args.senders, rate, args.seconds)
+                    results.setdefault((proc.name, rate), []).append(r)
+                    print(f"  round {round_ + 1} {proc.name:16} {rate:5g} msg/s: "
+                          f"{r['delivered'] / r['seconds']:8.0f} deliveries/s, p99 {r['p99_ms']:.1f} ms",
+                          flush=True)
+    finally:
+        for proc in procs:
+            proc.stop()
+
+    print()
+    header = (f"{'server':16} {'offered':>8} {'deliveries/s':>13} {'spread':>7} {'arrived':>8} "
+              f"{'lag p50':>8} {'lag p99':>8} {'CPU/deliv':>10} {'dropped':>8}")
+    print(header)
+    print("-" * len(header))
+    for rate in rates:
+        for proc in procs:
+            runs = results[(proc.name, rate)]
+            per_s = [r["delivered"] / r["seconds"] for r in runs]
+            median = statistics.median(per_s)
+            spread = (max(per_s) - min(per_s)) / median * 100 if median else 0
+            arrived = statistics.median(r["delivered"] / r["expected"] for r in runs) * 100
+            print(f"{proc.name:16} {rate * args.clients:8.0f} {median:13.0f} {spread:6.0f}% {arrived:7.1f}% "
+                  f"{statistics.median(r['p50_ms'] for r in runs):6.1f}ms "
+                  f"{statistics.median(r['p99_ms'] for r in runs):6.1f}ms "
+                  f"{statistics.median(r['cpu_us'] for r in runs):8.1f}µs "
+                  f"{max(r['dropped'] for r in runs):8d}")
+    print("\n'offered' is messages/s x members: the deliveries/s an ideal server would make.")
+    if len(procs) > 1:
+        for rate in rates:
+            ours = statistics.median(r["cpu_us"] for r in results[("asgi_lab", rate)])
+            ref = statistics.median(r["cpu_us"] for r in results[(procs[1].name, rate)])
+            print(f"at {rate:g} msg/s: asgi_lab uses {ours / ref:.2f}x the server CPU per delivery "
+                  f"of {procs[1].name}")
+
+
+if __name__ == "__main__":
+    main()
