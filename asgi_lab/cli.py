@@ -130,10 +130,13 @@ def run_wsgi(app, config: Config) -> int:
 
     server = WSGIServer(app, config)
     server.start()
-    print(f"asgi_lab: serving WSGI app on {server.url} with "
-          f"{config.threads or 'one'} thread{'s' if config.threads != 1 else ''}"
-          f"{'' if config.threads else ' per connection'} (press CTRL+C to quit)", flush=True)
-    return server.serve_until_signal()
+
+    def ready() -> None:  # called once the signal handlers are in place
+        print(f"asgi_lab: serving WSGI app on {server.url} with "
+              f"{config.threads or 'one'} thread{'s' if config.threads != 1 else ''}"
+              f"{'' if config.threads else ' per connection'} (press CTRL+C to quit)", flush=True)
+
+    return server.serve_until_signal(ready)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,7 +43,7 @@ def run_client(port: int, keep_alive: bool, duration: float, connections: int, w
     request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n" + (b"\r\n" if keep_alive else b"Connection: close\r\n\r\n")
     selector = selectors.DefaultSelector()
     address = ("127.0.0.1", port)
-    counted = errors = 0
+    counted = total = errors = 0
     start = time.monotonic()
     count_from = start + warmup
     stop = count_from + duration
@@ -87,6 +87,7 @@ def run_client(port: int, keep_alive: bool, duration: float, connections: int, w
                 state[1] = buffer
                 continue
             if buffer.startswith(b"HTTP/1.1 200"):
+                total += 1
                 if now >= count_from:
                     counted += 1
             else:
@@ -101,7 +102,7 @@ def run_client(port: int, keep_alive: bool, duration: float, connections: int, w
         now = time.monotonic()
     cpu = time.process_time() - cpu_start
     elapsed = now - count_from
-    return {"requests": counted, "errors": errors, "seconds": elapsed,
+    return {"requests": counted, "all_requests": total, "errors": errors, "seconds": elapsed,
             "client_cpu": cpu / (now - start)}
 
 
@@ -113,7 +114,8 @@ def run_wrk(port: int, keep_alive: bool, duration: float, connections: int, warm
     seconds = float(re.search(r"requests in ([\d.]+)s", out).group(1))
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"requests": requests, "errors": errors + (int(non2xx.group(1)) if non2xx else 0),
+    return {"requests": requests, "all_requests": requests,
+            "errors": errors + (int(non2xx.group(1)) if non2xx else 0),
             "seconds": seconds, "client_cpu": float("nan")}
 
 
@@ -197,7 +199,9 @@ def measure(server: Server, keep_alive: bool, args) -> dict:
                "--client", args.client] + ([] if keep_alive else ["--close"])
     cpu_before = server.cpu_seconds()
     result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
-    result["server_cpu"] = (server.cpu_seconds() - cpu_before) / (result["seconds"] + args.warmup)
+    cpu = server.cpu_seconds() - cpu_before
+    result["server_cpu"] = cpu / (result["seconds"] + args.warmup)        # share of one core
+    result["cpu_us"] = cpu / max(result["all_requests"], 1) * 1e6          # per request
     result["rps"] = result["requests"] / result["seconds"]
     return result
 
@@ -237,24 +241,33 @@ def main() -> None:
                     results.setdefault((server.name, mode), []).append(result)
                     print(f"round {round_number + 1}/{args.rounds} {mode:10} {server.name:9} "
                           f"{result['rps']:8.0f} req/s  errors {result['errors']}  "
-                          f"server cpu {result['server_cpu']:.0%}  client cpu {result['client_cpu']:.0%}",
-                          flush=True)
+                          f"server: {result['server_cpu']:4.0%} of a core, {result['cpu_us']:4.0f} us/request  "
+                          f"client: {result['client_cpu']:.0%} of a core", flush=True)
     finally:
         for server in servers:
             server.stop()
 
     print(f"\nhello world, {args.threads} threads, {args.connections} connections, {args.client} client, "
           f"median of {args.rounds} rounds x {args.duration:.0f} s (min-max in brackets)\n")
-    print(f"{'mode':11}{'server':10}{'req/s':>8}  {'range':>15}  {'ours / it':>9}")
+    print(f"{'mode':11}{'server':10}{'req/s':>8}  {'range':>15}  {'ours / it':>9}   "
+          f"{'CPU us/req':>10}  {'it / ours':>9}")
     for mode in modes:
-        ours = statistics.median(r["rps"] for r in results[("asgi_lab", mode)]) \
-            if ("asgi_lab", mode) in results else None
+        ours = results.get(("asgi_lab", mode))
         for server in servers:
-            rates = [r["rps"] for r in results[(server.name, mode)]]
+            runs = results[(server.name, mode)]
+            rates = [r["rps"] for r in runs]
             median = statistics.median(rates)
-            ratio = f"{ours / median:8.2f}x" if ours and server.name != "asgi_lab" else ""
-            print(f"{mode:11}{server.name:10}{median:8.0f}  {f'[{min(rates):.0f}-{max(rates):.0f}]':>15}  {ratio:>9}")
-    print("\ntargets: >= 1.0x waitress and >= 1.5x gunicorn gthread, both modes")
+            cpu = statistics.median(r["cpu_us"] for r in runs)
+            ratio = cpu_ratio = ""
+            if ours and server.name != "asgi_lab":
+                ratio = f"{statistics.median(r['rps'] for r in ours) / median:8.2f}x"
+                cpu_ratio = f"{cpu / statistics.median(r['cpu_us'] for r in ours):8.2f}x"
+            print(f"{mode:11}{server.name:10}{median:8.0f}  {f'[{min(rates):.0f}-{max(rates):.0f}]':>15}  "
+                  f"{ratio:>9}   {cpu:10.0f}  {cpu_ratio:>9}")
+    print("\nreq/s: higher is better; 'ours / it' > 1 means we served more.")
+    print("CPU us/req: server CPU time (all its processes) per request, lower is better; 'it / ours' > 1")
+    print("means it spent more. On a busy machine req/s swings with the scheduler; CPU per request less so.")
+    print("targets (issue 4): req/s >= 1.0x waitress and >= 1.5x gunicorn gthread, both modes")
 
 
 if __name__ == "__main__":

@@ -733,6 +733,28 @@ def test_command_line_serves_until_sigint():
         process.kill()
 
 
+def test_a_second_sigint_cuts_the_grace_period_short():
+    process = subprocess.Popen([sys.executable, "-m", "asgi_lab", "wsgi", "asgi_lab.apps.wsgi_demo:sse_clock",
+                                "--port", "0", "--threads", "2", "--log-level", "warning",
+                                "--timeout-graceful-shutdown", "30"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = process.stdout.readline().split(" on ")[1].split()[0]
+        host, port = url.removeprefix("http://").split(":")
+        stream = Client((host, int(port))).request(target="/?interval=0.2")  # never ends by itself
+        assert type(stream.next_event()) is h11.Response
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert process.poll() is None  # waiting for the stream, up to 30 s
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(10) == 0
+        assert time.monotonic() - started < 5
+        stream.close()
+    finally:
+        process.kill()
+
+
 # -- the clients the notebooks use ---------------------------------------------------------------------
 
 def test_a_flask_app():

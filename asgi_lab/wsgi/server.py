@@ -52,6 +52,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from ..config import Config
 from .connection import MSG_DONTWAIT, Connection
@@ -350,10 +351,15 @@ class WSGIServer:
         except OSError:  # the pipe is full (the acceptor will wake anyway) or closed
             pass
 
-    def serve_until_signal(self) -> int:
+    def serve_until_signal(self, ready: Callable[[], None] | None = None) -> int:
         """For the command line's main thread, after `start()`: serve until SIGINT or SIGTERM,
         then shut down gracefully. A second signal cuts the grace period short. Returns the
-        process exit code."""
+        process exit code.
+
+        `ready()`, if given, is called once the handlers are installed: the CLI prints its
+        "serving on ..." line there, so whoever waits for that line may send a signal at once.
+        Never call this in a notebook: signal handlers belong to a script's main thread.
+        """
         received: list[int] = []
 
         def on_signal(signum, frame) -> None:
@@ -363,6 +369,8 @@ class WSGIServer:
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
+            if ready is not None:
+                ready()
             while not received:
                 time.sleep(0.1)  # signal handlers run on this thread, between sleeps
             logger.info("Shutting down (%s); press CTRL+C again to force",
