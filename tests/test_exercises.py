@@ -827,3 +827,22 @@ def test_exercise_failed_is_short_and_friendly():
             check_wsgi_app(lambda environ, start_response: None)
     except ExerciseFailed as failed:
         assert failed.__suppress_context__  # raised `from None`: no chained traceback
+
+
+# == the course path ==================================================================================
+
+def test_course_tables_list_only_notebooks_that_exist(tmp_path):
+    from asgi_lab.exercises import course
+
+    notebook = {"cells": [{"cell_type": "markdown", "source": ["word " * 2000]},
+                          {"cell_type": "code", "source": ["x = 1"]}], "metadata": {}}
+    (tmp_path / "01-the-wsgi-call.ipynb").write_text(json.dumps(notebook))
+    (tmp_path / "exercises").mkdir()
+    (tmp_path / "exercises" / "01-wsgi-app.ipynb").write_text(json.dumps(notebook))
+
+    assert course.study_minutes(tmp_path / "01-the-wsgi-call.ipynb") == 15  # 10 + 1, rounded up
+    table = course.course_markdown(tmp_path)
+    assert "(01-the-wsgi-call.ipynb)" in table and "02-asgi-events" not in table
+    exercises = course.exercises_markdown(tmp_path)
+    assert "(exercises/01-wsgi-app.ipynb)" in exercises and "02-wsgi-middleware" not in exercises
+    assert "[01 The WSGI call](01-the-wsgi-call.ipynb)" in exercises

@@ -1,0 +1,104 @@
+"""The course path: the notebooks in order, what each teaches, and about how long it takes.
+
+`notebooks/00-start-here.ipynb` shows these tables. They list only notebooks that exist in
+the checkout, and estimate study time from the notebooks themselves (see `study_minutes`), so
+they stay true when a notebook grows or a new one lands.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+WORDS_PER_MINUTE = 200
+"""Reading speed for technical prose (a common estimate; slower than for fiction)."""
+MINUTES_PER_CODE_CELL = 1.0
+"""Reading a code cell, running it and looking at its output."""
+
+
+@dataclass(frozen=True)
+class Step:
+    path: str
+    """Relative to `notebooks/`."""
+    title: str
+    teaches: str
+    after: str = ""
+    """For an exercise: the notebook to read first."""
+
+
+COURSE = [
+    Step("01-the-wsgi-call.ipynb", "The WSGI call",
+         "A request is one function call: `environ`, `start_response`, the body iterable, "
+         "`close()`, traced event by event on our WSGI server."),
+    Step("02-asgi-events.ipynb", "The ASGI event stream",
+         "The same requests as messages: `receive()` / `send()`, a streamed response, a client "
+         "that leaves half-way, lifespan; WSGI and ASGI traces side by side."),
+    Step("03-threads-vs-coroutines.ipynb", "Threads vs coroutines, measured",
+         "The seed chapter's claim, \"1000 SSE connections = 1000 blocked threads\", measured: "
+         "memory, threads and CPU of real servers under real load."),
+    Step("04-live-websockets.ipynb", "Live WebSockets",
+         "What WSGI cannot express: a chat where the server speaks first; frames on the wire, "
+         "ping/pong, the closing handshake."),
+    Step("05-async-pitfalls.ipynb", "Async pitfalls",
+         "The price of one event loop: a blocking call stalls every client. Measured and "
+         "charted, with the fixes, a CPU-bound handler and a forgotten `await`."),
+]
+
+EXERCISES = [
+    Step("exercises/01-wsgi-app.ipynb", "A WSGI app", "environ, start_response, bytes",
+         "01-the-wsgi-call.ipynb"),
+    Step("exercises/02-wsgi-middleware.ipynb", "WSGI middleware",
+         "wrapping start_response, streaming, close(), exc_info", "01-the-wsgi-call.ipynb"),
+    Step("exercises/03-streamed-body.ipynb", "A streamed request body",
+         "receive() until more_body is false", "02-asgi-events.ipynb"),
+    Step("exercises/04-sse-disconnect.ipynb", "SSE that stops when the client leaves",
+         "http.disconnect, two tasks racing", "03-threads-vs-coroutines.ipynb"),
+    Step("exercises/05-websocket-chat.ipynb", "A WebSocket chat",
+         "accept first, broadcast, leave in a finally", "04-live-websockets.ipynb"),
+    Step("exercises/06-lifespan-state.ipynb", "Lifespan state",
+         "startup, shutdown, the per-request copy of scope['state']", "02-asgi-events.ipynb"),
+    Step("exercises/07-blocking-handler.ipynb", "Unblock the event loop",
+         "asyncio.to_thread for a blocking call", "05-async-pitfalls.ipynb"),
+    Step("exercises/08-spot-the-bug.ipynb", "Spot the bug (four tutorial mistakes)",
+         "accept order, lifespan middleware, framing, lifespan state", "05-async-pitfalls.ipynb"),
+]
+
+
+def study_minutes(notebook: Path) -> int:
+    """An estimate: the prose read at WORDS_PER_MINUTE, plus MINUTES_PER_CODE_CELL per code
+    cell, rounded up to 5 minutes. An exercise's own work comes on top."""
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    words = sum(len("".join(cell["source"]).split()) for cell in cells if cell["cell_type"] == "markdown")
+    code_cells = sum(1 for cell in cells if cell["cell_type"] == "code")
+    minutes = words / WORDS_PER_MINUTE + code_cells * MINUTES_PER_CODE_CELL
+    return max(5, int(-(-minutes // 5) * 5))
+
+
+def available(steps: list[Step], root: Path) -> list[Step]:
+    """The steps whose notebook exists under `root` (the `notebooks/` folder)."""
+    return [step for step in steps if (root / step.path).exists()]
+
+
+def course_markdown(root: Path | str = ".") -> str:
+    """The course path as a Markdown table, with links relative to `root`."""
+    root = Path(root)
+    rows = ["| # | Notebook | What it teaches | Study time |", "|---|---|---|---|"]
+    for step in available(COURSE, root):
+        rows.append(f"| {step.path[:2]} | [{step.title}]({step.path}) | {step.teaches} | "
+                    f"~{study_minutes(root / step.path)} min |")
+    return "\n".join(rows)
+
+
+def exercises_markdown(root: Path | str = ".") -> str:
+    """The exercises as a Markdown table: what each practises, what to read first."""
+    root = Path(root)
+    titles = {step.path: step.title for step in COURSE}
+    rows = ["| Exercise | Practises | Read first | Solution |", "|---|---|---|---|"]
+    for step in available(EXERCISES, root):
+        solution = step.path.replace("exercises/", "exercises/solutions/")
+        before = (f"[{step.after[:2]} {titles[step.after]}]({step.after})"
+                  if (root / step.after).exists() else "")
+        rows.append(f"| [{step.title}]({step.path}) | {step.teaches} | {before} | "
+                    f"[solution]({solution}) |")
+    return "\n".join(rows)
