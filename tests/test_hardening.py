@@ -608,7 +608,8 @@ def test_sigterm_finishes_in_flight_requests_and_ends_streams(kind, processes):
 @KINDS
 def test_sigterm_closes_what_does_not_finish_within_the_grace_period(kind, processes):
     """A request whose app outlives the grace period is cut off when the grace period ends;
-    the process still exits 0, soon after the grace period."""
+    the process still exits 0, soon after the grace period. (The WSGI server then waits up
+    to 2 s more for the worker threads, one of which is still asleep inside the app.)"""
     grace = 1.0
     server = processes(kind, *server_options(kind, grace))
     stuck = in_flight(server.address, "/sleep?s=60")
@@ -618,7 +619,7 @@ def test_sigterm_closes_what_does_not_finish_within_the_grace_period(kind, proce
     assert read_until_closed(stuck, grace + 3) == b""
     assert server.wait(grace + 5) == 0, server.output
     took = time.monotonic() - sent
-    assert grace * 0.9 <= took < grace + 2.5, took
+    assert grace * 0.9 <= took < grace + (2.5 if kind == "asgi" else 4.0), took
     if kind == "asgi":
         assert "soak: lifespan shutdown complete" in server.output
 
