@@ -180,7 +180,7 @@ def test_notebook_04_widgets_render_and_chat_in_jupyterlab(browser, jupyterlab):
                            "&& window.jupyterapp.shell.currentWidget.sessionContext", timeout=60_000)
 
     # Run up to the notebook's own chat box, then use it as a learner would: type and Enter.
-    page.evaluate(RUN_CELLS_UNTIL, "ChatBox(me)")
+    next_cell = page.evaluate(RUN_CELLS_UNTIL, "ChatBox(me)")
     chat = page.locator(".asgi-lab-chat")
     chat.wait_for(state="visible")
     entry = chat.locator("input[type=text]")
@@ -192,12 +192,19 @@ def test_notebook_04_widgets_render_and_chat_in_jupyterlab(browser, jupyterlab):
         timeout=15_000)
 
     # The rest of the notebook: the scripted run, the inspector, the close button, WSGI.
-    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-below')")
+    # (Typing made the chat box's cell the active one: start again after it.)
+    page.evaluate("""(index) => {
+        const app = window.jupyterapp;
+        app.shell.currentWidget.content.activeCellIndex = index;
+        return app.commands.execute('notebook:run-all-below');
+    }""", next_cell)
     page.wait_for_function(
         "document.body.innerText.includes('RejectConnection(status_code=500)')", timeout=45_000)
     page.wait_for_function(
         "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
         timeout=30_000)
+    # The chat box still shows the conversation (its client was closed by the last cell).
+    assert "notebook: hello from JupyterLab" in page.locator(".asgi-lab-chat").inner_text()
     inspector = page.locator(".asgi-lab-inspector")
     inspector.scroll_into_view_if_needed()
     inspector.wait_for(state="visible")

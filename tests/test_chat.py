@@ -289,6 +289,10 @@ def test_widgets_render_without_a_front_end(chat):
     assert "code=1001" in inspector.frames_view.value and "CloseConnection" in inspector.events_view.value
     assert "client → server" in frames_text(bob.frames)
     ada.close()
+    deadline = time.monotonic() + 5
+    while "closed (1000)" not in box.header.value and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "closed (1000)" in box.header.value  # the box tells the connection ended
 
 
 # -- the same chat on the WSGI server --------------------------------------------------------

@@ -59,6 +59,8 @@ def client_loop() -> LoopThread:
         return _client_loop
 
 
+#: Called on the client loop's thread with each item: a decoded message (dict), a `WireFrame`,
+#: a `ClientEvent`, or None when the connection has closed.
 Listener = Callable[["ChatClient", Any], None]
 
 
@@ -100,6 +102,7 @@ class ChatClient:
             self._notify(message)
         with self._changed:
             self._changed.notify_all()  # wake wait_for(): the connection is over
+        self._notify(None)  # and tell the listeners (a chat box shows "closed")
 
     def _notify(self, item) -> None:
         for listener in list(self.listeners):

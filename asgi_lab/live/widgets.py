@@ -141,8 +141,12 @@ class ChatBox(widgets.VBox):
         super().__init__([self.header, self.log_view, widgets.HBox([self.entry, self.send_button])])
         self.add_class("asgi-lab-chat")
         self._redraw_soon = _Throttled(self.redraw)
-        client.listeners.append(lambda _client, item: self._redraw_soon() if isinstance(item, dict) else None)
+        client.listeners.append(self._on_item)
         self.redraw()
+
+    def _on_item(self, _client, item) -> None:
+        if item is None or isinstance(item, dict):  # a chat message, or the end
+            self._redraw_soon()
 
     def _on_send(self, _change=None) -> None:
         text = self.entry.value.strip()
