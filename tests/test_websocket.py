@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import queue
-import select
 import socket
 import struct
 import threading
