@@ -365,7 +365,8 @@ class RequestResponseCycle:
         that fails before producing one can still call start_response again with `exc_info`
         to send an error page instead (or let us send a 500).
         """
-        if exc_info is not None:
+        replacing = exc_info is not None
+        if replacing:
             try:
                 if self.head_sent:  # too late to change the status: re-raise, as the PEP says
                     raise exc_info[1].with_traceback(exc_info[2])
@@ -376,7 +377,7 @@ class RequestResponseCycle:
                                "only an error handler, passing exc_info, may call it again)")
         if self.tracer is not None:
             self.tracer.emit(self.connection.id, "wsgi", "start_response",
-                             {"status": status, "headers": headers, "exc_info": exc_info is not None})
+                             {"status": status, "headers": headers, "exc_info": replacing})
         self.response = _h11_response(status, headers)  # a bad status or header fails here
         self.status = status
         return self.write
@@ -443,7 +444,7 @@ class RequestResponseCycle:
         if end:
             pieces.append(conn.send(h11.EndOfMessage()))
             self.complete = True
-        self.connection.sendall(b"".join(pieces) if len(pieces) > 1 else pieces[0] if pieces else b"")
+        self.connection.sendall(b"".join(pieces))
 
     def fail(self, status: int) -> None:
         """Something broke: an error response if the head has not gone yet, otherwise cut the

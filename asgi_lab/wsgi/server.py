@@ -27,10 +27,10 @@ includes a Server-Sent Events stream or a long-poll, which hold their worker for
 they last (the lab's point: ten SSE clients on eight workers leave two of them waiting).
 It does not include a keep-alive connection sitting idle between requests, or a client
 slowly sending its headers: those wait in the acceptor's selector and cost a file
-descriptor, not a thread. Otherwise eight idle browsers would starve an eight-thread pool
-(gunicorn's sync worker and waitress's threads-per-connection models have this problem;
-gthread solves it the same way). The price is one hand-off between threads per request:
-acceptor -> queue -> worker -> back to the acceptor.
+descriptor, not a thread. Otherwise eight idle browsers would starve an eight-thread pool,
+as happens in a pool whose workers keep their connection until the client leaves; gunicorn's
+gthread worker avoids it exactly this way, waitress with one I/O thread for all sockets. The
+price is a hand-off between threads per request: acceptor -> queue -> worker -> selector.
 
 Giving a connection back. The acceptor sleeps in `select()` while a worker adds a socket to
 its selector. With epoll (Linux) and kqueue (macOS, BSD) that is all it takes: the set of
