@@ -444,8 +444,10 @@ class RequestResponseCycle:
 
 def _address(sockname) -> tuple[str, int] | None:
     """(host, port) from a socket address; None for a Unix socket or an unknown peer."""
-    if isinstance(sockname, tuple) and len(sockname) >= 2:
-        return (str(sockname[0]), int(sockname[1]))
+    if isinstance(sockname, tuple) and len(sockname) == 2:
+        return sockname  # IPv4: already (host, port); shared, not copied, per connection
+    if isinstance(sockname, tuple) and len(sockname) > 2:
+        return (str(sockname[0]), int(sockname[1]))  # IPv6: (host, port, flowinfo, scope_id)
     return None
 
 

@@ -47,8 +47,9 @@ def build_http_scope(
         "raw_path": raw_path,
         "query_string": query_string,
         "root_path": root_path,
-        # Lower-cased names, in order, duplicates kept, exactly what the spec asks.
-        "headers": [(name.lower(), value) for name, value in request.headers.raw_items()],
+        # Lower-cased names, in order, duplicates kept, exactly what the spec asks: h11 has
+        # lower-cased them already, so we share its bytes rather than copy them per request.
+        "headers": list(request.headers),
         "client": client,
         "server": server,
     }
@@ -69,7 +70,7 @@ def build_websocket_scope(
     """The `websocket` scope (www spec: WebSocket Connection Scope), with the
     `websocket.http.response` extension advertised so an app may deny with a full response."""
     path, raw_path, query_string = split_target(request.target, root_path)
-    headers = [(name.lower(), value) for name, value in request.headers.raw_items()]
+    headers = list(request.headers)  # (lower-cased name, value) pairs, in order
     subprotocols = [
         token.strip().decode("ascii", "replace")
         for name, value in headers if name == b"sec-websocket-protocol"
