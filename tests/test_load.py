@@ -91,8 +91,10 @@ def test_sse_app_listens_for_disconnect_when_send_does_not_raise():
             if len(sent) == 3:  # start + two events, then the client goes
                 asyncio.get_running_loop().call_later(0.05, left.set)
 
+        scope = {"type": "http", "path": "/events", "query_string": b"interval=0.2",
+                 "asgi": {"version": "3.0", "spec_version": "2.3"}}
         started = time.monotonic()
-        await asyncio.wait_for(sse.stream_events(receive, send, 0.2, 0, "2.3"), 5)
+        await asyncio.wait_for(sse.app(scope, receive, send), 5)
         return time.monotonic() - started
 
     elapsed = asyncio.run(scenario())
