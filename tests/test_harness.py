@@ -221,6 +221,14 @@ def test_blocking_loop_measures_the_stall_and_the_fixes():
     assert "time.sleep" in blocking_loop.table(runs)
 
 
+def test_blocking_loop_runs_round_trip_through_json(tmp_path):
+    from asgi_lab.experiments import blocking_loop
+
+    runs = [blocking_loop.Run("time.sleep", 50, 3, [0.05, 0.1, 0.15], 0.14, 0.1, 0.16, [200] * 4)]
+    blocking_loop.save(runs, tmp_path / "runs.json")
+    assert blocking_loop.load(tmp_path / "runs.json") == runs
+
+
 def test_forgotten_await_demo_shows_the_warning_and_the_500():
     from asgi_lab.experiments.blocking_loop import forgotten_await_demo
 

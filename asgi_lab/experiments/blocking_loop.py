@@ -160,6 +160,22 @@ def sweep(apps: dict, work_ms=(0, 25, 50, 100), concurrency: int = 4) -> list[Ru
     return runs
 
 
+def save(runs: list[Run], path) -> None:
+    """Write the runs as JSON (one object per run), to plot or compare later."""
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    Path(path).write_text(json.dumps([asdict(run) for run in runs], indent=1), encoding="utf-8")
+
+
+def load(path) -> list[Run]:
+    import json
+    from pathlib import Path
+
+    return [Run(**fields) for fields in json.loads(Path(path).read_text(encoding="utf-8"))]
+
+
 def table(runs: list[Run]) -> str:
     """The runs as a text table, times in milliseconds."""
     lines = [f"{'variant':<20} {'work':>6} {'probe':>7} {'median':>7} {'slowest':>8} "
@@ -236,12 +252,16 @@ def main(argv=None) -> None:
     parser.add_argument("--work-ms", type=float, nargs="+", default=[0, 25, 50, 100])
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--cpu", action="store_true", help="the CPU-bound variants instead")
+    parser.add_argument("--out", help="also save the runs to this JSON file")
     args = parser.parse_args(argv)
     if args.cpu:
         pitfalls.warm_up_process_pool()
     variants = pitfalls.CPU_VARIANTS if args.cpu else {
         "sync database driver": pitfalls.blocking_database, **pitfalls.VARIANTS}
-    print(table(sweep(variants, args.work_ms, args.concurrency)))
+    runs = sweep(variants, args.work_ms, args.concurrency)
+    print(table(runs))
+    if args.out:
+        save(runs, args.out)
 
 
 if __name__ == "__main__":
