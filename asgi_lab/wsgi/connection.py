@@ -269,11 +269,7 @@ class Connection:
         self.writes += 1
         try:
             if self.writes == 2:
-                # Nagle's algorithm holds back a small write while an earlier one is not yet
-                # acknowledged. The first write of a connection never waits; from the second
-                # on (the next chunk of a stream, the next SSE event, a pipelined response) it
-                # could, for up to the client's delayed-ACK time (40 ms or more): switch it off.
-                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                _no_delay(self.sock)
             self.sock.sendall(data)
         except OSError as exc:
             self.close()
@@ -536,6 +532,17 @@ def _h11_response(status: str, headers: list[tuple[str, str]]) -> h11.Response:
             raise TypeError(f"header names and values must be str: {header!r}")
         raw_headers.append((name.encode("latin-1"), value.encode("latin-1")))
     return h11.Response(status_code=int(code), headers=raw_headers, reason=reason.encode("latin-1"))
+
+
+def _no_delay(sock: socket.socket) -> None:
+    """Nagle's algorithm holds back a small write while an earlier one is not yet acknowledged.
+    The first write of a connection never waits; from the second on (the next chunk of a
+    stream, the next SSE event, a pipelined response) it could, for up to the client's
+    delayed-ACK time (40 ms or more). So before its second write a connection switches it off."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:  # not a TCP socket (a Unix socket handed to start()): no Nagle there
+        pass
 
 
 def _not_bytes(chunk) -> TypeError:
