@@ -541,7 +541,7 @@ def _no_delay(sock: socket.socket) -> None:
     delayed-ACK time (40 ms or more). So before its second write a connection switches it off."""
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:  # not a TCP socket (a Unix socket handed to start()): no Nagle there
+    except OSError:  # not a TCP socket: no Nagle there
         pass
 
 
