@@ -28,8 +28,8 @@ from ..background import serve_in_background
 from . import client
 from .fakes import FakeDatabase
 from .feedback import ExerciseFailed, fail, passed
-from .harness import (ASGIDriver, AppTimeout, call_wsgi, describe_exception, http_request,
-                      http_scope, lifespan_scope, run, websocket_scope)
+from .harness import (ASGIDriver, AppTimeout, NotAsync, call_wsgi, describe_exception,
+                      http_request, http_scope, lifespan_scope, run, websocket_scope)
 
 __all__ = ["check_wsgi_app", "check_wsgi_middleware", "check_streamed_body", "check_sse",
            "check_chat", "check_lifespan_state", "check_unblocked", "check_streaming",
@@ -56,9 +56,8 @@ def _explain_http(exercise: str, result, unawaited: list[str], hint: str) -> Non
         fail(exercise, result.problems[0], hint)
     if result.error is not None:
         error = result.error
-        if isinstance(error, TypeError) and "await" in str(error) and "NoneType" in str(error):
-            fail(exercise, "your app is a plain `def`: an ASGI app is an `async def` function "
-                           "(the server awaits it).", "write `async def app(scope, receive, send):`")
+        if isinstance(error, NotAsync):
+            fail(exercise, f"{error}.", "write `async def app(scope, receive, send):`")
         fail(exercise, f"your app raised {describe_exception(error)}.", hint)
     if unawaited and (result.status is None or result.timed_out):
         fail(exercise, _unawaited_note(unawaited) + ", so your response was never sent.",

@@ -22,6 +22,7 @@ http.response.start") instead of "the connection was reset".
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 import threading
 import time
@@ -43,6 +44,10 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy
 class ProtocolViolation(RuntimeError):
     """Raised into the app by our `send()` when a message breaks the ASGI spec (a real server
     raises too: uvicorn and ours raise RuntimeError). The text is written for a student."""
+
+
+class NotAsync(TypeError):
+    """The app returned something that cannot be awaited: it is not an ASGI 3 app."""
 
 
 class AppTimeout(Exception):
@@ -135,9 +140,7 @@ class ASGIDriver:
         self.accepting = False     # websocket: accept sent, still being written
         self.complete = False      # http: response complete / websocket: closed by the app
         self.disconnected = False  # the client has gone
-        self.disconnected_at: float | None = None
         self.sends_after_disconnect = 0
-        self.receive_count = 0
         self.lifespan_phase = None  # "startup" or "shutdown" once received
         self._wakeup = asyncio.Event()
 
@@ -149,12 +152,12 @@ class ASGIDriver:
 
     async def _run_app(self) -> None:
         try:
-            await self.app(self.scope, self.receive, self.send)
-        except ProtocolViolation as exc:
-            self.error = exc
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
+            call = self.app(self.scope, self.receive, self.send)
+            if not inspect.isawaitable(call):
+                raise NotAsync("your app is a plain `def`: an ASGI app is an `async def` "
+                               "function (the server awaits it)")
+            await call
+        except Exception as exc:  # kept for the check to explain; the test goes on
             self.error = exc
 
     @property
@@ -172,7 +175,6 @@ class ASGIDriver:
         """The client goes away: from now on `receive()` says so."""
         if not self.disconnected:
             self.disconnected = True
-            self.disconnected_at = self.now()
             self._wakeup.set()
 
     async def receive_output(self, timeout: float = 1.0) -> dict | None:
@@ -217,7 +219,6 @@ class ASGIDriver:
 
     async def receive(self) -> dict:
         """The app's `receive()`."""
-        self.receive_count += 1
         if self.kind == "http":
             message = await self._receive_http()
         elif self.inbox.empty() and self.disconnected and self.kind == "websocket":
