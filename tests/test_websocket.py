@@ -505,7 +505,10 @@ def test_random_frames_never_break_the_server(echo_server, frames):
     client.send_raw(b"".join(frames) + frame(CLOSE, struct.pack("!H", 1000)))
     try:
         close = client.close_frame(timeout=5)
-        assert close.code in (1000, 1002, 1007, 1009), close
+        allowed = {1000, 1002, 1007, 1009}  # our Close echoed, or the connection failed
+        if any(f[0] & 0x0F == CLOSE for f in frames):  # a random Close came first: its code echoed
+            allowed |= {1001, 1003, 1005, *range(1007, 1015), *range(3000, 5000)}
+        assert close.code in allowed, close
         assert client.is_closed_by_server()
     finally:
         client.close()
