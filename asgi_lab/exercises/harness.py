@@ -230,7 +230,9 @@ class ASGIDriver:
         self.transcript.append(Record(self.now(), "server", message))
         return message
 
-    async def _next_input(self) -> dict:
+    async def _wait_for_input(self) -> dict | None:
+        """The next queued message, or None if `disconnect()` (or a completed response)
+        woke us first."""
         if not self.inbox.empty():
             return self.inbox.get_nowait()
         getter = asyncio.ensure_future(self.inbox.get())
@@ -244,27 +246,21 @@ class ASGIDriver:
         if getter in done:
             return getter.result()
         self._wakeup.clear()
-        return {"type": "websocket.disconnect", "code": 1006}
+        return None
+
+    async def _next_input(self) -> dict:
+        message = await self._wait_for_input()
+        return message if message is not None else {"type": "websocket.disconnect", "code": 1006}
 
     async def _receive_http(self) -> dict:
         # The body first (whatever the test queued); then, like a real server, wait until the
         # response is complete or the client has gone, and say "http.disconnect".
         while True:
-            if not self.inbox.empty():
-                return self.inbox.get_nowait()
-            if self.disconnected or self.complete:
+            if self.inbox.empty() and (self.disconnected or self.complete):
                 return {"type": "http.disconnect"}
-            getter = asyncio.ensure_future(self.inbox.get())
-            waker = asyncio.ensure_future(self._wakeup.wait())
-            try:
-                done, _ = await asyncio.wait({getter, waker}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waker.cancel()
-                if not getter.done():
-                    getter.cancel()
-            if getter in done:
-                return getter.result()
-            self._wakeup.clear()
+            message = await self._wait_for_input()
+            if message is not None:
+                return message
 
     async def send(self, message: dict) -> None:
         """The app's `send()`: check the message against the spec, then record it."""
@@ -274,7 +270,7 @@ class ASGIDriver:
         if self.kind == "http" and self.disconnected:
             self.sends_after_disconnect += 1
             self.transcript.append(Record(self.now(), "app", message))
-            if self.scope.get("asgi", {}).get("spec_version", "2.0") >= "2.4":
+            if _version(self.scope.get("asgi", {}).get("spec_version", "2.0")) >= (2, 4):
                 raise ConnectionResetError("the client disconnected")
             return  # ASGI before 2.4: a send() after the client left is silently dropped
         if self.send_hook is not None:
@@ -368,6 +364,10 @@ class ASGIDriver:
                 self._refuse(f"shutdown was answered twice ({kind} came after an earlier answer)")
         else:
             self._refuse(f"{kind!r} is not a lifespan message")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
 
 
 def _no_check(message: dict) -> None:
