@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
@@ -77,9 +78,13 @@ class ChatClient:
 
     @classmethod
     def connect(cls, url: str, timeout: float = 5.0, loop: LoopThread | None = None,
-                record: bool = True) -> "ChatClient":
+                record: bool = True, receive_buffer: int | None = None) -> "ChatClient":
         """Open a WebSocket to `url` and start collecting what arrives.
-        Raises `HandshakeRejected` if the server answers with plain HTTP."""
+        Raises `HandshakeRejected` if the server answers with plain HTTP.
+
+        `receive_buffer`: a small kernel receive buffer (SO_RCVBUF, bytes) makes a client
+        that stops reading (`pause_reading()`) back up the server quickly: a slow phone.
+        """
         loop = loop or client_loop()
         chat: ChatClient | None = None
 
@@ -87,8 +92,16 @@ class ChatClient:
             if chat is not None:
                 chat._notify(item)
 
-        client = loop.run(WebSocketClient.open(url, timeout, record=record, on_event=on_event),
-                          timeout + 1)
+        sock = None
+        if receive_buffer is not None:
+            parts = urlsplit(url)
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)  # before connect
+            sock.settimeout(timeout)
+            sock.connect((parts.hostname, parts.port or 80))
+            sock.setblocking(False)
+        client = loop.run(WebSocketClient.open(url, timeout, sock=sock, record=record,
+                                               on_event=on_event), timeout + 1)
         chat = cls(client, loop)
         chat._reader = asyncio.run_coroutine_threadsafe(chat._read_forever(), loop.loop)
         return chat
@@ -120,6 +133,14 @@ class ChatClient:
     def ping(self, payload: bytes = b"") -> None:
         self.loop.call(self.client.ping, payload)
 
+    def pause_reading(self) -> None:
+        """Stop reading from the socket: the server's frames pile up in the kernel's buffers,
+        then in the server's. The connection stays open."""
+        self.loop.call(self.client.transport.pause_reading)
+
+    def resume_reading(self) -> None:
+        self.loop.call(self.client.transport.resume_reading)
+
     def close(self, code: int = 1000, reason: str = "", timeout: float = 3.0) -> int | None:
         """Closing handshake with `code`; returns the close code the server answered with."""
         return self.loop.run(self.client.close(code, reason, timeout), timeout + 2)
@@ -135,6 +156,25 @@ class ChatClient:
 
     def wait_closed(self, timeout: float = 5.0) -> int | None:
         return self.loop.run(self.client.wait_closed(timeout), timeout + 1)
+
+    def flood(self, watcher: "ChatClient", until: Callable[[list], bool], size: int = 4000,
+              batch: int = 50, limit: int = 10_000, timeout: float = 10.0) -> int:
+        """Send batches of `size`-character messages until `until(watcher.messages)`.
+
+        After each batch, wait until `watcher` received all of it: the flood goes on only as
+        fast as a healthy member keeps up. Returns how many messages were sent.
+        """
+        sent = 0
+        first = len([m for m in watcher.messages if m.get("type") == "message"])
+        while not until(watcher.messages):
+            if sent >= limit:
+                raise RuntimeError(f"still not done after {limit} messages")
+            for _ in range(batch):
+                self.send(f"{sent} {'x' * size}")
+                sent += 1
+            watcher.wait_for(lambda messages: len([m for m in messages if m.get("type") == "message"])
+                             >= first + sent, timeout)
+        return sent
 
     # -- what it saw -------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ import h11
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Message, Ping,
-                            Pong, RejectConnection, RejectData, Request, TextMessage)
+                            RejectConnection, RejectData, Request, TextMessage)
 from wsproto.utilities import LocalProtocolError
 
 from ..trace import describe_event
