@@ -269,6 +269,12 @@ def test_widgets_render_without_a_front_end(chat):
     assert box.entry.value == ""
     time.sleep(0.3)  # the throttled redraw
     assert "ada: typed in the box" in box.log_view.value
+    inspector.picker.value = "bob"
+    inspector.ping_button.click()
+    deadline = time.monotonic() + 5
+    while not any(f.opcode == "PONG" for f in bob.frames) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [f.payload for f in bob.frames if f.opcode in ("PING", "PONG")] == [b"ping!", b"ping!"]
     close.code_picker.value = 1001
     close.close_button.click()
     assert bob.wait_closed() == 1001

@@ -173,6 +173,8 @@ class FrameInspector(widgets.VBox):
         self.tracer = tracer
         self.picker = widgets.ToggleButtons(options=list(self.clients))
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
+        self.ping_button = widgets.Button(description="Ping", tooltip="send a ping, watch the pong")
+        self.ping_button.on_click(lambda _button: self.selected and self.selected.ping(b"ping!"))
         self.frames_view = widgets.HTML()
         self.events_view = widgets.HTML()
         self.picker.observe(lambda _change: self.redraw(), names="value")
@@ -180,7 +182,7 @@ class FrameInspector(widgets.VBox):
         tabs = widgets.Tab([self.frames_view, self.events_view])
         tabs.set_title(0, "frames on the wire")
         tabs.set_title(1, "wsproto events, both sides")
-        super().__init__([widgets.HBox([self.picker, self.refresh_button]), tabs])
+        super().__init__([widgets.HBox([self.picker, self.refresh_button, self.ping_button]), tabs])
         self.add_class("asgi-lab-inspector")
         self._redraw_soon = _Throttled(self.redraw)
         for client in clients:
