@@ -243,3 +243,47 @@ def test_exercise_clients_only_talk_to_loopback():
 
     with pytest.raises(ValueError, match="loopback"):
         client.request(("192.0.2.1", 80))
+
+
+def test_send_hook_can_hold_a_websocket_accept_and_sends_meanwhile_are_refused():
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": "welcome"})
+
+    async def scenario():
+        gate = asyncio.Event()
+
+        async def hold(message):
+            if message["type"] == "websocket.accept":
+                await gate.wait()
+
+        driver = ASGIDriver(app, websocket_scope(), send_hook=hold).start()
+        await driver.send_input({"type": "websocket.connect"})
+        await asyncio.sleep(0.02)
+        assert driver.accepting and not driver.started  # the accept is "on the wire"
+        with pytest.raises(ProtocolViolation):
+            await driver.send({"type": "websocket.send", "text": "too early"})
+        gate.set()
+        assert (await driver.receive_output())["type"] == "websocket.accept"
+        assert (await driver.receive_output())["text"] == "welcome"
+        return driver.problems
+
+    assert "not accepted yet" in run(scenario).value[0]
+
+
+def test_call_wsgi_reraises_exc_info_once_the_body_has_started():
+    import sys
+
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"partial")
+        try:
+            raise ValueError("broke half-way")
+        except ValueError:
+            start_response("500 Internal Server Error", [], sys.exc_info())
+        return [b""]
+
+    result = call_wsgi(app)
+    assert isinstance(result.error, ValueError)  # PEP 3333: too late to change the response
+    assert result.body == b"partial"
