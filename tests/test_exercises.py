@@ -399,6 +399,13 @@ def test_sse_catches_mistakes():
                          "the client disconnected and your SSE loop kept sending for 1 s",
                          "http.disconnect")
     assert "events nobody will read" in message
+    async def three_and_out(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        for n in range(3):
+            await send({"type": "http.response.body", "body": b"data: %d\n\n" % n, "more_body": True})
+
+    fails_with(check_sse, three_and_out, "returned after 3 events", "without ending the response")
     fails_with(check_sse, plain_text, "text/event-stream")
     fails_with(check_sse, ends_stream, "got 1 in time")
 

@@ -392,13 +392,15 @@ def check_sse(app) -> None:
                     bodies.append(message)
         except AppTimeout:
             pass
+        await asyncio.sleep(0.01)
+        ended_early = driver.done  # before the client left
         driver.disconnect()
         finished = await driver.wait(SSE_PATIENCE)
         await driver.stop()
-        return driver, bodies, finished
+        return driver, bodies, ended_early, finished
 
     outcome = run(in_process)
-    driver, bodies, finished = outcome.value
+    driver, bodies, ended_early, finished = outcome.value
     if driver.problems:
         fail(SSE, driver.problems[0], "http.response.start first, then each event as an "
                                       "http.response.body with more_body=True")
@@ -428,6 +430,11 @@ def check_sse(app) -> None:
             and all(line.startswith(_SSE_FIELDS) for line in lines) for lines in events):
         fail(SSE, f"the stream so far is {text[:120]!r}: each event is one or more lines "
                   "'data: ...' (and maybe 'event:', 'id:') and ends with a blank line.", "body = f'data: {n}\\n\\n'.encode()")
+    if ended_early:
+        fail(SSE, f"your app returned after {len(bodies)} events, with the client still there"
+                  + ("" if driver.complete else " and without ending the response") + ": an "
+                  "event stream runs until the client leaves.",
+             "loop until receive() returns http.disconnect")
     if not finished:
         kept = driver.sends_after_disconnect
         fail(SSE, f"the client disconnected and your SSE loop kept sending for {SSE_PATIENCE:g} s "
