@@ -54,6 +54,13 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout-keep-alive", type=float, default=defaults.timeout_keep_alive)
     parser.add_argument("--timeout-graceful-shutdown", type=float,
                         default=defaults.timeout_graceful_shutdown)
+    parser.add_argument("--timeout-request-header", type=float,
+                        default=defaults.timeout_request_header,
+                        help="seconds to send a request head, or to go silent mid-body (default: %(default)s)")
+    parser.add_argument("--max-header-size", type=int, default=defaults.max_header_bytes,
+                        help="request line + headers, in bytes; more gets 431 (default: %(default)s)")
+    parser.add_argument("--max-body-size", type=int, default=defaults.max_body_bytes,
+                        help="request body, in bytes; more gets 413; 0: no limit (default: %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from(args: argparse.Namespace) -> Config:
     config = Config(host=args.host, port=args.port, root_path=args.root_path,
                     access_log=args.access_log, timeout_keep_alive=args.timeout_keep_alive,
-                    timeout_graceful_shutdown=args.timeout_graceful_shutdown)
+                    timeout_graceful_shutdown=args.timeout_graceful_shutdown,
+                    timeout_request_header=args.timeout_request_header,
+                    max_header_bytes=args.max_header_size, max_body_bytes=args.max_body_size or None)
     if args.command == "asgi":
         config = config.replace(lifespan=args.lifespan, ws_max_message_bytes=args.ws_max_size,
                                 ws_ping_interval=args.ws_ping_interval,

@@ -729,6 +729,19 @@ def test_defaults_bind_loopback_and_limit_everything():
     assert config.timeout_keep_alive and config.timeout_request_header
 
 
+def test_every_limit_can_be_set_from_the_command_line():
+    from asgi_lab.cli import build_parser, config_from
+
+    args = build_parser().parse_args(
+        ["asgi", "x:y", "--max-header-size", "1000", "--max-body-size", "2000", "--ws-max-size", "3000",
+         "--timeout-keep-alive", "1", "--timeout-request-header", "2", "--timeout-graceful-shutdown", "3"])
+    config = config_from(args)
+    assert (config.max_header_bytes, config.max_body_bytes, config.ws_max_message_bytes) == (1000, 2000, 3000)
+    assert (config.timeout_keep_alive, config.timeout_request_header,
+            config.timeout_graceful_shutdown) == (1, 2, 3)
+    assert config_from(build_parser().parse_args(["wsgi", "x:y", "--max-body-size", "0"])).max_body_bytes is None
+
+
 def failing_asgi_app(scope, receive, send):
     async def app():
         if scope["type"] == "http":
