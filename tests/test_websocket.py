@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Pong, Request, TextMessage
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Pong, Request, TextMessage
 
 from asgi_lab import Tracer, serve_in_background
 from asgi_lab.apps.echo import app as echo_app
@@ -88,6 +88,16 @@ class RawClient:
             self.ws.receive_data(data or None)
             self.pending.extend(self.ws.events())
         return self.pending.popleft()
+
+    def next_message(self, timeout: float = 5.0):
+        """The next whole text or binary message (wsproto hands over frames as they arrive)."""
+        pieces = []
+        while True:
+            event = self.next_event(timeout)
+            if isinstance(event, (TextMessage, BytesMessage)):
+                pieces.append(event.data)
+                if event.message_finished:
+                    return ("" if isinstance(event, TextMessage) else b"").join(pieces)
 
     def close_frame(self, timeout: float = 5.0) -> CloseConnection:
         """Read until the server's Close (skipping messages and pings)."""
@@ -436,6 +446,15 @@ def test_fragmented_message_is_delivered_whole_and_pings_are_answered(echo_serve
     client.close()
 
 
+def test_a_message_in_thousands_of_tiny_fragments_arrives_whole(echo_server):
+    client = RawClient(echo_server.address)
+    for opcode, piece in ((TEXT, "é".encode()), (BINARY, b"\x00")):
+        frames = [frame(opcode if i == 0 else CONTINUATION, piece, fin=i == 2999) for i in range(3000)]
+        client.send_raw(b"".join(frames))
+        assert client.next_message() == (piece * 3000 if opcode == BINARY else "é" * 3000)
+    client.close()
+
+
 def test_frames_sent_right_behind_the_handshake_are_not_lost(echo_server):
     """A client may pipeline frames after its upgrade request; they wait for the app's accept."""
     sock = socket.create_connection(echo_server.address, timeout=5)
@@ -481,7 +500,7 @@ def test_protocol_violations_get_the_right_close_code(echo_server, name):
     assert close.code == code, close
     assert client.is_closed_by_server()
     bystander.send_raw(frame(TEXT, b"unaffected"))
-    assert bystander.next_event().data == "unaffected"
+    assert bystander.next_message() == "unaffected"
     bystander.close()
     assert_still_serving(echo_server)
 
@@ -532,7 +551,7 @@ def test_message_over_the_size_limit_is_closed_with_1009():
     with serve(app, ws_max_message_bytes=1000) as server:
         client = RawClient(server.address)
         client.send_raw(frame(BINARY, b"x" * 1000))  # exactly the limit: fine
-        assert client.next_event().data == b"x" * 1000
+        assert client.next_message() == b"x" * 1000
         client.send_raw(frame(BINARY, b"x" * 1001))
         assert client.close_frame().code == 1009
         assert app.next("websocket.disconnect")["code"] == 1009
@@ -636,7 +655,7 @@ def test_a_flooding_client_is_read_only_as_fast_as_the_app_receives():
         assert protocol.queued_bytes <= 64 * 1024 + 256 * 1024
         assert len(protocol.queue) < 2000 - 1000
         go.set()  # now the app receives, and reading resumes as it does
-        assert client.next_event().data == "got them all"
+        assert client.next_message() == "got them all"
         assert len(received) == 2000 and all(m == b"y" * 1000 for m in received)
         client.close()
 

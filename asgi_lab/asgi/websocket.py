@@ -31,6 +31,7 @@ connection because the peer broke the protocol, and 1001 when the server shuts d
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections import deque
 
@@ -123,8 +124,10 @@ class WebSocketProtocol(asyncio.Protocol):
         self.queued_bytes = 0
         self.waiter: asyncio.Future | None = None  # a receive() waiting for a message
         self.disconnect: dict | None = None  # the websocket.disconnect message, once known
-        # A message arriving in several frames (or several reads) is assembled here.
-        self.fragments: list = []
+        # A message arriving in several frames (or several reads) is assembled here: a
+        # StringIO or BytesIO, compact however small the pieces (a list of a million 1-byte
+        # pieces would cost 50 times their size).
+        self.partial: io.StringIO | io.BytesIO | None = None
         self.message_size = 0
         self.max_message_size = self.config.ws_max_message_bytes
         # Back-pressure, both ways (same names as HTTPProtocol).
@@ -255,13 +258,14 @@ class WebSocketProtocol(asyncio.Protocol):
         if self.message_size > self.max_message_size:
             self.fail(1009, f"message larger than {self.max_message_size} bytes")
             return
-        if not event.message_finished:
-            self.fragments.append(data)
-            return
-        if self.fragments:  # the last piece of a fragmented message: deliver it whole
-            self.fragments.append(data)
-            data = ("" if type(data) is str else b"").join(self.fragments)
-            self.fragments = []
+        if self.partial is not None or not event.message_finished:
+            if self.partial is None:
+                self.partial = io.StringIO() if type(data) is str else io.BytesIO()
+            self.partial.write(data)
+            if not event.message_finished:
+                return
+            data = self.partial.getvalue()  # the last piece: deliver the message whole
+            self.partial = None
         size = self.message_size
         self.message_size = 0
         if type(data) is str:
@@ -310,7 +314,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self.disconnect = {"type": "websocket.disconnect", "code": code, "reason": reason}
             if self.state is not CLOSED:
                 self.state = CLOSING
-            self.fragments = []
+            self.partial = None
             self.resume_reading()
             self.wake()
 
