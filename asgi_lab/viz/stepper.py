@@ -34,7 +34,7 @@ import pprint
 import re
 from dataclasses import asdict
 
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from ..trace import TraceEvent, details, label, listing, merge_chunks
 from .sequence import ROW_HEIGHT, events_of, sequence_diagram
@@ -61,10 +61,14 @@ def visible_bytes(text: str | None) -> str:
     return LINE_END.sub(show, html.escape(text or ""))
 
 
-def _png(fig) -> bytes:
+def diagram_png(events: list[TraceEvent], dpi: int = 80, **options) -> bytes:
+    """A sequence diagram as PNG bytes. Drawn on a bare `Figure`, not through pyplot: widget
+    callbacks may run on another thread (ipykernel's subshells), and pyplot's global list of
+    figures is not thread-safe."""
+    fig = Figure(figsize=(9.5, 0.9 + ROW_HEIGHT * (len(events) + 1)), layout="constrained")
+    sequence_diagram(events, merge=False, ax=fig.add_subplot(), **options)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
+    fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
 
 
@@ -132,10 +136,8 @@ class Stepper:
         if index not in self._pngs:
             low = max(0, min(index - WINDOW // 2, len(self.events) - WINDOW))
             window = self.events[low: low + WINDOW]
-            fig = sequence_diagram(window, merge=False, highlight=index - low,
-                                   first_number=low + 1, start=self.start)
-            fig.set_size_inches(9.5, 0.9 + ROW_HEIGHT * (len(window) + 1))
-            self._pngs[index] = _png(fig)
+            self._pngs[index] = diagram_png(window, highlight=index - low, first_number=low + 1,
+                                            start=self.start)
         return self._pngs[index]
 
     # -- the widget ------------------------------------------------------------------------------
@@ -202,8 +204,7 @@ class Stepper:
                 f"them):\n{listing(self.events, merge=False)}")
 
     def static_html(self) -> str:
-        fig = sequence_diagram(self.events, merge=False, start=self.start)
-        image = base64.b64encode(_png(fig)).decode("ascii")
+        image = base64.b64encode(diagram_png(self.events, dpi=90, start=self.start)).decode("ascii")
         rows = []
         for number, event in enumerate(self.events, 1):
             rows.append(
