@@ -660,6 +660,13 @@ def test_unblocked_catches_blocking():
                          "other requests waited", "asyncio.to_thread")
     assert "for 0.0 s" not in message
 
+    async def skips_the_query(scope, receive, send):
+        await asyncio.sleep(0.2)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"Ada Lovelace"})
+
+    fails_with(check_unblocked, skips_the_query, "ran blocking_query() 0 times", "not to skip it")
+
 
 # == 8. Streaming response ==========================================================================
 

@@ -23,16 +23,25 @@ import asyncio
 import atexit
 import concurrent.futures
 import multiprocessing
+import threading
 import time
 from urllib.parse import parse_qs
 
 DEFAULT_MS = 100.0
 
 
+queries_run = 0
+"""How many times `blocking_query` has run in this process (an exercise check counts them)."""
+_queries_lock = threading.Lock()  # several worker threads may finish a query at once
+
+
 def blocking_query(sql: str = "SELECT name FROM users WHERE id = 1", delay: float = 0.2) -> str:
     """A stand-in for a synchronous database driver (psycopg2, sqlite3, requests...): the
     calling thread waits `delay` seconds for the "database" and gets a row back."""
+    global queries_run
     time.sleep(delay)
+    with _queries_lock:
+        queries_run += 1
     return "Ada Lovelace"
 
 

@@ -703,9 +703,11 @@ def check_unblocked(app, expected_body: bytes = b"Ada Lovelace") -> None:
     """Exercise 7: the app answers `GET /` with the name `blocking_query()` returns, without
     stopping the event loop while the query runs: 4 requests at once must not wait for each
     other."""
+    from ..apps import pitfalls
     from ..experiments.blocking_loop import measure_server
 
     _require_callable(UNBLOCKED, app)
+    queries_before = pitfalls.queries_run
     hint = ("name = await asyncio.to_thread(blocking_query): the query runs on a worker thread "
             "while the loop serves everyone else")
     with _server_errors() as errors, _serve(app, "unblocked") as server:
@@ -718,6 +720,11 @@ def check_unblocked(app, expected_body: bytes = b"Ada Lovelace") -> None:
     if response.body.strip() != expected_body:
         fail(UNBLOCKED, f"your app answered {response.body[:60]!r}; expected the query's result "
                         f"{expected_body!r}.", "send the value blocking_query() returns, encoded")
+    queries = pitfalls.queries_run - queries_before
+    if queries < len(statuses):
+        fail(UNBLOCKED, f"{len(statuses)} requests ran blocking_query() {queries} times: the "
+                        "exercise is to call it without blocking the loop, not to skip it.",
+             hint)
     if run_.loop_lag > MAX_STALL:
         fail(UNBLOCKED, f"your handler blocked the event loop for {run_.loop_lag:.1f} s: other "
                         f"requests waited ({UNBLOCKED_REQUESTS} requests at once took "
