@@ -82,11 +82,17 @@ def jsonable(value: Any) -> Any:
     return repr(value)
 
 
+_field_names: dict[type, tuple[str, ...]] = {}
+
+
 def describe_event(event) -> dict[str, Any]:
     """The fields of an h11 or wsproto event (both are dataclasses) as a plain dict."""
-    if not dataclasses.is_dataclass(event):
-        return {}
-    return {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+    names = _field_names.get(type(event))
+    if names is None:  # first event of this class: look its fields up once
+        if not dataclasses.is_dataclass(event):
+            return {}
+        names = _field_names[type(event)] = tuple(f.name for f in dataclasses.fields(event))
+    return {name: getattr(event, name) for name in names}
 
 
 class Tracer:
