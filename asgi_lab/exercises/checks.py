@@ -376,8 +376,9 @@ def check_sse(app) -> None:
     event (`data: ...` then a blank line) about every 0.05 s, until the client leaves. It must
     notice, through receive() returning http.disconnect, within a second."""
     _require_callable(SSE, app)
-    hint = ("run a task that awaits receive() until it returns http.disconnect, and stop the "
-            "event loop then (asyncio.wait(..., return_when=FIRST_COMPLETED) or an asyncio.Event)")
+    hint = ("run a task that awaits receive() until it returns http.disconnect, and stop "
+            "sending events then (asyncio.wait(..., return_when=FIRST_COMPLETED), or an "
+            "asyncio.Event the sending loop checks)")
 
     async def in_process():
         driver = ASGIDriver(app, _spec_2_3_scope()).start()
