@@ -223,3 +223,37 @@ def test_the_wsgi_server_records_the_call_on_one_worker_thread():
     assert len(workers) == 1 and workers.pop().startswith("wsgi-worker-")
     assert {e.task for e in post} == {None}
     assert next(e for e in post if e.kind == "body_chunk").data == {"data": "hello there"}
+
+
+def test_every_emit_in_the_servers_is_guarded_by_a_tracer_check():
+    """Free when off: no `tracer.emit(...)` may run (nor its arguments be built) without a
+    tracer. Every call must sit inside `if <...>tracer is not None:` (possibly `and ...`)."""
+    import ast
+    from pathlib import Path
+
+    import asgi_lab
+
+    def is_check(test):
+        if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+            return is_check(test.values[0])
+        return (isinstance(test, ast.Compare) and isinstance(test.ops[0], ast.IsNot)
+                and isinstance(test.comparators[0], ast.Constant) and test.comparators[0].value is None
+                and ast.unparse(test.left).split(".")[-1] == "tracer")
+
+    unguarded, calls = [], 0
+    for path in Path(asgi_lab.__file__).parent.rglob("*.py"):
+        if path.name == "trace.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "emit" and "tracer" in ast.unparse(node.func.value)):
+                calls += 1
+                ancestor = parents.get(node)
+                while ancestor is not None and not (isinstance(ancestor, ast.If) and is_check(ancestor.test)):
+                    ancestor = parents.get(ancestor)
+                if ancestor is None:
+                    unguarded.append(f"{path.relative_to(path.parents[1])}:{node.lineno}")
+    assert calls > 30  # the servers do trace: sockets, h11, wsproto, ASGI, WSGI
+    assert unguarded == []
