@@ -407,7 +407,13 @@ def test_sse_catches_mistakes():
 
     fails_with(check_sse, three_and_out, "returned after 3 events", "without ending the response")
     fails_with(check_sse, plain_text, "text/event-stream")
-    fails_with(check_sse, ends_stream, "got 1 in time")
+    async def silent(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        await asyncio.sleep(10)
+
+    fails_with(check_sse, ends_stream, "after 1 event(s) your app sent more_body=False")
+    fails_with(check_sse, silent, "got 0 in time")
 
 
 # == 5. WebSocket chat ==============================================================================
