@@ -111,7 +111,26 @@ def test_wsgi_app_catches_mistakes():
     fails_with(check_wsgi_app, counts_characters, "Content-Length says 11 but the body is 12 bytes",
                "count bytes")
     fails_with(check_wsgi_app, html, "text/html")
+    def raises(environ, start_response):
+        name = environ["name"]
+        return [name]
+
+    def not_found(environ, start_response):
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"Hello, world!"]
+
+    def latin1_name(environ, start_response):
+        from urllib.parse import unquote
+        query = environ["QUERY_STRING"]
+        name = unquote(query[5:], encoding="latin-1") if query.startswith("name=") else "world"
+        start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+        return [f"Hello, {name}!".encode()]
+
     fails_with(check_wsgi_app, stub, "returned None")
+    fails_with(check_wsgi_app, raises, "your app raised KeyError: 'name' (in raises, line",
+               'name = environ["name"]')
+    fails_with(check_wsgi_app, not_found, "'404 Not Found'; expected '200 OK'")
+    fails_with(check_wsgi_app, latin1_name, "expected 'Hello, Zoë!'", "parse_qs")
 
 
 def test_not_a_function():
@@ -296,6 +315,12 @@ def test_streamed_body_catches_mistakes():
     def not_async(scope, receive, send):
         return None
 
+    async def plain_text(scope, receive, send):
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"12 bytes"})
+
+    fails_with(check_streamed_body, plain_text, "your app answered b'12 bytes'; expected JSON")
     fails_with(check_streamed_body, first_message_only, "only the first http.request message")
     fails_with(check_streamed_body, body_first,
                "your app sent http.response.body before http.response.start")
@@ -632,7 +657,18 @@ def test_lifespan_state_catches_mistakes():
     fails_with(check_lifespan_state, on_lifespan_scope, "stored ['app_state'] on the lifespan scope",
                "KeyError: 'app_state'", "shared = scope[\"app_state\"]")
     fails_with(check_lifespan_state, module_global, "a second server", "module global")
+    async def forgets_shutdown(scope, receive, send):
+        if scope["type"] == "lifespan":
+            await receive()
+            scope["state"]["visits"] = {"count": 0}
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            return  # no lifespan.shutdown.complete
+        await visits(scope, receive, send)
+
     fails_with(check_lifespan_state, never_answers, "never answered lifespan.startup")
+    fails_with(check_lifespan_state, forgets_shutdown, "after lifespan.shutdown your app sent None",
+               "lifespan.shutdown.complete")
 
 
 # == 7. Unblock the loop ============================================================================
@@ -829,7 +865,20 @@ def test_lifespan_middleware_catches_mistakes():
     fails_with(check_lifespan_middleware, SwallowsStartup,
                "the inner app never received lifespan.startup", "kept it")
     fails_with(check_lifespan_middleware, AnswersForTheApp, "answered twice")
+    class NeverCloses(DatabaseMiddleware):
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "lifespan":
+                return await self.app(scope, receive, send)
+
+            async def wrapper():
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    scope["state"]["db"] = await FakeDatabase().connect()
+                return message
+            await self.app(scope, wrapper, send)
+
     fails_with(check_lifespan_middleware, ClosesTooEarly, "closed before the inner app's shutdown")
+    fails_with(check_lifespan_middleware, NeverCloses, "still open after shutdown")
 
 
 # == the failure itself ===============================================================================
