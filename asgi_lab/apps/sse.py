@@ -163,8 +163,7 @@ class AsyncPublisher:
     it records the message, wakes every waiter by setting the event, and starts a fresh one.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, period: float) -> None:
-        self.loop = loop
+    def __init__(self, period: float) -> None:
         self.period = period
         self.seq = 0
         self.message = (0, 0.0)
@@ -173,7 +172,7 @@ class AsyncPublisher:
 
     def _schedule(self) -> None:
         delay = next_publication(self.period, time.time()) - time.time()
-        self.loop.call_later(delay, self.publish)
+        asyncio.get_running_loop().call_later(delay, self.publish)
 
     def publish(self) -> None:
         self.seq += 1
@@ -198,11 +197,12 @@ _async_publishers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncPu
 
 
 def async_publisher(period: float) -> AsyncPublisher:
-    """The publisher of the running event loop, started on first use (one per server)."""
+    """The publisher of the running event loop, started on first use (one per server; the
+    entry goes away with its loop)."""
     loop = asyncio.get_running_loop()
     publisher = _async_publishers.get(loop)
     if publisher is None:
-        publisher = _async_publishers[loop] = AsyncPublisher(loop, period)
+        publisher = _async_publishers[loop] = AsyncPublisher(period)
     return publisher
 
 

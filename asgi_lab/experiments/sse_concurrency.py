@@ -32,6 +32,9 @@ from .servers import POOL_THREADS, resolve_servers
 
 DEFAULT_SERVERS = ("asgi", "wsgi-threads", "wsgi-pool", "uvicorn", "gunicorn")
 CLIENTS_PER_LOAD_PROCESS = 5000
+CONNECTS_PER_SECOND = 2000
+"""The clients arrive over max(one interval, N / 2000 s): 10,000 clients over 5 s. Real
+clients do not all connect in the same second, and each one's events are spread likewise."""
 
 
 def load_processes_for(clients: int) -> int:
@@ -50,11 +53,12 @@ def run(clients: int = 1000, duration: float = 10.0, servers=DEFAULT_SERVERS, *,
     """
     specs = resolve_servers(servers)
     processes = load_processes or load_processes_for(clients)
+    spread = max(interval, clients / CONNECTS_PER_SECOND)
     bar = make_progress(progress)
     runs = []
     for index, spec in enumerate(specs):
         stage = PartProgress(bar, index, len(specs))
-        expected_time = interval + duration
+        expected_time = spread + duration
 
         def report(totals, name=spec.name, stage=stage):
             stage.update(totals["elapsed"] / expected_time,
@@ -63,7 +67,8 @@ def run(clients: int = 1000, duration: float = 10.0, servers=DEFAULT_SERVERS, *,
 
         def run_load(url, report=report):
             return run_sse_load(url + f"/events?interval={interval}", clients, duration,
-                                interval=interval, processes=processes, progress=report)
+                                interval=interval, spread=spread, processes=processes,
+                                progress=report)
 
         stage.update(0.0, f"{spec.name}: starting")
         measured = measure_server(spec, run_load, clients, pool_threads)
@@ -71,7 +76,7 @@ def run(clients: int = 1000, duration: float = 10.0, servers=DEFAULT_SERVERS, *,
         runs.append(measured)
     bar.close()
     result = {"experiment": "sse", "clients": clients, "duration": duration, "interval": interval,
-              "pool_threads": pool_threads, "load_processes": processes,
+              "spread": spread, "pool_threads": pool_threads, "load_processes": processes,
               "environment": environment(), "runs": runs}
     if out:
         save_result(result, out)
