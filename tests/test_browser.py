@@ -114,7 +114,7 @@ def jupyterlab(tmp_path):
     (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     token = "asgi-lab-test-token"
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
-               JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+               JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_DATA_DIR=str(tmp_path / "data"),
                JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"))
     command = [str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser",
