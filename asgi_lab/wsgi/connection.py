@@ -287,6 +287,15 @@ class Connection:
             if self.tracer is not None:
                 self.tracer.emit(self.id, "socket", "connection_lost", {})
 
+    def has_bytes_waiting(self) -> bool:
+        """Has the client sent bytes nobody has read yet? A peek: they stay in the socket."""
+        if not MSG_DONTWAIT:
+            return False  # no non-blocking peek on this platform: treat it as idle
+        try:
+            return bool(self.sock.recv(1, socket.MSG_PEEK | MSG_DONTWAIT))
+        except OSError:  # nothing there (BlockingIOError), or the connection failed
+            return False
+
     def abort(self) -> None:
         """From another thread (shutdown): cut the connection so that a thread blocked in
         recv() or sendall() on it wakes up. The owning thread then closes the socket."""

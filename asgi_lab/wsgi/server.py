@@ -239,12 +239,20 @@ class WSGIServer:
             self._unwatch(connection)
             connection.close_idle()
 
-    def _close_idle_connections(self) -> None:
+    def _close_idle_connections(self, answer_waiting: bool = True) -> None:
+        """Shutting down: close the idle connections. One whose next request has just arrived
+        (bytes unread in its socket) goes to a worker first, which answers it and then closes:
+        closing it unread would reset it and lose a request the client had already sent."""
         with self._selector_lock:
             idle = list(self._idle)
         for connection in idle:
             self._unwatch(connection)
-            connection.close()
+            if answer_waiting and self._workers and not self._force_exit \
+                    and connection.has_bytes_waiting():
+                connection.keep_alive = False
+                self._ready.put(connection)
+            else:
+                connection.close()
 
     # -- the worker threads ---------------------------------------------------------------------
 
@@ -337,7 +345,7 @@ class WSGIServer:
         if stuck:  # an app that never returns (and never writes): daemon threads, left behind
             logger.warning("%d thread(s) still inside the app after shutdown: %s",
                            len(stuck), ", ".join(stuck))
-        self._close_idle_connections()
+        self._close_idle_connections(answer_waiting=False)  # no worker is left to answer
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
