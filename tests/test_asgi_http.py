@@ -532,3 +532,41 @@ def test_starlette_app_is_served_correctly():
         assert response.json() == {"got": {"a": [1, 2]}, "path": "/items/7", "q": "x"}
         assert client.get("/numbers").text == "0\n1\n2\n3\n4\n"
         assert client.get("/missing").status_code == 404
+
+
+def test_a_long_poll_learns_at_once_that_its_client_closed():
+    """The client closes while the app waits in receive() with nothing to write yet."""
+    seen = []
+
+    async def long_poll(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        while (message := await receive())["type"] != "http.disconnect":
+            pass
+        seen.append(time.monotonic())
+
+    with serve_in_background(long_poll, name="test-longpoll") as server:
+        sock = connect(server.address)
+        sock.sendall(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.1)
+        closed_at = time.monotonic()
+        sock.close()
+        deadline = time.monotonic() + 3
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.005)
+    assert seen and seen[0] - closed_at < 0.5
+
+
+def test_a_half_closed_client_still_gets_its_response():
+    async def slow(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await asyncio.sleep(0.2)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"still here"})
+
+    with serve_in_background(slow, name="test-halfclose") as server, connect(server.address) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        raw = read_until_closed(sock)
+    assert status_of(raw) == 200 and b"still here" in raw

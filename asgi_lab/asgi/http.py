@@ -148,8 +148,11 @@ class HTTPProtocol(asyncio.Protocol):
             elif event_type is h11.EndOfMessage:
                 self.cycle.body_complete()
             elif event_type is h11.ConnectionClosed:
+                # The client will send nothing more (it closed, or half-closed, its socket).
                 if self.cycle is None or self.cycle.response_complete:
                     self.transport.close()
+                else:
+                    self.cycle.client_stopped_sending()
                 return
 
     def start_cycle(self, request: h11.Request) -> None:
@@ -284,6 +287,7 @@ class RequestResponseCycle:
         self.body = bytearray()
         self.more_body = True
         self.body_delivered = False  # the app has had the last http.request message
+        self.input_closed = False  # the client sent EOF (see client_stopped_sending)
         self.body_size = 0
         self.body_seen, self.body_seen_at = -1, 0.0  # for the stalled-body timeout
         self.waiter: asyncio.Future | None = None
@@ -316,6 +320,14 @@ class RequestResponseCycle:
 
     def client_disconnected(self) -> None:
         self.disconnected = True
+        self.wake()
+
+    def client_stopped_sending(self) -> None:
+        """EOF from the client while we answer. Most clients that do this have gone (a browser
+        tab closed, a long-poll abandoned), so a waiting receive() gets http.disconnect now,
+        not at the next failed write. The response may still be written: a client that only
+        half-closed its socket (`shutdown(SHUT_WR)`) still gets it."""
+        self.input_closed = True
         self.wake()
 
     def wake(self) -> None:
@@ -362,7 +374,7 @@ class RequestResponseCycle:
             go_ahead = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
             self.protocol.write(self.conn.send(go_ahead))
         if not self.disconnected and not self.response_complete and not self.body \
-                and (self.more_body or self.body_delivered):
+                and (self.more_body or self.body_delivered and not self.input_closed):
             # Nothing to hand over yet: wait for more body, or (all of it delivered) for the
             # client to leave or the response to complete.
             if self.more_body:
