@@ -7,6 +7,7 @@ Responses are read with h11 in the client role, so the tests check what a real c
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -758,7 +759,7 @@ def test_a_second_sigint_cuts_the_grace_period_short():
 # -- the clients the notebooks use ---------------------------------------------------------------------
 
 def test_a_flask_app():
-    flask = pytest.importorskip("flask")
+    import flask  # the test extra installs it
     app = flask.Flask(__name__)
 
     @app.get("/hello/<name>")
@@ -783,6 +784,23 @@ def test_a_flask_app():
             assert client.post("/echo", json={"a": [1, 2]}).json() == {"got": {"a": [1, 2]}}
             assert client.get("/stream").text == "line 0\nline 1\nline 2\n"
             assert client.get("/missing").status_code == 404
+
+
+def test_the_demo_apps():
+    with serving(wsgi_demo.environ_app) as server:
+        status, headers, body = get(server, "/x%20y?q=1")
+        shown = json.loads(body)
+        assert (status, shown["PATH_INFO"], shown["QUERY_STRING"]) == (200, "/x y", "q=1")
+        assert shown["wsgi.version"] == [1, 0] and "wsgi.input" not in shown
+    with serving(wsgi_demo.long_poll) as server:
+        started = time.monotonic()
+        status, _, body = get(server, "/?wait=0.2")
+        assert status == 200 and body.startswith(b"no news after 0.2 s (wsgi-worker-")
+        assert time.monotonic() - started >= 0.2
+    with serving(wsgi_demo.sse_clock) as server:
+        status, headers, body = get(server, "/?interval=0.01&count=3")
+        assert headers["content-type"] == "text/event-stream"
+        assert body.count(b"data: ") == 3 and body.startswith(b"id: 1\n")
 
 
 def test_a_websocket_client_cannot_connect():
