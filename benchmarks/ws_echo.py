@@ -93,7 +93,8 @@ def servers() -> list[ServerProcess]:
         port = free_port()
         found.append(ServerProcess("uvicorn-wsproto", [
             PYTHON, "-m", "uvicorn", APP, "--port", str(port), "--ws", "wsproto",
-            "--log-level", "warning", "--no-access-log", "--lifespan", "off"], port))
+            "--log-level", "warning", "--no-access-log", "--lifespan", "off",
+            "--ws-ping-interval", "0"], port))  # no keep-alive pings: ours are off by default too
     if importlib.util.find_spec("hypercorn"):
         port = free_port()
         found.append(ServerProcess("hypercorn", [
@@ -102,10 +103,10 @@ def servers() -> list[ServerProcess]:
     return found
 
 
-# -- the load client (runs in child processes) ----------------------------------------------
+# -- the load client (one process per server, kept running across rounds) -------------------------
 
 class EchoClient(asyncio.Protocol):
-    """One load-generating connection: opening handshake by wsproto, then round trips.
+    """One load-generating connection: opening handshake by wsproto, then round trips on demand.
 
     A load generator must be much cheaper than the servers it measures, or it measures itself
     (the `websockets` client costs more per message than the servers here). So the frames are
@@ -115,14 +116,15 @@ class EchoClient(asyncio.Protocol):
     tell, and still unmasks, validates and echoes every frame.
     """
 
-    def __init__(self, host: str, url_path: str, request_frame: bytes, echo_frame: bytes,
-                 start_at: float, stop_at: float, done: asyncio.Future) -> None:
+    def __init__(self, host: str, url_path: str, request_frame: bytes, echo_frame: bytes) -> None:
+        loop = asyncio.get_running_loop()
         self.handshake = WSConnection(ConnectionType.CLIENT)
         self.host, self.url_path = host, url_path
         self.request_frame, self.echo_frame = request_frame, echo_frame
-        self.start_at, self.stop_at, self.done = start_at, stop_at, done
-        self.open = False
+        self.opened = loop.create_future()
+        self.stopped = loop.create_future()
         self.buffer = b""
+        self.deadline = 0.0
         self.count = 0
         self.transport = None
 
@@ -130,100 +132,122 @@ class EchoClient(asyncio.Protocol):
         self.transport = transport
         transport.write(self.handshake.send(Request(host=self.host, target=self.url_path)))
 
+    def run(self, deadline: float) -> asyncio.Future:
+        """Echo until time.monotonic() passes `deadline`; the future resolves when stopped."""
+        self.deadline, self.count = deadline, 0
+        self.stopped = asyncio.get_running_loop().create_future()
+        self.transport.write(self.request_frame)
+        return self.stopped
+
     def data_received(self, data: bytes) -> None:
-        if not self.open:
+        if not self.opened.done():
             self.handshake.receive_data(data)
             for event in self.handshake.events():
-                if not isinstance(event, AcceptConnection):
-                    self.finish(RuntimeError(f"handshake refused: {event}"))
-                    return
-                self.open = True
-                self.transport.write(self.request_frame)
+                if isinstance(event, AcceptConnection):
+                    self.opened.set_result(None)
+                else:
+                    self.opened.set_exception(RuntimeError(f"handshake refused: {event}"))
             return
         buffer = self.buffer + data if self.buffer else data
-        size = len(self.echo_frame)
-        if len(buffer) < size:
+        if len(buffer) < len(self.echo_frame):
             self.buffer = buffer
             return
-        if buffer != self.echo_frame:  # one message in flight: exactly its echo must come back
-            self.finish(AssertionError(f"unexpected bytes from the server: {buffer[:40]!r}"))
-            return
         self.buffer = b""
-        now = time.time()
-        if now >= self.start_at:
-            if now >= self.stop_at:
-                self.finish(None)
-                return
-            self.count += 1
-        self.transport.write(self.request_frame)
+        if buffer != self.echo_frame:  # one message in flight: exactly its echo must come back
+            self.fail(AssertionError(f"unexpected bytes from the server: {buffer[:40]!r}"))
+            return
+        self.count += 1
+        if time.monotonic() < self.deadline:
+            self.transport.write(self.request_frame)
+        elif not self.stopped.done():
+            self.stopped.set_result(None)
 
     def connection_lost(self, exc) -> None:
-        if not self.done.done():
-            self.finish(exc or ConnectionError("server closed the connection"))
+        self.fail(exc or ConnectionError("the server closed the connection"))
 
-    def finish(self, error) -> None:
-        if not self.done.done():
-            self.done.set_result(error)
+    def fail(self, error: BaseException) -> None:
+        for future in (self.opened, self.stopped):
+            if not future.done():
+                future.set_exception(error)
         self.transport.close()
 
 
-async def echo_clients(url: str, clients: int, start_at: float, stop_at: float) -> dict:
-    """`clients` connections echoing MESSAGE; counts round trips between start_at and stop_at."""
+async def load_process(url: str, clients: int) -> None:
+    """Connect, then obey commands on stdin, one JSON answer per line on stdout:
+    `echo SECONDS` (all clients echo for that long), `big REPEAT` (1 MiB round trips), `quit`."""
     from urllib.parse import urlsplit
 
+    from websockets.asyncio.client import connect
+
+    loop = asyncio.get_running_loop()
     parts = urlsplit(url)
     request_frame = bytes(Connection(ConnectionType.CLIENT).send(Message(data=MESSAGE)))
     echo_frame = bytes(Connection(ConnectionType.SERVER).send(Message(data=MESSAGE)))
-    loop = asyncio.get_running_loop()
     protocols = []
     for _ in range(clients):
-        done = loop.create_future()
         _, protocol = await loop.create_connection(
-            lambda: EchoClient(parts.netloc, parts.path or "/", request_frame, echo_frame,
-                               start_at, stop_at, done), parts.hostname, parts.port)
+            lambda: EchoClient(parts.netloc, parts.path or "/", request_frame, echo_frame),
+            parts.hostname, parts.port)
         protocols.append(protocol)
-    outcomes = await asyncio.gather(*(p.done for p in protocols))
-    errors = [repr(e) for e in outcomes if e is not None]
-    return {"round_trips": sum(p.count for p in protocols), "errors": len(errors),
-            "first_error": errors[0] if errors else None}
-
-
-async def big_round_trips(url: str, repeat: int) -> dict:
-    """One connection; each round trip sends 1 MiB of binary and waits for all of it back."""
-    from websockets.asyncio.client import connect
-
+    await asyncio.gather(*(p.opened for p in protocols))
+    big = await connect(url, compression=None, max_size=None, ping_interval=None)
     payload = os.urandom(BIG)
-    times = []
-    async with connect(url, compression=None, max_size=None, ping_interval=None) as ws:
-        await ws.send(payload)  # warm-up
-        await ws.recv()
-        for _ in range(repeat):
-            start = time.perf_counter()
-            await ws.send(payload)
-            echo = await ws.recv()
-            times.append(time.perf_counter() - start)
-            if echo != payload:
-                raise AssertionError("wrong 1 MiB echo")
-    return {"times": times}
+    print(json.dumps({"ready": True}), flush=True)
+
+    while True:
+        command, _, argument = (await loop.run_in_executor(None, sys.stdin.readline)).strip().partition(" ")
+        if command == "echo":
+            started = time.monotonic()
+            outcomes = await asyncio.gather(*(p.run(started + float(argument)) for p in protocols),
+                                            return_exceptions=True)
+            seconds = time.monotonic() - started
+            errors = [repr(e) for e in outcomes if e is not None]
+            protocols = [p for p, e in zip(protocols, outcomes) if e is None]
+            answer = {"round_trips": sum(p.count for p in protocols), "seconds": seconds,
+                      "errors": len(errors), "first_error": errors[0] if errors else None}
+        elif command == "big":
+            times = []
+            for _ in range(int(argument)):
+                started = time.perf_counter()
+                await big.send(payload)
+                echo = await big.recv()
+                times.append(time.perf_counter() - started)
+                if echo != payload:
+                    raise AssertionError("wrong 1 MiB echo")
+            answer = {"times": times}
+        else:
+            await big.close()
+            for p in protocols:
+                p.transport.close()
+            return
+        print(json.dumps(answer), flush=True)
 
 
-def client_main(argv: list[str]) -> None:
-    mode, url = argv[0], argv[1]
-    if mode == "echo":
-        clients, start_at, stop_at = int(argv[2]), float(argv[3]), float(argv[4])
-        result = asyncio.run(echo_clients(url, clients, start_at, stop_at))
-    else:
-        result = asyncio.run(big_round_trips(url, int(argv[2])))
-    print(json.dumps(result))
+class LoadProcess:
+    """The parent's handle on one `load_process` child."""
 
+    def __init__(self, server: ServerProcess, clients: int) -> None:
+        self.proc = subprocess.Popen([PYTHON, __file__, "--client", server.url, str(clients)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        ready = self.proc.stdout.readline()
+        if not ready:
+            raise RuntimeError(f"the load client for {server.name} failed to connect")
 
-def start_clients(commands: list[list[str]]) -> list[subprocess.Popen]:
-    return [subprocess.Popen([PYTHON, __file__, "--client", *command], stdout=subprocess.PIPE,
-                             text=True) for command in commands]
+    def ask(self, command: str) -> dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"the load client died during {command!r}")
+        return json.loads(answer)
 
-
-def collect(children: list[subprocess.Popen], timeout: float) -> list[dict]:
-    return [json.loads(child.communicate(timeout=timeout)[0]) for child in children]
+    def close(self) -> None:
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+            self.proc.wait(10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
 
 
 # -- measuring -------------------------------------------------------------------------------
@@ -232,7 +256,7 @@ def cpu_seconds(proc: ServerProcess) -> float:
     """CPU time used so far by the server process and its children (hypercorn forks a worker).
 
     Read from /proc/PID/task/TID/schedstat (nanoseconds) where Linux offers it: psutil's
-    figures come in 10 ms clock ticks, too coarse for a few dozen 1 MiB round trips.
+    figures come in 10 ms clock ticks, too coarse for a few 1 MiB round trips.
     """
     import psutil
 
@@ -252,66 +276,58 @@ def cpu_seconds(proc: ServerProcess) -> float:
     return total
 
 
-def measure_echo(server: ServerProcess, clients: int, seconds: float,
-                 processes: int) -> tuple[float, float, int]:
-    """Round trips/s, server CPU microseconds per round trip, and failed connections."""
-    shares = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
-    start_at = time.time() + 1.0 + clients * 0.005  # time for every client to connect
-    stop_at = start_at + seconds
-    commands = [["echo", server.url, str(n), str(start_at), str(stop_at)] for n in shares]
-    children = start_clients(commands)
-    time.sleep(max(0.0, start_at - time.time()))
-    cpu_start = cpu_seconds(server)
-    time.sleep(max(0.0, stop_at - time.time()))
-    cpu = cpu_seconds(server) - cpu_start
-    results = collect(children, timeout=60)
-    round_trips = sum(r["round_trips"] for r in results)
-    for r in results:
-        if r.get("first_error"):
-            print(f"  {server.name}: {r['errors']} client(s) failed, e.g. {r['first_error']}",
-                  file=sys.stderr)
-    return round_trips / seconds, cpu / max(round_trips, 1) * 1e6, sum(r["errors"] for r in results)
-
-
-def measure_big(server: ServerProcess, repeat: int) -> tuple[float, float]:
-    """Median 1 MiB round trip in ms, and the server's CPU ms per 1 MiB round trip."""
-    cpu_start = cpu_seconds(server)
-    [result] = collect(start_clients([["big", server.url, str(repeat)]]), timeout=120)
-    cpu = cpu_seconds(server) - cpu_start
-    return statistics.median(result["times"]) * 1000, cpu / (repeat + 1) * 1000
+def measure(server: ServerProcess, load: LoadProcess, seconds: float, repeat: int) -> dict:
+    """One slot of one round: round trips/s and the server's CPU per round trip, then the
+    median 1 MiB round trip and the server's CPU per 1 MiB round trip."""
+    cpu = cpu_seconds(server)
+    echo = load.ask(f"echo {seconds}")
+    echo_cpu = cpu_seconds(server) - cpu
+    if echo["errors"]:
+        print(f"  {server.name}: {echo['errors']} client(s) failed, e.g. {echo['first_error']}",
+              file=sys.stderr)
+    cpu = cpu_seconds(server)
+    big = load.ask(f"big {repeat}")
+    big_cpu = cpu_seconds(server) - cpu
+    trips = max(echo["round_trips"], 1)
+    return {"rps": echo["round_trips"] / echo["seconds"], "cpu": echo_cpu / trips * 1e6,
+            "big": statistics.median(big["times"]) * 1000, "big_cpu": big_cpu / repeat * 1000,
+            "errors": echo["errors"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=2.5)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=1.0, help="echo time per server per round")
     parser.add_argument("--clients", type=int, default=100)
-    parser.add_argument("--client-processes", type=int, default=1)
-    parser.add_argument("--big-repeat", type=int, default=20, help="1 MiB round trips per round")
+    parser.add_argument("--big-repeat", type=int, default=8, help="1 MiB round trips per round")
     args = parser.parse_args()
 
     procs = servers()
-    print(f"WebSocket echo, {args.rounds} interleaved rounds: {args.clients} clients for "
-          f"{args.seconds:g} s ({args.client_processes} client process(es)), then "
-          f"{args.big_repeat} x 1 MiB round trips (`websockets` client)")
+    print(f"WebSocket echo, {args.rounds} interleaved rounds: {args.clients} clients echoing for "
+          f"{args.seconds:g} s, then {args.big_repeat} x 1 MiB round trips, on each server")
     metrics = ("rps", "cpu", "big", "big_cpu")
     results = {(p.name, m): [] for p in procs for m in metrics}
     errors = {p.name: 0 for p in procs}
+    loads: dict[str, LoadProcess] = {}
     try:
         for proc in procs:
             proc.start()
+            loads[proc.name] = LoadProcess(proc, args.clients)
+        for proc in procs:  # warm-up
+            measure(proc, loads[proc.name], 0.5, 2)
         for r in range(args.rounds):
             # A B C, then C B A: a slow drift in the machine's load favours no one.
             for proc in procs if r % 2 == 0 else procs[::-1]:
-                value, us, failed = measure_echo(proc, args.clients, args.seconds, args.client_processes)
-                ms, cpu_ms = measure_big(proc, args.big_repeat)
-                for metric, x in zip(metrics, (value, us, ms, cpu_ms)):
-                    results[(proc.name, metric)].append(x)
-                errors[proc.name] += failed
-                print(f"  round {r + 1}/{args.rounds} {proc.name:<16} {value:>8.0f} round trips/s"
-                      f" {us:6.1f} us CPU each   1 MiB {ms:6.2f} ms ({cpu_ms:.2f} ms CPU)",
+                m = measure(proc, loads[proc.name], args.seconds, args.big_repeat)
+                for metric in metrics:
+                    results[(proc.name, metric)].append(m[metric])
+                errors[proc.name] += m["errors"]
+                print(f"  round {r + 1}/{args.rounds} {proc.name:<16} {m['rps']:>8.0f} round trips/s"
+                      f" {m['cpu']:6.1f} us CPU each   1 MiB {m['big']:6.2f} ms ({m['big_cpu']:.2f} ms CPU)",
                       file=sys.stderr, flush=True)
     finally:
+        for load in loads.values():
+            load.close()
         for proc in procs:
             proc.stop()
 
@@ -319,9 +335,10 @@ def main() -> None:
 
     def ratio(name: str, metric: str) -> float:
         """Median over rounds of (server / reference) measured in the same round: the two ran
-        seconds apart, so they saw much the same background load."""
+        a second or two apart, so they saw much the same background load."""
         pairs = zip(results[(name, metric)], results[(reference, metric)])
-        return statistics.median(a / b for a, b in pairs)
+        ratios = [a / b for a, b in pairs if a and b]  # a round where a client failed is left out
+        return statistics.median(ratios) if ratios else float("nan")
 
     def median(name: str, metric: str) -> float:
         return statistics.median(results[(name, metric)])
@@ -348,6 +365,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
-        client_main(sys.argv[2:])
+        asyncio.run(load_process(sys.argv[2], int(sys.argv[3])))
     else:
         main()
