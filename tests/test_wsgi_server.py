@@ -561,6 +561,24 @@ def test_app_errors_before_the_head_are_500(path, caplog):
         assert all(worker.is_alive() for worker in server._workers)
 
 
+def test_a_failing_close_is_logged_and_the_connection_closed(caplog):
+    class BadClose(list):
+        def close(self):
+            raise RuntimeError("close failed")
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "2")])
+        return BadClose([b"ok"])
+
+    with serving(app, threads=1) as server:
+        client = Client(server.address).request()
+        with caplog.at_level(logging.ERROR, "asgi_lab.error"):
+            assert client.response()[2] == b"ok"  # complete: close() runs after the iterable
+            assert client.is_closed()
+        assert "close failed" in caplog.text
+        assert get(server)[2] == b"ok"
+
+
 @pytest.mark.parametrize("path", ["/short", "/mid-stream"])
 def test_app_errors_after_the_head_cut_the_connection(path):
     with serving(bad_app, threads=2) as server:
