@@ -22,7 +22,6 @@ few hundred KiB at most (high-water marks: `read_high_water`, the transport's wr
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import sys
 import threading

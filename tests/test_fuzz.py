@@ -31,21 +31,21 @@ import time
 import h11
 import pytest
 import wsproto
-from wsproto.events import AcceptConnection, Request
-from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis import given
+from wsproto.events import AcceptConnection, Request
+from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from asgi_lab.apps import soak
 from asgi_lab.background import serve_in_background
 
-settings.register_profile("ci", max_examples=60, deadline=None, derandomize=False,
+# A failure prints a blob to replay it: @reproduce_failure(...) on the test.
+settings.register_profile("ci", max_examples=60, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("long", max_examples=3000, deadline=None,
+settings.register_profile("long", max_examples=3000, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
 # Applied per test (not loaded globally) so other test modules keep their own settings.
-PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+PROFILE = "long" if os.environ.get("HYPOTHESIS_PROFILE") == "long" else "ci"
 FUZZ = settings(settings.get_profile(PROFILE))
 # pytest-timeout counts all of a test's examples together: give the long run room.
 pytestmark = pytest.mark.timeout(120 if PROFILE == "ci" else 3600)

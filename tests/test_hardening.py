@@ -15,7 +15,6 @@ subprocess and send it SIGTERM / SIGINT.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import signal
 import socket
