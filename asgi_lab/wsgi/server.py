@@ -9,9 +9,10 @@ A WSGI app is a blocking function call, so every request in progress needs a thr
 own. Which threads, and who does what:
 
 - The **acceptor** ("wsgi-acceptor"): one thread with a selector (epoll, kqueue...). It accepts
-  new connections and watches every *idle* one: a keep-alive connection between two requests,
-  a new connection that has not sent a byte, a slow client still sending its request head.
-  When bytes arrive on one, it puts the connection on the *ready queue*. It also closes the
+  new connections and puts each on the *ready queue* (its request is usually there already),
+  and it watches every *idle* connection: a keep-alive connection between two requests, a new
+  one that has not sent a byte yet, a slow client still sending its request head. When bytes
+  arrive on one, that connection goes on the ready queue too. The acceptor also closes the
   connections that stay idle, or dribble their head, for too long (`Config` timeouts).
 - The **workers** ("wsgi-worker-1" ... "wsgi-worker-N", N = `config.threads`): each takes a
   ready connection from the queue, reads the request and runs the app, blocking, until the
