@@ -2,6 +2,7 @@
 
 1. Two browser tabs open the chat page served by our ASGI server and chat with a Python
    WebSocket client; every participant must receive every message, in the same order.
+   The same page served by the WSGI server loads, but its WebSocket closes with 1006.
 2. JupyterLab serves notebook 04; the browser runs it, types into the chat widget and
    checks the widgets render as widgets (not "Error displaying widget") and work.
 
@@ -99,6 +100,21 @@ def test_two_tabs_and_a_python_client_chat_in_one_order(browser):
         assert items.last.inner_text().endswith("python says 2")
         python.close()
         context.close()
+
+
+def test_the_chat_page_served_by_wsgi_cannot_open_its_websocket(browser):
+    """The same page from the WSGI server loads fine; its WebSocket never opens: the browser
+    reports close code 1006 (no Close frame: the handshake got a 500, not a 101)."""
+    from asgi_lab.live.wsgi_try import wsgi_chat
+
+    with serve_in_background(wsgi_chat, kind="wsgi", name="browser-chat-wsgi", access_log=False) as server:
+        page = browser.new_page()
+        page.goto(f"{server.url}/?room=lobby&name=tab", timeout=15_000)
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('closed')",
+                               timeout=10_000)
+        assert page.inner_text("#status") == "closed (code 1006)"
+        assert page.evaluate("window.received") == [] and page.is_disabled("#text")
+        page.close()
 
 
 # -- 2. notebook 04 in JupyterLab ---------------------------------------------------------------

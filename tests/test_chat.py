@@ -199,6 +199,19 @@ def test_bad_room_or_name_refuses_the_handshake(chat, target):
     assert info.value.status_code == 403
 
 
+def test_server_shutdown_closes_every_member_promptly():
+    """Chat sessions never end on their own: a graceful shutdown must tell each member the
+    server is going away (1001 or 1012) and finish well within the grace period."""
+    server = serve_in_background(ChatApp(), name="test-chat-shutdown", access_log=False,
+                                 timeout_graceful_shutdown=3.0)
+    members = [join(server, name) for name in ("ada", "bob", "cy")]
+    members[0].wait_for(lambda m: len(of_type(m, "join")) == 3)
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < 2.5
+    assert [member.wait_closed() for member in members] in ([1001] * 3, [1012] * 3)
+
+
 # -- the frame inspector's data ------------------------------------------------------------
 
 def test_client_records_frames_and_both_sides_events(chat):
