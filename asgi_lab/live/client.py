@@ -179,7 +179,8 @@ class WebSocketClient(asyncio.Protocol):
             self._note("received", event)
             if isinstance(event, AcceptConnection):
                 self.accepted = True
-                self._opened.set_result(None)
+                if not self._opened.done():  # (cancelled if open() gave up waiting)
+                    self._opened.set_result(None)
             elif isinstance(event, RejectConnection):
                 self._reject = event
                 if not event.has_body:
