@@ -915,3 +915,30 @@ def test_course_tables_list_only_notebooks_that_exist(tmp_path):
     exercises = course.exercises_markdown(tmp_path)
     assert "(exercises/01-wsgi-app.ipynb)" in exercises and "02-wsgi-middleware" not in exercises
     assert "[01 The WSGI call](01-the-wsgi-call.ipynb)" in exercises
+
+
+def test_grading_from_the_command_line(tmp_path, capsys):
+    from asgi_lab.exercises.__main__ import main
+
+    submission = tmp_path / "alice.py"
+    submission.write_text("async def app(scope, receive, send):\n"
+                          "    await send({'type': 'http.response.body', 'body': b'{}'})\n")
+    assert main(["streamed_body", f"{submission}:app"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("✗ Streamed request body") and "before http.response.start" in out
+    solved = tmp_path / "bob.py"
+    solved.write_text("import json\n\n"
+                      "async def app(scope, receive, send):\n"
+                      "    size, lines, more = 0, 0, True\n"
+                      "    while more:\n"
+                      "        message = await receive()\n"
+                      "        size += len(message.get('body', b''))\n"
+                      "        lines += message.get('body', b'').count(b'\\n')\n"
+                      "        more = message.get('more_body', False)\n"
+                      "    await send({'type': 'http.response.start', 'status': 200})\n"
+                      "    await send({'type': 'http.response.body', 'body': json.dumps(\n"
+                      "        {'bytes': size, 'newlines': lines}).encode()})\n")
+    assert main(["check_streamed_body", f"{solved}:app"]) == 0
+    assert "passed" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["no_such_check", f"{submission}:app"])
