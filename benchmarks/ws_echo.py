@@ -299,7 +299,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=1.0, help="echo time per server per round")
     parser.add_argument("--clients", type=int, default=100)
-    parser.add_argument("--big-repeat", type=int, default=8, help="1 MiB round trips per round")
+    parser.add_argument("--big-repeat", type=int, default=20, help="1 MiB round trips per round")
     args = parser.parse_args()
 
     procs = servers()
