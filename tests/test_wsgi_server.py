@@ -676,6 +676,45 @@ def test_one_thread_per_connection_when_threads_is_0():
             client.close()
 
 
+def test_out_of_file_descriptors_pauses_accepting_instead_of_spinning():
+    """accept() fails with EMFILE while the backlog is full of clients: the acceptor must not
+    retry in a busy loop, and it must recover once descriptors are free again."""
+    import psutil
+    import resource
+
+    def low_fd_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (48, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    process = subprocess.Popen([sys.executable, "-m", "asgi_lab", "wsgi", "asgi_lab.apps.hello:wsgi_app",
+                                "--port", "0", "--threads", "2", "--log-level", "error", "--no-access-log",
+                                "--timeout-keep-alive", "60"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=low_fd_limit)
+    clients = []
+    try:
+        url = process.stdout.readline().split(" on ")[1].split()[0]
+        host, port = url.removeprefix("http://").split(":")
+        address = (host, int(port))
+        for _ in range(60):  # more than the server has descriptors for
+            clients.append(socket.create_connection(address, timeout=5))
+        time.sleep(0.3)
+        server = psutil.Process(process.pid)
+        cpu_before = sum(server.cpu_times()[:2])
+        time.sleep(1.0)
+        assert sum(server.cpu_times()[:2]) - cpu_before < 0.5  # not spinning on accept()
+        for sock in clients:
+            sock.close()
+        clients.clear()
+        client = Client(address, timeout=10)
+        assert client.request().response()[2] == b"Hello, world!"  # accepting again
+        client.close()
+    finally:
+        for sock in clients:
+            sock.close()
+        process.kill()
+        process.wait()
+    assert "not accepting for 1 s" in process.stderr.read()
+
+
 # -- shutdown ----------------------------------------------------------------------------------------
 
 def test_graceful_shutdown_finishes_the_request_in_flight():

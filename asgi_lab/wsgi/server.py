@@ -60,6 +60,9 @@ from .connection import MSG_DONTWAIT, Connection
 
 logger = logging.getLogger("asgi_lab.error")
 
+ACCEPT_RETRY_DELAY = 1.0
+"""Seconds to stop accepting after accept() fails for lack of resources (as asyncio does)."""
+
 _ACCEPT = "accept"  # selector keys' data: the listening socket,
 _WAKE = "wake"      # the self-pipe, or (any other value) an idle Connection
 
@@ -104,6 +107,7 @@ class WSGIServer:
         self._acceptor: threading.Thread | None = None
         self._workers: list[threading.Thread] = []
         self._connection_threads: set[threading.Thread] = set()  # threads=0 only
+        self._accept_paused_until: float | None = None  # out of file descriptors: see _accept
         self._stopping = False
         self._stopped = False
         self._force_exit = False
@@ -174,6 +178,10 @@ class WSGIServer:
                         self._unwatch(what)
                         self._ready.put(what)
                 now = time.monotonic()
+                if self._accept_paused_until is not None and now >= self._accept_paused_until:
+                    self._accept_paused_until = None
+                    with self._selector_lock:
+                        selector.register(self._listener, selectors.EVENT_READ, _ACCEPT)
                 if now >= next_check:
                     self._close_expired(now)
                     next_check = now + tick
@@ -181,7 +189,9 @@ class WSGIServer:
             logger.critical("The WSGI acceptor thread failed", exc_info=exc)
         finally:
             # Shutting down: stop listening, and close every idle connection.
-            selector.unregister(self._listener)
+            if self._accept_paused_until is None:
+                with self._selector_lock:
+                    selector.unregister(self._listener)
             self._listener.close()
             self._close_idle_connections()
 
@@ -191,8 +201,14 @@ class WSGIServer:
                 sock, address = self._listener.accept()
             except BlockingIOError:
                 return
-            except OSError as exc:  # e.g. too many open files: log, and try again later
-                logger.error("accept() failed: %s", exc)
+            except OSError as exc:
+                # Out of file descriptors (or memory). The listening socket stays readable, so
+                # trying again at once would spin: stop accepting for a moment. New clients
+                # wait in the kernel's listen backlog meanwhile.
+                logger.error("accept() failed (%s); not accepting for %g s", exc, ACCEPT_RETRY_DELAY)
+                with self._selector_lock:
+                    self._selector.unregister(self._listener)
+                self._accept_paused_until = time.monotonic() + ACCEPT_RETRY_DELAY
                 return
             if sys.platform != "linux":  # elsewhere it inherits the listener's non-blocking mode
                 sock.setblocking(True)
