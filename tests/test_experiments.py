@@ -24,7 +24,8 @@ from asgi_lab.viz import charts
 
 CHILD = """
 import threading, time
-time.sleep(0.4)
+print("ready", flush=True)
+time.sleep(0.3)
 ballast = b"x" * (64 * 2**20)          # 64 MiB, every page written
 stop = threading.Event()
 for _ in range(5):
@@ -32,29 +33,32 @@ for _ in range(5):
 end = time.process_time() + 0.3
 while time.process_time() < end:       # burn 0.3 s of CPU
     pass
-time.sleep(1.0)
+print("done", flush=True)
+time.sleep(0.6)
 stop.set()
 """
 
 
 def test_procstats_samples_a_real_process_every_100_ms():
-    child = subprocess.Popen([sys.executable, "-c", CHILD])
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
     try:
         with ProcessSampler(child.pid) as sampler:
-            time.sleep(0.2)
+            assert child.stdout.readline() == "ready\n"
+            sampler.sample()
             sampler.mark("before")
-            time.sleep(1.5)
+            assert child.stdout.readline() == "done\n"  # however long a busy machine takes
+            time.sleep(0.3)
             sampler.mark("after")
     finally:
-        child.wait(10)
+        child.wait(20)
     samples = sampler.samples
-    assert len(samples) >= 12
+    assert len(samples) >= 6
     gaps = [b.t - a.t for a, b in zip(samples, samples[1:])]
-    assert 0.08 < sorted(gaps)[len(gaps) // 2] < 0.15  # the median gap is ~100 ms
+    assert 0.05 < sorted(gaps)[len(gaps) // 2] < 0.2  # the median gap is ~100 ms
     before, after = sampler.between(None, "before"), sampler.between("before", "after")
     assert max(s.rss for s in after) - before[-1].rss > 60 * 2**20
     assert max(s.threads for s in after) >= 6 and before[-1].threads == 1
-    assert after[-1].cpu - before[-1].cpu > 0.2  # the 0.3 s burn, in 10 ms clock ticks
+    assert after[-1].cpu - before[-1].cpu > 0.25  # the 0.3 s burn, in 10 ms clock ticks
     assert all(s.vms >= s.rss for s in samples)
 
 
@@ -130,17 +134,18 @@ def test_charts_have_a_series_per_server(sse_result):
 
 
 def test_long_polling_experiment_end_to_end(tmp_path):
-    result = long_polling.run(clients=20, duration=2.0, period=0.5, spread=0.2,
+    result = long_polling.run(clients=20, duration=2.5, period=0.5, spread=0.2,
                               servers="asgi,wsgi-pool", pool_threads=4, progress=False,
                               out=tmp_path / "lp.json")
     runs = {run["server"]["name"]: run["summary"] for run in result["runs"]}
     asgi, pool = runs["asgi"], runs["wsgi-pool"]
     assert asgi["errors"] == 0 and asgi["expected_messages"] >= 20 * 2
-    # Every waiting coroutine is woken (a busy CI machine may delay a re-request past one).
-    assert asgi["messages"] >= 0.9 * asgi["expected_messages"]
+    # Every waiting coroutine is woken; a busy machine may delay some re-requests past a
+    # publication (0.5 s apart here), rarely more than a few.
+    assert asgi["messages"] >= 0.8 * asgi["expected_messages"]
     assert asgi["peak_threads"] == 1
     # 4 workers, 20 waiters: each publication reaches at most the 4 requests being held.
-    assert pool["messages"] <= 4 * (2.0 + 0.2) / 0.5 + 4
+    assert pool["messages"] <= 4 * (2.5 + 0.2) / 0.5 + 4
     assert pool["messages"] < asgi["messages"] / 2
     assert pool["peak_threads"] >= 5
     assert "asgi" in long_polling.format_table(result)

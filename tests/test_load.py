@@ -91,7 +91,7 @@ def test_sse_app_listens_for_disconnect_when_send_does_not_raise():
             if len(sent) == 3:  # start + two events, then the client goes
                 asyncio.get_running_loop().call_later(0.05, left.set)
 
-        scope = {"type": "http", "path": "/events", "query_string": b"interval=0.2",
+        scope = {"type": "http", "path": "/events", "query_string": b"interval=0.5",
                  "asgi": {"version": "3.0", "spec_version": "2.3"}}
         started = time.monotonic()
         await asyncio.wait_for(sse.app(scope, receive, send), 5)
@@ -99,7 +99,7 @@ def test_sse_app_listens_for_disconnect_when_send_does_not_raise():
 
     elapsed = asyncio.run(scenario())
     assert [m["type"] for m in sent] == ["http.response.start"] + ["http.response.body"] * 2
-    assert elapsed < 0.35  # left after ~0.25 s, not at the next tick nor never
+    assert elapsed < 0.9  # left at ~0.55 s, not at the next tick (1.0 s), nor never
 
 
 def test_sse_event_format_carries_due_and_sent_stamps():
@@ -108,13 +108,13 @@ def test_sse_event_format_carries_due_and_sent_stamps():
 
 
 def test_long_polling_clients_get_every_message(asgi_server):
-    result = run_longpoll_load(asgi_server.url + "/poll?period=0.5", clients=20, duration=2.0,
+    result = run_longpoll_load(asgi_server.url + "/poll?period=0.5", clients=20, duration=2.5,
                                period=0.5, spread=0.2)
     assert result["errors"] == [None] * 20
-    assert sum(result["expected"]) >= 20 * 2
+    assert sum(result["expected"]) >= 20 * 3
     missed = sum(max(0, due - got) for got, due in zip(result["messages"], result["expected"]))
-    # A busy CI machine may delay a few re-requests past a publication; not more.
-    assert missed <= 0.1 * sum(result["expected"]), (result["messages"], result["expected"])
+    # A busy machine may delay some re-requests past a publication (0.5 s apart); not many.
+    assert missed <= 0.2 * sum(result["expected"]), (result["messages"], result["expected"])
     assert all(r >= 4 for r in result["requests"])  # a new request after every message
     assert result["reconnects"] == [0] * 20  # keep-alive: one connection per client
     assert percentile(result["lags_ms"], 50) < 200

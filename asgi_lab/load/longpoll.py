@@ -9,7 +9,8 @@ seconds, at wall-clock multiples of the period; see `asgi_lab/apps/sse.py`) or i
 passes (204 No Content).
 
 Per client it records how many messages it got and how many it was due (one per
-publication from its first request to the end of the run), requests, timeouts and errors;
+publication while it was polling, less a period of grace at each end), requests, timeouts
+and errors;
 per message, the delivery lag: our receive time minus the server's PUBLISHED stamp.
 A client *missed* a message when it was not waiting at the server (queued behind busy
 workers, or still on its way back) when the message was published.
@@ -195,11 +196,12 @@ class LongPollLoad:
     def result(self, started: float, ramp_end: float, end: float) -> dict:
         period = self.period
         # Publications happen at multiples of the period: number k at k * period. A client is
-        # due every k from its first request (give it 0.1 s to reach the server) to shortly
-        # before the end (the last one may still be on its way). Only those count, both in
-        # what it was due and in what it got.
-        last = math.floor((end - 0.5) / period)
-        firsts = [math.floor((first + 0.1) / period) if first is not None else last
+        # due every k from one period after its first request (its first request may still be
+        # on its way to the server) to one period before the end (the last message may still
+        # be on its way back). Only those count, both in what it was due and in what it got.
+        grace = max(period, 0.5)
+        last = math.floor((end - grace) / period)
+        firsts = [math.floor((first + grace) / period) if first is not None else last
                   for first in self.first_request]
         expected = [max(0, last - k0) for k0 in firsts]
         messages = [len({k for k in (round(p / period) for p in published) if k0 < k <= last})
