@@ -264,6 +264,8 @@ def test_one_mebibyte_binary_message(echo_server):
 
 def test_subprotocol_negotiation_and_extra_response_header():
     async def choose(scope, receive, send):
+        if scope["type"] != "websocket":
+            return  # lifespan: not used
         await receive()
         chosen = "chat.v2" if "chat.v2" in scope["subprotocols"] else None
         await send({"type": "websocket.accept", "subprotocol": chosen,
@@ -283,6 +285,8 @@ def test_subprotocol_negotiation_and_extra_response_header():
 
 def test_close_before_accept_is_http_403():
     async def refuse(scope, receive, send):
+        if scope["type"] != "websocket":
+            return  # lifespan: not used
         assert (await receive())["type"] == "websocket.connect"
         await send({"type": "websocket.close"})
         assert (await receive())["type"] == "websocket.disconnect"
@@ -295,6 +299,8 @@ def test_close_before_accept_is_http_403():
 
 def test_denial_response_extension():
     async def deny(scope, receive, send):
+        if scope["type"] != "websocket":
+            return  # lifespan: not used
         assert "websocket.http.response" in scope["extensions"]
         await receive()
         await send({"type": "websocket.http.response.start", "status": 401,
@@ -388,6 +394,8 @@ def test_send_after_disconnect_raises_an_oserror():
 
 def test_app_errors_become_500_or_close_1011(caplog):
     async def fails_before_accept(scope, receive, send):
+        if scope["type"] != "websocket":
+            return  # lifespan: not used
         await receive()
         raise RuntimeError("boom")
 
@@ -601,6 +609,38 @@ def test_graceful_shutdown_closes_with_1001_and_tells_the_app():
     assert code == 1001
     assert took < 2.0  # the close handshake ended it, not the 5 s grace period
     assert app.next("websocket.disconnect")["code"] == 1001
+
+
+def test_shutdown_during_the_handshake_answers_503_and_tells_the_app():
+    seen: queue.Queue = queue.Queue()
+
+    async def undecided(scope, receive, send):
+        if scope["type"] != "websocket":
+            return  # lifespan: not used
+        seen.put(await receive())  # websocket.connect; the app has not answered yet...
+        seen.put(await receive())  # ...when the server shuts down
+        with pytest.raises(OSError):
+            await send({"type": "websocket.accept"})  # too late
+        seen.put("done")
+
+    server = serve(undecided)
+    sock = socket.create_connection(server.address, timeout=5)
+    ws = WSConnection(ConnectionType.CLIENT)
+    sock.sendall(ws.send(Request(host="127.0.0.1", target="/")))
+    assert seen.get(timeout=5)["type"] == "websocket.connect"
+    server.stop()
+    assert seen.get(timeout=5) == {"type": "websocket.disconnect", "code": 1001,
+                                   "reason": "server shutting down"}
+    assert seen.get(timeout=5) == "done"
+    assert exchange_reply(sock).startswith(b"HTTP/1.1 503 ")
+
+
+def exchange_reply(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    return data
 
 
 def test_a_client_that_does_not_read_cannot_make_the_server_buffer_without_bound():
