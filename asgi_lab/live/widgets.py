@@ -37,7 +37,7 @@ CLOSE_CODES = [("1000 Normal Closure", 1000), ("1001 Going Away", 1001),
                ("4000 (application defined)", 4000)]
 
 _TABLE_STYLE = ("<style>.asgi-lab-frames td,.asgi-lab-frames th{padding:1px 8px;text-align:left;"
-                "font-family:monospace;font-size:12px}.asgi-lab-frames tr.sent{color:#1c4fb5}"
+                "font-family:monospace;font-size:12px;white-space:nowrap}.asgi-lab-frames tr.sent{color:#1c4fb5}"
                 ".asgi-lab-frames tr.server{color:#8a4b00}</style>")
 
 
@@ -175,13 +175,14 @@ class FrameInspector(widgets.VBox):
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
         self.ping_button = widgets.Button(description="Ping", tooltip="send a ping, watch the pong")
         self.ping_button.on_click(lambda _button: self.selected and self.selected.ping(b"ping!"))
-        self.frames_view = widgets.HTML()
-        self.events_view = widgets.HTML()
+        scroll = dict(max_height="360px", overflow="auto")  # the newest rows are at the bottom
+        self.frames_view = widgets.HTML(layout=widgets.Layout(**scroll))
+        self.events_view = widgets.HTML(layout=widgets.Layout(**scroll))
         self.picker.observe(lambda _change: self.redraw(), names="value")
         self.refresh_button.on_click(lambda _button: self.redraw())
         tabs = widgets.Tab([self.frames_view, self.events_view])
         tabs.set_title(0, "frames on the wire")
-        tabs.set_title(1, "wsproto events, both sides")
+        tabs.set_title(1, "events, both sides")
         super().__init__([widgets.HBox([self.picker, self.refresh_button, self.ping_button]), tabs])
         self.add_class("asgi-lab-inspector")
         self._redraw_soon = _Throttled(self.redraw)
