@@ -44,6 +44,8 @@ def measure_server(spec: ServerSpec, run_load, clients: int, pool_threads: int) 
         load_result = run_load(server.url)
         sampler.sample()
         sampler.mark("end")
+        if "ended" in load_result:  # when the clients started leaving, by the generator's clock
+            sampler.mark("leave", load_result["ended"])
     finally:
         server.stop(grace=0.5)  # its shutdown is not what we measure
         sampler.stop()
@@ -58,13 +60,19 @@ def measure_server(spec: ServerSpec, run_load, clients: int, pool_threads: int) 
 
 
 def process_summary(sampler: ProcessSampler, clients: int) -> dict:
-    """Idle and peak memory, per-client memory, threads, CPU seconds under load."""
+    """Idle and peak memory, per-client memory, threads, CPU seconds under load.
+
+    Peak memory is taken while the clients are connected (up to the "leave" mark, when the
+    generator closed them all at once): what holding N clients costs, not what N
+    simultaneous disconnects allocate for a moment. CPU and threads cover the whole run.
+    """
     idle = sampler.between(None, "load")
     loaded = sampler.between("load", "end")
     if not idle or not loaded:
         raise RuntimeError("the server process vanished while it was measured")
+    held = sampler.between("load", "leave") if "leave" in sampler.marks else loaded
     idle_rss = min(s.rss for s in idle[-3:])
-    peak_rss = max(s.rss for s in loaded)
+    peak_rss = max(s.rss for s in held or loaded)
     return {
         "idle_rss_mb": round(idle_rss / 2**20, 2),
         "peak_rss_mb": round(peak_rss / 2**20, 2),

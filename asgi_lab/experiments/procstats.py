@@ -68,9 +68,11 @@ class ProcessSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"sampler-{pid}", daemon=True)
         self._started = 0.0
+        self._wall_offset = 0.0
 
     def start(self) -> "ProcessSampler":
         self._started = time.monotonic()
+        self._wall_offset = time.time() - time.monotonic()  # wall clock -> monotonic
         self.sample()
         self._thread.start()
         return self
@@ -84,9 +86,11 @@ class ProcessSampler:
         self.samples.append(sample)
         return sample
 
-    def mark(self, name: str) -> float:
-        """Remember this moment (e.g. "load start"), in the samples' time base."""
-        self.marks[name] = round(time.monotonic() - self._started, 3)
+    def mark(self, name: str, wall_time: float | None = None) -> float:
+        """Remember this moment (e.g. "load start"), in the samples' time base; or the moment
+        `wall_time` (a `time.time()` taken elsewhere, e.g. by the load generator)."""
+        now = time.monotonic() if wall_time is None else wall_time - self._wall_offset
+        self.marks[name] = round(now - self._started, 3)
         return self.marks[name]
 
     def _run(self) -> None:
