@@ -18,6 +18,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -49,8 +50,9 @@ class ServerProcess:
             match = PORT_RE.search(line)
             if match:
                 self.port = int(match.group(1))
-                # Drain the rest of its output in the background so the pipe never fills.
-                os.set_blocking(self.proc.stdout.fileno(), False)
+                # Read the rest of its output in the background, so that a server that logs a
+                # lot (uvicorn logs each WebSocket) never blocks on a full pipe.
+                threading.Thread(target=self.proc.stdout.read, daemon=True).start()
                 return self
         self.stop()
         raise RuntimeError(f"{self.name} did not report a port:\n{seen.decode(errors='replace')}")
