@@ -72,6 +72,35 @@ def test_sse_client_leaving_early_is_seen_by_the_asgi_app():
         assert finished.wait(3), "the SSE app kept streaming to a client that left"
 
 
+def test_sse_client_leaving_early_is_seen_by_the_wsgi_server():
+    """The WSGI side learns it only by writing: the next event fails, and the server closes
+    the generator (PEP 3333), which frees the thread."""
+    closed = threading.Event()
+
+    class Watched:
+        def __init__(self, iterable):
+            self.iterable = iterable
+
+        def __iter__(self):
+            return iter(self.iterable)
+
+        def close(self):
+            self.iterable.close()
+            closed.set()
+
+    def wsgi_app(environ, start_response):
+        return Watched(sse.wsgi_app(environ, start_response))
+
+    with serve_in_background(wsgi_app, kind="wsgi", name="test_load-leaving-wsgi", threads=2,
+                             access_log=False) as server:
+        with socket.create_connection(server.address, timeout=5) as sock:
+            sock.sendall(b"GET /events?interval=0.1 HTTP/1.1\r\nhost: x\r\n\r\n")
+            received = b""
+            while b"data: 0 " not in received:
+                received += sock.recv(4096)
+        assert closed.wait(3), "the WSGI server kept a thread streaming to a client that left"
+
+
 def test_sse_app_listens_for_disconnect_when_send_does_not_raise():
     """Before spec 2.4 (uvicorn says 2.3) send() after a disconnect may do nothing: the app
     must notice through receive() returning http.disconnect, between two events."""
