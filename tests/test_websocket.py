@@ -31,7 +31,7 @@ from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Pong
 
 from asgi_lab import Tracer, serve_in_background
 from asgi_lab.apps.echo import app as echo_app
-from rawhttp import exchange
+from rawhttp import exchange, read_until_closed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -632,15 +632,9 @@ def test_shutdown_during_the_handshake_answers_503_and_tells_the_app():
     assert seen.get(timeout=5) == {"type": "websocket.disconnect", "code": 1001,
                                    "reason": "server shutting down"}
     assert seen.get(timeout=5) == "done"
-    assert exchange_reply(sock).startswith(b"HTTP/1.1 503 ")
-
-
-def exchange_reply(sock: socket.socket) -> bytes:
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
+    assert read_until_closed(sock).startswith(b"HTTP/1.1 503 ")
     sock.close()
-    return data
+
 
 
 def test_a_client_that_does_not_read_cannot_make_the_server_buffer_without_bound():
