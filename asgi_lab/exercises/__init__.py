@@ -10,7 +10,7 @@ a check cell, and a solution notebook beside it. The pieces:
 - `harness.py`: an in-process driver for ASGI apps (we play the server, message by message)
   and for WSGI apps (we build the environ and play start_response);
 - `client.py`: small loopback clients for the checks that use our real servers;
-- `checks.py`: one `check_*` per exercise;
+- `checks/`: one `check_*` per exercise, one module per topic;
 - `fakes.py`: stand-ins handed to students (`FakeDatabase`).
 """
 
