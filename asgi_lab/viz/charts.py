@@ -20,6 +20,7 @@ import os
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 COLORS = {"asgi": "#1f77b4", "uvicorn": "#17becf", "wsgi-threads": "#d62728",
           "wsgi-pool": "#ff7f0e", "gunicorn": "#9467bd"}
@@ -43,6 +44,13 @@ def _figure(width: float, height: float, columns: int = 1) -> tuple[Figure, list
     return fig, axes
 
 
+def _log_counts(ax) -> None:
+    """A log scale for counts that start at 1 (threads), labelled 1, 10, 100 rather than 10^k."""
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=0.8)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+
+
 def _runs(result: dict) -> list[dict]:
     if "runs" not in result:
         raise ValueError("expected one experiment's result (with 'runs'); for a sweep use sweep_chart")
@@ -62,13 +70,18 @@ def sweep_chart(sweep: dict) -> Figure:
         memory.plot(xs, [s["peak_rss_mb"] for _, s in points], **style)
         threads.plot(xs, [s["peak_threads"] for _, s in points], **style)
         cpu.plot(xs, [s["cpu_s"] for _, s in points], **style)
+    counts = sorted({r["clients"] for r in results})
     for ax, title, unit in ((memory, "Peak memory (RSS)", "MB"), (threads, "OS threads", "threads"),
                             (cpu, "CPU time during the run", "CPU seconds")):
         ax.set_xlabel("concurrent clients")
         ax.set_ylabel(unit)
         ax.set_title(title, loc="left", fontsize=11, fontweight="bold")
         ax.set_xscale("log")
-    threads.set_yscale("symlog", linthresh=10)
+        ax.set_xticks(counts, [str(n) for n in counts])
+        ax.xaxis.set_minor_locator(NullLocator())
+    memory.set_ylim(bottom=0)
+    cpu.set_ylim(bottom=0)
+    _log_counts(threads)
     memory.legend(fontsize=8)
     kind = "SSE" if sweep.get("experiment", "").startswith("sse") else "long-polling"
     fig.suptitle(f"What {kind} clients cost each server", fontsize=12)
@@ -141,7 +154,8 @@ def resources_chart(result: dict) -> Figure:
         ax.set_xlabel("seconds since the clients started")
         ax.set_ylabel(unit)
         ax.set_title(title, loc="left", fontsize=11, fontweight="bold")
-    threads.set_yscale("symlog", linthresh=10)
+    _log_counts(threads)
+    memory.set_ylim(bottom=0)
     memory.legend(fontsize=8)
     fig.suptitle(f"{result['clients']} clients: each server process during its run", fontsize=12)
     return fig
@@ -156,13 +170,15 @@ def longpoll_chart(result: dict) -> Figure:
     for run in runs:
         s = run["summary"]
         shares.append(100 * s["messages"] / s["expected_messages"] if s["expected_messages"] else 0)
-    delivered.bar(names, shares, color=[_color(n) for n in names], label=names)
-    threads.bar(names, [run["summary"]["peak_threads"] for run in runs],
-                color=[_color(n) for n in names], label=names)
+    bars = delivered.bar(names, shares, color=[_color(n) for n in names], label=names)
+    delivered.bar_label(bars, fmt="%.0f%%", fontsize=8)
+    bars = threads.bar(names, [run["summary"]["peak_threads"] for run in runs],
+                       color=[_color(n) for n in names], label=names)
+    threads.bar_label(bars, fontsize=8)
     delivered.set_ylabel("% of due messages delivered")
-    delivered.set_ylim(0, 105)
+    delivered.set_ylim(0, 115)
     threads.set_ylabel("OS threads (peak)")
-    threads.set_yscale("symlog", linthresh=10)
+    _log_counts(threads)
     delivered.set_title("Messages delivered", loc="left", fontsize=11, fontweight="bold")
     threads.set_title("Threads tied up waiting", loc="left", fontsize=11, fontweight="bold")
     for ax in (delivered, threads):
