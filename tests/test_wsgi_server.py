@@ -7,6 +7,7 @@ Responses are read with h11 in the client role, so the tests check what a real c
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -337,21 +338,42 @@ def test_close_is_called_when_the_client_leaves_mid_response():
         assert get(server)[2] == b"ok"  # the only worker is free again
 
 
-def test_file_wrapper_sends_the_file_and_closes_it(tmp_path):
+@pytest.mark.parametrize("length", [True, False], ids=["content-length", "chunked"])
+def test_file_wrapper_sends_the_file_with_sendfile_and_closes_it(tmp_path, length):
     path = tmp_path / "data.bin"
     path.write_bytes(os.urandom(200_000))
     opened = []
+    tracer = Tracer()
 
     def app(environ, start_response):
         f = open(path, "rb")
+        f.seek(1000)  # the rest of the file, from where the app left it
         opened.append(f)
-        start_response("200 OK", [("Content-Length", str(path.stat().st_size))])
+        start_response("200 OK", [("Content-Length", str(199_000))] if length else [])
         return environ["wsgi.file_wrapper"](f, 8192)
 
-    with serving(app) as server:
-        status, _, body = get(server)
-    assert (status, body) == (200, path.read_bytes())
-    assert opened[0].closed
+    with serving(app, tracer=tracer) as server:
+        client = Client(server.address)
+        status, headers, body = client.request().response()
+        assert (status, body) == (200, path.read_bytes()[1000:])
+        assert ("transfer-encoding" in headers) is not length
+        client.request("HEAD")
+        status, headers, body = client.response()  # HEAD: the head only, file untouched
+        assert (status, body) == (200, b"")
+        client.close()
+    assert all(f.closed for f in opened)
+    assert [e.data for e in tracer.filter(kind="sendfile")][0] == {"offset": 1000, "count": 199_000}
+
+
+def test_file_wrapper_around_a_file_like_object_is_iterated():
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](io.BytesIO(b"abc" * 10_000), 4096)
+
+    tracer = Tracer()
+    with serving(app, tracer=tracer) as server:
+        assert get(server)[2] == b"abc" * 10_000
+    assert not tracer.filter(kind="sendfile") and len(tracer.filter(kind="body_chunk")) == 8
 
 
 def test_no_head_before_the_first_non_empty_chunk():

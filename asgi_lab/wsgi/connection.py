@@ -31,7 +31,7 @@ import h11
 from ..http11 import default_headers, new_h11_connection, send_error, status_for
 from ..trace import describe_event, preview
 from .environ import build_environ, environ_base, environ_for_trace
-from .streams import RequestBody
+from .streams import FileRegion, FileWrapper, RequestBody
 
 logger = logging.getLogger("asgi_lab.error")
 access_logger = logging.getLogger("asgi_lab.access")
@@ -263,17 +263,35 @@ class Connection:
             return
         if self.tracer is not None:
             self.tracer.emit(self.id, "socket", "bytes_out", {"bytes": preview(data), "size": len(data)})
-        if self.socket_timeout is not None:
-            self.sock.settimeout(None)
-            self.socket_timeout = None
-        self.writes += 1
+        self.prepare_write()
         try:
-            if self.writes == 2:
-                _no_delay(self.sock)
             self.sock.sendall(data)
         except OSError as exc:
             self.close()
             raise ClientDisconnected(f"client {self.client} disconnected: {exc}") from exc
+
+    def sendfile(self, region: FileRegion) -> None:
+        """Like sendall(), for a file region: the kernel moves the bytes (socket.sendfile)."""
+        if self.tracer is not None:
+            self.tracer.emit(self.id, "socket", "bytes_out", {"file": getattr(region.file, "name", None),
+                                                              "size": region.count})
+        self.prepare_write()
+        try:
+            sent = self.sock.sendfile(region.file, region.offset, region.count)
+        except OSError as exc:
+            self.close()
+            raise ClientDisconnected(f"client {self.client} disconnected: {exc}") from exc
+        if sent < region.count:  # the file got shorter while we sent it
+            raise RuntimeError(f"file ended after {sent} of {region.count} bytes")
+
+    def prepare_write(self) -> None:
+        """Writes block (no timeout); from a connection's second write on, no Nagle delay."""
+        if self.socket_timeout is not None:
+            self.sock.settimeout(None)
+            self.socket_timeout = None
+        self.writes += 1
+        if self.writes == 2:
+            _no_delay(self.sock)
 
     def close(self) -> None:
         """Close the socket (once) and tell the server this connection is gone."""
@@ -403,6 +421,9 @@ class RequestResponseCycle:
     def send_response(self, result) -> None:
         """Send what the app returned, each non-empty chunk as soon as it is produced."""
         tracer = self.tracer
+        if type(result) is FileWrapper and (region := result.region()) is not None:
+            self.send_file(region)
+            return
         if type(result) is list or type(result) is tuple:
             # Every chunk exists already: send them (and the head) with one write.
             if tracer is not None:
@@ -421,6 +442,23 @@ class RequestResponseCycle:
                 if not isinstance(chunk, (bytes, bytearray)):
                     raise _not_bytes(chunk)
                 self.send(chunk)
+
+    def send_file(self, region: FileRegion) -> None:
+        """PEP 3333, "Optional Platform-Specific File Handling": the app returned
+        `wsgi.file_wrapper(file)`, so the kernel copies the file to the socket. h11 still
+        frames it: the head, then (chunked or not) the file, then the end, in `finish()`."""
+        if self.tracer is not None:
+            self.tracer.emit(self.connection.id, "wsgi", "sendfile",
+                             {"offset": region.offset, "count": region.count})
+        if not self.head_sent:
+            self.send(b"")  # the head alone
+        if self.head_only or not region.count:
+            return
+        for piece in self.conn.send_with_data_passthrough(h11.Data(data=region)):
+            if piece is region:
+                self.connection.sendfile(region)
+            else:  # chunk framing around it
+                self.connection.sendall(piece)
 
     def finish(self) -> None:
         """The iterable is exhausted (and closed): end the response."""

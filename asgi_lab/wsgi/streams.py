@@ -3,7 +3,8 @@
 - `RequestBody` is `wsgi.input` (PEP 3333, "Input and Error Streams"): the request body,
   read on demand with `read()`, `read(n)`, `readline()`, `readlines()` or iteration.
 - `FileWrapper` is `wsgi.file_wrapper` (PEP 3333, "Optional Platform-Specific File
-  Handling"): turns a file into the iterable an app returns.
+  Handling"): turns a file into the iterable an app returns. For a real file it also offers
+  the server a `FileRegion`, which the server hands to the operating system (sendfile).
 
 Both are pure: `RequestBody` pulls its bytes from a `read_chunk()` function, so it can be
 tested with a list of chunks and no socket at all.
@@ -11,6 +12,9 @@ tested with a list of chunks and no socket at all.
 
 from __future__ import annotations
 
+import io
+import os
+import stat
 from collections.abc import Callable
 
 
@@ -92,7 +96,8 @@ class FileWrapper:
 
     An iterable of blocks of the file; its `close()` closes the file, and the server always
     calls `close()` on what the app returned, so the file is closed however the response ends
-    (the client may leave half-way through).
+    (the client may leave half-way through). The point of the PEP's wrapper is `region()`:
+    a server that recognises it may skip the iteration and let the kernel copy the file.
     """
 
     def __init__(self, filelike, block_size: int = 64 * 1024) -> None:
@@ -112,3 +117,35 @@ class FileWrapper:
         close = getattr(self.filelike, "close", None)
         if close is not None:
             close()
+
+    def region(self) -> "FileRegion | None":
+        """The rest of the file, if it is a regular file opened in binary mode; None for
+        anything else (a BytesIO, a pipe, a text file), which the server then iterates."""
+        filelike = self.filelike
+        if isinstance(filelike, io.TextIOBase):
+            return None
+        try:
+            status = os.fstat(filelike.fileno())
+            offset = filelike.tell()
+        except (AttributeError, OSError, ValueError):  # no file descriptor behind it
+            return None
+        if not stat.S_ISREG(status.st_mode):
+            return None
+        return FileRegion(filelike, offset, max(status.st_size - offset, 0))
+
+
+class FileRegion:
+    """`count` bytes of an open `file` from `offset`: a body the kernel can send by itself.
+
+    h11 frames it like any body (it only needs `len()`), and the server passes it to
+    `socket.sendfile()`, which uses os.sendfile where the platform has it: the bytes go from
+    the page cache to the socket without ever being copied into Python.
+    """
+
+    __slots__ = ("file", "offset", "count")
+
+    def __init__(self, file, offset: int, count: int) -> None:
+        self.file, self.offset, self.count = file, offset, count
+
+    def __len__(self) -> int:
+        return self.count
