@@ -160,3 +160,16 @@ def test_file_wrapper_iterates_blocks_and_closes_the_file():
 @pytest.mark.parametrize("filelike", [object(), io.BytesIO(b"")])
 def test_file_wrapper_close_is_safe_without_a_close_method(filelike):
     FileWrapper(filelike).close()
+
+
+def test_file_wrapper_offers_a_region_only_for_a_regular_binary_file(tmp_path):
+    path = tmp_path / "f.txt"
+    path.write_bytes(b"0123456789")
+    with open(path, "rb") as f:
+        f.seek(3)
+        region = FileWrapper(f).region()
+        assert (region.file, region.offset, region.count, len(region)) == (f, 3, 7, 7)
+    with open(path, encoding="utf-8") as text:
+        assert FileWrapper(text).region() is None  # bodies are bytes: iterate (and fail) instead
+    assert FileWrapper(io.BytesIO(b"x")).region() is None
+    assert FileWrapper(object()).region() is None
