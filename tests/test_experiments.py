@@ -196,3 +196,15 @@ def test_conclusions_are_computed_from_the_numbers(sse_result):
         run["summary"]["peak_rss_mb"] += 1.0  # 1 MB more for 20 more clients
     sweep = sse_concurrency.describe_sweep({"results": [result, bigger]})
     assert "From 20 to 40 clients" in sweep and "`asgi`: 51.2 KB of RSS" in sweep
+
+
+def test_experiment_fails_clearly_before_starting_when_n_cannot_be_reached():
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        pytest.fail("no hard open-files limit here: cannot check the error path")
+    done = subprocess.run([sys.executable, "-m", "asgi_lab", "experiment", "sse", "--clients",
+                           str(hard + 1), "--servers", "asgi"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "file descriptors are needed" in done.stderr and "The server needs one per client" in done.stderr

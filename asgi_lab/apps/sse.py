@@ -60,6 +60,16 @@ def query_number(query: str, name: str, default: float) -> float:
     return value if value > 0 else default
 
 
+def stream_params(query: str) -> tuple[float, int]:
+    """`?interval=` (seconds between events) and `?events=` (0: no end) of an SSE request."""
+    return query_number(query, "interval", INTERVAL), int(query_number(query, "events", 0))
+
+
+def poll_params(query: str) -> tuple[float, float]:
+    """`?timeout=` (how long to hold the request) and `?period=` of a long-polling request."""
+    return query_number(query, "timeout", POLL_TIMEOUT), query_number(query, "period", PUBLISH_PERIOD)
+
+
 def next_publication(period: float, now: float) -> float:
     """Messages are published at wall-clock multiples of `period`: the next one after `now`."""
     return (now // period + 1) * period
@@ -80,10 +90,8 @@ async def app(scope, receive, send):
     if scope["type"] != "http":
         return  # lifespan: nothing to set up
     path = scope["path"]
-    query = scope["query_string"].decode("latin-1")
     if path == "/poll":
-        await long_poll(send, query_number(query, "timeout", POLL_TIMEOUT),
-                        query_number(query, "period", PUBLISH_PERIOD))
+        await long_poll(send, *poll_params(scope["query_string"].decode("latin-1")))
         return
     if path != "/events":
         await small_response(send, path)
@@ -100,8 +108,7 @@ async def app(scope, receive, send):
     #   events it waits for whichever comes first, the next tick or receive() returning
     #   http.disconnect. `asyncio.timeout_at` gives both in one `await`, without a second
     #   task per client; it costs a pending receive() per client on top of the timer.
-    interval = query_number(query, "interval", INTERVAL)
-    limit = int(query_number(query, "events", 0))
+    interval, limit = stream_params(scope["query_string"].decode("latin-1"))
     send_raises = spec_version(scope) >= (2, 4)
     await receive()  # http.request: the (empty) body of the GET
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
@@ -228,11 +235,10 @@ def wsgi_app(environ, start_response):
     query = environ.get("QUERY_STRING", "")
     if path == "/events":
         start_response("200 OK", [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")])
-        return event_stream(query_number(query, "interval", INTERVAL),
-                            int(query_number(query, "events", 0)))
+        return event_stream(*stream_params(query))
     if path == "/poll":
-        message = thread_publisher(query_number(query, "period", PUBLISH_PERIOD)).wait(
-            query_number(query, "timeout", POLL_TIMEOUT))
+        timeout, period = poll_params(query)
+        message = thread_publisher(period).wait(timeout)
         if message is None:
             start_response("204 No Content", [])
             return []

@@ -19,6 +19,7 @@ message every `period` seconds to everyone waiting (`asgi_lab/apps/sse.py`). Per
 
 from __future__ import annotations
 
+from ..load import SERVER_ADVICE, raise_open_files_limit
 from ..load.longpoll import run_longpoll_load
 from .measure import PartProgress, environment, make_progress, measure_server, save_result, stats_ms
 from .servers import POOL_THREADS, resolve_servers
@@ -35,6 +36,7 @@ def run(clients: int = 1000, duration: float = 10.0, servers=DEFAULT_SERVERS, *,
 
     The clients connect over `spread` seconds, then poll for `duration` seconds."""
     specs = resolve_servers(servers)
+    raise_open_files_limit(clients, SERVER_ADVICE)  # fail before anything starts
     processes = load_processes or load_processes_for(clients)
     bar = make_progress(progress)
     runs = []

@@ -20,7 +20,7 @@ import platform
 import sys
 import time
 
-from ..load import percentile, raise_open_files_limit
+from ..load import SERVER_ADVICE, percentile, raise_open_files_limit
 from .procstats import ProcessSampler
 from .servers import ServerProcess, ServerSpec
 
@@ -35,7 +35,7 @@ def measure_server(spec: ServerSpec, run_load, clients: int, pool_threads: int) 
     of the samples) and `load` (whatever the load generator returned).
     """
     # The server (our child) inherits our open-files limit: make room for every client.
-    raise_open_files_limit(clients)
+    raise_open_files_limit(clients, SERVER_ADVICE)
     server = ServerProcess(spec, pool_threads).start()
     sampler = ProcessSampler(server.pid).start()
     try:

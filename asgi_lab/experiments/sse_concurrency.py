@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 
+from ..load import SERVER_ADVICE, raise_open_files_limit
 from ..load.sse import fully_served, run_sse_load
 from .measure import PartProgress, environment, make_progress, measure_server, save_result, stats_ms
 from .servers import POOL_THREADS, resolve_servers
@@ -52,6 +53,7 @@ def run(clients: int = 1000, duration: float = 10.0, servers=DEFAULT_SERVERS, *,
     `summary`, the process `samples` and everything the load generator measured.
     """
     specs = resolve_servers(servers)
+    raise_open_files_limit(clients, SERVER_ADVICE)  # fail before anything starts
     processes = load_processes or load_processes_for(clients)
     spread = max(interval, clients / CONNECTS_PER_SECOND)
     bar = make_progress(progress)

@@ -24,7 +24,11 @@ class TooManyClients(RuntimeError):
     """This process cannot open that many sockets: the open-files limit is too low."""
 
 
-def plan_open_files(needed: int, soft: int, hard: int) -> int:
+SPLIT_ADVICE = "Split the clients over more load processes (--load-processes), or raise"
+SERVER_ADVICE = "The server needs one per client, in one process: raise"
+
+
+def plan_open_files(needed: int, soft: int, hard: int, advice: str = SPLIT_ADVICE) -> int:
     """The soft RLIMIT_NOFILE to ask for so that `needed` descriptors fit, or TooManyClients.
 
     A process may raise its soft limit up to the hard limit, but not beyond (only root can
@@ -33,18 +37,17 @@ def plan_open_files(needed: int, soft: int, hard: int) -> int:
     if hard != resource.RLIM_INFINITY and needed > hard:
         raise TooManyClients(
             f"{needed} file descriptors are needed but this process may open at most {hard} "
-            f"(hard RLIMIT_NOFILE). Split the clients over more load processes "
-            f"(--load-processes), or raise the hard limit (e.g. `ulimit -Hn {needed}` as root, "
-            f"or `nofile` in /etc/security/limits.conf).")
+            f"(hard RLIMIT_NOFILE). {advice} the hard limit (e.g. `ulimit -Hn {needed}` as "
+            f"root, or `nofile` in /etc/security/limits.conf).")
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return soft
     return hard  # as far as allowed: the server (our child, if we start it) inherits it too
 
 
-def raise_open_files_limit(clients: int) -> int:
+def raise_open_files_limit(clients: int, advice: str = SPLIT_ADVICE) -> int:
     """Make room for `clients` sockets in this process; returns the soft limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = plan_open_files(clients + FDS_PER_PROCESS, soft, hard)
+    wanted = plan_open_files(clients + FDS_PER_PROCESS, soft, hard, advice)
     if wanted != soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     return wanted
