@@ -84,6 +84,47 @@ def status_for(exc: h11.RemoteProtocolError) -> int:
     return exc.error_status_hint or 400
 
 
+def refuse_request(request: h11.Request, head_bytes: int, config: Config) -> tuple[int, str] | None:
+    """The checks both servers make on a request head before any app sees it.
+
+    Returns (status, reason) for a request to refuse, or None to go ahead:
+    431 for a head over `max_header_bytes` (h11 enforces the limit on a head that arrives in
+    pieces; one that arrived whole in a single read is measured here, and only when at least
+    that many bytes came, so ordinary requests cost nothing); 501 for CONNECT (a proxy tunnel,
+    RFC 9110 §9.3.6, is not what an app server offers); 413 for a declared body over
+    `max_body_bytes`.
+    """
+    limit = config.max_header_bytes
+    if head_bytes > limit and head_size(request) > limit:
+        return 431, "request head over the limit"
+    if request.method == b"CONNECT":
+        return 501, "CONNECT is not supported"
+    if config.max_body_bytes is not None:
+        length = content_length(request)
+        if length is not None and length > config.max_body_bytes:
+            return 413, "request body over the limit"
+    return None
+
+
+def content_length(request: h11.Request) -> int | None:
+    """The declared Content-Length (h11 has already checked it is one valid number)."""
+    for name, value in request.headers:
+        if name == b"content-length":
+            return int(value)
+    return None
+
+
+def head_size(request: h11.Request) -> int:
+    """About how many bytes the request line and headers took on the wire."""
+    return len(request.method) + len(request.target) + 12 + sum(
+        len(name) + len(value) + 4 for name, value in request.headers.raw_items())
+
+
+def event_name(event) -> str:
+    """"Request", "Data", ... and also "NEED_DATA" / "PAUSED" (h11's sentinels are classes)."""
+    return event.__name__ if isinstance(event, type) else type(event).__name__
+
+
 def is_websocket_upgrade(request: h11.Request) -> bool:
     """RFC 6455 §4.2.1: a GET with `Upgrade: websocket` and `Connection: upgrade`."""
     upgrade = connection = False

@@ -22,7 +22,7 @@ import logging
 import h11
 
 from ..http11 import default_headers, is_websocket_upgrade, new_h11_connection, reason_phrase
-from ..http11 import send_error, status_for
+from ..http11 import event_name, refuse_request, send_error, status_for
 from ..trace import describe_event, preview
 from .scope import build_http_scope
 
@@ -123,7 +123,7 @@ class HTTPProtocol(asyncio.Protocol):
                 self.reject(status_for(exc), f"malformed request: {exc}")
                 return
             if self.tracer is not None and event is not h11.NEED_DATA:
-                self.tracer.emit(self.id, "h11", _event_name(event), describe_event(event))
+                self.tracer.emit(self.id, "h11", event_name(event), describe_event(event))
 
             event_type = type(event)
             if event is h11.NEED_DATA:
@@ -157,24 +157,12 @@ class HTTPProtocol(asyncio.Protocol):
 
     def start_cycle(self, request: h11.Request) -> None:
         """A request head arrived: build the scope and run the app on it as a new task."""
-        if self.head_bytes > self.config.max_header_bytes and _head_size(request) > self.config.max_header_bytes:
-            # h11 enforces the limit on a head that arrives in pieces; one that arrived whole
-            # in a single read is measured here (only when enough bytes came for it to matter).
-            self.reject(431)
+        refusal = refuse_request(request, self.head_bytes, self.config)
+        if refusal is not None:
+            self.reject(*refusal)
             return
         self.waiting_since = None
         self.head_bytes = 0
-        if request.method == b"CONNECT":
-            # A proxy tunnel (RFC 9110 §9.3.6) is not something an app server offers; and h11
-            # would switch protocols on any 2xx answer to it. 501: method not implemented.
-            self.reject(501, "CONNECT is not supported")
-            return
-        limit = self.config.max_body_bytes
-        if limit is not None:
-            length = _content_length(request)
-            if length is not None and length > limit:
-                self.reject(413)
-                return
         scope = build_http_scope(
             request,
             "1.1" if request.http_version == b"1.1" else "1.0",
@@ -461,20 +449,3 @@ def _address(sockname) -> tuple[str, int] | None:
     if isinstance(sockname, tuple) and len(sockname) > 2:
         return (str(sockname[0]), int(sockname[1]))  # IPv6: (host, port, flowinfo, scope_id)
     return None
-
-
-def _content_length(request: h11.Request) -> int | None:
-    for name, value in request.headers:
-        if name == b"content-length":
-            return int(value)  # h11 has already checked it is a valid number
-    return None
-
-
-def _head_size(request: h11.Request) -> int:
-    """About how many bytes the request line and headers took on the wire."""
-    return len(request.method) + len(request.target) + 12 + sum(
-        len(name) + len(value) + 4 for name, value in request.headers.raw_items())
-
-
-def _event_name(event) -> str:
-    return event.__name__ if isinstance(event, type) else type(event).__name__

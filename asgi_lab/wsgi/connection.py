@@ -28,7 +28,7 @@ import time
 
 import h11
 
-from ..http11 import default_headers, new_h11_connection, send_error, status_for
+from ..http11 import default_headers, event_name, new_h11_connection, refuse_request, send_error, status_for
 from ..trace import describe_event, preview
 from .environ import build_environ, environ_base, environ_for_trace
 from .streams import FileRegion, FileWrapper, RequestBody
@@ -151,7 +151,7 @@ class Connection:
             if event is h11.NEED_DATA:
                 return True
             if self.tracer is not None:
-                self.tracer.emit(self.id, "h11", _event_name(event), describe_event(event))
+                self.tracer.emit(self.id, "h11", event_name(event), describe_event(event))
             if type(event) is h11.Request:
                 if not self.handle_request(event):
                     return False
@@ -163,21 +163,10 @@ class Connection:
         """A request head arrived: run its cycle to the end, then get ready for the next one."""
         self.waiting_since = None
         config = self.config
-        if self.head_bytes > config.max_header_bytes and _head_size(request) > config.max_header_bytes:
-            # h11 enforces the limit on a head that arrives in pieces; one that arrived whole
-            # in a single read is measured here (only when enough bytes came for it to matter).
-            self.reject(431)
+        refusal = refuse_request(request, self.head_bytes, config)
+        if refusal is not None:
+            self.reject(*refusal)
             return False
-        if request.method == b"CONNECT":
-            # A proxy tunnel (RFC 9110 §9.3.6) is not something an app server offers; and h11
-            # would switch protocols on any 2xx answer to it. 501: method not implemented.
-            self.reject(501, "CONNECT is not supported")
-            return False
-        if config.max_body_bytes is not None:
-            length = _content_length(request)
-            if length is not None and length > config.max_body_bytes:
-                self.reject(413, "request body over the limit")
-                return False
         self.cycle = RequestResponseCycle(self, request)
         self.cycle.run()
         self.cycle = None
@@ -211,7 +200,7 @@ class Connection:
             except h11.RemoteProtocolError:
                 return False
             if self.tracer is not None and event is not h11.NEED_DATA:
-                self.tracer.emit(self.id, "h11", _event_name(event), describe_event(event))
+                self.tracer.emit(self.id, "h11", event_name(event), describe_event(event))
             if type(event) is h11.EndOfMessage:
                 return True
             if type(event) is not h11.Data:  # NEED_DATA: the rest is still on the wire
@@ -524,7 +513,7 @@ class RequestResponseCycle:
                 self.receive_more()
                 continue
             if self.tracer is not None:
-                self.tracer.emit(connection.id, "h11", _event_name(event), describe_event(event))
+                self.tracer.emit(connection.id, "h11", event_name(event), describe_event(event))
             if type(event) is h11.Data:
                 self.body_size += len(event.data)
                 limit = connection.config.max_body_bytes
@@ -595,20 +584,3 @@ def _no_delay(sock: socket.socket) -> None:
 def _not_bytes(chunk) -> TypeError:
     return TypeError(f"the app produced a {type(chunk).__name__} in its response body ({chunk!r:.40}); "
                      "PEP 3333 bodies are bytes: encode text first")
-
-
-def _content_length(request: h11.Request) -> int | None:
-    for name, value in request.headers:
-        if name == b"content-length":
-            return int(value)  # h11 has already checked it is a valid number
-    return None
-
-
-def _head_size(request: h11.Request) -> int:
-    """About how many bytes the request line and headers took on the wire (as asgi/http.py)."""
-    return len(request.method) + len(request.target) + 12 + sum(
-        len(name) + len(value) + 4 for name, value in request.headers.raw_items())
-
-
-def _event_name(event) -> str:
-    return event.__name__ if isinstance(event, type) else type(event).__name__
