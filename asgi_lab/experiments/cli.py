@@ -35,7 +35,8 @@ def add_experiment_parser(commands) -> None:
         parser.add_argument("--pool-threads", type=int, default=POOL_THREADS,
                             help="threads of the small WSGI pools (default: %(default)s)")
         parser.add_argument("--load-processes", type=int, default=None,
-                            help="load-generator processes (default: one per 5000 clients)")
+                            help="load-generator processes (default: one per 5000 SSE clients; "
+                                 "long polling: one per 250, at most 4)")
         parser.add_argument("--out", default=None,
                             help="save the JSON result here (default: experiment-<kind>-<clients>.json)")
         parser.add_argument("--charts", metavar="DIR", default=None, help="also save the charts as PNG here")
