@@ -41,7 +41,8 @@ def add_experiment_parser(commands) -> None:
                             help="save the JSON result here (default: experiment-<kind>-<clients>.json)")
         parser.add_argument("--charts", metavar="DIR", default=None, help="also save the charts as PNG here")
         parser.add_argument("--replot", metavar="FILE", default=None,
-                            help="draw the charts of a saved result (needs --charts); runs nothing")
+                            help="print the tables of a saved result (and with --charts, draw "
+                                 "its charts) without running anything")
         if name == "longpoll":
             parser.add_argument("--period", type=float, default=2.0,
                                 help="seconds between two published messages (default: 2)")
