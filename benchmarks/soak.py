@@ -26,6 +26,9 @@ the second half of the run shows whether memory keeps climbing (a leak) or has p
 
 With --sigterm the run ends with SIGTERM while all clients are busy: the report says how long
 the server took to exit, its exit code, whether lifespan shutdown ran, and what the clients saw.
+
+With --tracemalloc the server runs in this process instead, and the report is what Python
+allocations its code still holds after the run (a leak grows it; allocator arenas do not).
 """
 
 from __future__ import annotations
@@ -424,6 +427,55 @@ def soak(kind: str, requests: int, seconds: float, threads: int, sigterm: bool, 
         server.stop()
 
 
+class InProcessServer:
+    """The same traffic against a background server in this process, for tracemalloc."""
+
+    def __init__(self, kind: str, threads: int) -> None:
+        from asgi_lab.apps import soak as soak_app
+        from asgi_lab.background import serve_in_background
+
+        self.kind = kind
+        self.ps = psutil.Process()
+        self.background = serve_in_background(
+            soak_app.app if kind == "asgi" else soak_app.wsgi_app, kind=kind, name=f"soak-{kind}",
+            access_log=False, timeout_keep_alive=KEEP_ALIVE, threads=threads)
+        self.address = self.background.address
+
+
+def tracemalloc_check(kind: str, requests: int, threads: int) -> bool:
+    """Python allocations made by the server's code (asgi_lab, h11, wsproto, asyncio, threading,
+    sockets) that are still alive after `requests` more requests and the idle timeout. RSS can
+    grow for other reasons (the allocator's arenas); this is the number a leak would move."""
+    import gc
+    import tracemalloc
+
+    server = InProcessServer(kind, threads)
+    try:
+        def run(count: int) -> None:
+            stats = Stats(target=count, deadline=time.monotonic() + 600)
+            asyncio.run(traffic(server, stats, False, []))
+            time.sleep(KEEP_ALIVE + 1.5)
+            gc.collect()
+
+        run(requests // 4)  # warm up: caches, pools, the first connections
+        tracemalloc.start(5)
+        before = tracemalloc.take_snapshot()
+        run(requests)
+        after = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+    finally:
+        server.background.stop()
+    code = [tracemalloc.Filter(True, f"*{name}*") for name in
+            ("asgi_lab", "h11", "wsproto", "asyncio", "threading", "socket", "selectors")]
+    growth = after.filter_traces(code).compare_to(before.filter_traces(code), "lineno")
+    total = sum(stat.size_diff for stat in growth)
+    print(f"\n== {kind.upper()} server, in process: {requests:,} requests after a warm-up; "
+          f"live allocations of the server's code grew by {total / 1024:.1f} KiB")
+    for stat in growth[:5]:
+        print(f"   {stat}")
+    return total < 256 * 1024
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", choices=("asgi", "wsgi", "both"), default="both")
@@ -432,10 +484,15 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=32, help="WSGI worker threads")
     parser.add_argument("--sigterm", action="store_true", help="end with SIGTERM under load")
     parser.add_argument("--grace", type=float, default=3.0, help="graceful shutdown timeout")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="run the server in this process and report what its code left allocated")
     args = parser.parse_args()
     ok = True
     for kind in (("asgi", "wsgi") if args.server == "both" else (args.server,)):
-        ok &= soak(kind, args.requests, args.seconds, args.threads, args.sigterm, args.grace)
+        if args.tracemalloc:
+            ok &= tracemalloc_check(kind, args.requests, args.threads)
+        else:
+            ok &= soak(kind, args.requests, args.seconds, args.threads, args.sigterm, args.grace)
     print("\nresult:", "PASS" if ok else "FAIL")
     return 0 if ok else 1
 
