@@ -321,9 +321,6 @@ def test_split_requests_get_the_same_answer(server, problems, pipeline, delay):
 # server side never does: wsproto parses them. What comes back is parsed by wsproto's frame
 # parser acting as the client, which fails on anything that is not a valid server frame.
 
-CLOSE_CODES = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011}
-
-
 @pytest.fixture(scope="module")
 def asgi_server(problems):
     with serve_in_background(soak.app, name="fuzz-ws", **LIMITS) as srv:
@@ -390,12 +387,12 @@ def ws_exchange(sock: socket.socket, pieces: list[bytes], delay: float = 0.0) ->
 
 
 def check_ws_answer(data: bytes) -> list:
+    """Valid server frames (the parser also checks that a Close carries a legal code, RFC 6455
+    §7.4: one the server chose, such as 1002, 1007 or 1009, or the client's own, echoed), and
+    nothing after the Close."""
     frames = server_frames(data)
-    for index, received in enumerate(frames):
-        if received.opcode is Opcode.CLOSE:
-            assert index == len(frames) - 1, "the server sent frames after its Close"
-            code, _reason = received.payload  # the parser checked it is a legal code
-            assert int(code) in CLOSE_CODES | {1005}, code  # 1005: a Close without a code
+    closes = [i for i, received in enumerate(frames) if received.opcode is Opcode.CLOSE]
+    assert closes in ([], [len(frames) - 1]), "the server sent frames after its Close"
     return frames
 
 
