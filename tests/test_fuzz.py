@@ -221,6 +221,16 @@ FIELD_VALUE = st.one_of(NASTY, st.binary(max_size=64), st.text(max_size=20).map(
 
 def request_parts(kind: str, body: bytes) -> list[tuple[str, bytes]]:
     """A valid request as a list of (field name, bytes): a mutation replaces exactly one."""
+    if kind == "upgrade":  # a WebSocket opening handshake (RFC 6455 §4.1)
+        return [("method", b"GET"), ("sp", b" "), ("target", b"/ws"), ("sp", b" "),
+                ("version", b"HTTP/1.1"), ("eol", b"\r\n"),
+                ("name", b"host"), ("colon", b": "), ("value", b"fuzz"), ("eol", b"\r\n"),
+                ("name", b"upgrade"), ("colon", b": "), ("value", b"websocket"), ("eol", b"\r\n"),
+                ("name", b"connection"), ("colon", b": "), ("value", b"Upgrade"), ("eol", b"\r\n"),
+                ("name", b"sec-websocket-key"), ("colon", b": "),
+                ("value", b"dGhlIHNhbXBsZSBub25jZQ=="), ("eol", b"\r\n"),
+                ("name", b"sec-websocket-version"), ("colon", b": "), ("value", b"13"),
+                ("eol", b"\r\n"), ("eol", b"\r\n")]
     if kind == "get":
         head = [("method", b"GET"), ("sp", b" "), ("target", b"/"), ("sp", b" "),
                 ("version", b"HTTP/1.1"), ("eol", b"\r\n"),
@@ -299,6 +309,28 @@ def test_one_field_broken(server, problems, request):
     responses = check_answer(exchange(server.address, [request]), request)
     for status, _headers, _body in responses[1:]:
         assert status >= 400  # the mutation may create a second (bad) request, never a good one
+    still_serving(server)
+    problems.check()
+
+
+@st.composite
+def broken_handshakes(draw) -> bytes:
+    parts = request_parts("upgrade", b"")
+    index = draw(st.integers(0, len(parts) - 1))
+    parts[index] = (parts[index][0], draw(FIELD_VALUE))
+    return b"".join(value for _field, value in parts)
+
+
+@FUZZ
+@given(request=broken_handshakes())
+def test_websocket_handshake_with_one_field_broken(server, problems, request):
+    """An HTTP error, or (the mutation left it valid) a WebSocket that then ends cleanly when
+    we close our side. The WSGI server has no WebSocket: it answers the request like any other."""
+    answer = exchange(server.address, [request])
+    if answer.startswith(b"HTTP/1.1 101 "):
+        check_ws_answer(answer.partition(b"\r\n\r\n")[2])
+    else:
+        check_answer(answer, request)
     still_serving(server)
     problems.check()
 

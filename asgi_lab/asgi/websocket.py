@@ -152,9 +152,10 @@ class WebSocketProtocol(asyncio.Protocol):
             for event in self.handshake.events():  # the validated wsproto `Request`
                 if self.tracer is not None:
                     self.tracer.emit(self.id, "wsproto", type(event).__name__, describe_event(event))
-        except RemoteProtocolError as exc:  # no Sec-WebSocket-Key, wrong version, ...
+        except (RemoteProtocolError, UnicodeError) as exc:  # no Sec-WebSocket-Key, wrong version,
+            # ... or a Host header that is not a valid name (wsproto's IDNA decoding raises that)
             logger.info("Connection %s from %s: bad WebSocket handshake: %s", self.id, self.client, exc)
-            hint = exc.event_hint
+            hint = getattr(exc, "event_hint", None)
             self.reject(hint.status_code if hint else 400, list(hint.headers) if hint else [])
             self.state = CLOSING
             self.session_ended(1006, "")
