@@ -14,6 +14,10 @@ client was not the bottleneck. `--client wrk` uses wrk instead (`apt-get install
 Rounds are interleaved (ours, gunicorn, waitress, ours, ...) so that noise from other work on
 the machine spreads over all servers; the table shows the median of the rounds, their spread,
 and our ratio to each server in the same run. Servers that are not installed are skipped.
+
+To measure a change to our server, A/B in the same run: `--baseline DIR` adds a server
+"baseline", our server imported from the `asgi_lab` package under DIR (say, an older
+checkout: `git worktree add /tmp/base HEAD~1`), interleaved with the others.
 """
 
 from __future__ import annotations
@@ -150,13 +154,13 @@ def server_commands(threads: int) -> dict[str, list[str] | None]:
 
 
 class Server:
-    def __init__(self, name: str, command: list[str]) -> None:
+    def __init__(self, name: str, command: list[str], cwd: str = ROOT) -> None:
         self.name = name
-        self.port = free_port() if name != "asgi_lab" else 0
+        self.port = free_port() if name not in ("asgi_lab", "baseline") else 0
         command = [part.replace("{port}", str(self.port)) for part in command]
-        self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        self.process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                         text=True)
-        if name == "asgi_lab":  # it prints the port it got
+        if name in ("asgi_lab", "baseline"):  # it prints the port it got
             line = self.process.stdout.readline()
             self.port = int(re.search(r":(\d+) ", line).group(1))
         self.wait_listening()
@@ -216,6 +220,7 @@ def main() -> None:
     parser.add_argument("--client", choices=("python", "wrk"), default="python")
     parser.add_argument("--modes", default="keep-alive,close")
     parser.add_argument("--servers", default="asgi_lab,gunicorn,waitress")
+    parser.add_argument("--baseline", metavar="DIR", help="also run the asgi_lab package under DIR, as 'baseline'")
     parser.add_argument("--client-port", type=int, help=argparse.SUPPRESS)  # the load process
     parser.add_argument("--close", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -231,6 +236,8 @@ def main() -> None:
         if commands.get(name) is None:
             print(f"({name} is not installed: skipped)")
     servers = [Server(name, commands[name]) for name in wanted if commands.get(name)]
+    if args.baseline:  # the same command, run where `-m asgi_lab` imports the baseline's package
+        servers.insert(1, Server("baseline", commands["asgi_lab"], cwd=os.path.abspath(args.baseline)))
     modes = args.modes.split(",")
     results: dict[tuple[str, str], list[dict]] = {}
     try:
