@@ -22,7 +22,7 @@ import logging
 import h11
 
 from ..http11 import default_headers, is_websocket_upgrade, new_h11_connection, reason_phrase
-from ..http11 import event_name, refuse_request, send_error, status_for
+from ..http11 import event_name, refuse_request, response_head, send_error, status_for
 from ..trace import describe_event, preview
 from .scope import build_http_scope
 
@@ -402,13 +402,11 @@ class RequestResponseCycle:
             if message_type != "http.response.start":
                 raise RuntimeError(f"Expected 'http.response.start', but got {message_type!r}: "
                                    "an app must start its response before sending the body")
-            self.status = message["status"]
-            headers = default_headers()
-            headers.extend(message.get("headers", ()))
+            self.status = status = message["status"]
+            headers = message.get("headers", ())
             # Built now so that a bad status or header fails here, while a 500 is still
             # possible. It is written with the first body chunk: one write for small responses.
-            self.pending_start = h11.Response(status_code=self.status, headers=headers,
-                                              reason=reason_phrase(self.status))
+            self.pending_start = response_head((status, tuple(headers)), _h11_response, status, headers)
             self.response_started = True
             if protocol.config.access_log:
                 self.log_access()
@@ -440,6 +438,12 @@ class RequestResponseCycle:
             access_logger.info('%s:%s - "%s %s HTTP/%s" %d', client[0] if client else "-",
                                client[1] if client else "-", scope["method"], scope["path"],
                                scope["http_version"], self.status)
+
+
+def _h11_response(status: int, headers) -> h11.Response:
+    """An app's http.response.start as an h11.Response, with our default headers first."""
+    return h11.Response(status_code=status, headers=default_headers() + list(headers),
+                        reason=reason_phrase(status))
 
 
 def _address(sockname) -> tuple[str, int] | None:
