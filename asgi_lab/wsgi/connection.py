@@ -28,7 +28,8 @@ import time
 
 import h11
 
-from ..http11 import default_headers, event_name, new_h11_connection, refuse_request, send_error, status_for
+from ..http11 import (default_headers, event_name, new_h11_connection, refuse_request, response_head,
+                      send_error, status_for)
 from ..trace import describe_event, preview
 from .environ import build_environ, environ_base, environ_for_trace
 from .streams import FileRegion, FileWrapper, RequestBody
@@ -550,33 +551,12 @@ class RequestResponseCycle:
                                environ.get("PATH_INFO"), environ.get("SERVER_PROTOCOL"), status)
 
 
-_RESPONSES: dict = {}
-"""Response heads already made this second: (status, headers) -> h11.Response.
-
-Most apps answer with the same few heads ("200 OK", the same Content-Type...), and h11
-checks every header of every Response it is given (about 5 us for a small head, a tenth of
-a hello-world request). An h11 event is immutable, so a Response checked once can be sent
-again and again. Its `date` header is the current second's: the cache is emptied when the
-date changes (and when it holds 64 heads: an app whose headers vary gains nothing here)."""
-_RESPONSES_DATE = None   # the `date` header the cached Responses carry
-
-
 def _cached_response(status: str, headers: list[tuple[str, str]]) -> h11.Response:
-    """`_h11_response(status, headers)`, made (and checked) once per distinct head per second."""
-    global _RESPONSES_DATE
-    try:
-        key = (status, tuple(headers))
-        response = _RESPONSES.get(key)
-    except TypeError:  # something unhashable in there: _h11_response raises the clear error
+    """`_h11_response(status, headers)`, built and checked by h11 once per second for each
+    distinct head (see `http11.response_head`: most apps send the same few heads)."""
+    if type(headers) is not list:  # not what PEP 3333 asks for: _h11_response says so
         return _h11_response(status, headers)
-    date = default_headers()[1]  # the same object for a whole second (see http11.py)
-    if date is not _RESPONSES_DATE or len(_RESPONSES) >= 64:
-        _RESPONSES.clear()
-        _RESPONSES_DATE = date
-        response = None
-    if response is None:  # first time this second: build and check it (a bad head raises here)
-        response = _RESPONSES[key] = _h11_response(status, headers)
-    return response
+    return response_head((status, tuple(headers)), _h11_response, status, headers)
 
 
 def _h11_response(status: str, headers: list[tuple[str, str]]) -> h11.Response:
