@@ -67,6 +67,7 @@ class Connection:
         self.config = server.config
         self.tracer = server.tracer
         self.sock = sock
+        self.fd = sock.fileno()         # its number, still known after close (see watchlist.py)
         self.client = client
         self.id = conn_id
         self.conn = new_h11_connection(self.config)

@@ -39,7 +39,9 @@ watched sockets lives in the kernel, and a `select()` already waiting sees the n
 plain select() or poll() (Windows), the set is fixed when the call starts, so the worker also
 wakes the acceptor by writing one byte to a socket pair the selector watches: the "self-pipe
 trick", the one asyncio uses for `call_soon_threadsafe`. A lock keeps the selector's own
-Python-side bookkeeping consistent between threads.
+Python-side bookkeeping consistent between threads. On Linux the selector is epoll with
+one-shot registrations, so a hand-off costs one system call instead of two: see
+`watchlist.py`.
 """
 
 from __future__ import annotations
@@ -47,7 +49,6 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
-import selectors
 import signal
 import socket
 import sys
@@ -57,19 +58,15 @@ from collections.abc import Callable
 
 from ..config import Config
 from .connection import MSG_DONTWAIT, Connection
+from .watchlist import new_watch_list
 
 logger = logging.getLogger("asgi_lab.error")
 
 ACCEPT_RETRY_DELAY = 1.0
 """Seconds to stop accepting after accept() fails for lack of resources (as asyncio does)."""
 
-_ACCEPT = "accept"  # selector keys' data: the listening socket,
+_ACCEPT = "accept"  # what the selector reports: the listening socket,
 _WAKE = "wake"      # the self-pipe, or (any other value) an idle Connection
-
-# Selectors whose watched set is kept by the kernel, so registering from another thread works
-# while select() waits (see above).
-_KERNEL_SELECTORS = tuple(getattr(selectors, name) for name in ("EpollSelector", "KqueueSelector",
-                                                                "DevpollSelector") if hasattr(selectors, name))
 
 
 def listen(config: Config) -> socket.socket:
@@ -98,10 +95,9 @@ class WSGIServer:
         self.connections: set[Connection] = set()
         self._ids = itertools.count(1)
         self._listener: socket.socket | None = None
-        self._selector: selectors.BaseSelector | None = None
+        self._selector = None                            # a watch list (see watchlist.py)
         self._idle: set[Connection] = set()              # watched by the acceptor's selector
         self._selector_lock = threading.Lock()           # guards the selector and _idle
-        self._wake_needed = True                         # False for epoll / kqueue (see above)
         self._ready: queue.SimpleQueue = queue.SimpleQueue()  # connections with bytes to read
         self._wake_r = self._wake_w = None
         self._acceptor: threading.Thread | None = None
@@ -146,10 +142,9 @@ class WSGIServer:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._selector = selectors.DefaultSelector()
-        self._wake_needed = not isinstance(self._selector, _KERNEL_SELECTORS)
-        self._selector.register(self._listener, selectors.EVENT_READ, _ACCEPT)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self._selector = new_watch_list()
+        self._selector.add(self._listener, _ACCEPT)
+        self._selector.add(self._wake_r, _WAKE)
         for number in range(1, self.config.threads + 1):
             worker = threading.Thread(target=self._work, name=f"wsgi-worker-{number}", daemon=True)
             worker.start()
@@ -168,8 +163,7 @@ class WSGIServer:
         next_check = time.monotonic() + tick
         try:
             while not self._stopping:
-                for key, _ in selector.select(tick):
-                    what = key.data
+                for what in selector.select(tick):
                     if what is _ACCEPT:
                         self._accept()
                     elif what is _WAKE:
@@ -181,7 +175,7 @@ class WSGIServer:
                 if self._accept_paused_until is not None and now >= self._accept_paused_until:
                     self._accept_paused_until = None
                     with self._selector_lock:
-                        selector.register(self._listener, selectors.EVENT_READ, _ACCEPT)
+                        selector.add(self._listener, _ACCEPT)
                 if now >= next_check:
                     self._close_expired(now)
                     next_check = now + tick
@@ -191,7 +185,7 @@ class WSGIServer:
             # Shutting down: stop listening, and close every idle connection.
             if self._accept_paused_until is None:
                 with self._selector_lock:
-                    selector.unregister(self._listener)
+                    selector.remove(self._listener)
             self._listener.close()
             self._close_idle_connections()
 
@@ -207,7 +201,7 @@ class WSGIServer:
                 # wait in the kernel's listen backlog meanwhile.
                 logger.error("accept() failed (%s); not accepting for %g s", exc, ACCEPT_RETRY_DELAY)
                 with self._selector_lock:
-                    self._selector.unregister(self._listener)
+                    self._selector.remove(self._listener)
                 self._accept_paused_until = time.monotonic() + ACCEPT_RETRY_DELAY
                 return
             if sys.platform != "linux":  # elsewhere it inherits the listener's non-blocking mode
@@ -231,14 +225,14 @@ class WSGIServer:
     def _watch(self, connection: Connection) -> None:
         """(any thread) Wait for the connection's next bytes in the acceptor's selector."""
         with self._selector_lock:
-            self._selector.register(connection.sock, selectors.EVENT_READ, connection)
+            self._selector.watch(connection)
             self._idle.add(connection)
-        if self._wake_needed:
+        if self._selector.wake_needed:
             self._wake()
 
     def _unwatch(self, connection: Connection) -> None:
         with self._selector_lock:
-            self._selector.unregister(connection.sock)
+            self._selector.unwatch(connection)
             self._idle.discard(connection)
 
     def _drain_wake_ups(self) -> None:
@@ -306,6 +300,9 @@ class WSGIServer:
     def connection_closed(self, connection: Connection) -> None:
         """Called by a connection when it closes."""
         self.connections.discard(connection)
+        if self._selector is not None:
+            with self._selector_lock:
+                self._selector.forget(connection)
 
     # -- stop ----------------------------------------------------------------------------------
 

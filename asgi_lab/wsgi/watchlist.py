@@ -1,0 +1,117 @@
+"""The acceptor's watch list: the sockets its selector waits on, and what each one is.
+
+The acceptor (see `server.py`) waits on the listening socket, its wake-up pipe and every
+idle connection. An idle connection must be reported *once* when its next request arrives,
+then left alone while a worker answers it, then watched again when the worker gives it back.
+Two ways to get that, behind the same five methods:
+
+- `PortableWatchList` (any platform, `selectors`): register the connection when it goes
+  idle, unregister it as soon as it is reported. Two system calls per request
+  (epoll_ctl ADD and DEL on Linux), and Python bookkeeping for both.
+- `OneShotWatchList` (Linux): epoll's EPOLLONESHOT flag. A connection is registered once;
+  after reporting it, the kernel disarms it by itself, and the worker that gives it back
+  re-arms it: one system call per request (epoll_ctl MOD). If the next request arrived
+  while a worker was busy with this one (pipelining), re-arming reports it at once.
+  A closed socket leaves the kernel's epoll set by itself; `forget()` drops our note of it.
+
+All methods are called with the server's selector lock held, except `select()` (see
+`server.py`, "Giving a connection back").
+"""
+
+from __future__ import annotations
+
+import select
+import selectors
+
+# Selectors whose watched set is kept by the kernel, so registering from another thread works
+# while select() waits (see server.py).
+_KERNEL_SELECTORS = tuple(getattr(selectors, name) for name in ("EpollSelector", "KqueueSelector",
+                                                                "DevpollSelector") if hasattr(selectors, name))
+
+
+class PortableWatchList:
+    """Idle connections in a `selectors` selector, registered only while idle."""
+
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        # With select() or poll() the watched set is fixed when the call starts: whoever
+        # registers a socket from another thread must wake the acceptor (server.py).
+        self.wake_needed = not isinstance(self.selector, _KERNEL_SELECTORS)
+
+    def add(self, sock, data) -> None:
+        """Watch a socket of the server's own (the listener, the wake-up pipe)."""
+        self.selector.register(sock, selectors.EVENT_READ, data)
+
+    def remove(self, sock) -> None:
+        self.selector.unregister(sock)
+
+    def watch(self, connection) -> None:
+        """The connection is idle: report it when it has bytes to read."""
+        self.selector.register(connection.sock, selectors.EVENT_READ, connection)
+
+    def unwatch(self, connection) -> None:
+        """It was reported (or is being closed): stop watching it."""
+        self.selector.unregister(connection.sock)
+
+    def forget(self, connection) -> None:
+        """It closed. Never watched at that moment, so there is nothing to do."""
+
+    def select(self, timeout: float) -> list:
+        """Wait up to `timeout` seconds; the data of every socket ready to read."""
+        return [key.data for key, _ in self.selector.select(timeout)]
+
+    def close(self) -> None:
+        self.selector.close()
+
+
+class OneShotWatchList:
+    """Linux: every socket registered once in an epoll; connections with EPOLLONESHOT."""
+
+    wake_needed = False  # epoll's set lives in the kernel
+
+    def __init__(self) -> None:
+        self.epoll = select.epoll()
+        self.data: dict[int, object] = {}  # file descriptor -> what it is (a Connection...)
+
+    def add(self, sock, data) -> None:
+        self.data[sock.fileno()] = data
+        self.epoll.register(sock.fileno(), select.EPOLLIN)
+
+    def remove(self, sock) -> None:
+        self.epoll.unregister(sock.fileno())
+        del self.data[sock.fileno()]
+
+    def watch(self, connection) -> None:
+        fd = connection.fd
+        if self.data.get(fd) is connection:  # registered before: re-arm it
+            self.epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
+        else:  # its first time idle (a file descriptor number may be reused: overwrite)
+            # Note it first: the acceptor's poll() runs without the lock and may report the
+            # socket the instant it is registered.
+            self.data[fd] = connection
+            self.epoll.register(fd, select.EPOLLIN | select.EPOLLONESHOT)
+
+    def unwatch(self, connection) -> None:
+        """Reported: the kernel has disarmed it already. (Closing it removes it from epoll.)"""
+
+    def forget(self, connection) -> None:
+        if self.data.get(connection.fd) is connection:  # not a newer connection on that number
+            del self.data[connection.fd]
+
+    def select(self, timeout: float) -> list:
+        found = []
+        for fd, _ in self.epoll.poll(timeout):
+            data = self.data.get(fd)
+            if data is not None:
+                found.append(data)
+        return found
+
+    def close(self) -> None:
+        self.epoll.close()
+
+
+def new_watch_list() -> PortableWatchList | OneShotWatchList:
+    """The one-shot list where the platform has it (Linux), the portable one elsewhere."""
+    if hasattr(select, "epoll") and hasattr(select, "EPOLLONESHOT"):
+        return OneShotWatchList()
+    return PortableWatchList()
