@@ -118,3 +118,28 @@ def test_rerunning_a_cell_replaces_the_server_and_frees_its_port():
     finally:
         second.stop()
     assert not [s for s in running_servers() if s.name == "test-cell"]
+
+
+def test_a_second_sigint_cuts_a_slow_lifespan_shutdown_short(tmp_path):
+    (tmp_path / "slowstop.py").write_text(textwrap.dedent("""
+        import asyncio
+        async def app(scope, receive, send):
+            assert scope["type"] == "lifespan"
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await asyncio.sleep(60)   # a shutdown that would take a minute
+    """))
+    proc, url = start_cli("asgi", "slowstop:app", "--port", "0", cwd=str(tmp_path))
+    try:
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        second = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=10)
+        assert time.monotonic() - second < 5
+        assert proc.returncode == 0
+        assert "cut short" in out and "Traceback" not in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()

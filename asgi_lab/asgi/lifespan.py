@@ -57,13 +57,19 @@ class Lifespan:
         if not self.supported or self.task is None:
             return
         await self.inbox.put({"type": "lifespan.shutdown"})
-        await self.shutdown_done.wait()
+        try:
+            await self.shutdown_done.wait()
+        except asyncio.CancelledError:  # the server was told to stop at once
+            self.task.cancel()
+            raise
         if self.failure is not None:
             logger.error("Application shutdown failed: %s", self.failure)
 
     async def main(self, scope: dict) -> None:
         try:
             await self.app(scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            raise  # a forced exit, not an app error: nothing to log
         except BaseException as exc:
             if not self.startup_done.is_set() and self.mode == "auto":
                 # Not supported, most likely. Say so, with the exception, and serve anyway.

@@ -58,6 +58,7 @@ class Server:
         self._housekeeping: asyncio.TimerHandle | None = None
         self._stop_requested: asyncio.Event | None = None
         self._force_exit = False
+        self._lifespan_shutdown: asyncio.Future | None = None
         try:
             from .websocket import upgrade_to_websocket
         except ImportError:  # built without WebSocket support
@@ -116,6 +117,8 @@ class Server:
             self._force_exit = True
             for connection in list(self.connections):
                 connection.transport.abort()
+            if self._lifespan_shutdown is not None:
+                self._lifespan_shutdown.cancel()  # the app's own shutdown is taking too long
         self._stop_requested.set()
 
     # -- stop ----------------------------------------------------------------------------------
@@ -149,5 +152,11 @@ class Server:
                 task.cancel()
         self._listener = None
         if not self._force_exit:
-            await self.lifespan.shutdown()
+            self._lifespan_shutdown = asyncio.ensure_future(self.lifespan.shutdown())
+            try:
+                await self._lifespan_shutdown
+            except asyncio.CancelledError:
+                if not self._force_exit:
+                    raise  # cancelled from outside, not by a second Ctrl-C
+                logger.warning("Lifespan shutdown cut short by a second interrupt")
         logger.info("asgi_lab ASGI server stopped")
