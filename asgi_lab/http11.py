@@ -3,6 +3,7 @@
 Neither server parses or frames HTTP by hand; h11 does that (RFC 9112). This module holds the
 few things around h11 that both servers need in exactly the same form:
 
+- `bind_socket(config)`: the listening socket;
 - `new_h11_connection(config)`: the server side of an h11 connection with our header limit;
 - `error_response(status)`: the one place an error response (400, 413, 431, 500, ...) is built,
   with no traceback or internal detail in it (the log gets those);
@@ -12,6 +13,7 @@ few things around h11 that both servers need in exactly the same form:
 
 from __future__ import annotations
 
+import socket
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -21,6 +23,18 @@ import h11
 from .config import Config
 
 SERVER_HEADER = (b"server", b"asgi_lab")
+
+
+def bind_socket(config: Config) -> socket.socket:
+    """The listening TCP socket both servers accept on: (host, port), port 0 picks a free
+    one, non-blocking (asyncio needs it so; the WSGI acceptor polls it with a selector)."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((config.host, config.port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
 
 
 def new_h11_connection(config: Config) -> h11.Connection:

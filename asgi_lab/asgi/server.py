@@ -18,21 +18,11 @@ import logging
 import socket
 
 from ..config import Config
+from ..http11 import bind_socket
 from .http import HTTPProtocol
 from .lifespan import Lifespan
 
 logger = logging.getLogger("asgi_lab.error")
-
-
-def bind_socket(config: Config) -> socket.socket:
-    """A listening TCP socket on (host, port); port 0 picks a free one."""
-    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((config.host, config.port))
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
 
 
 class Server:

@@ -57,6 +57,7 @@ import time
 from collections.abc import Callable
 
 from ..config import Config
+from ..http11 import bind_socket
 from .connection import MSG_DONTWAIT, Connection
 from .watchlist import new_watch_list
 
@@ -67,17 +68,6 @@ ACCEPT_RETRY_DELAY = 1.0
 
 _ACCEPT = "accept"  # what the selector reports: the listening socket,
 _WAKE = "wake"      # the self-pipe, or (any other value) an idle Connection
-
-
-def listen(config: Config) -> socket.socket:
-    """A listening, non-blocking TCP socket on (host, port); port 0 picks a free one."""
-    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((config.host, config.port))
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
 
 
 class WSGIServer:
@@ -136,7 +126,7 @@ class WSGIServer:
 
     def start(self, sock: socket.socket | None = None) -> None:
         """Bind, start the acceptor and the workers; returns once listening."""
-        self._listener = sock or listen(self.config)
+        self._listener = sock or bind_socket(self.config)
         self._listener.setblocking(False)
         self.address = self._listener.getsockname()[:2]
         self._wake_r, self._wake_w = socket.socketpair()
