@@ -23,7 +23,7 @@ import math
 
 from ..load import SERVER_ADVICE, raise_open_files_limit
 from ..load.longpoll import run_longpoll_load
-from .measure import PartProgress, environment, make_progress, measure_server, save_result, stats_ms
+from .measure import environment, measure_each, save_result, stats_ms
 from .servers import POOL_THREADS, resolve_servers
 from .sse_concurrency import render_table
 
@@ -51,27 +51,14 @@ def run(clients: int = 1000, duration: float = 10.0, servers=DEFAULT_SERVERS, *,
     specs = resolve_servers(servers)
     raise_open_files_limit(clients, SERVER_ADVICE)  # fail before anything starts
     processes = load_processes or burst_processes_for(clients)
-    bar = make_progress(progress)
-    runs = []
-    for index, spec in enumerate(specs):
-        stage = PartProgress(bar, index, len(specs))
-        expected_time = spread + duration
 
-        def report(totals, name=spec.name, stage=stage):
-            stage.update(totals["elapsed"] / expected_time,
-                         f"{name}: {totals['open']}/{clients} open, {totals['messages']} messages, "
-                         f"{totals['errors']} errors, {totals['elapsed']:.0f}/{expected_time:.0f} s")
+    def start_load(url, report):
+        return run_longpoll_load(url + f"/poll?timeout={POLL_TIMEOUT:g}&period={period:g}",
+                                 clients, duration, period=period, spread=spread,
+                                 processes=processes, progress=report)
 
-        def run_load(url, report=report):
-            return run_longpoll_load(url + f"/poll?timeout={POLL_TIMEOUT:g}&period={period:g}",
-                                     clients, duration, period=period, spread=spread,
-                                     processes=processes, progress=report)
-
-        stage.update(0.0, f"{spec.name}: starting")
-        measured = measure_server(spec, run_load, clients, pool_threads)
-        measured["summary"] = summarize(measured)
-        runs.append(measured)
-    bar.close()
+    runs = measure_each(specs, start_load, summarize, clients=clients, pool_threads=pool_threads,
+                        expected_time=spread + duration, counted="messages", progress=progress)
     result = {"experiment": "longpoll", "clients": clients, "duration": duration, "period": period,
               "spread": spread,
               "pool_threads": pool_threads, "load_processes": processes,

@@ -59,6 +59,30 @@ def measure_server(spec: ServerSpec, run_load, clients: int, pool_threads: int) 
     }
 
 
+def measure_each(specs: list[ServerSpec], start_load, summarize, *, clients: int,
+                 pool_threads: int, expected_time: float, counted: str, progress=True) -> list[dict]:
+    """Both experiments' main loop: each server in turn, in its own process, under the same
+    load, with a progress line. `start_load(url, report)` runs the load generator and calls
+    `report(totals)` as it goes; `counted` names what it counts ("events", "messages")."""
+    bar = make_progress(progress)
+    runs = []
+    for index, spec in enumerate(specs):
+        stage = PartProgress(bar, index, len(specs))
+
+        def report(totals, name=spec.name, stage=stage):
+            stage.update(totals["elapsed"] / expected_time,
+                         f"{name}: {totals['open']}/{clients} open, {totals[counted]} {counted}, "
+                         f"{totals['errors']} errors, {totals['elapsed']:.0f}/{expected_time:.0f} s")
+
+        stage.update(0.0, f"{spec.name}: starting")
+        measured = measure_server(spec, lambda url, report=report: start_load(url, report),
+                                  clients, pool_threads)
+        measured["summary"] = summarize(measured)
+        runs.append(measured)
+    bar.close()
+    return runs
+
+
 def process_summary(sampler: ProcessSampler, clients: int) -> dict:
     """Idle and peak memory, per-client memory, threads, CPU seconds under load.
 

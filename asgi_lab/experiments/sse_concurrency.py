@@ -28,7 +28,7 @@ import math
 
 from ..load import SERVER_ADVICE, raise_open_files_limit
 from ..load.sse import fully_served, run_sse_load
-from .measure import PartProgress, environment, make_progress, measure_server, save_result, stats_ms
+from .measure import PartProgress, environment, make_progress, measure_each, save_result, stats_ms
 from .servers import POOL_THREADS, resolve_servers
 
 DEFAULT_SERVERS = ("asgi", "wsgi-threads", "wsgi-pool", "uvicorn", "gunicorn")
@@ -56,27 +56,13 @@ def run(clients: int = 1000, duration: float = 10.0, servers=DEFAULT_SERVERS, *,
     raise_open_files_limit(clients, SERVER_ADVICE)  # fail before anything starts
     processes = load_processes or load_processes_for(clients)
     spread = max(interval, clients / CONNECTS_PER_SECOND)
-    bar = make_progress(progress)
-    runs = []
-    for index, spec in enumerate(specs):
-        stage = PartProgress(bar, index, len(specs))
-        expected_time = spread + duration
 
-        def report(totals, name=spec.name, stage=stage):
-            stage.update(totals["elapsed"] / expected_time,
-                         f"{name}: {totals['open']}/{clients} open, {totals['events']} events, "
-                         f"{totals['errors']} errors, {totals['elapsed']:.0f}/{expected_time:.0f} s")
+    def start_load(url, report):
+        return run_sse_load(url + f"/events?interval={interval}", clients, duration,
+                            interval=interval, spread=spread, processes=processes, progress=report)
 
-        def run_load(url, report=report):
-            return run_sse_load(url + f"/events?interval={interval}", clients, duration,
-                                interval=interval, spread=spread, processes=processes,
-                                progress=report)
-
-        stage.update(0.0, f"{spec.name}: starting")
-        measured = measure_server(spec, run_load, clients, pool_threads)
-        measured["summary"] = summarize(measured)
-        runs.append(measured)
-    bar.close()
+    runs = measure_each(specs, start_load, summarize, clients=clients, pool_threads=pool_threads,
+                        expected_time=spread + duration, counted="events", progress=progress)
     result = {"experiment": "sse", "clients": clients, "duration": duration, "interval": interval,
               "spread": spread, "pool_threads": pool_threads, "load_processes": processes,
               "environment": environment(), "runs": runs}
