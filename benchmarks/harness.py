@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 PYTHON = sys.executable
 URL_RE = re.compile(rb"(https?)://(127\.0\.0\.1|localhost|\[::1\]):(\d+)")

@@ -485,8 +485,6 @@ def test_app_failing_after_the_response_started_closes_without_pretending(caplog
 
 
 def test_one_broken_connection_does_not_affect_another():
-    gate = asyncio.Event()
-
     async def app(scope, receive, send):
         if scope["type"] != "http":
             return
@@ -541,7 +539,7 @@ def test_a_long_poll_learns_at_once_that_its_client_closed():
     async def long_poll(scope, receive, send):
         if scope["type"] != "http":
             return
-        while (message := await receive())["type"] != "http.disconnect":
+        while (await receive())["type"] != "http.disconnect":
             pass
         seen.append(time.monotonic())
 
