@@ -484,6 +484,25 @@ def test_app_failing_after_the_response_started_closes_without_pretending(caplog
     assert any("Exception in ASGI application" in r.getMessage() for r in caplog.records)
 
 
+def not_a_coroutine(scope, receive, send):
+    return None  # a plain function: nothing to await
+
+
+def asgi2_style(scope):  # ASGI 2's double callable: the server's 3-argument call is a TypeError
+    async def instance(receive, send):
+        pass
+    return instance
+
+
+@pytest.mark.parametrize("app", [not_a_coroutine, asgi2_style])
+def test_an_app_that_is_not_an_asgi3_coroutine_gets_500_and_a_log_line(app, caplog):
+    with serve_in_background(app, name="test-fail", lifespan="off") as server:
+        with caplog.at_level(logging.ERROR, logger="asgi_lab.error"):
+            assert httpx.get(server.url).status_code == 500
+            assert httpx.get(server.url + "/again").status_code == 500  # still serving
+    assert any("Exception in ASGI application" in r.getMessage() for r in caplog.records)
+
+
 def test_one_broken_connection_does_not_affect_another():
     async def app(scope, receive, send):
         if scope["type"] != "http":

@@ -14,6 +14,9 @@ ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 """We implement ASGI 3 (single-callable apps) and www spec 2.4 (send() after the client left
 raises an OSError subclass, `ClientDisconnected`; see `asgi/http.py`)."""
 
+METHODS = {name.encode(): name for name in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+"""The usual methods, decoded once: every scope shares these strings instead of its own copy."""
+
 
 def split_target(target: bytes, root_path: str) -> tuple[str, bytes, bytes]:
     """`/a%20b?x=1` -> path "/a b" (percent-decoded, UTF-8), raw_path b"/a%20b", query b"x=1".
@@ -41,7 +44,7 @@ def build_http_scope(
         "type": "http",
         "asgi": ASGI_VERSION,
         "http_version": http_version,
-        "method": request.method.decode("ascii"),
+        "method": METHODS.get(request.method) or request.method.decode("ascii"),
         "scheme": scheme,
         "path": path,
         "raw_path": raw_path,
