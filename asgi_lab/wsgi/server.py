@@ -159,7 +159,7 @@ class WSGIServer:
                     elif what is _WAKE:
                         self._drain_wake_ups()
                     else:  # an idle connection has bytes to read: a worker's turn
-                        self._unwatch(what)
+                        self._reported(what)
                         self._ready.put(what)
                 now = time.monotonic()
                 if self._accept_paused_until is not None and now >= self._accept_paused_until:
@@ -220,7 +220,14 @@ class WSGIServer:
         if self._selector.wake_needed:
             self._wake()
 
+    def _reported(self, connection: Connection) -> None:
+        """(acceptor thread) select() reported the connection: it is a worker's now."""
+        with self._selector_lock:
+            self._selector.reported(connection)
+            self._idle.discard(connection)
+
     def _unwatch(self, connection: Connection) -> None:
+        """Take back an idle connection select() has not reported (idle sweep, shutdown)."""
         with self._selector_lock:
             self._selector.unwatch(connection)
             self._idle.discard(connection)
@@ -233,12 +240,25 @@ class WSGIServer:
             pass
 
     def _close_expired(self, now: float) -> None:
-        """(acceptor thread) Close connections idle for too long, or too slow with their head."""
+        """(acceptor thread) Close connections idle for too long, or too slow with their head.
+
+        A connection can expire in the very moment its next request arrives: after select()
+        looked at it, before this sweep. Closing a socket with unread bytes makes the kernel
+        send a reset, and the client loses a request it had already sent. So a connection with
+        bytes waiting goes to a worker, which answers it (or, for a head still too slow, cuts
+        it). A window of microseconds remains, between the peek and the close: a request
+        arriving there meets a closed connection. No server can close that window (the client
+        decides alone when to reuse a connection); RFC 9112 §9.3.1 lets a client retry an
+        idempotent request on a new connection when that happens (browsers do).
+        """
         with self._selector_lock:
             expired = [connection for connection in self._idle if connection.time_left(now) <= 0]
         for connection in expired:
             self._unwatch(connection)
-            connection.close_idle()
+            if connection.has_bytes_waiting():
+                self._ready.put(connection)
+            else:
+                connection.close_idle()
 
     def _close_idle_connections(self, answer_waiting: bool = True) -> None:
         """Shutting down: close the idle connections. One whose next request has just arrived

@@ -3,7 +3,8 @@
 The acceptor (see `server.py`) waits on the listening socket, its wake-up pipe and every
 idle connection. An idle connection must be reported *once* when its next request arrives,
 then left alone while a worker answers it, then watched again when the worker gives it back.
-Two ways to get that, behind the same five methods:
+The acceptor may also take back an idle connection that was not reported (`unwatch`: the idle
+sweep, shutdown). Two ways to get that, behind the same methods:
 
 - `PortableWatchList` (any platform, `selectors`): register the connection when it goes
   idle, unregister it as soon as it is reported. Two system calls per request
@@ -13,6 +14,8 @@ Two ways to get that, behind the same five methods:
   re-arms it: one system call per request (epoll_ctl MOD). If the next request arrived
   while a worker was busy with this one (pipelining), re-arming reports it at once.
   A closed socket leaves the kernel's epoll set by itself; `forget()` drops our note of it.
+  A connection taken back while still armed must be unregistered, or epoll would report it
+  later, to a second worker.
 
 All methods are called with the server's selector lock held, except `select()` (see
 `server.py`, "Giving a connection back").
@@ -49,8 +52,12 @@ class PortableWatchList:
         """The connection is idle: report it when it has bytes to read."""
         self.selector.register(connection.sock, selectors.EVENT_READ, connection)
 
+    def reported(self, connection) -> None:
+        """select() just reported it: stop watching it while a worker answers it."""
+        self.selector.unregister(connection.sock)
+
     def unwatch(self, connection) -> None:
-        """It was reported (or is being closed): stop watching it."""
+        """Stop watching it, though it was not reported (the idle sweep, shutdown)."""
         self.selector.unregister(connection.sock)
 
     def forget(self, connection) -> None:
@@ -91,8 +98,14 @@ class OneShotWatchList:
             self.data[fd] = connection
             self.epoll.register(fd, select.EPOLLIN | select.EPOLLONESHOT)
 
+    def reported(self, connection) -> None:
+        """Nothing to do: having reported it, the kernel disarmed it (EPOLLONESHOT)."""
+
     def unwatch(self, connection) -> None:
-        """Reported: the kernel has disarmed it already. (Closing it removes it from epoll.)"""
+        """Still armed: take it out of the epoll set, so that bytes arriving now are not
+        reported to a second worker. Its next `watch()` registers it again."""
+        self.epoll.unregister(connection.fd)
+        del self.data[connection.fd]
 
     def forget(self, connection) -> None:
         if self.data.get(connection.fd) is connection:  # not a newer connection on that number
