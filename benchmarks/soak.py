@@ -4,6 +4,7 @@
     python benchmarks/soak.py --server asgi --requests 20000
     python benchmarks/soak.py --server wsgi --seconds 60
     python benchmarks/soak.py --server asgi --sigterm   # end with SIGTERM under full load
+    python benchmarks/soak.py --server wsgi --pause 1.3 # freeze the server for 1.3 s halfway
 
 Each server runs as a subprocess (`python -m asgi_lab asgi|wsgi asgi_lab.apps.soak:...`) and
 gets mixed traffic from asyncio clients in this process, all at once:
@@ -26,6 +27,12 @@ the second half of the run shows whether memory keeps climbing (a leak) or has p
 
 With --sigterm the run ends with SIGTERM while all clients are busy: the report says how long
 the server took to exit, its exit code, whether lifespan shutdown ran, and what the clients saw.
+
+With --pause S the server process is frozen (SIGSTOP) for S seconds halfway through, as a
+swapping or overloaded machine, a long GC pause or a paused VM would freeze it. The clients
+keep sending meanwhile. With S above the idle timeout, every connection looks idle to the
+server when it wakes up, though most have a request waiting: the idle timeout must close only
+the truly idle ones (a request already sent must be answered, not reset).
 
 With --tracemalloc the server runs in this process instead, and the report is what Python
 allocations its code still holds after the run (a leak grows it; allocator arenas do not).
@@ -127,6 +134,7 @@ class Stats:
     errors: Counter = field(default_factory=Counter)
     stopping: bool = False
     sigterm_at: float | None = None
+    paused_at: int | None = None  # --pause: the request count when the server was frozen
     at_sigterm: Counter = field(default_factory=Counter)  # (client, outcome) of work in flight
 
     def in_flight(self, client: str, since: float, outcome: str) -> None:
@@ -350,7 +358,8 @@ async def run_client(name, function, address, stats: Stats) -> None:
             await asyncio.sleep(0.01)
 
 
-async def traffic(server: Server, stats: Stats, sigterm: bool, checkpoints: list) -> dict:
+async def traffic(server: Server, stats: Stats, sigterm: bool, checkpoints: list,
+                  pause: float = 0.0) -> dict:
     kinds = {name: spec for name, spec in CLIENTS.items() if server.kind == "asgi" or name != "ws-dropper"}
     tasks = [asyncio.create_task(run_client(name, function, server.address, stats))
              for name, (function, count) in kinds.items() for _ in range(count)]
@@ -361,6 +370,12 @@ async def traffic(server: Server, stats: Stats, sigterm: bool, checkpoints: list
         if marks and stats.total >= marks[0]:
             marks.pop(0)
             checkpoints.append((stats.total, server.ps.memory_info().rss / 2**20))
+        if pause and stats.total >= stats.target // 2:
+            stats.paused_at = stats.total
+            server.process.send_signal(signal.SIGSTOP)
+            await asyncio.sleep(pause)  # the clients carry on: their requests wait in the sockets
+            server.process.send_signal(signal.SIGCONT)
+            pause = 0.0
         if sigterm and stats.total >= stats.target // 2:
             sent = stats.sigterm_at = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
@@ -379,7 +394,8 @@ async def traffic(server: Server, stats: Stats, sigterm: bool, checkpoints: list
 # -- the report ---------------------------------------------------------------------------------------
 
 
-def soak(kind: str, requests: int, seconds: float, threads: int, sigterm: bool, grace: float) -> bool:
+def soak(kind: str, requests: int, seconds: float, threads: int, sigterm: bool, grace: float,
+         pause: float = 0.0) -> bool:
     server = Server(kind, threads, grace)
     try:
         time.sleep(0.5)
@@ -387,10 +403,12 @@ def soak(kind: str, requests: int, seconds: float, threads: int, sigterm: bool, 
         stats = Stats(target=requests, deadline=time.monotonic() + seconds)
         checkpoints: list = []
         started = time.monotonic()
-        shutdown = asyncio.run(traffic(server, stats, sigterm, checkpoints))
+        shutdown = asyncio.run(traffic(server, stats, sigterm, checkpoints, pause))
         elapsed = time.monotonic() - started
         print(f"\n== {kind.upper()} server: {stats.total:,} requests in {elapsed:.1f} s "
               f"({stats.total / elapsed:,.0f}/s)" + (f", {threads} threads" if kind == "wsgi" else ""))
+        if stats.paused_at is not None:
+            print(f"   server frozen (SIGSTOP) for {pause} s at {stats.paused_at:,} requests")
         for name, count in sorted(stats.served.items()):
             print(f"   {name:<15} {count:>9,}")
         print(f"   errors          {sum(stats.errors.values()):>9,}")
@@ -483,6 +501,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=600, help="stop after this long at most")
     parser.add_argument("--threads", type=int, default=32, help="WSGI worker threads")
     parser.add_argument("--sigterm", action="store_true", help="end with SIGTERM under load")
+    parser.add_argument("--pause", type=float, default=0.0,
+                        help="freeze the server (SIGSTOP) for this many seconds halfway")
     parser.add_argument("--grace", type=float, default=3.0, help="graceful shutdown timeout")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="run the server in this process and report what its code left allocated")
@@ -492,7 +512,8 @@ def main() -> int:
         if args.tracemalloc:
             ok &= tracemalloc_check(kind, args.requests, args.threads)
         else:
-            ok &= soak(kind, args.requests, args.seconds, args.threads, args.sigterm, args.grace)
+            ok &= soak(kind, args.requests, args.seconds, args.threads, args.sigterm, args.grace,
+                       args.pause)
     print("\nresult:", "PASS" if ok else "FAIL")
     return 0 if ok else 1
 
