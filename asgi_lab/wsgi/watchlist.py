@@ -92,7 +92,7 @@ class OneShotWatchList:
         fd = connection.fd
         if self.data.get(fd) is connection:  # registered before: re-arm it
             self.epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
-        else:  # its first time idle (a file descriptor number may be reused: overwrite)
+        else:  # first time idle, or after unwatch() (an fd number may be reused: overwrite)
             # Note it first: the acceptor's poll() runs without the lock and may report the
             # socket the instant it is registered.
             self.data[fd] = connection
