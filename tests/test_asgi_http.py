@@ -427,6 +427,31 @@ def test_idle_connections_are_closed_after_the_keep_alive_timeout():
             assert time.monotonic() - started < 2
 
 
+def test_a_request_that_arrives_while_the_server_is_stalled_is_answered_not_reset():
+    """The whole server stalls past the idle timeout (a paused VM, swapping) just as a
+    keep-alive client sends its next request. The tick that then finds the connection overdue
+    must not close it with the request unread: the kernel would reset it."""
+    with serve_in_background(hello, name="test-stall", timeout_keep_alive=0.3) as server:
+        with Client(server.address) as client:
+            assert client.get()[0].status_code == 200
+            sent = threading.Event()
+
+            def stall_then_tick():  # on the loop: nothing else runs meanwhile
+                sent.wait(3)
+                time.sleep(0.5)  # past the idle timeout, the request unread in the socket
+                server.server._tick()
+
+            server.loop.call_soon_threadsafe(stall_then_tick)
+            client.request("GET", "/after-the-stall")
+            sent.set()
+            response, body = client.response()
+            assert (response.status_code, body) == (200, b"hello /after-the-stall")
+        # ...and an overdue connection that stays silent is still closed (one tick later).
+        with Client(server.address) as client:
+            assert client.get()[0].status_code == 200
+            assert read_until_closed(client.sock, timeout=3) == b""
+
+
 def test_a_client_trickling_its_headers_is_dropped():
     with serve_in_background(hello, name="test-slow", timeout_request_header=0.5,
                              timeout_keep_alive=5) as server:

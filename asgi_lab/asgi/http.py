@@ -42,7 +42,7 @@ class HTTPProtocol(asyncio.Protocol):
     # per-object __dict__ save about 60 bytes each, and list the whole state in one place.
     __slots__ = ("server", "app", "config", "tracer", "loop", "conn", "transport", "cycle", "id",
                  "client", "server_addr", "reading_paused", "writing_paused", "drain_waiter",
-                 "waiting_since", "head_bytes", "keep_alive")
+                 "waiting_since", "head_bytes", "overdue", "keep_alive")
 
     def __init__(self, server) -> None:
         self.server = server            # the shared ServerState: app, config, tracer, connections
@@ -64,6 +64,7 @@ class HTTPProtocol(asyncio.Protocol):
         # request is being handled), `head_bytes` how many bytes of that head have arrived.
         self.waiting_since: float | None = None
         self.head_bytes = 0
+        self.overdue = False  # a tick found this wait over its timeout (see check_timeouts)
         self.keep_alive = True
 
     # -- asyncio.Protocol callbacks -------------------------------------------------------
@@ -212,6 +213,7 @@ class HTTPProtocol(asyncio.Protocol):
             return
         self.conn.start_next_cycle()
         self.waiting_since = self.loop.time()
+        self.overdue = False
         self.head_bytes = len(self.conn.trailing_data[0])
         self.resume_reading()
         if self.head_bytes:
@@ -252,12 +254,18 @@ class HTTPProtocol(asyncio.Protocol):
                 elif now - cycle.body_seen_at > self.config.timeout_request_header:
                     self.reject(408, "request body too slow")
             return
-        waited = now - self.waiting_since
-        if self.head_bytes == 0:
-            if waited > self.config.timeout_keep_alive:
-                self.close_idle("idle")
-        elif waited > self.config.timeout_request_header:
-            self.close_idle("request head too slow")
+        idle = self.head_bytes == 0
+        limit = self.config.timeout_keep_alive if idle else self.config.timeout_request_header
+        if now - self.waiting_since <= limit:
+            return
+        if not self.overdue:
+            # Close at the next tick, not this one. The loop reads every socket between two
+            # ticks, so a request that arrived while the whole server was stalled (a paused
+            # VM, swapping) is read and answered first: closing a socket with unread bytes
+            # makes the kernel reset the connection, and the client loses that request.
+            self.overdue = True
+            return
+        self.close_idle("idle" if idle else "request head too slow")
 
     def close_idle(self, why: str) -> None:
         if self.tracer is not None:
