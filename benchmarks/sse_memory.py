@@ -1,0 +1,91 @@
+"""Where does a waiting SSE client's memory go? Python's own accounting, line by line.
+
+    python benchmarks/sse_memory.py [--clients 1000] [--top 25]
+
+`benchmarks/sse_clients.py` measures what a waiting client costs from outside: the server
+process's RSS. This script explains that number. It runs our ASGI server in this process with
+`tracemalloc` on, opens `--clients` SSE clients on `asgi_lab.apps.sse:app` from a separate
+load-generator process, and once they are all waiting compares two snapshots: before the
+clients came, and while they wait. The difference, divided by the number of clients, is what
+each one holds, by the line of code that allocated it (asyncio, h11, the app, or us).
+
+Read it next to the server's code: the app's suspended coroutine (`create_task(self.app(...))`),
+the scope dict, the h11 connection, the asyncio transport and its socket. The first line of
+the report is the total, in bytes per client; RSS per client is usually within a few percent
+of it (the C allocator's own overhead is not counted here, and tracemalloc adds its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import linecache
+import os
+import subprocess
+import sys
+import tracemalloc
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from asgi_lab.apps.sse import app  # noqa: E402
+from asgi_lab.asgi.server import Server  # noqa: E402
+from asgi_lab.config import Config  # noqa: E402
+from asgi_lab.load import raise_open_files_limit  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def short(filename: str) -> str:
+    """A path a reader can place: `asgi_lab/asgi/http.py`, `h11/_state.py`, `asyncio/tasks.py`."""
+    parts = filename.replace("\\", "/").split("/")
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] in ("asgi_lab", "site-packages") or parts[i].startswith("python3."):
+            return "/".join(parts[i + 1:] if parts[i] != "asgi_lab" else parts[i:])
+    return filename
+
+
+async def measure(clients: int) -> tuple[list, float]:
+    server = Server(app, Config(port=0, access_log=False, lifespan="off"))
+    await server.start()
+    host, port = server.address
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    load = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "asgi_lab.load.sse", f"http://{host}:{port}/events",
+        "--clients", str(clients), "--duration", "4", "--spread", "1",
+        stdout=subprocess.DEVNULL, cwd=ROOT)
+    # Every client connected (the spread is 1 s) and waiting between two events.
+    while len(server.connections) < clients and load.returncode is None:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.5)
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    await load.wait()
+    await server.shutdown()
+    stats = after.compare_to(before, "lineno")
+    return stats, sum(stat.size_diff for stat in stats) / clients
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--top", type=int, default=25, help="how many allocation sites to list")
+    args = parser.parse_args()
+    raise_open_files_limit(args.clients)
+    stats, total = asyncio.run(measure(args.clients))
+    print(f"{args.clients} waiting SSE clients on our ASGI server: {total:,.0f} bytes per client "
+          "(Python allocations, tracemalloc)\n")
+    print(f"{'bytes':>6} {'blocks':>6}  allocated at")
+    for stat in stats[:args.top]:
+        frame = stat.traceback[0]
+        line = linecache.getline(frame.filename, frame.lineno).strip()
+        print(f"{stat.size_diff / args.clients:6.0f} {stat.count_diff / args.clients:6.1f}  "
+              f"{short(frame.filename)}:{frame.lineno}  {line[:70]}")
+    print("\nbytes, blocks: per client. Compare with KB/client in benchmarks/sse_clients.py (RSS).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
