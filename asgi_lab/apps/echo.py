@@ -50,7 +50,9 @@ async def websocket_echo(receive, send):
         if message["type"] != "websocket.receive":
             return  # websocket.disconnect: the client is gone, nothing more to send
         text = message.get("text")
-        if text is not None:
-            await send({"type": "websocket.send", "text": text})
-        else:
-            await send({"type": "websocket.send", "bytes": message["bytes"]})
+        reply = {"type": "websocket.send", "text": text} if text is not None else \
+            {"type": "websocket.send", "bytes": message.get("bytes") or b""}
+        try:
+            await send(reply)
+        except OSError:  # the client vanished meanwhile (www spec 2.4: send() raises)
+            return

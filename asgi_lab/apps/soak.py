@@ -35,6 +35,8 @@ import threading
 import time
 from urllib.parse import parse_qs
 
+from .echo import websocket_echo
+
 CHUNK = 64 * 1024
 TEXT = [(b"content-type", b"text/plain")]
 
@@ -145,26 +147,6 @@ async def server_sent_events(interval: float, send):
             await asyncio.sleep(interval)
     except OSError:
         return
-
-
-async def websocket_echo(receive, send):
-    message = await receive()
-    if message["type"] != "websocket.connect":
-        return
-    await send({"type": "websocket.accept"})
-    while True:
-        message = await receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        reply = {"type": "websocket.send"}
-        if message.get("text") is not None:
-            reply["text"] = message["text"]
-        else:
-            reply["bytes"] = message.get("bytes") or b""
-        try:
-            await send(reply)
-        except OSError:
-            return
 
 
 # -- WSGI -----------------------------------------------------------------------------------------
