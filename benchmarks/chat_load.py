@@ -28,7 +28,6 @@ import asyncio
 import importlib.util
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -37,7 +36,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import PYTHON, cpu_seconds, free_port  # noqa: E402
+from harness import PYTHON, cpu_seconds, free_port, stop_process  # noqa: E402
 
 APP = "asgi_lab.apps.chat:app"
 
@@ -145,13 +144,7 @@ class ServerProcess:
         raise RuntimeError(f"{self.name} did not start:\n{self.log.read().decode(errors='replace')}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def servers() -> list[ServerProcess]:

@@ -25,7 +25,6 @@ import asyncio
 import importlib.util
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -35,19 +34,15 @@ import time
 from wsproto import Connection, ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Message, Request
 
-PYTHON = sys.executable
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import PYTHON, free_port, stop_process  # noqa: E402
+
 APP = "asgi_lab.apps.echo:app"
 MESSAGE = "0123456789abcdef"
 BIG = 1024 * 1024
 
 
 # -- the servers -------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class ServerProcess:
     """A server in a subprocess on a known port; `start()` returns once it accepts connections."""
@@ -75,13 +70,7 @@ class ServerProcess:
         return f"ws://127.0.0.1:{self.port}/"
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def servers() -> list[ServerProcess]:
