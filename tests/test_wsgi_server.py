@@ -580,7 +580,7 @@ def test_app_errors_before_the_head_are_500(path, caplog):
             assert get(server, path)[:3:2] == (500, b"500 Internal Server Error\n")
         assert "Exception in WSGI application" in caplog.text
         assert get(server, "/")[2] == b"ok"
-        assert all(worker.is_alive() for worker in server._workers)
+        assert all(worker.is_alive() for worker in server._pool.threads)
 
 
 def test_a_failing_close_is_logged_and_the_connection_closed(caplog):
@@ -607,7 +607,7 @@ def test_app_errors_after_the_head_cut_the_connection(path):
         with pytest.raises((ConnectionError, h11.RemoteProtocolError)):
             get(server, path)
         assert get(server, "/")[2] == b"ok"
-        assert all(worker.is_alive() for worker in server._workers)
+        assert all(worker.is_alive() for worker in server._pool.threads)
 
 
 # -- threads -----------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@ with the same limits, tracer and background runner as the ASGI server.
 
 Read in this order: `environ.py` (pure: an h11.Request -> the PEP 3333 environ),
 `streams.py` (wsgi.input and wsgi.file_wrapper), `connection.py` (h11 over a blocking socket:
-one connection's requests, and the start_response / iterable cycle of each), `server.py`
-(listening, the acceptor and the worker pool, graceful shutdown).
+one connection's requests, and the start_response / iterable cycle of each), `pool.py` (the
+worker threads and their queue; when to wake one), `watchlist.py` (the acceptor's epoll set),
+`server.py` (listening, the acceptor, graceful shutdown).
 """
 
 from .connection import ClientDisconnected, RequestBodyError

@@ -18,7 +18,9 @@ own. Which threads, and who does what:
   ready connection from the queue, reads the request and runs the app, blocking, until the
   response is sent (see `connection.py`); then gives the connection back to the acceptor
   and takes the next one. When all N workers are busy, ready connections wait in the queue:
-  a bounded pool, like gunicorn's gthread worker or waitress.
+  a bounded pool, like gunicorn's gthread worker or waitress. The queue and the workers
+  live in `pool.py`, which also decides when a sleeping worker is worth waking: only when
+  the GIL has time to spare.
 - With `threads=0` there is no pool: each connection gets a thread of its own ("wsgi-conn-17")
   that blocks on its socket from accept to close, the classic threaded server
   (`socketserver.ThreadingMixIn`). Simple, and one thread per open connection, idle or not.
@@ -48,7 +50,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import queue
 import signal
 import socket
 import sys
@@ -59,6 +60,7 @@ from collections.abc import Callable
 from ..config import Config
 from ..http11 import bind_socket
 from .connection import MSG_DONTWAIT, Connection
+from .pool import WorkerPool
 from .watchlist import new_watch_list
 
 logger = logging.getLogger("asgi_lab.error")
@@ -88,10 +90,9 @@ class WSGIServer:
         self._selector = None                            # a watch list (see watchlist.py)
         self._idle: set[Connection] = set()              # watched by the acceptor's selector
         self._selector_lock = threading.Lock()           # guards the selector and _idle
-        self._ready: queue.SimpleQueue = queue.SimpleQueue()  # connections with bytes to read
+        self._pool: WorkerPool | None = None              # threads > 0: the workers, the ready queue
         self._wake_r = self._wake_w = None
         self._acceptor: threading.Thread | None = None
-        self._workers: list[threading.Thread] = []
         self._connection_threads: set[threading.Thread] = set()  # threads=0 only
         self._accept_paused_until: float | None = None  # out of file descriptors: see _accept
         self._stopping = False
@@ -118,7 +119,7 @@ class WSGIServer:
         return {
             "threads": self.config.threads or len(self._connection_threads),
             "busy": busy,                      # threads inside a request (the app, or writing)
-            "queued": self._ready.qsize(),     # ready connections waiting for a free worker
+            "queued": self._pool.queued if self._pool else 0,  # ready, waiting for a worker
             "connections": len(connections),   # open connections, idle ones included
         }
 
@@ -135,10 +136,9 @@ class WSGIServer:
         self._selector = new_watch_list()
         self._selector.add(self._listener, _ACCEPT)
         self._selector.add(self._wake_r, _WAKE)
-        for number in range(1, self.config.threads + 1):
-            worker = threading.Thread(target=self._work, name=f"wsgi-worker-{number}", daemon=True)
-            worker.start()
-            self._workers.append(worker)
+        if self.config.threads:
+            self._pool = WorkerPool(self.config.threads, self._serve_ready)
+            self._pool.start()
         self._acceptor = threading.Thread(target=self._run_acceptor, name="wsgi-acceptor", daemon=True)
         self._acceptor.start()
         logger.debug("asgi_lab WSGI server listening on %s", self.url)
@@ -151,16 +151,17 @@ class WSGIServer:
         config = self.config
         tick = min(max(min(config.timeout_keep_alive, config.timeout_request_header) / 4, 0.05), 1.0)
         next_check = time.monotonic() + tick
+        timeout = tick
         try:
             while not self._stopping:
-                for what in selector.select(tick):
+                for what in selector.select(timeout):
                     if what is _ACCEPT:
                         self._accept()
                     elif what is _WAKE:
                         self._drain_wake_ups()
                     else:  # an idle connection has bytes to read: a worker's turn
                         self._reported(what)
-                        self._ready.put(what)
+                        self._pool.put(what)
                 now = time.monotonic()
                 if self._accept_paused_until is not None and now >= self._accept_paused_until:
                     self._accept_paused_until = None
@@ -169,6 +170,8 @@ class WSGIServer:
                 if now >= next_check:
                     self._close_expired(now)
                     next_check = now + tick
+                look_again = self._pool.check(now) if self._pool else None  # see pool.py
+                timeout = tick if look_again is None else min(look_again, tick)
         except BaseException as exc:  # never expected; log it rather than die silently
             logger.critical("The WSGI acceptor thread failed", exc_info=exc)
         finally:
@@ -203,7 +206,7 @@ class WSGIServer:
                     # Straight to a worker: a client sends its request right after connecting,
                     # so it is usually there already. If not, the worker's non-blocking read
                     # finds nothing and gives the connection back to the selector.
-                    self._ready.put(connection)
+                    self._pool.put(connection)
                 else:
                     self._watch(connection)
             else:
@@ -256,7 +259,7 @@ class WSGIServer:
         for connection in expired:
             self._unwatch(connection)
             if connection.has_bytes_waiting():
-                self._ready.put(connection)
+                self._pool.put(connection)
             else:
                 connection.close_idle()
 
@@ -268,27 +271,25 @@ class WSGIServer:
             idle = list(self._idle)
         for connection in idle:
             self._unwatch(connection)
-            if answer_waiting and self._workers and not self._force_exit \
+            if answer_waiting and self._pool and not self._force_exit \
                     and connection.has_bytes_waiting():
                 connection.keep_alive = False
-                self._ready.put(connection)
+                self._pool.put(connection)
             else:
                 connection.close()
 
     # -- the worker threads ---------------------------------------------------------------------
 
-    def _work(self) -> None:
-        """A pool worker: serve ready connections, one at a time, until told to stop (None)."""
-        ready = self._ready
-        while (connection := ready.get()) is not None:
-            try:
-                still_open = connection.serve_ready()
-            except BaseException as exc:  # a bug of ours: lose the connection, not the worker
-                logger.critical("Internal error on connection %s", connection.id, exc_info=exc)
-                connection.close()
-                continue
-            if still_open:
-                self._give_back(connection)
+    def _serve_ready(self, connection: Connection) -> None:
+        """(a pool worker) Answer what the connection sent, then give it back if still open."""
+        try:
+            still_open = connection.serve_ready()
+        except BaseException as exc:  # a bug of ours: lose the connection, not the worker
+            logger.critical("Internal error on connection %s", connection.id, exc_info=exc)
+            connection.close()
+            return
+        if still_open:
+            self._give_back(connection)
 
     def _give_back(self, connection: Connection) -> None:
         """(worker thread) The connection is idle again: back to the acceptor's selector."""
@@ -341,6 +342,8 @@ class WSGIServer:
         self._stopping = True                          # 1.
         self._wake()
         self._acceptor.join(5.0)
+        if self._pool:
+            self._pool.hurry()  # nobody calls check() any more: no waiting in the queue
         for connection in list(self.connections):
             connection.keep_alive = False
             if not self.config.threads and connection.waiting_since is not None \
@@ -359,10 +362,10 @@ class WSGIServer:
         for connection in left:
             connection.abort()
 
-        for _ in self._workers:                             # 4.
-            self._ready.put(None)
+        if self._pool:                                      # 4.
+            self._pool.stop()
         join_until = time.monotonic() + (0.2 if self._force_exit else 2.0)
-        threads = self._workers + list(self._connection_threads)
+        threads = (self._pool.threads if self._pool else []) + list(self._connection_threads)
         for thread in threads:
             thread.join(max(join_until - time.monotonic(), 0))
         stuck = [thread.name for thread in threads if thread.is_alive()]
