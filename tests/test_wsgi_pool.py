@@ -16,6 +16,7 @@ import time
 import httpx
 import pytest
 
+from asgi_lab.apps.hello import wsgi_app as hello
 from asgi_lab.config import Config
 from asgi_lab.wsgi.pool import PATIENCE, WorkerPool
 from asgi_lab.wsgi.server import WSGIServer
@@ -228,3 +229,30 @@ def test_a_short_request_does_not_wait_behind_a_long_computation():
         server.shutdown()
     assert [results[number].text for number in range(3)] == ["short"] * 3
     assert results["long"].text == "done"  # it was still computing when the short one was answered
+
+
+def test_a_bug_of_ours_loses_the_connection_not_the_worker(monkeypatch, caplog):
+    """One worker only. Giving a connection back to the acceptor fails once (a bug of ours,
+    simulated): that connection is closed and logged, and the same worker serves the next."""
+    failures = []
+
+    def give_back_fails_once(self, connection):
+        if not failures:
+            failures.append(connection.id)
+            raise RuntimeError("simulated bug")
+        original(self, connection)
+
+    original = WSGIServer._give_back
+    monkeypatch.setattr(WSGIServer, "_give_back", give_back_fails_once)
+    server = WSGIServer(hello, Config(port=0, threads=1, access_log=False, timeout_graceful_shutdown=1.0))
+    server.start()
+    try:
+        with httpx.Client(timeout=5) as client:
+            assert client.get(server.url).status_code == 200  # answered, then the bug
+        with httpx.Client(timeout=5) as client:
+            assert client.get(server.url).status_code == 200  # the same worker, alive
+            assert client.get(server.url).status_code == 200  # and its connection given back
+        assert failures and all(thread.is_alive() for thread in server._pool.threads)
+        assert "Internal error on connection" in caplog.text
+    finally:
+        server.shutdown()

@@ -283,13 +283,11 @@ class WSGIServer:
     def _serve_ready(self, connection: Connection) -> None:
         """(a pool worker) Answer what the connection sent, then give it back if still open."""
         try:
-            still_open = connection.serve_ready()
+            if connection.serve_ready():
+                self._give_back(connection)
         except BaseException as exc:  # a bug of ours: lose the connection, not the worker
             logger.critical("Internal error on connection %s", connection.id, exc_info=exc)
             connection.close()
-            return
-        if still_open:
-            self._give_back(connection)
 
     def _give_back(self, connection: Connection) -> None:
         """(worker thread) The connection is idle again: back to the acceptor's selector."""
