@@ -69,6 +69,18 @@ def hold_one_worker(pool) -> str:
                 if all(worker.thread is not thread for worker in pool._sleeping))
 
 
+def queue_behind_a_busy_worker(pool, *connections: str) -> str:
+    """One worker held, the GIL busy and the held worker making progress: `connections`
+    wait in the queue. Returns the held worker's name."""
+    held_by = hold_one_worker(pool)
+    gil_was_busy(pool)
+    pool.check(time.monotonic())
+    for connection in connections:
+        pool.put(connection)
+    assert pool.queued == len(connections)
+    return held_by
+
+
 def gil_had_time_to_spare(pool) -> None:
     pool._last_look = (time.monotonic() - 1.0, time.process_time(), pool._finished - 1)
 
@@ -104,29 +116,15 @@ def test_while_the_gil_is_busy_a_connection_waits_for_a_busy_worker(pool):
     assert pool.recorder.served["b"] == held_by  # the busy worker took it when it was done
 
 
-def test_when_the_gil_had_time_to_spare_check_wakes_a_worker(pool):
-    held_by = hold_one_worker(pool)
-    gil_was_busy(pool)
-    pool.check(time.monotonic())
-    pool.put("c")
-    assert pool.queued == 1
-    gil_had_time_to_spare(pool)  # the busy worker is blocked (here: on an Event)
+@pytest.mark.parametrize("since_last_look", [gil_had_time_to_spare, gil_was_busy_and_nothing_finished],
+                         ids=["the GIL had time to spare", "the busy worker finished nothing"])
+def test_check_wakes_a_worker_for_a_waiting_connection_when(since_last_look, pool):
+    held_by = queue_behind_a_busy_worker(pool, "c")
+    since_last_look(pool)  # the busy worker is blocked (here: on an Event), or computing
     assert pool.check(time.monotonic()) is None  # nobody waits any more
     wait_for(lambda: "c" in pool.recorder.served)
     assert pool.recorder.served["c"] != held_by  # the other worker, woken for it
     assert not pool.recorder.release.is_set()
-
-
-def test_when_the_busy_workers_finish_nothing_check_wakes_a_worker(pool):
-    held_by = hold_one_worker(pool)
-    gil_was_busy(pool)
-    pool.check(time.monotonic())
-    pool.put("s")
-    assert pool.queued == 1
-    gil_was_busy_and_nothing_finished(pool)  # a long request, computing: the GIL is busy
-    pool.check(time.monotonic())
-    wait_for(lambda: "s" in pool.recorder.served)
-    assert pool.recorder.served["s"] != held_by
 
 
 def test_while_the_gil_has_time_to_spare_put_wakes_a_worker_at_once(pool):
@@ -145,11 +143,7 @@ def test_checks_are_at_most_one_patience_apart(pool):
 
 
 def test_shutting_down_wakes_workers_for_what_is_queued(pool):
-    hold_one_worker(pool)
-    gil_was_busy(pool)
-    pool.check(time.monotonic())
-    pool.put("e")
-    assert pool.queued == 1
+    queue_behind_a_busy_worker(pool, "e")
     pool.hurry()
     wait_for(lambda: "e" in pool.recorder.served)
     pool.put("f")  # after hurry(), no patience at all
@@ -157,11 +151,7 @@ def test_shutting_down_wakes_workers_for_what_is_queued(pool):
 
 
 def test_stop_serves_the_queue_before_the_threads_end(pool):
-    hold_one_worker(pool)
-    gil_was_busy(pool)
-    pool.check(time.monotonic())
-    for name in ("g", "h", "i"):
-        pool.put(name)
+    queue_behind_a_busy_worker(pool, "g", "h", "i")
     pool.stop()
     pool.recorder.release.set()
     for thread in pool.threads:
