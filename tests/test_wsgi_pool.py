@@ -43,6 +43,8 @@ class Recorder:
         if connection == "hold":
             self.holding.set()
             self.release.wait(10)
+        if connection == "boom":
+            raise RuntimeError("a bug in serve()")
         self.served[connection] = threading.current_thread().name
 
 
@@ -135,11 +137,38 @@ def test_while_the_gil_has_time_to_spare_put_wakes_a_worker_at_once(pool):
     wait_for(lambda: "d" in pool.recorder.served)
 
 
-def test_checks_are_at_most_one_patience_apart(pool):
+def test_a_request_finished_since_the_last_look_means_the_workers_are_not_stuck(pool):
+    finished_before = pool._finished
+    pool.put("quick")  # no worker busy: served at once; its worker goes back to sleep
+    wait_for(lambda: "quick" in pool.recorder.served and len(pool._sleeping) == 2)
+    hold_one_worker(pool)
+    pool._gil_to_spare = False
+    pool.put("x")
+    assert pool.queued == 1
+    # The last look was before "quick" finished, and the GIL was busy since.
+    pool._last_look = (time.monotonic() - 0.002, time.process_time() - 1.0, finished_before)
+    pool.check(time.monotonic())
+    assert pool.queued == 1  # a request finished: the busy workers get through the queue
+
+
+def test_a_serve_that_raises_leaves_the_worker_alive(pool, caplog):
+    for connection in ("boom", "boom", "after"):
+        pool.put(connection)  # one at a time: no worker is busy, so one wakes for each
+        wait_for(lambda: len(pool._sleeping) == 2)
+    assert "after" in pool.recorder.served
+    assert all(thread.is_alive() for thread in pool.threads) and pool._busy == 0
+    assert caplog.text.count("serving a connection failed") == 2
+
+
+def test_looks_are_at_most_one_patience_apart(pool):
     now = time.monotonic()
     pool._last_look = (now, time.process_time(), pool._finished)
-    assert pool.check(now + PATIENCE / 2) is None
+    assert pool.check(now + PATIENCE / 4) is None  # nothing waits: no need to come back
     assert pool._last_look[0] == now  # too soon: not looked
+    queue_behind_a_busy_worker(pool, "w")
+    now = pool._last_look[0]
+    assert pool.check(now + PATIENCE / 4) == pytest.approx(PATIENCE * 3 / 4)  # come back then
+    assert pool._last_look[0] == now and pool.queued == 1
 
 
 def test_shutting_down_wakes_workers_for_what_is_queued(pool):
@@ -210,15 +239,20 @@ def test_a_short_request_does_not_wait_behind_a_long_computation():
         long.start()
         wait_for(lambda: server.stats()["busy"] == 1)
         # Three, a little apart: by the second, the acceptor has seen the GIL busy.
+        waited = []
         for number in range(3):
             time.sleep(0.02)
+            started = time.monotonic()
             results[number] = httpx.get(server.url + "/short", timeout=15)
+            waited.append(time.monotonic() - started)
         answered.set()
         long.join(15)
     finally:
         server.shutdown()
     assert [results[number].text for number in range(3)] == ["short"] * 3
     assert results["long"].text == "done"  # it was still computing when the short one was answered
+    # Within a few looks (1 ms apart), not at the acceptor's next tick (1 s with this config):
+    assert max(waited) < 0.5, waited
 
 
 def test_a_bug_of_ours_loses_the_connection_not_the_worker(monkeypatch, caplog):

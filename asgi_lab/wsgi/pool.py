@@ -39,10 +39,13 @@ than the machine has cores.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+
+logger = logging.getLogger("asgi_lab.error")
 
 PATIENCE = 0.001
 """Seconds between two looks at the queue, while connections wait in it."""
@@ -77,9 +80,10 @@ class WorkerPool:
         self._sleeping: list[Worker] = []    # the most recent sleeper is woken first
         self._busy = size                    # workers not asleep (each starts awake)
         self._finished = 0                   # requests finished by the workers, ever
-        self._stopping = False
-        self._gil_to_spare = True            # as measured by check(); always, once stopping
+        self._gil_to_spare = True            # what check() found at its last look
         self._last_look = (time.monotonic(), time.process_time(), 0)  # when, CPU, _finished
+        self._hurry = False                  # shutting down: no more patience (hurry())
+        self._stopping = False               # the threads end once the queue is empty (stop())
 
     @property
     def queued(self) -> int:
@@ -94,19 +98,24 @@ class WorkerPool:
 
     def put(self, connection) -> None:
         """A connection has a request to answer. A sleeping worker gets it at once if no
-        worker is busy, or if the GIL had time to spare in the last `PATIENCE` seconds;
-        otherwise it waits in the queue for a busy worker to finish."""
+        worker is busy, or if the GIL had time to spare between the last two looks of
+        `check()`; otherwise it waits in the queue for a busy worker to finish.
+
+        After a quiet spell, the last look found the GIL idle: a burst of connections that
+        ends the quiet wakes workers as in any pool. They go back to sleep as soon as they
+        find the queue empty, and stay asleep while looks find the GIL busy."""
         with self._lock:
-            if self._sleeping and (self._busy == 0 or self._gil_to_spare):
+            if self._sleeping and (self._busy == 0 or self._gil_to_spare or self._hurry):
                 self._hand(self._sleeping.pop(), connection)
             else:
                 self._waiting.append(connection)
 
     def check(self, now: float) -> float | None:
-        """(the acceptor, at every turn of its loop) Every `PATIENCE` seconds, look at what
-        happened since the last look; if the GIL had time to spare, or the busy workers
-        finished nothing, give the waiting connections to sleeping workers. Returns how
-        soon to call again: None while no connection waits for a sleeping worker."""
+        """(the acceptor, at every turn of its loop) At most every `PATIENCE` seconds, look
+        at what happened since the last look: if the GIL had time to spare, or the busy
+        workers finished nothing, give the waiting connections to sleeping workers.
+        Returns how soon to call again: None while no connection waits for a sleeping
+        worker, otherwise the time until the next look is due."""
         since, cpu_since, finished_since = self._last_look
         if now - since < PATIENCE:  # too soon to look
             return since + PATIENCE - now if self._waiting and self._sleeping else None
@@ -130,7 +139,11 @@ class WorkerPool:
 
     def _run(self, worker: Worker) -> None:
         while (connection := self._next(worker)) is not None:
-            self.serve(connection)
+            try:
+                self.serve(connection)
+            except BaseException as exc:  # `serve` handles its errors; this is a last resort
+                logger.critical("%s: serving a connection failed", threading.current_thread().name,
+                                exc_info=exc)
 
     def _next(self, worker: Worker):
         """The oldest waiting connection; if there is none, sleep until handed one."""
@@ -149,9 +162,10 @@ class WorkerPool:
     # -- stop ------------------------------------------------------------------------------------
 
     def hurry(self) -> None:
-        """Shutting down: from now on, a connection put here wakes a worker at once."""
+        """Shutting down: from now on, a connection put here goes to a sleeping worker (if
+        any) at once; so do the ones already waiting."""
         with self._lock:
-            self._gil_to_spare = True
+            self._hurry = True
             while self._waiting and self._sleeping:
                 self._hand(self._sleeping.pop(), self._waiting.popleft())
 
