@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
+import logging
 import threading
 
 from .config import Config
@@ -167,6 +169,28 @@ def serve_in_background(app, kind: str = "asgi", *, name: str | None = None, tra
     """
     config = (config or Config(port=0)).replace(**settings) if settings else (config or Config(port=0))
     return BackgroundServer(app, kind, config, tracer, name).start()
+
+
+@contextlib.contextmanager
+def server_errors(level: int = logging.WARNING):
+    """Collect what the servers log on "asgi_lab.error" at `level` or above, as a list of
+    `logging.LogRecord` filled while the block runs, and keep it out of stderr meanwhile:
+    for a notebook cell or an exercise check that reports the server's errors its own way."""
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("asgi_lab.error")
+    handler, propagate = Collect(level), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def running_servers() -> list[BackgroundServer]:

@@ -28,7 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..background import serve_in_background
+from ..background import serve_in_background, server_errors
 from ..exercises.client import request
 
 PROBE_INTERVAL = 0.005
@@ -215,28 +215,17 @@ def forgotten_await_demo(app=None) -> dict:
     The warning is issued on the server's thread when the un-awaited coroutine is collected,
     so it is caught there (warnings filters are process-wide) and handed back as data.
     """
-    import logging
     import warnings
 
     from ..apps.pitfalls import forgotten_await
 
-    server_log: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            server_log.append(record.getMessage())
-
     app = app or forgotten_await
-    logger, handler = logging.getLogger("asgi_lab.error"), Collect(logging.WARNING)
-    logger.addHandler(handler)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", RuntimeWarning)
-            with serve_in_background(app, name="blocking-loop:forgotten-await", lifespan="off",
-                                     access_log=False) as server:
-                response = request(server.address, target="/")
-    finally:
-        logger.removeHandler(handler)
+    with server_errors() as records, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        with serve_in_background(app, name="blocking-loop:forgotten-await", lifespan="off",
+                                 access_log=False) as server:
+            response = request(server.address, target="/")
+    server_log = [record.getMessage() for record in records]
     return {"status": response.status, "body": response.body.decode("latin-1"),
             "warnings": [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)],
             "server_log": server_log}

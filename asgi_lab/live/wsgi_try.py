@@ -29,10 +29,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ..apps.chat import ROOM_PATH, chat_page
+from ..background import server_errors
 from .chat_client import ChatClient
 from .client import HandshakeRejected
 
@@ -97,40 +97,28 @@ class WSGIAttempt:
 
 def try_chat_on_wsgi(url: str, room: str = "lobby", name: str = "ada",
                      timeout: float = 5.0) -> WSGIAttempt:
-    """Open a chat WebSocket against `url` (an http:// URL) and report what happened."""
+    """Open a chat WebSocket against `url` (an http:// URL) and report what happened,
+    with what the server (if it runs in this process) logged meanwhile."""
     ws_url = "ws" + url[len("http"):] + f"/ws/{room}?name={name}"
-    with server_errors() as log:
-        try:
-            client = ChatClient.connect(ws_url, timeout=timeout)
-        except HandshakeRejected as exc:
-            return WSGIAttempt(ws_url, exc.request_bytes, exc.response_bytes, exc.status_code,
-                               False, server_log=log)
-        except (ConnectionError, OSError) as exc:
-            return WSGIAttempt(ws_url, b"", b"", None, False, error=repr(exc), server_log=log)
-    attempt = WSGIAttempt(ws_url, client.client.request_bytes, client.client.response_bytes,
-                          101, True, server_log=log)
+    with server_errors(logging.ERROR) as records:
+        attempt = _attempt(ws_url, timeout)
+    attempt.server_log = [_one_line(record) for record in records]
+    return attempt
+
+
+def _attempt(ws_url: str, timeout: float) -> WSGIAttempt:
+    try:
+        client = ChatClient.connect(ws_url, timeout=timeout)
+    except HandshakeRejected as exc:
+        return WSGIAttempt(ws_url, exc.request_bytes, exc.response_bytes, exc.status_code, False)
+    except (ConnectionError, OSError) as exc:
+        return WSGIAttempt(ws_url, b"", b"", None, False, error=repr(exc))
+    attempt = WSGIAttempt(ws_url, client.client.request_bytes, client.client.response_bytes, 101, True)
     client.close()
     return attempt
 
 
-@contextmanager
-def server_errors():
-    """Collect what the servers log on "asgi_lab.error" as one line each (the exception's
-    last line, not the whole traceback), and keep it out of the notebook's stderr meanwhile."""
-    lines: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            error = record.exc_info[1] if record.exc_info else None
-            detail = f": {type(error).__name__}: {error}" if error is not None else ""
-            lines.append(record.getMessage() + detail)
-
-    logger = logging.getLogger("asgi_lab.error")
-    handler, propagate = Collect(logging.ERROR), logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
-        yield lines
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
+def _one_line(record: logging.LogRecord) -> str:
+    """A log record as one line: its message and the exception's last line, no traceback."""
+    error = record.exc_info[1] if record.exc_info else None
+    return record.getMessage() + (f": {type(error).__name__}: {error}" if error is not None else "")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from ...background import server_errors
 from .. import client
 from ..feedback import fail, passed
-from .common import describe_log, require_callable, serve, server_errors
+from .common import describe_log, require_callable, serve
 
 
 # == 7. Unblock the event loop =====================================================================

@@ -3,7 +3,6 @@ our servers quietly for a check."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 from ...background import serve_in_background
@@ -48,27 +47,6 @@ def explain_http(exercise: str, result, unawaited: list[str], hint: str) -> None
 def http_exchange(app, **request) -> tuple:
     outcome = run(lambda: http_request(app, **request))
     return outcome.value, outcome.unawaited
-
-
-@contextlib.contextmanager
-def server_errors():
-    """Collect what our server logs about the app ("Exception in ASGI application"), instead
-    of letting it print a traceback into the student's notebook."""
-    records: list[logging.LogRecord] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    logger = logging.getLogger("asgi_lab.error")
-    handler, propagate = Collect(logging.WARNING), logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
 
 
 def describe_log(records: list[logging.LogRecord]) -> str:

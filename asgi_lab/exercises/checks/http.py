@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
+from ...background import server_errors
 from .. import client
 from ..feedback import fail, passed
-from .common import (describe_log, explain_http, http_exchange, require_callable, serve,
-                     server_errors)
+from .common import describe_log, explain_http, http_exchange, require_callable, serve
 
 
 # == 3. An ASGI app that reads a streamed request body =============================================

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import time
 
+from ...background import server_errors
 from .. import client
 from ..fakes import FakeDatabase
 from ..feedback import fail, passed
 from ..harness import (ASGIDriver, AppTimeout, describe_exception, http_request,
                        lifespan_scope, run)
-from .common import describe_log, explain_http, require_callable, serve, server_errors
+from .common import describe_log, explain_http, require_callable, serve
 
 
 # == 6. Lifespan and shared state ==================================================================

@@ -6,10 +6,11 @@ import asyncio
 import threading
 import time
 
+from ...background import server_errors
 from .. import client
 from ..feedback import fail, passed
 from ..harness import AppTimeout, ASGIDriver, describe_exception, http_scope, run
-from .common import require_callable, serve, server_errors, unawaited_note
+from .common import require_callable, serve, unawaited_note
 
 
 # == 4. Server-Sent Events that stop when the client leaves ========================================

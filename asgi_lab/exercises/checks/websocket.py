@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+from ...background import server_errors
 from .. import client
 from ..feedback import fail, passed
 from ..harness import AppTimeout, ASGIDriver, describe_exception, run, websocket_scope
-from .common import describe_log, require_callable, serve, server_errors
+from .common import describe_log, require_callable, serve
 
 
 # == 5. A WebSocket chat ===========================================================================

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 
+from ...background import server_errors
 from .. import client
 from ..feedback import fail, passed
 from ..harness import call_wsgi, describe_exception
-from .common import describe_log, require_callable, serve, server_errors
+from .common import describe_log, require_callable, serve
 
 
 # == 1. A WSGI app =================================================================================
