@@ -125,8 +125,7 @@ class WorkerPool:
         stuck = self._finished == finished_since
         if (self._gil_to_spare or stuck) and self._waiting and self._sleeping:
             with self._lock:
-                while self._waiting and self._sleeping:
-                    self._hand(self._sleeping.pop(), self._waiting.popleft())
+                self._hand_out_waiting()
         return PATIENCE if self._waiting and self._sleeping else None
 
     def _hand(self, worker: Worker, connection) -> None:
@@ -134,6 +133,11 @@ class WorkerPool:
         worker.connection = connection
         self._busy += 1
         worker.wake_up.release()
+
+    def _hand_out_waiting(self) -> None:
+        """(with the lock) Wake a sleeping worker for each waiting connection, oldest first."""
+        while self._waiting and self._sleeping:
+            self._hand(self._sleeping.pop(), self._waiting.popleft())
 
     # -- a worker's side ----------------------------------------------------------------------
 
@@ -148,7 +152,7 @@ class WorkerPool:
     def _next(self, worker: Worker):
         """The oldest waiting connection; if there is none, sleep until handed one."""
         with self._lock:
-            self._finished += 1  # (at the start, too: it only needs to change)
+            self._finished += 1  # back for more: a request finished (or the thread just started)
             if self._waiting:
                 return self._waiting.popleft()
             if self._stopping:
@@ -166,8 +170,7 @@ class WorkerPool:
         any) at once; so do the ones already waiting."""
         with self._lock:
             self._hurry = True
-            while self._waiting and self._sleeping:
-                self._hand(self._sleeping.pop(), self._waiting.popleft())
+            self._hand_out_waiting()
 
     def stop(self) -> None:
         """Let every worker finish what is queued, then end its thread (see `threads`)."""
