@@ -96,7 +96,7 @@ def gil_was_busy_and_nothing_finished(pool) -> None:
     pool._last_look = (time.monotonic() - 0.002, time.process_time() - 1.0, pool._finished)
 
 
-def test_with_no_worker_busy_a_connection_wakes_one_at_once(pool):
+def test_while_every_worker_sleeps_a_connection_wakes_one_at_once(pool):
     gil_was_busy(pool)
     pool.check(time.monotonic())  # measures: no time to spare
     pool.put("a")
@@ -139,7 +139,7 @@ def test_while_the_gil_has_time_to_spare_put_wakes_a_worker_at_once(pool):
 
 def test_a_request_finished_since_the_last_look_means_the_workers_are_not_stuck(pool):
     finished_before = pool._finished
-    pool.put("quick")  # no worker busy: served at once; its worker goes back to sleep
+    pool.put("quick")  # every worker asleep: served at once; its worker goes back to sleep
     wait_for(lambda: "quick" in pool.recorder.served and len(pool._sleeping) == 2)
     hold_one_worker(pool)
     pool._gil_to_spare = False
@@ -153,10 +153,10 @@ def test_a_request_finished_since_the_last_look_means_the_workers_are_not_stuck(
 
 def test_a_serve_that_raises_leaves_the_worker_alive(pool, caplog):
     for connection in ("boom", "boom", "after"):
-        pool.put(connection)  # one at a time: no worker is busy, so one wakes for each
+        pool.put(connection)  # one at a time: every worker sleeps, so one wakes for each
         wait_for(lambda: len(pool._sleeping) == 2)
     assert "after" in pool.recorder.served
-    assert all(thread.is_alive() for thread in pool.threads) and pool._busy == 0
+    assert all(thread.is_alive() for thread in pool.threads) and pool._awake == 0
     assert caplog.text.count("serving a connection failed") == 2
 
 

@@ -16,7 +16,7 @@ a fast app as the number of threads grows.
 
 So this pool wakes a sleeping worker only when one could use the GIL:
 
-- A connection that arrives while no worker is busy goes to a sleeping worker at once.
+- A connection that arrives while every worker sleeps goes to one of them at once.
 - Otherwise it waits in the queue, and a busy worker takes it when it finishes its request.
 - While connections wait, the acceptor calls `check()` every `PATIENCE` seconds (1 ms). It
   looks at two things since the last look. How much CPU time did the whole process use? Less
@@ -78,7 +78,7 @@ class WorkerPool:
         self._lock = threading.Lock()        # guards everything below
         self._waiting: deque = deque()       # ready connections, oldest first
         self._sleeping: list[Worker] = []    # the most recent sleeper is woken first
-        self._busy = size                    # workers not asleep (each starts awake)
+        self._awake = size                   # workers not asleep (each starts awake)
         self._finished = 0                   # requests finished by the workers, ever
         self._gil_to_spare = True            # what check() found at its last look
         self._last_look = (time.monotonic(), time.process_time(), 0)  # when, CPU, _finished
@@ -97,15 +97,15 @@ class WorkerPool:
     # -- the acceptor's side -------------------------------------------------------------------
 
     def put(self, connection) -> None:
-        """A connection has a request to answer. A sleeping worker gets it at once if no
-        worker is busy, or if the GIL had time to spare between the last two looks of
+        """A connection has a request to answer. A sleeping worker gets it at once if every
+        worker sleeps, or if the GIL had time to spare between the last two looks of
         `check()`; otherwise it waits in the queue for a busy worker to finish.
 
         After a quiet spell, the last look found the GIL idle: a burst of connections that
         ends the quiet wakes workers as in any pool. They go back to sleep as soon as they
         find the queue empty, and stay asleep while looks find the GIL busy."""
         with self._lock:
-            if self._sleeping and (self._busy == 0 or self._gil_to_spare or self._hurry):
+            if self._sleeping and (self._awake == 0 or self._gil_to_spare or self._hurry):
                 self._hand(self._sleeping.pop(), connection)
             else:
                 self._waiting.append(connection)
@@ -131,7 +131,7 @@ class WorkerPool:
     def _hand(self, worker: Worker, connection) -> None:
         """(with the lock) Wake a sleeping worker with a connection to serve."""
         worker.connection = connection
-        self._busy += 1
+        self._awake += 1
         worker.wake_up.release()
 
     def _hand_out_waiting(self) -> None:
@@ -157,7 +157,7 @@ class WorkerPool:
                 return self._waiting.popleft()
             if self._stopping:
                 return None
-            self._busy -= 1
+            self._awake -= 1
             self._sleeping.append(worker)
         worker.wake_up.acquire()
         connection, worker.connection = worker.connection, None
