@@ -7,12 +7,15 @@ few things around h11 that both servers need in exactly the same form:
 - `new_h11_connection(config)`: the server side of an h11 connection with our header limit;
 - `error_response(status)`: the one place an error response (400, 413, 431, 500, ...) is built,
   with no traceback or internal detail in it (the log gets those);
+- `check_status(status_code, reason)`: what an app may put on the status line, checked where h11
+  does not check it (h11 writes the reason phrase as given: see the function);
 - `default_headers()`: the `server` and `date` headers every response carries (RFC 9110 §6.6.1),
   with the date formatted once per second rather than once per request.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from email.utils import formatdate
@@ -86,6 +89,30 @@ def response_head(key, build, *args) -> h11.Response:
     if head is None:
         head = _heads[key] = build(*args)  # a bad status or header raises here, uncached
     return head
+
+
+_REASON_PHRASE = re.compile(rb"[\x20-\x7e\x80-\xff]*")
+"""RFC 9112 §4, `reason-phrase = 1*( HTAB / SP / VCHAR / obs-text )`, without HTAB: PEP 3333
+says the status "must not contain control characters", and a tab is one."""
+
+
+def check_status(status_code: int, reason: bytes = b"") -> None:
+    """Refuse a final status line an app should never be able to send.
+
+    h11 checks header names and values, but writes the reason phrase exactly as given: a
+    reason holding "\r\n" would end the status line early and let the app, or a user whose
+    input the app echoes, write headers of its own, even a whole second response (response
+    splitting). So the reason may hold only the bytes RFC 9112 §4 allows. The code must be an
+    int from 200 to 599: RFC 9110 §15 calls anything outside 100-599 invalid, and a 1xx is not
+    a final response (h11 sends 100 Continue itself, as `InformationalResponse`).
+    Raises ValueError, which both servers turn into a logged 500. (Each server first checks the
+    type its own spec gives the status: a str for PEP 3333, an int for ASGI.)
+    """
+    if not 200 <= status_code <= 599:
+        raise ValueError(f"the status code must be from 200 to 599 (RFC 9110 §15), not {status_code}")
+    if not _REASON_PHRASE.fullmatch(reason):
+        raise ValueError(f"the reason phrase may not hold control characters such as CR or LF "
+                         f"(RFC 9112 §4, PEP 3333): {reason!r}")
 
 
 def reason_phrase(status: int) -> bytes:

@@ -22,7 +22,7 @@ import logging
 import h11
 
 from ..http11 import default_headers, is_websocket_upgrade, new_h11_connection, reason_phrase
-from ..http11 import event_name, refuse_request, response_head, send_error, status_for
+from ..http11 import check_status, event_name, refuse_request, response_head, send_error, status_for
 from ..trace import describe_event, preview
 from .scope import build_http_scope
 
@@ -423,7 +423,11 @@ class RequestResponseCycle:
             if message_type != "http.response.start":
                 raise RuntimeError(f"Expected 'http.response.start', but got {message_type!r}: "
                                    "an app must start its response before sending the body")
-            self.status = status = message["status"]
+            status = message["status"]
+            if type(status) is not int:  # checked before the cache, where 200.0 == 200 as a key
+                raise TypeError(f"http.response.start 'status' must be an int like 200 "
+                                f"(ASGI www spec, Response Start), not {status!r}")
+            self.status = status
             headers = message.get("headers", ())
             # Built now so that a bad status or header fails here, while a 500 is still
             # possible. It is written with the first body chunk: one write for small responses.
@@ -462,7 +466,9 @@ class RequestResponseCycle:
 
 
 def _h11_response(status: int, headers) -> h11.Response:
-    """An app's http.response.start as an h11.Response, with our default headers first."""
+    """An app's http.response.start as an h11.Response, with our default headers first.
+    A code outside 200-599 is refused here (`check_status`); the reason phrase is ours."""
+    check_status(status)
     return h11.Response(status_code=status, headers=default_headers() + list(headers),
                         reason=reason_phrase(status))
 

@@ -28,8 +28,8 @@ import time
 
 import h11
 
-from ..http11 import (default_headers, event_name, new_h11_connection, refuse_request, response_head,
-                      send_error, status_for)
+from ..http11 import (check_status, default_headers, event_name, new_h11_connection, refuse_request,
+                      response_head, send_error, status_for)
 from ..trace import describe_event, preview
 from .environ import build_environ, environ_base, environ_for_trace
 from .streams import FileRegion, FileWrapper, RequestBody
@@ -567,8 +567,10 @@ def _h11_response(status: str, headers: list[tuple[str, str]]) -> h11.Response:
     if type(status) is not str:
         raise TypeError(f"status must be a str like '200 OK', not {type(status).__name__}")
     code, _, reason = status.partition(" ")
-    if len(code) != 3 or not code.isdigit():
+    if len(code) != 3 or not (code.isascii() and code.isdigit()):  # "٢٠٠".isdigit() is True
         raise ValueError(f"status must start with a three-digit code and a space: {status!r}")
+    status_code, reason = int(code), reason.encode("latin-1")
+    check_status(status_code, reason)
     if type(headers) is not list:
         raise TypeError(f"headers must be a list of (name, value) tuples, not {type(headers).__name__}")
     raw_headers = default_headers()
@@ -577,7 +579,7 @@ def _h11_response(status: str, headers: list[tuple[str, str]]) -> h11.Response:
         if type(name) is not str or type(value) is not str:
             raise TypeError(f"header names and values must be str: {header!r}")
         raw_headers.append((name.encode("latin-1"), value.encode("latin-1")))
-    return h11.Response(status_code=int(code), headers=raw_headers, reason=reason.encode("latin-1"))
+    return h11.Response(status_code=status_code, headers=raw_headers, reason=reason)
 
 
 def _no_delay(sock: socket.socket) -> None:

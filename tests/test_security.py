@@ -1,0 +1,115 @@
+"""HTTP security probes: each sends the exact bytes of an attack to both servers over loopback.
+
+Issue "HTTP security", section 1: response splitting through the status line. h11 checks header
+names and values but writes a response's reason phrase exactly as given, so a server that hands
+an app's status to h11 unchecked lets "200 OK\\r\\nSet-Cookie: evil=1" put a header of the app's
+(or of a user whose input the app echoes) on the wire. Both servers must refuse such a status
+with a logged 500 and close the connection (as gunicorn and waitress do).
+"""
+
+from __future__ import annotations
+
+import logging
+from ast import literal_eval
+from urllib.parse import unquote
+
+import pytest
+
+from asgi_lab import serve_in_background
+
+from rawhttp import exchange, status_of
+
+
+def echoing_wsgi_app(environ, start_response):
+    """Puts the request path in the reason phrase: user input on the status line.
+    PATH_INFO is already percent-decoded (PEP 3333), so %0D%0A arrives as CR LF."""
+    start_response("200 " + environ["PATH_INFO"][1:], [("Content-Type", "text/plain")])
+    return [b"body\n"]
+
+
+async def echoing_asgi_app(scope, receive, send):
+    """The ASGI app has no reason phrase to echo into; it takes its status from the path."""
+    if scope["type"] != "http":
+        return
+    status = unquote(scope["path"][1:])
+    await send({"type": "http.response.start", "status": literal_eval(status),  # 200, "200", 200.0...
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"body\n"})
+
+
+def probe(server, target: str) -> bytes:
+    return exchange(server.address, f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+
+
+SPLITTING = "/OK%0D%0ASet-Cookie:%20evil=1"
+FORGED_SECOND_RESPONSE = ("/OK%0D%0AContent-Length:%200%0D%0A%0D%0A"
+                          "HTTP/1.1%20302%20Found%0D%0ALocation:%20http://evil.example/%0D%0A")
+
+
+@pytest.mark.parametrize("target", [
+    SPLITTING,
+    FORGED_SECOND_RESPONSE,
+    "/OK%0ASet-Cookie:%20evil=1",      # a bare LF
+    "/OK%0DSet-Cookie:%20evil=1",      # a bare CR
+    "/OK%00evil",                      # NUL
+    "/O%09K",                          # a tab: RFC 9112 allows it, PEP 3333 forbids control characters
+    "/OK%7Fevil",                      # DEL
+])
+def test_wsgi_refuses_a_reason_phrase_with_control_characters(target, caplog):
+    with serve_in_background(echoing_wsgi_app, kind="wsgi", name="test-splitting") as server:
+        with caplog.at_level(logging.ERROR, logger="asgi_lab.error"):
+            raw = probe(server, target)
+        assert status_of(raw) == 500
+        assert b"evil" not in raw and b"302" not in raw
+        assert raw.count(b"HTTP/1.1 ") == 1          # one response, and the connection closed
+        assert "reason phrase" in caplog.text        # logged, with the reason why
+        assert status_of(probe(server, "/OK")) == 200  # and the server goes on serving
+
+
+@pytest.mark.parametrize("status", [
+    "\u0662\u0660\u0660 OK",  # Arabic-Indic digits: str.isdigit() says yes, int() says 200
+    "20 OK", "2000 OK", "OK 200", "099 Low", "101 Switching Protocols", "199 Info", "600 High", "999 X",
+])
+def test_wsgi_refuses_a_status_code_that_is_not_three_ascii_digits_from_200_to_599(status, caplog):
+    def app(environ, start_response):
+        start_response(status, [("Content-Type", "text/plain")])
+        return [b"body\n"]
+
+    with serve_in_background(app, kind="wsgi", name="test-status") as server:
+        with caplog.at_level(logging.ERROR, logger="asgi_lab.error"):
+            raw = probe(server, "/")
+        assert status_of(raw) == 500
+        assert "Exception in WSGI application" in caplog.text
+
+
+@pytest.mark.parametrize("status, line", [
+    ("200 OK", b"HTTP/1.1 200 OK\r\n"),
+    ("599 Custom", b"HTTP/1.1 599 Custom\r\n"),
+    ("404 Not Found", b"HTTP/1.1 404 Not Found\r\n"),
+    ("200 \xc7a va", b"HTTP/1.1 200 \xc7a va\r\n"),  # latin-1: RFC 9112's obs-text
+])
+def test_wsgi_sends_a_valid_status_line_as_given(status, line):
+    def app(environ, start_response):
+        start_response(status, [("Content-Type", "text/plain")])
+        return [b"body\n"]
+
+    with serve_in_background(app, kind="wsgi", name="test-status") as server:
+        assert probe(server, "/").startswith(line)
+
+
+@pytest.mark.parametrize("literal", ["'200'", "200.0", "True", "99", "101", "600", "1000"])
+def test_asgi_refuses_a_status_that_is_not_an_int_from_200_to_599(literal, caplog):
+    with serve_in_background(echoing_asgi_app, name="test-status", lifespan="off") as server:
+        with caplog.at_level(logging.ERROR, logger="asgi_lab.error"):
+            raw = probe(server, "/" + literal)
+        assert status_of(raw) == 500
+        assert "Exception in ASGI application" in caplog.text
+        assert probe(server, "/200").startswith(b"HTTP/1.1 200 OK\r\n")  # still serving
+
+
+def test_asgi_refuses_a_float_status_even_when_the_int_head_is_cached(caplog):
+    """The response-head cache is keyed by status: 200.0 == 200, so the type is checked first."""
+    with serve_in_background(echoing_asgi_app, name="test-status", lifespan="off") as server:
+        assert status_of(probe(server, "/200")) == 200
+        with caplog.at_level(logging.ERROR, logger="asgi_lab.error"):
+            assert status_of(probe(server, "/200.0")) == 500
