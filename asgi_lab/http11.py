@@ -150,37 +150,52 @@ def send_error(conn: h11.Connection, status: int, message: str | None = None) ->
 
 
 def status_for(exc: h11.RemoteProtocolError) -> int:
-    """The status h11 suggests for a malformed request: 400, or 431 for an oversized head."""
-    return exc.error_status_hint or 400
+    """The status for a request h11 could not parse: 400, or 431 for an oversized head.
+
+    h11 hints 501 for any Transfer-Encoding but one lone `chunked` (two TE headers,
+    `chunked, identity`, `gzip`). RFC 9112 §6.3 says a server MUST answer 400 and close when
+    chunked is not the final coding, since the body's length "cannot be determined reliably";
+    h11 does not say which case it met, so every one of them gets that 400.
+    """
+    hint = exc.error_status_hint or 400
+    return 400 if hint == 501 else hint
 
 
 def refuse_request(request: h11.Request, head_bytes: int, config: Config) -> tuple[int, str] | None:
     """The checks both servers make on a request head before any app sees it.
 
-    Returns (status, reason) for a request to refuse, or None to go ahead:
-    431 for a head over `max_header_bytes` (h11 enforces the limit on a head that arrives in
-    pieces; one that arrived whole in a single read is measured here, and only when at least
-    that many bytes came, so ordinary requests cost nothing); 501 for CONNECT (a proxy tunnel,
-    RFC 9110 §9.3.6, is not what an app server offers); 413 for a declared body over
-    `max_body_bytes`.
+    Returns (status, reason) for a request to refuse (the caller answers and closes), or None:
+    - 431 for a head over `max_header_bytes` (h11 enforces the limit on a head that arrives in
+      pieces; one that arrived whole in a single read is measured here, and only when at least
+      that many bytes came, so ordinary requests cost nothing);
+    - 501 for CONNECT (a proxy tunnel, RFC 9110 §9.3.6, is not what an app server offers);
+    - 400 for a body whose length two parties could read differently: Transfer-Encoding with
+      Content-Length (RFC 9112 §6.1: "A server MAY reject a request that contains both ...
+      Regardless, the server MUST close the connection after responding"; a proxy in front may
+      have used the other length, which is how a second request is smuggled in), or
+      Transfer-Encoding on HTTP/1.0 (§6.1: the server "MUST treat the message as if the
+      framing is faulty"). h11 would read such a body as chunked, and the app would be told
+      the Content-Length;
+    - 413 for a declared body over `max_body_bytes`.
     """
     limit = config.max_header_bytes
     if head_bytes > limit and head_size(request) > limit:
         return 431, "request head over the limit"
     if request.method == b"CONNECT":
         return 501, "CONNECT is not supported"
-    if config.max_body_bytes is not None:
-        length = content_length(request)
-        if length is not None and length > config.max_body_bytes:
-            return 413, "request body over the limit"
-    return None
-
-
-def content_length(request: h11.Request) -> int | None:
-    """The declared Content-Length (h11 has already checked it is one valid number)."""
+    length = None
+    chunked = False
     for name, value in request.headers:
         if name == b"content-length":
-            return int(value)
+            length = int(value)  # h11 has already checked it is one valid number
+        elif name == b"transfer-encoding":
+            chunked = True  # h11 has already refused every value but "chunked"
+    if chunked and length is not None:
+        return 400, "both Transfer-Encoding and Content-Length"
+    if chunked and request.http_version == b"1.0":
+        return 400, "Transfer-Encoding in an HTTP/1.0 request"
+    if length is not None and config.max_body_bytes is not None and length > config.max_body_bytes:
+        return 413, "request body over the limit"
     return None
 
 

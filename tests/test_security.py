@@ -113,3 +113,83 @@ def test_asgi_refuses_a_float_status_even_when_the_int_head_is_cached(caplog):
         assert status_of(probe(server, "/200")) == 200
         with caplog.at_level(logging.ERROR, logger="asgi_lab.error"):
             assert status_of(probe(server, "/200.0")) == 500
+
+
+# -- Section 2: one body, two lengths (request smuggling) ------------------------------------------
+
+def body_app(kind: str):
+    """Answers with what it was told and what it read, so a test sees every request served."""
+    if kind == "wsgi":
+        def app(environ, start_response):
+            body = environ["wsgi.input"].read()
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [f"{environ['PATH_INFO']} {len(body)}\n".encode()]
+        return app
+
+    async def asgi_app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        body, more_body = b"", True
+        while more_body:
+            message = await receive()
+            body += message.get("body", b"")
+            more_body = message.get("more_body", False)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": f"{scope['path']} {len(body)}\n".encode()})
+    return asgi_app
+
+
+SMUGGLED = b"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+@pytest.mark.parametrize("te_line", [
+    b"Transfer-Encoding: chunked",
+    b"Transfer-Encoding:  chunked",
+    b"Transfer-Encoding: chunked\t",
+    b"Transfer-Encoding: Chunked",
+    b"Transfer-Encoding:\r\n chunked",  # obs-fold
+])
+def test_content_length_with_transfer_encoding_is_400_and_close(kind, te_line):
+    """RFC 9112 §6.1 and §6.3: reject it, and close: nothing after it is ever served."""
+    request = (b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % len(SMUGGLED)
+               + te_line + b"\r\n\r\n" + SMUGGLED)
+    with serve_in_background(body_app(kind), kind=kind, name="test-smuggling", lifespan="off") as server:
+        raw = exchange(server.address, request)
+        assert status_of(raw) == 400
+        assert raw.count(b"HTTP/1.1 ") == 1 and b"/smuggled" not in raw  # closed after the 400
+        assert status_of(probe(server, "/fine")) == 200
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_transfer_encoding_on_http_1_0_is_400(kind):
+    """RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing."""
+    request = b"POST /a HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    with serve_in_background(body_app(kind), kind=kind, name="test-smuggling", lifespan="off") as server:
+        raw = exchange(server.address, request)
+        assert status_of(raw) == 400 and raw.count(b" 200 ") == 0
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+@pytest.mark.parametrize("value", [b"chunked, identity", b"identity", b"gzip", b"chunked, chunked"])
+def test_a_transfer_encoding_other_than_a_lone_chunked_is_400(kind, value):
+    """RFC 9112 §6.3: chunked not last means the length "cannot be determined reliably": 400."""
+    request = b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + value + b"\r\n\r\n0\r\n\r\n"
+    with serve_in_background(body_app(kind), kind=kind, name="test-smuggling", lifespan="off") as server:
+        assert status_of(exchange(server.address, request)) == 400
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_two_transfer_encoding_headers_are_400(kind):
+    request = (b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    with serve_in_background(body_app(kind), kind=kind, name="test-smuggling", lifespan="off") as server:
+        assert status_of(exchange(server.address, request)) == 400
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_a_plain_chunked_body_is_still_served(kind):
+    request = b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    with serve_in_background(body_app(kind), kind=kind, name="test-smuggling", lifespan="off") as server:
+        raw = exchange(server.address, request)
+        assert status_of(raw) == 200 and b"/a 5\n" in raw
