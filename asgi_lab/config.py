@@ -32,6 +32,10 @@ class Config:
     # -- HTTP/1.1 limits -------------------------------------------------------------
     max_header_bytes: int = 64 * KiB
     """Request line plus headers. Larger gets 431 (h11's `max_incomplete_event_size`)."""
+    max_target_bytes: int = 8 * KiB
+    """The request-target (path and query). Longer gets 414 (RFC 9110 §15.5.15); nginx and
+    gunicorn refuse at about the same length. A target longer than `max_header_bytes` gets
+    431: h11 cannot tell it from a long head."""
     max_body_bytes: int | None = 100 * MiB
     """A larger request body gets 413. None means no limit."""
     read_high_water: int = 64 * KiB

@@ -7,6 +7,8 @@ few things around h11 that both servers need in exactly the same form:
 - `new_h11_connection(config)`: the server side of an h11 connection with our header limit;
 - `error_response(status)`: the one place an error response (400, 413, 431, 500, ...) is built,
   with no traceback or internal detail in it (the log gets those);
+- `refuse_request(request, ...)` and `origin_form(request)`: the checks and the one rewrite
+  every request head goes through before an app sees it;
 - `check_status(status_code, reason)`: what an app may put on the status line, checked where h11
   does not check it (h11 writes the reason phrase as given: see the function);
 - `default_headers()`: the `server` and `date` headers every response carries (RFC 9110 §6.6.1),
@@ -20,6 +22,7 @@ import socket
 import time
 from email.utils import formatdate
 from http import HTTPStatus
+from urllib.parse import urlsplit
 
 import h11
 
@@ -168,7 +171,15 @@ def refuse_request(request: h11.Request, head_bytes: int, config: Config) -> tup
     - 431 for a head over `max_header_bytes` (h11 enforces the limit on a head that arrives in
       pieces; one that arrived whole in a single read is measured here, and only when at least
       that many bytes came, so ordinary requests cost nothing);
+    - 505 for a major version other than 1 (RFC 9110 §15.6.6): h11 parses "HTTP/2.0", but
+      HTTP/2 is not a text protocol, and nothing else exists to be served;
     - 501 for CONNECT (a proxy tunnel, RFC 9110 §9.3.6, is not what an app server offers);
+    - 414 for a request-target over `max_target_bytes` (RFC 9110 §15.5.15);
+    - 400 for a request-target in none of the forms RFC 9112 §3.2 allows a server: origin-form
+      (`/path?query`), absolute-form (`http://host/path`, see `origin_form`), or `*` for
+      OPTIONS (authority-form is CONNECT's, refused above); and for one with a fragment:
+      origin-form is `absolute-path [ "?" query ]` (§3.2.1), and RFC 3986 §3.4 ends a query
+      at `#` (gunicorn and waitress strip the fragment; we refuse it, as the grammar does);
     - 400 for a body whose length two parties could read differently: Transfer-Encoding with
       Content-Length (RFC 9112 §6.1: "A server MAY reject a request that contains both ...
       Regardless, the server MUST close the connection after responding"; a proxy in front may
@@ -181,8 +192,18 @@ def refuse_request(request: h11.Request, head_bytes: int, config: Config) -> tup
     limit = config.max_header_bytes
     if head_bytes > limit and head_size(request) > limit:
         return 431, "request head over the limit"
+    if request.http_version[:2] != b"1.":
+        return 505, "an HTTP version other than 1.x"
     if request.method == b"CONNECT":
         return 501, "CONNECT is not supported"
+    target = request.target
+    if len(target) > config.max_target_bytes:
+        return 414, "request target over the limit"
+    if target[:1] != b"/" and not (target == b"*" and request.method == b"OPTIONS"
+                                   or _ABSOLUTE_FORM.match(target)):
+        return 400, "a request target in no form RFC 9112 §3.2 allows"
+    if FRAGMENT in target:
+        return 400, "a fragment (#) in the request target"
     length = None
     chunked = False
     for name, value in request.headers:
@@ -197,6 +218,30 @@ def refuse_request(request: h11.Request, head_bytes: int, config: Config) -> tup
     if length is not None and config.max_body_bytes is not None and length > config.max_body_bytes:
         return 413, "request body over the limit"
     return None
+
+
+FRAGMENT = ord("#")
+"""As an int, `FRAGMENT in target` is one memchr: a tenth of the cost of `b"#" in target`."""
+
+_ABSOLUTE_FORM = re.compile(rb"(?i)https?://[^/?#]+")
+"""RFC 9112 §3.2.2: `http://authority...` (for http and https, the authority is required)."""
+
+
+def origin_form(request: h11.Request) -> h11.Request:
+    """The request with an absolute-form target (`GET http://example.com/p?q HTTP/1.1`, what a
+    client sends to a proxy) rewritten to origin-form (`/p?q`). RFC 9112 §3.2.2: a server
+    "MUST ignore the received Host header field (if any) and instead use the host information
+    of the request-target", so the target's authority becomes the `host` header. Both servers
+    call this after `refuse_request`: their apps then see the same path and host. Any other
+    request is returned as it is (one byte compared)."""
+    target = request.target
+    if target[:1] == b"/" or target == b"*":
+        return request
+    url = urlsplit(target)
+    path = (url.path or b"/") + (b"?" + url.query if url.query else b"")
+    headers = [(name, value) for name, value in request.headers if name != b"host"]
+    return h11.Request(method=request.method, target=path, headers=[(b"host", url.netloc), *headers],
+                       http_version=request.http_version)
 
 
 def head_size(request: h11.Request) -> int:

@@ -13,6 +13,7 @@ import logging
 from ast import literal_eval
 from urllib.parse import unquote
 
+import h11
 import pytest
 
 from asgi_lab import serve_in_background
@@ -193,3 +194,84 @@ def test_a_plain_chunked_body_is_still_served(kind):
     with serve_in_background(body_app(kind), kind=kind, name="test-smuggling", lifespan="off") as server:
         raw = exchange(server.address, request)
         assert status_of(raw) == 200 and b"/a 5\n" in raw
+
+
+# -- Section 4 and the request corpus: the request line ---------------------------------------------
+
+def where_app(kind: str):
+    """Answers with the path, query and host the app was given, and the version it was told."""
+    if kind == "wsgi":
+        def app(environ, start_response):
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [" ".join([environ["PATH_INFO"], environ["QUERY_STRING"], environ.get("HTTP_HOST", "-"),
+                              environ["SERVER_PROTOCOL"]]).encode()]
+        return app
+
+    async def asgi_app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        host = dict(scope["headers"]).get(b"host", b"-").decode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": " ".join(
+            [scope["path"], scope["query_string"].decode(), host, "HTTP/" + scope["http_version"]]).encode()})
+    return asgi_app
+
+
+def answer(kind: str, request: bytes, **config) -> bytes:
+    with serve_in_background(where_app(kind), kind=kind, name="test-target", lifespan="off", **config) as server:
+        return exchange(server.address, request)
+
+
+def body_of(raw: bytes) -> bytes:
+    """The body of the one response in `raw`, unframed by an h11 client."""
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+    client.receive_data(raw)
+    client.receive_data(b"")
+    body = b""
+    while type(event := client.next_event()) is not h11.EndOfMessage:
+        body += event.data if type(event) is h11.Data else b""
+    return body
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_absolute_form_uses_the_targets_path_and_host_in_both_servers(kind):
+    """RFC 9112 §3.2.2: the server MUST ignore Host and use the target's authority."""
+    raw = answer(kind, b"GET http://other.example/p%20q?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_of(raw) == 200 and body_of(raw) == b"/p q x=1 other.example HTTP/1.1"
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+@pytest.mark.parametrize("request_line, status", [
+    (b"GET /forums/1/topics/2375?page=1#posts-17408 HTTP/1.1", 400),  # a fragment
+    (b"GET foo HTTP/1.1", 400),                                        # no form at all
+    (b"GET * HTTP/1.1", 400),                                          # `*` is for OPTIONS only
+    (b"GET ftp://x/p HTTP/1.1", 400),                                  # absolute-form of another scheme
+    (b"GET http:///p HTTP/1.1", 400),                                  # absolute-form with no authority
+    (b"GET example.com:80 HTTP/1.1", 400),                             # authority-form is CONNECT's
+    (b"GET /foo HTTP/2.0", 505),
+    (b"GET /foo HTTP/0.9", 505),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1", 414),
+])
+def test_request_lines_refused(kind, request_line, status):
+    raw = answer(kind, request_line + b"\r\nHost: x\r\n\r\n")
+    assert status_of(raw) == status and raw.count(b"HTTP/1.1 ") == 1
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_a_longer_target_limit_is_configurable(kind):
+    raw = answer(kind, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                 max_target_bytes=16 * 1024)
+    assert status_of(raw) == 200
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+@pytest.mark.parametrize("version, told", [(b"1.0", b"HTTP/1.0"), (b"1.1", b"HTTP/1.1")])
+def test_the_app_is_told_the_version_the_client_spoke(kind, version, told):
+    raw = answer(kind, b"GET /v HTTP/" + version + b"\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert body_of(raw) == b"/v  x " + told
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_options_star_is_served(kind):
+    assert status_of(answer(kind, b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 200

@@ -10,6 +10,7 @@ import io
 import h11
 import pytest
 
+from asgi_lab.http11 import origin_form
 from asgi_lab.wsgi.environ import build_environ, environ_base, split_target
 from asgi_lab.wsgi.streams import FileWrapper, RequestBody
 
@@ -83,9 +84,12 @@ def test_header_values_are_latin1_and_names_with_underscores_are_dropped():
     assert "HTTP_X_FORWARDED_FOR" not in environ
 
 
-def test_absolute_form_target_gives_the_path():
-    assert split_target(b"http://example.org/a%20b?x=1") == ("/a b", "?", "x=1")
-    assert split_target(b"http://example.org") == ("/", "", "")
+def test_absolute_form_target_gives_the_path_and_the_targets_host():
+    """RFC 9112 §3.2.2, through the rewrite both servers make (`http11.origin_form`)."""
+    for target, path, query in ((b"http://example.org/a%20b?x=1", "/a b", "x=1"), (b"http://example.org", "/", "")):
+        request = origin_form(h11.Request(method="GET", target=target, headers=[("Host", "other")]))
+        environ = build_environ(request, None, environ_base(("127.0.0.1", 80), None))
+        assert (environ["PATH_INFO"], environ["QUERY_STRING"], environ["HTTP_HOST"]) == (path, query, "example.org")
 
 
 def test_each_request_gets_its_own_environ():

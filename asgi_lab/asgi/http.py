@@ -22,7 +22,8 @@ import logging
 import h11
 
 from ..http11 import default_headers, is_websocket_upgrade, new_h11_connection, reason_phrase
-from ..http11 import check_status, event_name, refuse_request, response_head, send_error, status_for
+from ..http11 import check_status, event_name, origin_form, refuse_request, response_head, send_error
+from ..http11 import status_for
 from ..trace import describe_event, preview
 from .scope import build_http_scope
 
@@ -144,10 +145,15 @@ class HTTPProtocol(asyncio.Protocol):
                     self.pause_reading()
                 return
             elif event_type is h11.Request:
-                if is_websocket_upgrade(event) and self.server.websocket_handler is not None:
-                    self.server.websocket_handler(self, event)
+                refusal = refuse_request(event, self.head_bytes, self.config)
+                if refusal is not None:
+                    self.reject(*refusal)
                     return
-                self.start_cycle(event)
+                request = origin_form(event)
+                if is_websocket_upgrade(request) and self.server.websocket_handler is not None:
+                    self.server.websocket_handler(self, request)
+                    return
+                self.start_cycle(request)
                 if self.cycle is None:
                     return  # rejected before the app saw it (413): the connection is closing
             elif event_type is h11.Data:
@@ -163,16 +169,13 @@ class HTTPProtocol(asyncio.Protocol):
                 return
 
     def start_cycle(self, request: h11.Request) -> None:
-        """A request head arrived: build the scope and run the app on it as a new task."""
-        refusal = refuse_request(request, self.head_bytes, self.config)
-        if refusal is not None:
-            self.reject(*refusal)
-            return
+        """A request head arrived and passed `refuse_request`: build the scope and run the app
+        on it as a new task."""
         self.waiting_since = None
         self.head_bytes = 0
         scope = build_http_scope(
             request,
-            "1.1" if request.http_version == b"1.1" else "1.0",
+            "1.0" if request.http_version == b"1.0" else "1.1",  # 1.2 is read as 1.1 (RFC 9110 §2.5)
             self.client,
             self.server_addr,
             self.config.root_path,

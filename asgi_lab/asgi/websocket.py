@@ -80,7 +80,7 @@ def upgrade_to_websocket(http_protocol, request) -> "WebSocketProtocol | None":
     Called by `HTTPProtocol.handle_events()`. From here on the transport delivers its bytes
     to a `WebSocketProtocol`, and the server's connection set holds that instead.
     """
-    if request.http_version != b"1.1":  # RFC 6455 §4.1: "HTTP/1.1 or higher"
+    if request.http_version == b"1.0":  # RFC 6455 §4.1: "HTTP/1.1 or higher"
         http_protocol.reject(400, "WebSocket upgrade needs HTTP/1.1")
         return None
     server = http_protocol.server

@@ -28,8 +28,8 @@ import time
 
 import h11
 
-from ..http11 import (check_status, default_headers, event_name, new_h11_connection, refuse_request,
-                      response_head, send_error, status_for)
+from ..http11 import (check_status, default_headers, event_name, new_h11_connection, origin_form,
+                      refuse_request, response_head, send_error, status_for)
 from ..trace import describe_event, preview
 from .environ import build_environ, environ_base, environ_for_trace
 from .streams import FileRegion, FileWrapper, RequestBody
@@ -169,7 +169,7 @@ class Connection:
         if refusal is not None:
             self.reject(*refusal)
             return False
-        self.cycle = RequestResponseCycle(self, request)
+        self.cycle = RequestResponseCycle(self, origin_form(request))
         self.cycle.run()
         self.cycle = None
         return self.response_complete()

@@ -64,7 +64,7 @@ def build_environ(request: h11.Request, wsgi_input, base: dict) -> dict:
     environ["REQUEST_METHOD"] = request.method.decode("ascii")
     environ["PATH_INFO"] = path
     environ["QUERY_STRING"] = query
-    environ["SERVER_PROTOCOL"] = "HTTP/1.1" if request.http_version == b"1.1" else "HTTP/1.0"
+    environ["SERVER_PROTOCOL"] = "HTTP/1.0" if request.http_version == b"1.0" else "HTTP/1.1"
     environ["wsgi.input"] = wsgi_input
 
     for name, value in request.headers:  # h11 gives lower-case names, in order, duplicates kept
@@ -84,14 +84,7 @@ def build_environ(request: h11.Request, wsgi_input, base: dict) -> dict:
 
 def split_target(target: bytes) -> tuple[str, str, str]:
     """`/caf%C3%A9?x=%41` -> PATH_INFO "/cafÃ©" (decoded, latin-1), "?", QUERY_STRING "x=%41".
-
-    Also accepts the absolute form a client sends to a proxy (`http://host/path?q`, RFC 9112
-    §3.2.2): the app still sees only the path.
-    """
-    if target[:1] != b"/" and b"://" in target:
-        _, _, rest = target.partition(b"://")
-        slash = rest.find(b"/")
-        target = rest[slash:] if slash >= 0 else b"/"
+    (An absolute-form target has already become origin-form: `http11.origin_form`.)"""
     raw_path, question_mark, query = target.partition(b"?")
     if b"%" in raw_path:
         raw_path = unquote_to_bytes(raw_path)
