@@ -41,15 +41,14 @@ class BlockingServer(PrimerServer):
                 sock, client = self.listener.accept()
             except TimeoutError:
                 continue
-            self.take(sock, client)
+            self.take(sock, client, time.perf_counter())
 
-    def take(self, sock, client) -> None:
+    def take(self, sock, client, accepted: float) -> None:
         """Serve the connection right here: nothing else happens until it is answered."""
-        self.handle(sock, client)
+        self.handle(sock, client, accepted)
 
-    def handle(self, sock, client) -> None:
+    def handle(self, sock, client, accepted: float) -> None:
         """Read the request, work, answer, close: blocking at every step."""
-        accepted = time.perf_counter()
         with sock:
             try:
                 sock.settimeout(CLIENT_TIMEOUT)
@@ -81,9 +80,9 @@ class ThreadedServer(BlockingServer):
         self.threads: set[threading.Thread] = set()
         self._numbers = itertools.count(1)
 
-    def take(self, sock, client) -> None:
+    def take(self, sock, client, accepted: float) -> None:
         """Start a thread that serves the connection, and return to `accept()` at once."""
-        thread = threading.Thread(target=self.handle, args=(sock, client), daemon=True,
+        thread = threading.Thread(target=self.handle, args=(sock, client, accepted), daemon=True,
                                   name=f"primer-conn-{next(self._numbers)}")
         self.threads = {t for t in self.threads if t.is_alive()} | {thread}
         thread.start()

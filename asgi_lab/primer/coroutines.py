@@ -56,8 +56,7 @@ class CoroutineServer(LoopServer):
 
     label = "the same loop, async def tasks"
 
-    async def handle(self, sock, client):
-        accepted = time.perf_counter()
+    async def handle(self, sock, client, accepted: float):
         with sock:
             try:
                 answer = await self.reply(sock, Exchange())

@@ -16,6 +16,7 @@ cannot parse, or a `ms` that is not a whole number of milliseconds, is answered 
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
 import h11
@@ -82,5 +83,7 @@ class Exchange:
         body = text.encode()
         headers = [("content-type", "text/plain; charset=utf-8"),
                    ("content-length", str(len(body))), ("connection", "close")]
-        return (self.conn.send(h11.Response(status_code=status, headers=headers))
+        response = h11.Response(status_code=status, headers=headers,
+                                reason=HTTPStatus(status).phrase)
+        return (self.conn.send(response)
                 + self.conn.send(h11.Data(data=body)) + self.conn.send(h11.EndOfMessage()))

@@ -49,11 +49,10 @@ class LoopServer(PrimerServer):
             except (BlockingIOError, ConnectionAbortedError):  # gone before we got to it
                 continue
             sock.setblocking(False)
-            self.loop.spawn(self.handle(sock, client))
+            self.loop.spawn(self.handle(sock, client, time.perf_counter()))
 
-    def handle(self, sock, client):
+    def handle(self, sock, client, accepted: float):
         """Read the request, work, answer, close: yielding wherever blocking code waits."""
-        accepted = time.perf_counter()
         with sock:
             try:
                 answer = yield from self.reply(sock, Exchange())

@@ -26,13 +26,14 @@ COLOR_BY_LABEL = {
 }
 
 
-def timeline(runs: list[Run], title: str) -> Figure:
-    """One panel per run, sharing the time axis (milliseconds after the first connection)."""
+def timeline(runs: list[Run], title: str, names: list[str] | None = None) -> Figure:
+    """One panel per run, sharing the time axis (milliseconds after the first connection).
+    Each panel is named after its server, or by `names` if given."""
     rows = max(len(run.visits) for run in runs)
     fig, axes = plt.subplots(len(runs), 1, sharex=True, squeeze=False, layout="constrained",
                              figsize=(8, 0.9 + len(runs) * (0.55 + 0.22 * rows)))
     plt.close(fig)  # returned, not left open in pyplot (Jupyter shows it once, as the result)
-    for ax, run in zip(axes[:, 0], runs):
+    for ax, run, name in zip(axes[:, 0], runs, names or [run.label for run in runs]):
         color = COLOR_BY_LABEL.get(run.label, "#7f7f7f")
         for visit in run.visits:
             ms = [t * 1000 for t in (visit.sent, visit.answered)]
@@ -40,8 +41,9 @@ def timeline(runs: list[Run], title: str) -> Figure:
             if visit.accepted is not None:
                 start = visit.accepted * 1000
                 ax.barh(visit.client, ms[1] - start, left=start, height=0.6, color=color)
+            ax.plot(ms[1], visit.client, marker="|", markersize=12, color=color)  # the answer
         threads = len(run.server_threads)
-        ax.set_title(f"{run.label}: {threads} server thread{'s' if threads != 1 else ''}",
+        ax.set_title(f"{name}: {threads} server thread{'s' if threads != 1 else ''}",
                      loc="left", fontsize=10)
         ax.set_ylabel("client")
         ax.set_yticks(range(1, rows + 1) if rows <= 10 else [1, rows])
@@ -52,8 +54,8 @@ def timeline(runs: list[Run], title: str) -> Figure:
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
     axes[-1, 0].set_xlabel("milliseconds after the first client connected")
-    fig.legend(handles=[Patch(color="#7f7f7f", alpha=0.25, label="request sent, nobody on it yet"),
-                        Patch(color="#7f7f7f", label="accepted: being served")],
+    fig.legend(handles=[Patch(color="#7f7f7f", alpha=0.25, label="request sent, not accepted yet"),
+                        Patch(color="#7f7f7f", label="accepted by the server, until answered")],
                loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     fig.suptitle(title)
     return fig
