@@ -209,6 +209,9 @@ def test_the_timeline_has_a_panel_per_server_and_a_bar_per_client():
         "blocking: one at a time: 1 server thread", "an event loop of generators: 1 server thread"]
     assert all(len(ax.patches) == 6 for ax in axes)  # per client: waiting, and being served
     assert axes[-1].get_xlabel().startswith("milliseconds")
+    renamed = timeline(runs, "two servers", names=["first", "second"])
+    assert [ax.get_title(loc="left") for ax in renamed.axes] == [
+        "first: 1 server thread", "second: 1 server thread"]
 
 
 def _read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
