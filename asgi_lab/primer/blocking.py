@@ -84,7 +84,8 @@ class ThreadedServer(BlockingServer):
         """Start a thread that serves the connection, and return to `accept()` at once."""
         thread = threading.Thread(target=self.handle, args=(sock, client, accepted), daemon=True,
                                   name=f"primer-conn-{next(self._numbers)}")
-        self.threads = {t for t in self.threads if t.is_alive()} | {thread}
+        self.threads = {t for t in self.threads if t.is_alive()}  # forget finished ones
+        self.threads.add(thread)
         thread.start()
 
     def stop(self, timeout: float = 15.0) -> None:
