@@ -28,6 +28,10 @@ class Step:
 
 
 COURSE = [
+    Step("00a-from-the-ground-up.ipynb", "From the ground up: a thread, an event loop",
+         "A blocking server, a thread per connection and an event loop of generators, built "
+         "from `socket` and `selectors`, serve the same request: who waits, measured; "
+         "`await` as the loop's `yield`."),
     Step("01-the-wsgi-call.ipynb", "The WSGI call",
          "A request is one function call: `environ`, `start_response`, the body iterable, "
          "`close()`, traced event by event on our WSGI server."),
@@ -85,7 +89,7 @@ def course_markdown(root: Path | str = ".") -> str:
     root = Path(root)
     rows = ["| # | Notebook | What it teaches | Study time |", "|---|---|---|---|"]
     for step in available(COURSE, root):
-        rows.append(f"| {step.path[:2]} | [{step.title}]({step.path}) | {step.teaches} | "
+        rows.append(f"| {step.path.split('-')[0]} | [{step.title}]({step.path}) | {step.teaches} | "
                     f"~{study_minutes(root / step.path)} min |")
     return "\n".join(rows)
 
