@@ -275,3 +275,20 @@ def test_the_app_is_told_the_version_the_client_spoke(kind, version, told):
 @pytest.mark.parametrize("kind", ["asgi", "wsgi"])
 def test_options_star_is_served(kind):
     assert status_of(answer(kind, b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 200
+
+
+# -- Section 4: hop-by-hop headers from a WSGI app ---------------------------------------------------
+
+@pytest.mark.parametrize("header", [("Connection", "close"), ("Transfer-Encoding", "chunked"),
+                                    ("Keep-Alive", "timeout=5"), ("Upgrade", "websocket"), ("TE", "trailers")])
+def test_a_wsgi_app_setting_a_hop_by_hop_header_gets_a_logged_500(header, caplog):
+    """PEP 3333, "Other HTTP Features": apps are forbidden hop-by-hop headers."""
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), header])
+        return [b"body\n"]
+
+    with serve_in_background(app, kind="wsgi", name="test-hop-by-hop") as server:
+        with caplog.at_level(logging.ERROR, logger="asgi_lab.error"):
+            raw = probe(server, "/")
+        assert status_of(raw) == 500
+        assert "hop-by-hop" in caplog.text

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from wsgiref.util import is_hop_by_hop
 
 import h11
 
@@ -563,7 +564,14 @@ def _cached_response(status: str, headers: list[tuple[str, str]]) -> h11.Respons
 def _h11_response(status: str, headers: list[tuple[str, str]]) -> h11.Response:
     """"200 OK" and [("Content-Type", "text/plain")] -> an h11.Response, with our default
     headers first. PEP 3333 wants native strings, latin-1 encodable; anything else is an app
-    error raised here, while a 500 can still be sent."""
+    error raised here, while a 500 can still be sent.
+
+    So is a hop-by-hop header (`Connection`, `Transfer-Encoding`, `Upgrade`, ...): PEP 3333,
+    "Other HTTP Features": "applications and middleware are forbidden from using HTTP/1.1
+    'hop-by-hop' features or headers". The connection is the server's: h11 frames the body and
+    decides keep-alive. We refuse with a logged 500, as wsgiref and waitress do (gunicorn
+    drops the header with a warning), using the stdlib's own list, `wsgiref.util.is_hop_by_hop`.
+    """
     if type(status) is not str:
         raise TypeError(f"status must be a str like '200 OK', not {type(status).__name__}")
     code, _, reason = status.partition(" ")
@@ -578,6 +586,8 @@ def _h11_response(status: str, headers: list[tuple[str, str]]) -> h11.Response:
         name, value = header  # a 2-tuple, or this raises
         if type(name) is not str or type(value) is not str:
             raise TypeError(f"header names and values must be str: {header!r}")
+        if is_hop_by_hop(name):
+            raise ValueError(f"{name!r} is a hop-by-hop header, which PEP 3333 forbids an app to set")
         raw_headers.append((name.encode("latin-1"), value.encode("latin-1")))
     return h11.Response(status_code=status_code, headers=raw_headers, reason=reason)
 
