@@ -2,8 +2,9 @@
 
 HTTP/2 (RFC 9113) carries many requests at once on one connection: each request and its
 response is a *stream* with its own id (odd numbers, opened by the client: 1, 3, 5, ...;
-§5.1.1), and the frames of different streams may interleave on the wire (§5: "frames from
-multiple streams can be interleaved"). A response is a HEADERS frame then DATA frames, the
+§5.1.1), and their frames share the wire (§5: "A single HTTP/2 connection can contain
+multiple concurrently open streams, with either endpoint interleaving frames from multiple
+streams."). A response is a HEADERS frame then DATA frames, the
 last one flagged END_STREAM (§8.1).
 
 `h2` (python-hyper, https://python-hyper.org/projects/h2/) is h11's sibling: a sans-IO state
@@ -185,6 +186,12 @@ class H2Run:
     def frames(self, kind: str | None = None) -> list[dict]:
         """The frames in wire order (`kind` "frame_in" or "frame_out" for one direction)."""
         return [e.data for e in self.tracer.filter(layer="h2", kind=kind or ["frame_in", "frame_out"])]
+
+    def response_events(self) -> list:
+        """The server's side of the responses only: the app's messages or calls, and the
+        frames of the streams (not the connection's SETTINGS), for a side-by-side diagram."""
+        return [e for e in self.tracer.events
+                if e.layer in ("asgi", "wsgi") or (e.kind == "frame_out" and e.data["stream_id"])]
 
     def data_order(self) -> list[int]:
         """The stream id of every DATA frame the server sent, in order: [1, 3, 1, 3, ...]."""

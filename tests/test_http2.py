@@ -84,6 +84,15 @@ def test_the_wsgi_way_drains_one_stream_before_the_next():
     assert not any("stream" in key.lower() for key in environ)
 
 
+def test_response_events_leave_out_the_connection_frames_and_keep_both_streams():
+    for run in (http2.serve_asgi(http2.chunked_app(2)), http2.serve_wsgi(http2.chunked_wsgi_app(2))):
+        events = run.response_events()
+        assert {e.layer for e in events} <= {"asgi", "wsgi", "h2"}
+        assert all(e.data["stream_id"] in (1, 3) for e in events)
+        stream_frames = [f for f in run.frames("frame_out") if f["stream_id"]]  # not SETTINGS (stream 0)
+        assert sum(e.kind == "frame_out" for e in events) == len(stream_frames) >= 6
+
+
 def test_frames_are_routed_and_labelled_with_their_stream():
     frame = TraceEvent(0.0, 1, "h2", "frame_out",
                        {"frame": "DATA", "stream_id": 3, "flags": ["END_STREAM"], "size": 10})
