@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
 import threading
 import time
 import warnings
@@ -259,7 +260,7 @@ async def _collect(source) -> bytes:
     return b"".join([chunk async for chunk in source])
 
 
-def streaming_wsgi_app(loop_thread: LoopThread, count: int = 5, interval: float = 0.1):
+def collected_wsgi_app(loop_thread: LoopThread, count: int = 5, interval: float = 0.1):
     """The one-loop bridge around `ticks()`: the call must return an iterable, so it waits for
     the whole body, then returns it in one piece."""
     def wsgi_app(environ, start_response):
@@ -302,8 +303,6 @@ def streaming_asgi_app(count: int = 5, interval: float = 0.1):
 
 def chunk_arrivals(address, target: str = "/", timeout: float = 10.0) -> list[tuple[float, bytes]]:
     """GET `target` and note when each piece of the body arrived: [(seconds, bytes), ...]."""
-    import socket
-
     conn = h11.Connection(h11.CLIENT)
     arrivals = []
     with socket.create_connection(address, timeout=timeout) as sock:
@@ -327,7 +326,7 @@ def streaming_demo(count: int = 5, interval: float = 0.1, clients: int = 2
     results = {}
     with LoopThread() as loop_thread:
         for name, app, kind in (
-                ("WSGI, one-loop bridge", streaming_wsgi_app(loop_thread, count, interval), "wsgi"),
+                ("WSGI, one-loop bridge", collected_wsgi_app(loop_thread, count, interval), "wsgi"),
                 ("WSGI, one-loop bridge pulling each chunk",
                  pulling_wsgi_app(loop_thread, count, interval), "wsgi"),
                 ("ASGI", streaming_asgi_app(count, interval), "asgi")):
@@ -402,8 +401,6 @@ def waiting_asgi_app(outcomes: dict, wait: float):
 
 def leave_early(address, target: str, after: float, timeout: float = 5.0) -> float:
     """Send a GET, wait `after` s, vanish (TCP reset). Returns when it sent the request."""
-    import socket
-
     sock = socket.create_connection(address, timeout=timeout)
     sent_at = time.monotonic()
     sock.sendall(f"GET {target} HTTP/1.1\r\nHost: lab\r\n\r\n".encode())
