@@ -9,9 +9,10 @@ When it is on, each layer reports what it saw with one call of one signature::
     tracer.emit(conn, layer, kind, data)
 
 - `conn`  : the connection's number (0 for server-wide events such as lifespan)
-- `layer` : "socket", "h11", "wsproto", "asgi", "wsgi" or "server"
+- `layer` : "socket", "h11", "wsproto", "h2", "asgi", "wsgi" or "server"
 - `kind`  : what happened: "bytes_in", "Request", "receive", "send", "start_response", ...
 - `data`  : the message itself: an ASGI message dict, an h11 event's fields, a bytes preview
+  (HTTP/2 events, see `asgi_lab/http2.py`, also carry the `stream_id` they belong to)
 
 The result is a list of `TraceEvent`s with monotonic timestamps and the thread / asyncio task
 that did the work. It can be filtered, saved as JSON and loaded back.
@@ -225,6 +226,8 @@ ROUTES: dict[tuple[str, str], tuple[str, str]] = {
     ("wsgi", "app_return"): _APP_TO_SERVER,    # the call returned its iterable
     ("wsgi", "body_chunk"): _APP_TO_SERVER,    # the server took one item from the iterable
     ("wsgi", "close"): _SERVER_TO_APP,         # iterable.close(), PEP 3333
+    ("h2", "frame_in"): _CLIENT_TO_SERVER,     # an HTTP/2 frame the client sent (RFC 9113 §4)
+    ("h2", "frame_out"): _SERVER_TO_CLIENT,    # an HTTP/2 frame the server sent
 }
 
 
@@ -254,8 +257,31 @@ def _first_line(text: str, limit: int = 32) -> str:
 
 def label(event: TraceEvent) -> str:
     """A short caption for an event, e.g. for a diagram's arrow: the message type and the one
-    or two fields a reader looks for first."""
+    or two fields a reader looks for first. An event of one HTTP/2 stream starts with its
+    stream id: "s1 · http.response.start 200", "DATA s3 END_STREAM (10 B)"."""
+    text = _label(event)
+    stream_id = event.data.get("stream_id")
+    if stream_id is not None and event.layer != "h2":
+        text = f"s{stream_id} · {text}"
+    return text
+
+
+def _h2_label(kind: str, data: dict[str, Any]) -> str:
+    """An HTTP/2 frame ("HEADERS s1 END_HEADERS END_STREAM (30 B)") or h2 event."""
+    stream = f"s{data.get('stream_id', 0)}"
+    if kind in ("frame_in", "frame_out"):
+        flags = " ".join(data.get("flags") or ())
+        return " ".join(part for part in (data.get("frame"), stream, flags) if part) + \
+            f" ({data.get('size')} B)"
+    if kind == "RequestReceived":
+        return f"{kind} {stream} {data.get('method')} {data.get('path')}"
+    return f"{kind} {stream}" if data.get("stream_id") else kind
+
+
+def _label(event: TraceEvent) -> str:
     data, layer, kind = event.data, event.layer, event.kind
+    if layer == "h2":
+        return _h2_label(kind, data)
     if layer == "socket":
         if kind in ("bytes_in", "bytes_out"):
             size = data.get("size", _size(data.get("bytes")))
@@ -357,6 +383,10 @@ def details(event: TraceEvent) -> str:
     if layer == "asgi" and "type" in data:  # an ASGI message, without headers (values vary)
         shown = {k: v for k, v in data.items() if k not in ("headers", "type")}
         return data["type"] + (" " + " ".join(f"{k}={v!r}" for k, v in shown.items()) if shown else "")
+    if layer == "h2":
+        if kind in ("frame_in", "frame_out"):
+            return _h2_label(kind, data)
+        return _h2_label(kind, data)[len(kind) + 1:]  # the stream (and request), not the kind again
     if layer == "h11":
         if kind == "Request":
             return f"{data.get('method')} {data.get('target')} HTTP/{data.get('http_version')}"

@@ -6,8 +6,9 @@
 Time runs down the page. Each message between two parties is an arrow, labelled with its
 type: the bytes the client sends, the ASGI messages the app gets from `receive()` and gives to
 `send()`, the WSGI calls (`app(environ, start_response)`, `start_response`, each body chunk,
-`close()`). What happens inside the server (h11 parsed a `Request`, a timeout fired) is a
-note on the server's lane. `trace.route(event)` decides which is which.
+`close()`), the HTTP/2 frames of each stream (`asgi_lab/http2.py`, stream id on the arrow).
+What happens inside the server (h11 parsed a `Request`, a timeout fired) is a note on the
+server's lane. `trace.route(event)` decides which is which.
 
 Rows are evenly spaced, in the order the events happened, so a request that takes 0.2 ms
 is as readable as one that takes 2 s; the left axis gives each event's real time.
@@ -28,6 +29,7 @@ LAYER_COLORS = {
     "socket": "#3b6ea8",   # blue: bytes on the wire
     "h11": "#7b5ea7",      # purple: the HTTP/1.1 state machine
     "wsproto": "#2f8f5b",  # green: the WebSocket state machine
+    "h2": "#16808a",       # teal: HTTP/2 frames and the h2 state machine
     "asgi": "#c0392b",     # red: ASGI messages
     "wsgi": "#d35400",     # orange: the WSGI call
     "server": "#7f8c8d",   # grey: the server's own doings (timeouts, shutdown)
@@ -37,6 +39,7 @@ LAYER_NAMES = {
     "socket": "socket: bytes, connect, close",
     "h11": "h11: HTTP/1.1 events",
     "wsproto": "wsproto: WebSocket events",
+    "h2": "h2: HTTP/2 frames and events",
     "asgi": "ASGI messages",
     "wsgi": "WSGI calls",
     "server": "server",

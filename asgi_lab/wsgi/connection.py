@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+import types
 from wsgiref.util import is_hop_by_hop
 
 import h11
@@ -427,6 +428,8 @@ class RequestResponseCycle:
                 raise _not_bytes(next(c for c in result if not isinstance(c, (bytes, bytearray)))) from None
             self.send(body, end=True)
             return
+        if type(result) is types.CoroutineType or type(result) is types.AsyncGeneratorType:
+            raise _async_app(result)
         for chunk in result:
             if tracer is not None:
                 tracer.emit(self.connection.id, "wsgi", "body_chunk", {"data": chunk})
@@ -606,3 +609,13 @@ def _no_delay(sock: socket.socket) -> None:
 def _not_bytes(chunk) -> TypeError:
     return TypeError(f"the app produced a {type(chunk).__name__} in its response body ({chunk!r:.40}); "
                      "PEP 3333 bodies are bytes: encode text first")
+
+
+def _async_app(result) -> TypeError:
+    """The app is an `async def` function: calling it only created a coroutine (or an async
+    generator), which a WSGI server cannot run. Its `close()` (PEP 3333) then discards it."""
+    what = "a coroutine" if type(result) is types.CoroutineType else "an async generator"
+    return TypeError(f"the WSGI app returned {what} ({result.__qualname__}), not an iterable of bytes: "
+                     "it is an `async def` function, and a WSGI server calls the app without awaiting "
+                     "it (PEP 3333). Serve it on an ASGI server, or wrap it in a bridge such as "
+                     "asgiref.sync.async_to_sync")
