@@ -47,6 +47,11 @@ COURSE = [
     Step("05-async-pitfalls.ipynb", "Async pitfalls",
          "The price of one event loop: a blocking call stalls every client. Measured and "
          "charted, with the fixes, a CPU-bound handler and a forgotten `await`."),
+    Step("07-async-and-http2.ipynb", "What WSGI can do, and what it cannot express",
+         "Hello world on both servers, measured: ASGI is no faster. An `async def` app on WSGI "
+         "(a 500), the bridges (`asyncio.run`, `async_to_sync`, one loop thread) traced: one "
+         "request per worker thread, no streaming, no disconnect. Two HTTP/2 streams with h2: "
+         "interleaved frames, a scope per stream."),
 ]
 
 EXERCISES = [
