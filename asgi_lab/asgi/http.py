@@ -31,8 +31,12 @@ access_logger = logging.getLogger("asgi_lab.access")
 
 
 class ClientDisconnected(OSError):
-    """Raised by `send()` once the client has gone (ASGI www spec 2.4: "send() on a closed
-    connection ... should raise a server-specific subclass of OSError")."""
+    """Raised by `send()` once the client has gone. ASGI www spec 2.4, "Disconnected Client -
+    send exception": "If send() is called on a closed connection the server should raise a
+    server-specific subclass of OSError. This is not guaranteed, however, especially on older
+    ASGI server implementations (it was introduced in spec version 2.4)." Should, not must: a
+    server older than 2.4 may drop the message silently, so a portable app listens for
+    `http.disconnect` on `receive()`."""
 
 
 class HTTPProtocol(asyncio.Protocol):
