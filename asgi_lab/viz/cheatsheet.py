@@ -85,21 +85,20 @@ def scope_and_environ(scope: dict, environ: dict) -> list[tuple[str, str, str, s
     return rows
 
 
-def message_cheat_sheet(trace: Iterable[TraceEvent]) -> list[tuple[str, str, str, int]]:
-    """Rows of (message type, direction, keys, how many) for each ASGI message type in
-    `trace` (a Tracer or a list of events), in the order they first appeared. The keys are
-    every key seen with that type except `type` itself, in the order first seen."""
-    seen: dict[str, list] = {}
+def message_cheat_sheet(trace: Iterable[TraceEvent]) -> list[tuple[str, str, str]]:
+    """Rows of (message type, direction, keys) for each ASGI message type in `trace` (a
+    Tracer or a list of events), in the order they first appeared. The keys are every key
+    seen with that type except `type` itself, in the order first seen."""
+    seen: dict[str, tuple[str, list[str]]] = {}
     for event in trace:
         if event.layer != "asgi" or event.kind not in ("receive", "send"):
             continue
         message_type = event.data.get("type", "?")
         direction = "receive: server -> app" if event.kind == "receive" else "send: app -> server"
-        row = seen.setdefault(message_type, [direction, [], 0])
-        row[1] += [key for key in event.data if key != "type" and key not in row[1]]
-        row[2] += 1
-    return [(message_type, direction, ", ".join(keys) or "-", count)
-            for message_type, (direction, keys, count) in seen.items()]
+        _, keys = seen.setdefault(message_type, (direction, []))
+        keys += [key for key in event.data if key != "type" and key not in keys]
+    return [(message_type, direction, ", ".join(keys) or "-")
+            for message_type, (direction, keys) in seen.items()]
 
 
 def columns(rows: Iterable[tuple], headings: tuple[str, ...]) -> str:
@@ -117,4 +116,4 @@ def scope_and_environ_text(scope: dict, environ: dict) -> str:
 
 
 def message_cheat_sheet_text(trace: Iterable[TraceEvent]) -> str:
-    return columns(message_cheat_sheet(trace), ("message type", "direction", "keys", "seen"))
+    return columns(message_cheat_sheet(trace), ("message type", "direction", "keys"))
