@@ -13,7 +13,9 @@ each of them the same GET and the same POST over a plain socket, and writes:
 
 and prints each trace as a listing. The notebooks use the same helpers: `exchange` sends raw
 bytes and reads the answer; `trace_exchange` does it with a tracer and returns the events of
-that one connection, complete (it waits until the server has closed the connection too).
+that one connection, complete (it waits until the server has closed the connection too);
+`time_to_first_byte` measures when the answer starts; `leave_early` is a client that hangs
+up half-way and says when.
 """
 
 from __future__ import annotations
@@ -98,6 +100,35 @@ def exchange(address: tuple[str, int], request: bytes, timeout: float = 5.0,
             if until is not None and until in received:
                 break
     return bytes(received)
+
+
+def time_to_first_byte(address: tuple[str, int], request: bytes,
+                       timeout: float = 5.0) -> tuple[float, bytes]:
+    """Send `request`; return how many seconds passed before the first byte of the answer
+    arrived, and the whole answer (read until the server closes)."""
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sent = time.monotonic()
+        sock.sendall(request)
+        received = bytearray(sock.recv(65536))
+        first = time.monotonic() - sent
+        while chunk := sock.recv(65536):
+            received += chunk
+    return first, bytes(received)
+
+
+def leave_early(address: tuple[str, int], request: bytes, *, until: bytes | None = None,
+                after: float | None = None, timeout: float = 5.0) -> float:
+    """A client that goes away before its answer is complete: send `request`, read until
+    `until` has arrived (or wait `after` seconds), then close the socket. Returns the
+    `time.monotonic()` of the close, to measure how long the server takes to notice."""
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sock.sendall(request)
+        received = bytearray()
+        while until is not None and until not in received and (chunk := sock.recv(65536)):
+            received += chunk
+        if after is not None:
+            time.sleep(after)
+    return time.monotonic()
 
 
 def trace_exchange(server, tracer: Tracer, request: bytes, timeout: float = 5.0,

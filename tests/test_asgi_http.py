@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from asgi_lab import Config, serve_in_background
+from asgi_lab.background import server_errors
 from rawhttp import Client, connect, exchange, read_until_closed, status_of
 
 # -- apps used below ------------------------------------------------------------------------
@@ -314,6 +315,77 @@ def test_send_after_disconnect_raises_an_oserror():
         while not errors and time.monotonic() < deadline:
             time.sleep(0.01)
     assert errors == ["ClientDisconnected"]
+
+
+async def tick_until_told(scope, receive, send):
+    """A plain streaming app that does what the spec asks: stop when receive() says the
+    client left, and return (its response never completes: the stream had no end)."""
+    if scope["type"] != "http":
+        return
+    await receive()                                        # the (empty) request body
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    disconnect = asyncio.ensure_future(receive())
+    while not disconnect.done():
+        await send({"type": "http.response.body", "body": b"data: tick\n\n", "more_body": True})
+        await asyncio.wait([disconnect], timeout=0.02)
+
+
+def sse_starlette_app():
+    """The same stream, as sse-starlette's EventSourceResponse (it listens for http.disconnect
+    in a task of its own and returns when it comes)."""
+    EventSourceResponse = pytest.importorskip("sse_starlette.sse").EventSourceResponse
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    async def ticks():
+        while True:
+            yield {"data": "tick"}
+            await asyncio.sleep(0.02)
+
+    async def events(request):
+        return EventSourceResponse(ticks())
+
+    return Starlette(routes=[Route("/", events)])
+
+
+def leave_after_the_first_tick(server) -> None:
+    """Read the stream until its first event, then close the socket (a FIN, as a browser
+    tab does), and give the server time to notice and the app time to return."""
+    with connect(server.address) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data, deadline = b"", time.monotonic() + 5
+        while b"tick" not in data and time.monotonic() < deadline:
+            data += sock.recv(65536)
+        assert b"tick" in data
+    state, deadline = server.server, time.monotonic() + 5
+    while (state.tasks or state.connections) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not state.tasks, "the app did not return after its client left"
+    assert not state.connections, "the server kept the connection of a client that left"
+
+
+@pytest.mark.parametrize("make_app", [lambda: tick_until_told, sse_starlette_app],
+                         ids=["plain", "sse-starlette"])
+def test_an_app_that_returns_after_http_disconnect_is_not_an_error(make_app, caplog):
+    app = make_app()
+    with caplog.at_level(logging.DEBUG, logger="asgi_lab.error"), server_errors(logging.DEBUG) as records:
+        with serve_in_background(app, name="test-told", lifespan="off") as server:
+            leave_after_the_first_tick(server)
+    assert [r.getMessage() for r in records if r.levelno >= logging.WARNING] == []
+    early_return = [(r.levelname, r.getMessage()) for r in records if r.getMessage().startswith("ASGI app")]
+    assert early_return == [("DEBUG", "ASGI app returned without completing its response: "
+                                      "the client had left")]  # noticed, and judged harmless
+
+
+def test_an_app_that_returns_without_a_response_while_the_client_waits_is_reported():
+    async def forgetful(scope, receive, send):
+        if scope["type"] == "http":
+            await receive()   # the request, then nothing: the client still waits for an answer
+
+    with server_errors() as records:
+        with serve_in_background(forgetful, name="test-forgetful", lifespan="off") as server:
+            assert httpx.get(server.url).status_code == 500
+    assert [r.getMessage() for r in records] == ["ASGI app returned without starting its response"]
 
 
 def test_a_fast_sender_is_read_only_as_fast_as_the_app_receives():

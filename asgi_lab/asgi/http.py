@@ -32,8 +32,12 @@ access_logger = logging.getLogger("asgi_lab.access")
 
 
 class ClientDisconnected(OSError):
-    """Raised by `send()` once the client has gone (ASGI www spec 2.4: "send() on a closed
-    connection ... should raise a server-specific subclass of OSError")."""
+    """Raised by `send()` once the client has gone. ASGI www spec 2.4, "Disconnected Client -
+    send exception": "If send() is called on a closed connection the server should raise a
+    server-specific subclass of OSError. This is not guaranteed, however, especially on older
+    ASGI server implementations (it was introduced in spec version 2.4)." Should, not must: a
+    server older than 2.4 may drop the message silently, so a portable app listens for
+    `http.disconnect` on `receive()`."""
 
 
 class HTTPProtocol(asyncio.Protocol):
@@ -294,8 +298,8 @@ class RequestResponseCycle:
 
     __slots__ = ("protocol", "conn", "scope", "tracer", "body", "more_body", "body_delivered",
                  "input_closed", "body_size", "body_seen", "body_seen_at", "waiter",
-                 "response_started", "response_complete", "disconnected", "pending_start",
-                 "head_only", "status")
+                 "response_started", "response_complete", "disconnected", "disconnect_delivered",
+                 "pending_start", "head_only", "status")
 
     def __init__(self, protocol: HTTPProtocol, scope: dict) -> None:
         self.protocol = protocol
@@ -314,6 +318,7 @@ class RequestResponseCycle:
         self.response_started = False
         self.response_complete = False
         self.disconnected = False
+        self.disconnect_delivered = False  # receive() has returned http.disconnect to the app
         self.pending_start: h11.Response | None = None
         self.head_only = scope["method"] == "HEAD"
         self.status = 0
@@ -361,10 +366,15 @@ class RequestResponseCycle:
         exc = None if task.cancelled() else task.exception()
         if exc is not None and not self.disconnected:  # after a disconnect, a failing send() is expected
             logger.error("Exception in ASGI application", exc_info=exc)
-        elif exc is None and not self.response_complete and not self.disconnected:
-            logger.error("ASGI app %s without %s its response",
-                         "was cancelled" if task.cancelled() else "returned",
-                         "completing" if self.response_started else "starting")
+        elif exc is None and not self.response_complete:
+            what = ("was cancelled" if task.cancelled() else "returned",
+                    "completing" if self.response_started else "starting")
+            if self.disconnected or self.disconnect_delivered:
+                # The client left (and the app was told, or its send() failed): returning is
+                # exactly what the spec asks of the app then. Nothing went wrong.
+                logger.debug("ASGI app %s without %s its response: the client had left", *what)
+            else:
+                logger.error("ASGI app %s without %s its response", *what)
         self.fail()
 
     def fail(self) -> None:
@@ -373,7 +383,8 @@ class RequestResponseCycle:
         transport = self.protocol.transport
         if self.response_complete or transport.is_closing():
             return
-        if not self.disconnected and (self.pending_start is not None or not self.response_started):
+        gone = self.disconnected or self.disconnect_delivered  # a 500 would be for nobody
+        if not gone and (self.pending_start is not None or not self.response_started):
             self.response_started = self.response_complete = True
             self.protocol.write(send_error(self.conn, 500))
         transport.close()
@@ -396,6 +407,7 @@ class RequestResponseCycle:
             self.waiter = None
         if self.disconnected or self.response_complete or self.body_delivered:
             message = {"type": "http.disconnect"}
+            self.disconnect_delivered = True
         else:
             message = {"type": "http.request", "body": bytes(self.body), "more_body": self.more_body}
             self.body.clear()
