@@ -38,6 +38,12 @@ class Config:
     431: h11 cannot tell it from a long head."""
     max_body_bytes: int | None = 100 * MiB
     """A larger request body gets 413. None means no limit."""
+    wsgi_early_body_bytes: int = 64 * KiB
+    """WSGI: a worker thread is given a request only once its head and this much of its body
+    (all of a smaller body) have arrived, so a client that sends slowly holds a socket, not a
+    thread. A larger body streams to the app through `wsgi.input` as it comes. (waitress reads
+    every whole request in its I/O thread first, in memory up to 512 KiB, then in a temporary
+    file; 64 KiB bounds what each connection holds here.)"""
     read_high_water: int = 64 * KiB
     """Buffered request body above this stops reading from the socket until the app
     calls receive() (back-pressure: a fast client cannot fill our memory)."""
