@@ -53,6 +53,11 @@ class Config:
     """An idle connection between requests, or one that never sends a byte, is closed."""
     timeout_request_header: float = 10.0
     """A client must finish sending its request line and headers within this time."""
+    wsgi_timeout_write: float = 30.0
+    """WSGI: a client that takes none of our bytes for this long is cut off, and the worker
+    thread blocked writing to it is freed (each `send()` that makes progress starts it again,
+    so a slow but steady download is never cut). Without it, a few clients that never read
+    a large response would hold the whole pool."""
     timeout_graceful_shutdown: float = 5.0
     """On shutdown, in-flight work gets this long before connections are closed."""
 

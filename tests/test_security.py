@@ -335,3 +335,41 @@ def read_response_bytes(sock: socket.socket) -> bytes:
         assert chunk, data
         data += chunk
     return data
+
+
+def big_app(environ, start_response):
+    size = int(environ["QUERY_STRING"] or 0)
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
+    return [b"x" * size]
+
+
+def test_a_client_that_never_reads_frees_its_worker_after_the_write_timeout():
+    """One worker, and a client that asks for 16 MiB and reads none of it: after
+    `wsgi_timeout_write` without progress the worker gives up, and the next client is served."""
+    with serve_in_background(big_app, kind="wsgi", name="test-slow-reader", threads=1,
+                             wsgi_timeout_write=0.5, access_log=False) as server:
+        with socket.create_connection(server.address, timeout=5) as stuck:
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stuck.sendall(b"GET /?16777216 HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.2)  # the only worker is now blocked writing to `stuck`
+            started = time.monotonic()
+            raw = exchange(server.address, b"GET /?5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert status_of(raw) == 200 and raw.endswith(b"xxxxx")
+            assert time.monotonic() - started < 4.0
+
+
+def test_a_slow_but_steady_reader_gets_the_whole_response():
+    """The write timeout counts time without progress, not the length of the transfer."""
+    size = 2 * 1024 * 1024
+    with serve_in_background(big_app, kind="wsgi", name="test-slow-reader", threads=1,
+                             wsgi_timeout_write=0.5, access_log=False) as server:
+        with socket.create_connection(server.address, timeout=5) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.sendall(b"GET /?%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % size)
+            received = b""
+            started = time.monotonic()
+            while chunk := sock.recv(65536):
+                received += chunk
+                time.sleep(0.02)  # about 3 MB/s at most: longer in all than the timeout
+            assert received.endswith(b"x" * 1000) and len(received) > size
+            assert time.monotonic() - started > 0.5

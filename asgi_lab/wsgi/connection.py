@@ -308,22 +308,39 @@ class Connection:
 
     def recv(self, timeout: float | None, flags: int = 0) -> bytes:
         """One recv(); raises TimeoutError after `timeout` seconds (None: block)."""
+        self.set_timeout(timeout)
+        return self.sock.recv(RECV_BUFFER, flags)
+
+    def set_timeout(self, timeout: float | None) -> None:
+        """`sock.settimeout(timeout)`, a system call, made only when the timeout changes.
+        (Python waits in poll() before each call on a socket with a timeout, even a
+        MSG_DONTWAIT one: so a read that must not wait needs `None`.)"""
         if timeout != self.socket_timeout:
             self.sock.settimeout(timeout)
             self.socket_timeout = timeout
-        return self.sock.recv(RECV_BUFFER, flags)
 
     def sendall(self, data: bytes) -> None:
-        """Write everything, blocking while the client is slow to read (no write timeout:
-        a slow reader holds its thread, which is part of what the lab shows)."""
+        """Write everything, blocking while the client is slow to read: a slow reader holds
+        its thread, which is part of what the lab shows. But not forever: a client that takes
+        no bytes for `wsgi_timeout_write` seconds is cut off. (`socket.sendall` with a
+        timeout would limit the whole transfer, cutting a slow but steady download; each
+        `send()` here waits at most that long for room, and returns once some bytes went.)"""
         if not data:
             return
         if self.tracer is not None:
             self.tracer.emit(self.id, "socket", "bytes_out", {"bytes": preview(data), "size": len(data)})
         self.prepare_write()
         try:
-            self.sock.sendall(data)
-        except OSError as exc:
+            try:
+                sent = self.sock.send(data, MSG_DONTWAIT)  # usually everything, at once
+            except BlockingIOError:  # the socket's buffer is full: the client reads slowly
+                sent = 0
+            if sent < len(data):
+                self.set_timeout(self.config.wsgi_timeout_write)
+                view = memoryview(data)[sent:]
+                while view:
+                    view = view[self.sock.send(view):]
+        except OSError as exc:  # TimeoutError included: the client stopped reading
             self.close()
             raise ClientDisconnected(f"client {self.client} disconnected: {exc}") from exc
 
@@ -333,6 +350,7 @@ class Connection:
             self.tracer.emit(self.id, "socket", "bytes_out", {"file": getattr(region.file, "name", None),
                                                               "size": region.count})
         self.prepare_write()
+        self.set_timeout(self.config.wsgi_timeout_write)  # socket.sendfile waits this long for room
         try:
             sent = self.sock.sendfile(region.file, region.offset, region.count)
         except OSError as exc:
@@ -342,10 +360,7 @@ class Connection:
             raise RuntimeError(f"file ended after {sent} of {region.count} bytes")
 
     def prepare_write(self) -> None:
-        """Writes block (no timeout); from a connection's second write on, no Nagle delay."""
-        if self.socket_timeout is not None:
-            self.sock.settimeout(None)
-            self.socket_timeout = None
+        """From a connection's second write on, no Nagle delay."""
         self.writes += 1
         if self.writes == 2:
             _no_delay(self.sock)
