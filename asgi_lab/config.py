@@ -38,6 +38,12 @@ class Config:
     431: h11 cannot tell it from a long head."""
     max_body_bytes: int | None = 100 * MiB
     """A larger request body gets 413. None means no limit."""
+    wsgi_early_body_bytes: int = 64 * KiB
+    """WSGI: a worker thread is given a request only once its head and this much of its body
+    (all of a smaller body) have arrived, so a client that sends slowly holds a socket, not a
+    thread. A larger body streams to the app through `wsgi.input` as it comes. (waitress reads
+    every whole request in its I/O thread first, in memory up to 512 KiB, then in a temporary
+    file; 64 KiB bounds what each connection holds here.)"""
     read_high_water: int = 64 * KiB
     """Buffered request body above this stops reading from the socket until the app
     calls receive() (back-pressure: a fast client cannot fill our memory)."""
@@ -47,6 +53,11 @@ class Config:
     """An idle connection between requests, or one that never sends a byte, is closed."""
     timeout_request_header: float = 10.0
     """A client must finish sending its request line and headers within this time."""
+    wsgi_timeout_write: float = 30.0
+    """WSGI: a client that takes none of our bytes for this long is cut off, and the worker
+    thread blocked writing to it is freed (each `send()` that makes progress starts it again,
+    so a slow but steady download is never cut). Without it, a few clients that never read
+    a large response would hold the whole pool."""
     timeout_graceful_shutdown: float = 5.0
     """On shutdown, in-flight work gets this long before connections are closed."""
 

@@ -10,6 +10,8 @@ with a logged 500 and close the connection (as gunicorn and waitress do).
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from ast import literal_eval
 from urllib.parse import unquote
 
@@ -292,3 +294,82 @@ def test_a_wsgi_app_setting_a_hop_by_hop_header_gets_a_logged_500(header, caplog
             raw = probe(server, "/")
         assert status_of(raw) == 500
         assert "hop-by-hop" in caplog.text
+
+
+# -- Section 3: slow clients must not starve the WSGI pool -----------------------------------------
+
+def test_slow_request_bodies_do_not_hold_the_wsgi_workers():
+    """Twenty clients send a 100-byte body a byte at a time, on a 4-thread pool: each rests in
+    the acceptor's selector until its body is here, so a normal GET is answered at once."""
+    with serve_in_background(body_app("wsgi"), kind="wsgi", name="test-slow-bodies", threads=4,
+                             access_log=False) as server:
+        slow = [socket.create_connection(server.address, timeout=5) for _ in range(20)]
+        try:
+            for sock in slow:
+                sock.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nx")
+            time.sleep(0.3)  # every slow request has its head and one byte of body in
+            started = time.monotonic()
+            raw = exchange(server.address, b"GET /fine HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert status_of(raw) == 200 and time.monotonic() - started < 2.0
+            for sock in slow:  # and the slow ones are still served when their body is complete
+                sock.sendall(b"x" * 99)
+            for sock in slow:
+                assert b"/slow 100\n" in read_response_bytes(sock)
+        finally:
+            for sock in slow:
+                sock.close()
+
+
+def test_a_body_that_goes_silent_before_the_app_starts_gets_408():
+    with serve_in_background(body_app("wsgi"), kind="wsgi", name="test-slow-bodies", threads=2,
+                             timeout_request_header=0.4) as server:
+        raw = exchange(server.address, b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        assert status_of(raw) == 408
+
+
+def read_response_bytes(sock: socket.socket) -> bytes:
+    """Bytes until one chunked response has ended (the body apps here are chunked)."""
+    data = b""
+    while not data.endswith(b"0\r\n\r\n"):
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    return data
+
+
+def big_app(environ, start_response):
+    size = int(environ["QUERY_STRING"] or 0)
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
+    return [b"x" * size]
+
+
+def test_a_client_that_never_reads_frees_its_worker_after_the_write_timeout():
+    """One worker, and a client that asks for 16 MiB and reads none of it: after
+    `wsgi_timeout_write` without progress the worker gives up, and the next client is served."""
+    with serve_in_background(big_app, kind="wsgi", name="test-slow-reader", threads=1,
+                             wsgi_timeout_write=0.5, access_log=False) as server:
+        with socket.create_connection(server.address, timeout=5) as stuck:
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stuck.sendall(b"GET /?16777216 HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.2)  # the only worker is now blocked writing to `stuck`
+            started = time.monotonic()
+            raw = exchange(server.address, b"GET /?5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert status_of(raw) == 200 and raw.endswith(b"xxxxx")
+            assert time.monotonic() - started < 4.0
+
+
+def test_a_slow_but_steady_reader_gets_the_whole_response():
+    """The write timeout counts time without progress, not the length of the transfer."""
+    size = 2 * 1024 * 1024
+    with serve_in_background(big_app, kind="wsgi", name="test-slow-reader", threads=1,
+                             wsgi_timeout_write=0.5, access_log=False) as server:
+        with socket.create_connection(server.address, timeout=5) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.sendall(b"GET /?%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % size)
+            received = b""
+            started = time.monotonic()
+            while chunk := sock.recv(65536):
+                received += chunk
+                time.sleep(0.02)  # about 3 MB/s at most: longer in all than the timeout
+            assert received.endswith(b"x" * 1000) and len(received) > size
+            assert time.monotonic() - started > 0.5

@@ -26,6 +26,7 @@ import logging
 import socket
 import time
 import types
+from collections import deque
 from wsgiref.util import is_hop_by_hop
 
 import h11
@@ -84,6 +85,11 @@ class Connection:
         # `head_bytes` how many bytes of that head have arrived.
         self.waiting_since: float | None = time.monotonic()
         self.head_bytes = 0
+        # A request whose head has arrived, waiting for the start of its body (see
+        # `early_body_arrived`), and the h11 body events read for it so far.
+        self.pending: h11.Request | None = None
+        self.early_events: deque = deque()
+        self.early_bytes = 0
         if self.tracer is not None:
             self.tracer.emit(self.id, "socket", "connection_made",
                              {"client": client, "server": server.address})
@@ -137,16 +143,34 @@ class Connection:
         if self.tracer is not None:
             self.tracer.emit(self.id, "socket", "bytes_in", {"bytes": preview(data), "size": len(data)})
         self.head_bytes += len(data)
+        if self.pending is not None:
+            self.waiting_since = time.monotonic()  # the body's deadline counts silence
         self.conn.receive_data(data)
         return self.handle_events()
 
     def handle_events(self) -> bool:
-        """Take every complete event h11 can give from the bytes received so far.
+        """Take every complete event h11 can give from the bytes received so far; True while
+        the connection stays open, waiting for more bytes.
 
-        Only a request head (or the end of the connection) can come here: a request's body is
-        read by its cycle, on demand, while the app runs.
+        A request head comes here; then the start of its body (`early_body_arrived`); only then
+        does the request run. The rest of a large body is read by its cycle, on demand, while
+        the app runs.
         """
         while True:
+            if self.pending is not None:
+                try:
+                    if not self.early_body_arrived():
+                        return True
+                except h11.RemoteProtocolError as exc:
+                    self.reject(status_for(exc), f"malformed request body: {exc}")
+                    return False
+                except RequestBodyError as exc:
+                    self.reject(exc.status, str(exc))
+                    return False
+                request, self.pending = self.pending, None
+                if not self.handle_request(request):
+                    return False
+                continue
             try:
                 event = self.conn.next_event()
             except h11.RemoteProtocolError as exc:
@@ -157,21 +181,48 @@ class Connection:
             if self.tracer is not None:
                 self.tracer.emit(self.id, "h11", event_name(event), describe_event(event))
             if type(event) is h11.Request:
-                if not self.handle_request(event):
+                refusal = refuse_request(event, self.head_bytes, self.config)
+                if refusal is not None:
+                    self.reject(*refusal)
                     return False
+                self.pending = origin_form(event)
+                self.waiting_since = time.monotonic()
             else:  # ConnectionClosed: the client is done with us
                 self.close()
                 return False
 
+    def early_body_arrived(self) -> bool:
+        """Has enough of the pending request's body arrived to hand the request to a worker?
+
+        Yes when the whole body is here, or `config.wsgi_early_body_bytes` of it, or when the
+        client waits for `100 Continue` before sending it (RFC 9110 §10.1.1: the app asks for
+        it by reading `wsgi.input`). Until then the connection rests in the acceptor's
+        selector like a slow request head, under the same deadline: a client that sends its
+        body a byte a second holds a socket, not one of the pool's threads. The h11 events
+        read here are replayed to the app by `RequestResponseCycle.read_body_chunk`.
+        """
+        conn = self.conn
+        events = self.early_events
+        while self.early_bytes < self.config.wsgi_early_body_bytes:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                return conn.they_are_waiting_for_100_continue
+            if self.tracer is not None:
+                self.tracer.emit(self.id, "h11", event_name(event), describe_event(event))
+            events.append(event)
+            if type(event) is h11.EndOfMessage:
+                return True
+            self.early_bytes += len(event.data)
+            limit = self.config.max_body_bytes
+            if limit is not None and self.early_bytes > limit:  # a chunked body grown too big
+                raise RequestBodyError(413, "request body over the limit")
+        return True
+
     def handle_request(self, request: h11.Request) -> bool:
-        """A request head arrived: run its cycle to the end, then get ready for the next one."""
+        """A request arrived (`early_body_arrived`): run its cycle to the end, then get ready
+        for the next one."""
         self.waiting_since = None
-        config = self.config
-        refusal = refuse_request(request, self.head_bytes, config)
-        if refusal is not None:
-            self.reject(*refusal)
-            return False
-        self.cycle = RequestResponseCycle(self, origin_form(request))
+        self.cycle = RequestResponseCycle(self, request)
         self.cycle.run()
         self.cycle = None
         return self.response_complete()
@@ -191,6 +242,8 @@ class Connection:
             self.close()
             return False
         conn.start_next_cycle()
+        self.early_events.clear()
+        self.early_bytes = 0
         self.waiting_since = time.monotonic()
         self.head_bytes = len(conn.trailing_data[0])  # a pipelined request may have begun
         return True
@@ -198,6 +251,8 @@ class Connection:
     def discard_buffered_body(self) -> bool:
         """Skip the unread part of the request body that h11 already holds; True if that was
         all of it. Never reads the socket. (A GET's empty body ends here, too.)"""
+        if self.conn.their_state is not h11.SEND_BODY:
+            return True  # the end of the body was among the early events
         while True:
             try:
                 event = self.conn.next_event()
@@ -226,7 +281,9 @@ class Connection:
         """Seconds until this connection has waited too long for its next request head.
 
         One that never sends a byte, or idles between requests, gets `timeout_keep_alive`;
-        one that started a head gets `timeout_request_header` to finish it (slow headers).
+        one that started a head gets `timeout_request_header` to finish it (slow headers);
+        one whose request waits for its body gets `timeout_request_header` from the last bytes
+        that arrived (a silent body, as `RequestResponseCycle.receive_more` counts it).
         """
         if self.waiting_since is None:
             return float("inf")
@@ -235,31 +292,56 @@ class Connection:
         return self.waiting_since + self.config.timeout_request_header - now
 
     def close_idle(self) -> None:
-        why = "idle" if self.head_bytes == 0 else "request head too slow"
+        """The deadline of `time_left` has passed: close, with a 408 if a request is waiting
+        for its body (the same answer `receive_more` gives once the app reads it)."""
+        if self.pending is not None:
+            why = "request body too slow"
+        else:
+            why = "idle" if self.head_bytes == 0 else "request head too slow"
         if self.tracer is not None:
             self.tracer.emit(self.id, "server", "timeout", {"reason": why})
-        self.close()
+        if self.pending is not None:
+            self.reject(408, why)
+        else:
+            self.close()
 
     # -- the socket --------------------------------------------------------------------------
 
     def recv(self, timeout: float | None, flags: int = 0) -> bytes:
         """One recv(); raises TimeoutError after `timeout` seconds (None: block)."""
+        self.set_timeout(timeout)
+        return self.sock.recv(RECV_BUFFER, flags)
+
+    def set_timeout(self, timeout: float | None) -> None:
+        """`sock.settimeout(timeout)`, a system call, made only when the timeout changes.
+        (Python waits in poll() before each call on a socket with a timeout, even a
+        MSG_DONTWAIT one: so a read that must not wait needs `None`.)"""
         if timeout != self.socket_timeout:
             self.sock.settimeout(timeout)
             self.socket_timeout = timeout
-        return self.sock.recv(RECV_BUFFER, flags)
 
     def sendall(self, data: bytes) -> None:
-        """Write everything, blocking while the client is slow to read (no write timeout:
-        a slow reader holds its thread, which is part of what the lab shows)."""
+        """Write everything, blocking while the client is slow to read: a slow reader holds
+        its thread, which is part of what the lab shows. But not forever: a client that takes
+        no bytes for `wsgi_timeout_write` seconds is cut off. (`socket.sendall` with a
+        timeout would limit the whole transfer, cutting a slow but steady download; each
+        `send()` here waits at most that long for room, and returns once some bytes went.)"""
         if not data:
             return
         if self.tracer is not None:
             self.tracer.emit(self.id, "socket", "bytes_out", {"bytes": preview(data), "size": len(data)})
         self.prepare_write()
         try:
-            self.sock.sendall(data)
-        except OSError as exc:
+            try:
+                sent = self.sock.send(data, MSG_DONTWAIT)  # usually everything, at once
+            except BlockingIOError:  # the socket's buffer is full: the client reads slowly
+                sent = 0
+            if sent < len(data):
+                self.set_timeout(self.config.wsgi_timeout_write)
+                view = memoryview(data)[sent:]
+                while view:
+                    view = view[self.sock.send(view):]
+        except OSError as exc:  # TimeoutError included: the client stopped reading
             self.close()
             raise ClientDisconnected(f"client {self.client} disconnected: {exc}") from exc
 
@@ -269,6 +351,7 @@ class Connection:
             self.tracer.emit(self.id, "socket", "bytes_out", {"file": getattr(region.file, "name", None),
                                                               "size": region.count})
         self.prepare_write()
+        self.set_timeout(self.config.wsgi_timeout_write)  # socket.sendfile waits this long for room
         try:
             sent = self.sock.sendfile(region.file, region.offset, region.count)
         except OSError as exc:
@@ -278,10 +361,7 @@ class Connection:
             raise RuntimeError(f"file ended after {sent} of {region.count} bytes")
 
     def prepare_write(self) -> None:
-        """Writes block (no timeout); from a connection's second write on, no Nagle delay."""
-        if self.socket_timeout is not None:
-            self.sock.settimeout(None)
-            self.socket_timeout = None
+        """From a connection's second write on, no Nagle delay."""
         self.writes += 1
         if self.writes == 2:
             _no_delay(self.sock)
@@ -506,11 +586,17 @@ class RequestResponseCycle:
         """The next piece of the request body, b"" at its end. Blocks on the socket if needed."""
         connection = self.connection
         conn = self.conn
+        early = connection.early_events  # read before the app started (already traced)
         while not self.body_complete:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise RequestBodyError(status_for(exc), f"malformed request body: {exc}") from None
+            if early:
+                event = early.popleft()
+            else:
+                try:
+                    event = conn.next_event()
+                except h11.RemoteProtocolError as exc:
+                    raise RequestBodyError(status_for(exc), f"malformed request body: {exc}") from None
+                if self.tracer is not None and event is not h11.NEED_DATA:
+                    self.tracer.emit(connection.id, "h11", event_name(event), describe_event(event))
             if event is h11.NEED_DATA:
                 if conn.they_are_waiting_for_100_continue and not self.head_sent:
                     # RFC 9110 §10.1.1: the client waits for our go-ahead before sending its
@@ -518,8 +604,6 @@ class RequestResponseCycle:
                     connection.sendall(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
                 self.receive_more()
                 continue
-            if self.tracer is not None:
-                self.tracer.emit(connection.id, "h11", event_name(event), describe_event(event))
             if type(event) is h11.Data:
                 self.body_size += len(event.data)
                 limit = connection.config.max_body_bytes
