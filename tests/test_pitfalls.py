@@ -125,6 +125,15 @@ def test_the_cpu_story_says_what_a_busy_machine_hid():
     assert "the loop breathed" not in no_breath and "too noisy" in no_breath
 
 
+def test_a_starved_run_says_so_and_claims_nothing_the_times_contradict():
+    text = blocking_loop.explain_cpu(cpu_runs(**{
+        "in the coroutine": dict(cores=0.2, slowest=1.7), "asyncio.to_thread": dict(cores=0.3, slowest=1.2),
+        "process pool": dict(cores=0.3, slowest=1.7)}))
+    assert text.startswith("*A busy machine.*") and "got 0.2 of one" in text
+    assert "not done any sooner" not in text and "differs by the machine's other work" in text
+    assert "only 0.3 cores busy" in text
+
+
 def test_threads_on_more_than_one_core_are_not_explained_by_the_gil():
     text = blocking_loop.explain_cpu(cpu_runs(**{"asyncio.to_thread": dict(cores=1.9)}))
     assert "free-threaded" in text and "only the thread holding the GIL" not in text
@@ -201,6 +210,14 @@ def test_debug_mode_logs_the_slow_callback_and_only_that(capfd):
     assert record.seconds >= 0.15 and "/work" not in record.callback
     assert async_costs.slow_callbacks(pitfalls.with_asyncio_sleep, work_ms=150) == (200, [])
     assert capfd.readouterr().err == ""
+
+
+def test_the_slow_callback_sentences():
+    record = async_costs.SlowCallback("asyncio", "WARNING", "<Task ...>", "blocking_sleep", 0.152)
+    text = async_costs.explain_slow_callbacks((200, [record]), (200, []))
+    assert "**1 WARNING**" in text and "**152 ms**" in text and "caused no record" in text
+    assert "hints, not proofs" in async_costs.explain_slow_callbacks((200, [record]), (200, [record]))
+    assert "logged **nothing**" in async_costs.explain_slow_callbacks((200, []), (200, []))
 
 
 def test_debug_mode_is_switched_back_off():

@@ -247,7 +247,7 @@ async def fire_and_forget(scope, receive, send):
     the failure reaches only asyncio's log, when the task object is destroyed, and that log
     does not say which request (or which line) started the task."""
     if scope["type"] == "http":
-        asyncio.create_task(send_welcome_email(user_of(scope)))  # noqa: RUF006 (the mistake)
+        asyncio.create_task(send_welcome_email(user_of(scope)))  # the mistake: task dropped
         await respond(send, "welcome!")
 
 

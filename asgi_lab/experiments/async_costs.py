@@ -297,5 +297,29 @@ def slow_callbacks(app, work_ms: float = 150, slow_callback_duration: float = 0.
             callback = short_paths(str(handle))
             name = re.search(r"coro=<(\w+)\(\)", callback)
             slow.append(SlowCallback(record.name, record.levelname, callback,
-                                     name.group(1) if name else "", seconds))
+                                     name.group(1) if name else "", round(seconds, 3)))
     return response.status, slow
+
+
+def explain_slow_callbacks(blocked: tuple[int, list[SlowCallback]],
+                           fine: tuple[int, list[SlowCallback]],
+                           blocked_name: str = "time.sleep", fine_name: str = "asyncio.sleep",
+                           slow_callback_duration: float = 0.1) -> str:
+    """What debug mode reported for a blocking app and for its fix (`slow_callbacks` results)."""
+    _, slow = blocked
+    _, quiet = fine
+    if not slow:
+        return (f"Debug mode logged **nothing** for the `{blocked_name}` app this time: no step "
+                f"ran longer than {slow_callback_duration * 1000:.0f} ms. Run the cell again.")
+    record = slow[0]
+    return (
+        f"Debug mode logged **{len(slow)} WARNING** on the `{record.logger}` logger for the "
+        f"`{blocked_name}` app: one step of the task running `{record.coroutine}` held the loop "
+        f"for **{record.seconds * 1000:.0f} ms**, over the {slow_callback_duration * 1000:.0f} ms "
+        f"threshold. The record names the coroutine, where it was defined and where the task "
+        f"was created (our server's `http.py`), not the line that blocked: a profiler finds "
+        f"that. "
+        + (f"The `{fine_name}` app caused no record: each of its steps is short, and the wait "
+           f"happens between them, in the loop's timer." if not quiet else
+           f"The `{fine_name}` app caused {len(quiet)} too: a busy machine can delay any step "
+           f"past the threshold, so read these warnings as hints, not proofs."))

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import statistics
 import threading
@@ -285,14 +286,15 @@ def plot(runs: list[Run], ax=None, metric: str = "probe_latency"):
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 3.6))
     typical = medians(runs)
-    for variant in dict.fromkeys(run.variant for run in typical):
+    for variant, marker in zip(dict.fromkeys(run.variant for run in typical),
+                               itertools.cycle("osD^vP")):
         mine = [run for run in typical if run.variant == variant]
         works = [run.work_ms for run in mine]
         middle = [getattr(run, metric) * 1000 for run in mine]
         ranges = [spread(runs, variant, ms, metric) for ms in works]
         below = [m - low * 1000 for m, (low, _, _) in zip(middle, ranges)]
         above = [high * 1000 - m for m, (_, _, high) in zip(middle, ranges)]
-        ax.errorbar(works, middle, yerr=[below, above], marker="o", capsize=3, label=variant)
+        ax.errorbar(works, middle, yerr=[below, above], marker=marker, capsize=3, label=variant)
     concurrency = typical[0].concurrency if typical else 0
     rounds = max((run.rounds for run in typical), default=1)
     labels = {"probe_latency": "latency of a request that needs no work (ms)",
@@ -384,6 +386,11 @@ def explain_cpu(runs: list[Run], inline: str = "in the coroutine",
     i, t, p = pick(runs, inline), pick(runs, thread), pick(runs, process)
     n, rounds = i.concurrency, (f" (medians of {i.rounds} rounds)" if i.rounds > 1 else "")
     parts = []
+    if i.cores < 0.6:
+        parts.append(
+            f"*A busy machine.* Computing in the coroutine can keep one core busy; it got "
+            f"{i.cores:.1f} of one ({machine_load()}). Every time below is stretched: compare "
+            f"the variants with each other, not with {i.work_ms:g} ms.")
     if p.probe_latency * 3 < i.probe_latency and p.loop_lag * 2 < i.loop_lag:
         parts.append(
             f"**The loop.** Computing in the coroutine, the loop stalled for up to "
@@ -404,11 +411,13 @@ def explain_cpu(runs: list[Run], inline: str = "in the coroutine",
         parts.append(_too_noisy(f"with `{thread}` the loop stalled up to {_ms(t.loop_lag)}, "
                                 f"in the coroutine {_ms(i.loop_lag)}"))
     if t.cores <= 1.2:
+        finish = (f"so the {n} computations were not done any sooner ({_ms(t.slowest)} against "
+                  f"{_ms(i.slowest)} in the coroutine)." if t.slowest >= 0.8 * i.slowest else
+                  f"so their finishing time ({_ms(t.slowest)} against {_ms(i.slowest)} in the "
+                  f"coroutine) differs by the machine's other work, not by the threads.")
         parts.append(
-            f"But the threads kept **{t.cores:.1f} core** busy, no more than the coroutine "
-            f"({i.cores:.1f}): only the thread holding the GIL computes, so the {n} "
-            f"computations are not done any sooner ({_ms(t.slowest)} against "
-            f"{_ms(i.slowest)} in the coroutine).")
+            f"But the threads kept only **{t.cores:.1f} core** busy (the coroutine: "
+            f"{i.cores:.1f}): only the thread holding the GIL computes, {finish}")
     else:
         parts.append(
             f"The threads kept **{t.cores:.1f} cores** busy: more than one thread computed at "
