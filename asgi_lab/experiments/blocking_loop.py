@@ -406,13 +406,14 @@ def explain_cpu(runs: list[Run], inline: str = "in the coroutine",
             f"{_ms(t.loop_lag)}, because a computing thread must offer the GIL back every "
             f"`sys.getswitchinterval()` (5 ms). Yet the probe took {_ms(t.probe_latency)}: "
             f"each time the loop's thread makes a system call (`epoll`, `accept`, `recv`, "
-            f"`send`) it lets go of the GIL, and waits up to 5 ms to get it back.")
+            f"`send`) it lets go of the GIL, and must wait for a computing thread to hand it "
+            f"back.")
     else:
         parts.append(_too_noisy(f"with `{thread}` the loop stalled up to {_ms(t.loop_lag)}, "
                                 f"in the coroutine {_ms(i.loop_lag)}"))
     if t.cores <= 1.2:
         finish = (f"so the {n} computations were not done any sooner ({_ms(t.slowest)} against "
-                  f"{_ms(i.slowest)} in the coroutine)." if t.slowest >= 0.8 * i.slowest else
+                  f"{_ms(i.slowest)} in the coroutine)." if t.slowest >= 0.9 * i.slowest else
                   f"so their finishing time ({_ms(t.slowest)} against {_ms(i.slowest)} in the "
                   f"coroutine) differs by the machine's other work, not by the threads.")
         parts.append(
