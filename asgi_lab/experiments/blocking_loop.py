@@ -336,7 +336,9 @@ def explain_one_by_one(runs: list[Run], blocked: str = "time.sleep",
     b, f = pick(runs, blocked), pick(runs, fixed)
     n, work = b.concurrency, b.work_ms / 1000
     one_by_one = b.slowest >= (n - 0.5) * work and b.probe_latency >= (n - 1.5) * work
-    together = f.slowest < 2 * work and f.probe_latency < work / 2
+    # Together: all done within two requests' work, and the probe served in a fraction of
+    # its wait behind the blocking handler (a busy machine delays every thread a little).
+    together = f.slowest < 2 * work and f.probe_latency * 4 < b.probe_latency
     rounds = f" (median of {b.rounds} rounds)" if b.rounds > 1 else ""
     if not (one_by_one and together):
         return _too_noisy(
@@ -364,7 +366,10 @@ def explain_fixes(runs: list[Run], blocking=("sync database driver", "time.sleep
     fix_runs = [run for run in typical if run.variant in fixes]
     worst_fix = max(fix_runs, key=lambda run: run.probe_latency)
     climbs = worst.probe_latency >= (n - 1.5) * top / 1000
-    flat = worst_fix.probe_latency < max(0.02, 0.25 * top / 1000)
+    # Flat: the probe never waits for even half of one request's work, nor a quarter of what
+    # it waits behind a blocking handler (a busy machine delays every thread a little).
+    flat = (worst_fix.probe_latency < 0.5 * top / 1000
+            and worst_fix.probe_latency * 4 < worst.probe_latency)
     if not (climbs and flat):
         return _too_noisy(
             f"at {top:g} ms of work, `{worst.variant}` kept the probe waiting "
