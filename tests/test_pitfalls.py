@@ -5,6 +5,7 @@ exception, asyncio's debug mode), on real servers over loopback."""
 from __future__ import annotations
 
 import logging
+import sys
 
 import pytest
 
@@ -152,7 +153,8 @@ def test_cpu_bound_variants_on_a_real_server():
     inline, thread, process = blocking_loop.medians(runs)
     assert all(r.statuses == [200] * 4 for r in runs)
     assert inline.loop_lag > 0.05 and process.loop_lag < inline.loop_lag
-    assert thread.cores < 1.3
+    if getattr(sys, "_is_gil_enabled", lambda: True)():  # not on a free-threaded build
+        assert thread.cores < 1.3
     assert "cores" in blocking_loop.table(runs, cores=True)
 
 
