@@ -11,6 +11,7 @@ the same event loop is serving meanwhile:
     with_run_in_executor  the same, spelled the older way: loop.run_in_executor(None, ...)
     cpu_bound             pure-Python computation in the coroutine: the loop stops too
     cpu_bound_in_thread   ...in a thread: the loop breathes, but the GIL lets one thread compute
+                          (on free-threaded CPython, 3.13t/3.14t, the threads compute in parallel)
     cpu_bound_in_process  ...in a process pool: other cores do the work
     forgotten_await       send(...) without await: nothing is sent, Python only warns
     fire_and_forget       asyncio.create_task(...) and forget it: its exception reaches only
@@ -191,7 +192,8 @@ async def cpu_bound(scope, receive, send):
 async def cpu_bound_in_thread(scope, receive, send):
     """Computation on a worker thread: the loop gets the GIL back every few milliseconds
     (sys.getswitchinterval()), so other requests are served; but only one thread computes
-    at a time, so the work itself is no faster."""
+    at a time, so the work itself is no faster. On a free-threaded build (3.13t, 3.14t;
+    PEP 703) there is no GIL: the threads compute on several cores at once."""
     if scope["type"] == "http":
         ms = milliseconds(scope)
         if ms:  # a request with nothing to compute does not queue for a worker

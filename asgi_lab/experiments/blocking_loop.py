@@ -128,7 +128,8 @@ class Run:
     @property
     def cores(self) -> float:
         """How many cores were busy on average: CPU seconds per second of the run. Threads
-        under the GIL cannot push it much above 1; processes can (if the cores are free)."""
+        under the GIL cannot push it much above 1; processes can (if the cores are free), and
+        so can threads on a free-threaded build (3.13t/3.14t)."""
         return self.cpu / self.wall if self.wall else 0.0
 
 
