@@ -313,10 +313,10 @@ def plot(runs: list[Run], ax=None, metric: str = "probe_latency"):
 # -- the conclusions, computed from the numbers -----------------------------------------------------
 
 def machine_load() -> str:
-    """"load average 2.3 on 2 cores": how busy the machine was, for the noisy branches."""
+    """How busy the machine was, for the noisy branches: "load average 2.3 on 2 cores"."""
     try:
         load = os.getloadavg()[0]
-    except OSError:  # not on this platform
+    except (AttributeError, OSError):  # Windows has no load average
         return f"{os.cpu_count()} cores"
     return f"load average {load:.1f} on {os.cpu_count()} cores"
 
