@@ -310,7 +310,7 @@ def plot(runs: list[Run], ax=None, metric: str = "probe_latency"):
     return ax
 
 
-# -- the conclusions, computed from the numbers -----------------------------------------------------
+# -- the conclusions, computed from the numbers ----------------------------------------------------
 
 def machine_load() -> str:
     """How busy the machine was, for the noisy branches: "load average 2.3 on 2 cores"."""
