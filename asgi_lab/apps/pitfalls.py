@@ -11,10 +11,17 @@ the same event loop is serving meanwhile:
     with_run_in_executor  the same, spelled the older way: loop.run_in_executor(None, ...)
     cpu_bound             pure-Python computation in the coroutine: the loop stops too
     cpu_bound_in_thread   ...in a thread: the loop breathes, but the GIL lets one thread compute
+                          (on free-threaded CPython, 3.13t/3.14t, the threads compute in parallel)
     cpu_bound_in_process  ...in a process pool: other cores do the work
     forgotten_await       send(...) without await: nothing is sent, Python only warns
+    fire_and_forget       asyncio.create_task(...) and forget it: its exception reaches only
+                          asyncio's log ("Task exception was never retrieved"), without the request
+    with_task_group       fix: the handler waits for its task in an asyncio.TaskGroup
+    with_kept_task        fix, when the work must outlive the response: keep the task, and look
+                          at its result in a done callback that names the request
 
-`asgi_lab.experiments.blocking_loop` measures them under concurrent requests.
+`asgi_lab.experiments.blocking_loop` measures the first ones under concurrent requests;
+`asgi_lab.experiments.async_costs` runs the task apps and collects what gets logged.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import logging
 import multiprocessing
+import os
 import threading
 import time
 from urllib.parse import parse_qs
@@ -58,15 +67,18 @@ def _spin(iterations: int) -> int:
 
 
 def iterations_per_ms() -> float:
-    """How many `_spin` iterations take one millisecond here, measured once (best of 3)."""
+    """How many `_spin` iterations take one millisecond of CPU here, measured once.
+
+    It counts the CPU time of this thread (`time.thread_time`), not the wall clock, so a busy
+    machine that takes the core away for a moment does not shrink the work; best of 5."""
     global _iterations_per_ms
     if _iterations_per_ms is None:
         best = float("inf")
-        for _ in range(3):
-            started = time.perf_counter()
-            _spin(50_000)
-            best = min(best, time.perf_counter() - started)
-        _iterations_per_ms = 50_000 / (best * 1000)
+        for _ in range(5):
+            started = time.thread_time()
+            _spin(200_000)
+            best = min(best, time.thread_time() - started)
+        _iterations_per_ms = 200_000 / (max(best, 1e-6) * 1000)
     return _iterations_per_ms
 
 
@@ -99,11 +111,22 @@ def shutdown_process_pool() -> None:
         _pool = None
 
 
-def warm_up_process_pool() -> None:
-    """Start the pool's workers now, so that a measurement does not include their start-up."""
+def _worker_pid(seconds: float) -> int:
+    time.sleep(seconds)  # long enough for the other workers to take the other jobs
+    return os.getpid()
+
+
+def warm_up_process_pool(timeout: float = 30.0) -> int:
+    """Start every worker of the pool now and have each import this module, so that a
+    measurement includes neither a process start nor an import. Returns the worker count."""
     pool = process_pool()
-    for future in [pool.submit(_spin, 1) for _ in range(pool._max_workers)]:
-        future.result()
+    workers = pool._max_workers
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < workers and time.monotonic() < deadline:
+        jobs = [pool.submit(_worker_pid, 0.05) for _ in range(workers)]
+        seen.update(job.result(timeout) for job in jobs)
+    return len(seen)
 
 
 # -- the apps -------------------------------------------------------------------------------------
@@ -169,7 +192,8 @@ async def cpu_bound(scope, receive, send):
 async def cpu_bound_in_thread(scope, receive, send):
     """Computation on a worker thread: the loop gets the GIL back every few milliseconds
     (sys.getswitchinterval()), so other requests are served; but only one thread computes
-    at a time, so the work itself is no faster."""
+    at a time, so the work itself is no faster. On a free-threaded build (3.13t, 3.14t;
+    PEP 703) there is no GIL: the threads compute on several cores at once."""
     if scope["type"] == "http":
         ms = milliseconds(scope)
         if ms:  # a request with nothing to compute does not queue for a worker
@@ -196,6 +220,74 @@ async def forgotten_await(scope, receive, send):
         send({"type": "http.response.body", "body": b"never sent"})  # noqa: missing await
 
 
+# -- work that outlives the response: a background task ------------------------------------------
+
+logger = logging.getLogger(__name__)
+"""Where `with_kept_task` reports a failed background task (the app's own log, not the server's)."""
+
+
+async def smtp_deliver(address: str) -> None:
+    """A stand-in for a mail client: after a moment, the mail server refuses the connection.
+    Like a real one, its error says what failed, not for which request."""
+    await asyncio.sleep(0.01)
+    raise ConnectionRefusedError(111, "Connection refused")
+
+
+async def send_welcome_email(user: str) -> None:
+    """The background work a sign-up starts: it fails (see `smtp_deliver`)."""
+    await smtp_deliver(f"{user}@example.org")
+
+
+def user_of(scope: dict) -> str:
+    """The `user` query parameter (`ada` by default)."""
+    values = parse_qs(scope["query_string"].decode("latin-1")).get("user")
+    return values[0] if values else "ada"
+
+
+async def fire_and_forget(scope, receive, send):
+    """The mistake: start the e-mail with `create_task` and drop the task. The client gets 200;
+    the failure reaches only asyncio's log, when the task object is destroyed, and that log
+    does not say which request (or which line) started the task."""
+    if scope["type"] == "http":
+        asyncio.create_task(send_welcome_email(user_of(scope)))  # the mistake: task dropped
+        await respond(send, "welcome!")
+
+
+async def with_task_group(scope, receive, send):
+    """Fix, when the answer depends on the work: wait for it in an `asyncio.TaskGroup`
+    (Python 3.11+). Its failure is raised here, in the handler: the server logs it with the
+    handler in the traceback, and the client gets a 500 instead of a false "welcome!"."""
+    if scope["type"] == "http":
+        async with asyncio.TaskGroup() as group:
+            group.create_task(send_welcome_email(user_of(scope)))
+        await respond(send, "welcome!")
+
+
+background_tasks: set[asyncio.Task] = set()
+"""Tasks started by `with_kept_task` and not finished yet: asyncio itself keeps only weak
+references to tasks, so a task nobody holds can be destroyed before it is done."""
+
+
+def _report(task: asyncio.Task) -> None:
+    """Done callback: forget the finished task, and log its failure under the task's name."""
+    background_tasks.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("Background task %r failed", task.get_name(), exc_info=task.exception())
+
+
+async def with_kept_task(scope, receive, send):
+    """Fix, when the work must outlive the response: keep a reference to the task and look at
+    its result when it ends; name the task after the request, so that the log says which."""
+    if scope["type"] == "http":
+        target = scope["path"] + ("?" + scope["query_string"].decode("latin-1")
+                                  if scope["query_string"] else "")
+        task = asyncio.create_task(send_welcome_email(user_of(scope)),
+                                   name=f"welcome e-mail for {scope['method']} {target}")
+        background_tasks.add(task)
+        task.add_done_callback(_report)
+        await respond(send, "welcome!")
+
+
 VARIANTS = {
     "time.sleep": blocking_sleep,
     "asyncio.sleep": with_asyncio_sleep,
@@ -209,3 +301,12 @@ CPU_VARIANTS = {
     "asyncio.to_thread": cpu_bound_in_thread,
     "process pool": cpu_bound_in_process,
 }
+
+"""A CPU-bound handler and its two ways out, by the name a chart shows."""
+
+TASK_VARIANTS = {
+    "fire and forget": fire_and_forget,
+    "asyncio.TaskGroup": with_task_group,
+    "kept task": with_kept_task,
+}
+"""Background work that fails: the mistake and its two fixes."""
