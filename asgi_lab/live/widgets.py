@@ -3,10 +3,13 @@
     ChatBox(client)                         # type, press Enter, watch the room answer
     FrameInspector([ada, bob], tracer)      # per connection: frames on the wire + wsproto events
     CloseButton(bob, inspector)             # close with a chosen code, watch both sides
+    answer(markdown)                        # a predict-then-run answer, collapsed
 
 Each widget also has a plain-text rendering (`frames_text`, `events_text`, `transcript`) that
 the notebook prints, so that a run with no widget front end (nbval in CI) still shows, and
-checks, what happened.
+checks, what happened; and each leaves a static HTML picture of itself in the notebook file
+for readers without a kernel. A widget whose connection has ended says how it ended and
+disables its controls: a closed connection cannot be closed, pinged or written to again.
 
 Threads: the widgets are updated from the client loop's thread (see `chat_client.py`), where
 the messages arrive. Setting a widget's trait from another thread is fine in ipykernel (the
@@ -17,7 +20,6 @@ messages redraws a widget at most every `REDRAW_EVERY` seconds.
 
 from __future__ import annotations
 
-import asyncio
 import html
 import threading
 
@@ -29,7 +31,7 @@ from .client import ClientEvent
 from .frames import WireFrame
 
 REDRAW_EVERY = 0.2  # seconds
-MAX_ROWS = 200      # the inspector shows the most recent rows only
+MAX_ROWS = 100      # the inspector shows the most recent rows of each kind only
 
 #: Close codes to try (RFC 6455 §7.4.1; 4000-4999 are for applications).
 CLOSE_CODES = [("1000 Normal Closure", 1000), ("1001 Going Away", 1001),
@@ -286,10 +288,10 @@ class FrameInspector(_Static, widgets.VBox):
         self.status_view.value = f"<small>{' &middot; '.join(map(html.escape, status))}</small>"
         self.frames_view.value = self._frames_table(client)
         rows = [f"<tr class='{e.direction}'><td>client {e.direction}</td><td>{e.name}</td>"
-                f"<td>{html.escape(_short(e.fields, 100))}</td></tr>" for e in client.events]
+                f"<td>{html.escape(_short(e.fields, 100))}</td></tr>" for e in client.events[-MAX_ROWS:]]
         rows += [f"<tr class='server'><td>server {e.layer}</td><td>{e.kind}</td>"
                  f"<td>{html.escape(_short(e.data, 100))}</td></tr>"
-                 for e in server_events(self.tracer, client)]
+                 for e in server_events(self.tracer, client)[-MAX_ROWS:]]
         self.events_view.value = f"{_TABLE_STYLE}<table class='asgi-lab-frames'>{''.join(rows)}</table>"
 
     def static_html(self) -> str:
@@ -357,3 +359,11 @@ def chat_link(server, room: str = "lobby", height: int = 320):
     display(HTML(f'<p>Open <a href="{url}&name=tab" target="_blank">{url}</a> in a few browser '
                  "tabs, or use the one below: every tab is another member of the room.</p>"))
     return IFrame(f"{url}&name=iframe", width="100%", height=height)
+
+
+def answer(markdown: str):
+    """The answer to a predict-then-run question: `markdown` (built from what the cell just
+    measured) inside a collapsed "What happened, and why"."""
+    from IPython.display import Markdown
+
+    return Markdown(f"<details><summary>What happened, and why</summary>\n\n{markdown.strip()}\n\n</details>")
