@@ -47,10 +47,12 @@ class ServerStopped(ConnectionRefusedError):
 
 
 def _cell_number() -> int | None:
-    """The execution count of the Jupyter cell running now (its `[N]`), or None outside one."""
+    """The number Jupyter shows beside the cell running now (its `[N]`), or None outside
+    IPython. IPython's `In` list holds the source of every cell run so far, this one last."""
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
-    return getattr(shell, "execution_count", None)
+    inputs = getattr(shell, "user_ns", {}).get("In")
+    return len(inputs) - 1 if inputs else None
 
 
 class BackgroundServer:

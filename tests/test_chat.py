@@ -416,3 +416,26 @@ def test_async_client_against_the_chat(chat):
         return await ada.close()
 
     assert asyncio.run(scenario()) == 1000
+
+
+def test_in_a_kernel_the_stopped_server_message_is_one_line_naming_the_cell(tmp_path):
+    """What a student sees when re-running the chat-box cell after the clean-up: one line
+    naming the cell that starts the server, no ConnectionRefusedError traceback."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("from asgi_lab import serve_in_background\n"
+                                  "from asgi_lab.apps.chat import ChatApp\n"
+                                  "from asgi_lab.live import ChatClient"),
+        nbformat.v4.new_code_cell('server = serve_in_background(ChatApp(), name="nb-stopped", access_log=False)'),
+        nbformat.v4.new_code_cell("server.stop()"),
+        nbformat.v4.new_code_cell('me = ChatClient.connect(server.ws_url + "/ws/lobby?name=notebook")'),
+    ])
+    client = nbclient.NotebookClient(notebook, timeout=60, kernel_name="python3", allow_errors=True,
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    [error] = notebook.cells[3].outputs
+    assert error.output_type == "error" and error.ename == "ServerStopped"
+    assert error.traceback == [
+        "the server of this notebook ('nb-stopped') is stopped; run cell [2] again "
+        "(the cell that started it), then this one."]
