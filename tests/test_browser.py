@@ -5,10 +5,12 @@
    script received: every participant shows every message in the same order, and the join
    and leave notices. Any uncaught error or console error on a page fails the test.
    The same page served by the WSGI server loads, but its WebSocket closes with 1006.
-2. JupyterLab serves notebook 04; the browser runs it with Run All, as notebook 00 tells a
-   student to, and then uses what Run All left running: types into the chat box and sees
-   the message arrive (in the box and in the chat page embedded below the link), pings from
-   the frame inspector, and presses the close button, which then disables itself.
+2. JupyterLab serves notebook 04. Opened, it shows the stored outputs, each widget as its
+   static picture. The browser runs it with Run All, as notebook 00 tells a student to, and
+   then uses what Run All left running: types into the chat box and sees the message
+   arrive (in the box and in the chat page embedded below the link), pings from the frame
+   inspector, and presses the close button, which then disables itself.
+   ASGI_LAB_BROWSER_SHOTS=folder saves screenshots of the widgets to look at.
 
 Playwright never downloads a browser here: it drives the system's Chromium through
 `executable_path`, headless, in a fresh empty profile (playwright's own temporary
@@ -232,6 +234,13 @@ ALL_CELLS_RAN = """() => {
 }"""
 
 WIDGET_ERRORS = ("Error displaying widget", "model not found", "Failed to load model class")
+SHOTS = os.environ.get("ASGI_LAB_BROWSER_SHOTS")  # a folder: save screenshots there to look at
+
+
+def shoot(locator, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        locator.screenshot(path=str(Path(SHOTS) / f"{name}.png"))
 
 
 @pytest.mark.timeout(240)
@@ -245,6 +254,14 @@ def test_notebook_04_after_run_all_the_chat_box_inspector_close_button_and_page_
     page.wait_for_function("window.jupyterapp && window.jupyterapp.shell.currentWidget "
                            "&& window.jupyterapp.shell.currentWidget.sessionContext", timeout=60_000)
 
+    # Before running, a reader sees the stored outputs: each widget's static picture (the
+    # notebook is not trusted yet, so JupyterLab picks the widget's text/html), no error.
+    page.wait_for_function("document.body.innerText.includes('the chat box when this cell ran')",
+                           timeout=30_000)
+    text = page.locator(".jp-Notebook").text_content()
+    assert "the frames on the wire when this cell ran" in text and "dan is open" in text
+    for error in WIDGET_ERRORS:
+        assert error not in text, error
     page.evaluate(RUN_ALL)
     page.wait_for_function(ALL_CELLS_RAN, timeout=90_000, polling=500)
     notebook = page.locator(".jp-Notebook")
@@ -287,5 +304,8 @@ def test_notebook_04_after_run_all_the_chat_box_inspector_close_button_and_page_
                            ".includes('dan is closed by the client, code 4000')", timeout=10_000)
     assert button.is_disabled()
     chat_page.locator("li[data-type=leave]", has_text="dan left (").wait_for(timeout=10_000)
+    for name, widget in (("chat-box", chat), ("inspector", inspector), ("close-button", close),
+                         ("chat-page", page.locator("iframe[src*='room=lobby']"))):
+        shoot(widget, name)
     assert errors == []
     context.close()
