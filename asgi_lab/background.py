@@ -16,6 +16,10 @@ Code on another thread (a widget callback, say) reaches the server's loop with
 Re-running a cell must not leave a stray server: every background server has a `name`
 (by default the app's qualified name and the kind), and starting one stops the server
 already running under that name. All of them are stopped when the interpreter exits.
+
+A client that finds a stopped server (a cell run again after the notebook's clean-up) gets
+`ServerStopped`, one sentence naming the cell that starts the server again, not a page of
+`ConnectionRefusedError` traceback: see `refused()`.
 """
 
 from __future__ import annotations
@@ -24,12 +28,31 @@ import asyncio
 import atexit
 import contextlib
 import logging
+import sys
 import threading
 
 from .config import Config
 
 _running: dict[str, "BackgroundServer"] = {}
+_stopped: dict[tuple[str, int], tuple[str, int | None]] = {}  # address -> (name, started_in)
 _running_lock = threading.Lock()
+
+
+class ServerStopped(ConnectionRefusedError):
+    """A client connected to the address of a background server that was stopped."""
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of a traceback: the sentence alone."""
+        return [str(self)]
+
+
+def _cell_number() -> int | None:
+    """The number Jupyter shows beside the cell running now (its `[N]`), or None outside
+    IPython. IPython's `In` list holds the source of every cell run so far, this one last."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    inputs = getattr(shell, "user_ns", {}).get("In")
+    return len(inputs) - 1 if inputs else None
 
 
 class BackgroundServer:
@@ -49,6 +72,7 @@ class BackgroundServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self.started_in: int | None = None  # the notebook cell that started it: its [N]
 
     # -- where it listens ------------------------------------------------------------------------
 
@@ -98,6 +122,9 @@ class BackgroundServer:
             self.server.start()
         with _running_lock:
             _running[self.name] = self
+            if self.server.address is not None:
+                _stopped.pop(tuple(self.address[:2]), None)
+        self.started_in = _cell_number()
         return self
 
     def _start_asgi(self, timeout: float) -> None:
@@ -135,6 +162,8 @@ class BackgroundServer:
         with _running_lock:
             if _running.get(self.name) is self:
                 del _running[self.name]
+            if self.server is not None and self.server.address is not None:
+                _stopped[tuple(self.address[:2])] = (self.name, self.started_in)
         if self.server is None:
             return
         grace = self.config.timeout_graceful_shutdown
@@ -191,6 +220,18 @@ def server_errors(level: int = logging.WARNING):
     finally:
         logger.removeHandler(handler)
         logger.propagate = propagate
+
+
+def refused(host: str, port: int) -> ServerStopped | None:
+    """If a background server of this process listened at `host:port` and was stopped, the
+    error a client should raise instead of its `ConnectionRefusedError`; else None."""
+    with _running_lock:
+        stopped = _stopped.get((host, port))
+    if stopped is None:
+        return None
+    name, cell = stopped
+    again = f"run cell [{cell}] again (the cell that started it)" if cell else "start it again"
+    return ServerStopped(f"the server of this notebook ({name!r}) is stopped; {again}, then this one.")
 
 
 def running_servers() -> list[BackgroundServer]:

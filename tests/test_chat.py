@@ -270,6 +270,13 @@ def test_frame_tap_decodes_fragments_and_long_frames():
     assert bad.feed(wire) == [] and "masked" in bad.error
 
 
+def wait_until(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert condition()
+
+
 def test_widgets_render_without_a_front_end(chat):
     from asgi_lab.live.widgets import ChatBox, CloseButton, FrameInspector, frames_text
 
@@ -277,29 +284,109 @@ def test_widgets_render_without_a_front_end(chat):
     box = ChatBox(ada)
     inspector = FrameInspector([ada, bob])
     close = CloseButton(bob, inspector)
+    assert not close.close_button.disabled and close.status_view.value == "open"
     box.entry.value = "typed in the box"  # what pressing Enter does
     bob.wait_for(lambda m: texts(bob) == [("ada", "typed in the box")])
     assert box.entry.value == ""
-    time.sleep(0.3)  # the throttled redraw
-    assert "ada: typed in the box" in box.log_view.value
+    wait_until(lambda: "ada: typed in the box" in box.log_view.value)  # the throttled redraw
     inspector.picker.value = "bob"
     inspector.ping_button.click()
-    deadline = time.monotonic() + 5
-    while not any(f.opcode == "PONG" for f in bob.frames) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: "pong after" in inspector.status_view.value)
     assert [f.payload for f in bob.frames if f.opcode in ("PING", "PONG")] == [b"ping!", b"ping!"]
     close.code_picker.value = 1001
     close.close_button.click()
     assert bob.wait_closed() == 1001
-    inspector.picker.value = "bob"
+    wait_until(lambda: close.close_button.disabled and "code 1001" in close.status_view.value)
+    assert close.status_view.value == "bob is closed by the client, code 1001 &#x27;bye&#x27;"
+    assert close.code_picker.disabled and close.reason_box.disabled
+    wait_until(lambda: inspector.ping_button.disabled)  # bob is selected, and closed
     inspector.redraw()
     assert "code=1001" in inspector.frames_view.value and "CloseConnection" in inspector.events_view.value
+    assert "bob: closed by the client, code 1001" in inspector.status_view.value
     assert "client → server" in frames_text(bob.frames)
     ada.close()
-    deadline = time.monotonic() + 5
-    while "closed (1000)" not in box.header.value and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "closed (1000)" in box.header.value  # the box tells the connection ended
+    wait_until(lambda: "closed by the client, code 1000" in box.header.value)  # the box says so
+    assert box.entry.disabled and box.send_button.disabled
+    box.entry.value = "too late"  # ignored: nothing is sent on a closed connection
+    assert texts(ada) == [("ada", "typed in the box")]
+
+
+def test_close_button_of_a_member_closed_elsewhere_is_disabled_and_says_who_closed(chat):
+    """A cell closed bob before the button was shown: the button must not offer to close
+    him again, nor claim a close it never sent. The server closing ada disables hers too."""
+    from asgi_lab.live.widgets import CloseButton, FrameInspector
+
+    bob = join(chat, "bob")
+    assert bob.close(4000, "bye") == 4000
+    close = CloseButton(bob)
+    assert close.close_button.disabled and close.code_picker.disabled
+    assert close.status_view.value == "bob is closed by the client, code 4000 &#x27;bye&#x27;"
+    close.close_button.click()  # a click that slipped through does nothing new
+    assert "code 4000" in close.status_view.value and len(
+        [f for f in bob.frames if f.opcode == "CLOSE" and f.direction == "sent"]) == 1
+
+    ada = join(chat, "ada")
+    ada_close, inspector = CloseButton(ada), FrameInspector([ada])
+    assert not ada_close.close_button.disabled and not inspector.ping_button.disabled
+    chat.stop()  # the server says goodbye: 1001 Going Away (or 1012 Service Restart)
+    wait_until(lambda: ada_close.close_button.disabled)
+    assert ada_close.status_view.value.startswith("ada is closed by the server, code 10")
+    wait_until(lambda: inspector.ping_button.disabled)
+
+
+def test_widgets_leave_a_static_rendering_for_readers_without_a_kernel(chat):
+    from asgi_lab.live.widgets import ChatBox, CloseButton, FrameInspector
+
+    ada = join(chat, "ada")
+    ada.send("<b>not bold</b>")
+    ada.wait_for(lambda m: of_type(m, "message"))
+    for widget, expected in ((ChatBox(ada), "ada: &lt;b&gt;not bold&lt;/b&gt;"),
+                             (FrameInspector([ada]), "server → client"),
+                             (CloseButton(ada), "ada is open")):
+        bundle = widget._repr_mimebundle_()
+        assert "application/vnd.jupyter.widget-view+json" in bundle  # the live widget...
+        assert expected in bundle["text/html"]                       # ...and its picture
+        assert "live widget" in bundle["text/plain"]
+    ada.close()
+
+
+def test_ping_returns_when_the_pong_arrives_with_the_same_payload(chat):
+    ada = join(chat, "ada")
+    started = time.monotonic()
+    round_trip = ada.ping(b"still there?", timeout=5)
+    assert time.monotonic() - started < 2.5  # returned on the pong, not at the timeout
+    assert 0 < round_trip < 2.5
+    pongs = [f for f in ada.frames if f.opcode == "PONG"]
+    assert [f.payload for f in pongs] == [b"still there?"]  # RFC 6455 §5.5.3: echoed
+    ada.close()
+    with pytest.raises(ConnectionError, match="closed"):
+        ada.ping(b"anyone?")
+
+
+def test_a_stopped_notebook_server_is_named_not_a_connection_refused_traceback():
+    from asgi_lab.background import ServerStopped
+
+    server = serve_in_background(ChatApp(), name="test-chat-stopped", access_log=False)
+    url = f"{server.ws_url}/ws/lobby?name=late"
+    join(server, "early").close()
+    server.stop()
+    with pytest.raises(ServerStopped) as caught:
+        ChatClient.connect(url)
+    message = str(caught.value)
+    assert "the server of this notebook ('test-chat-stopped') is stopped" in message
+    assert caught.value._render_traceback_() == [message]  # what IPython shows: one line
+    assert isinstance(caught.value, ConnectionRefusedError)
+    with pytest.raises(ServerStopped):  # a slow member's socket too
+        ChatClient.connect(url, receive_buffer=4096)
+    # A port no background server ever had gives the ordinary error.
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConnectionRefusedError) as caught:
+        ChatClient.connect(f"ws://127.0.0.1:{port}/ws/lobby")
+    assert not isinstance(caught.value, ServerStopped)
 
 
 # -- the same chat on the WSGI server --------------------------------------------------------
@@ -329,3 +416,26 @@ def test_async_client_against_the_chat(chat):
         return await ada.close()
 
     assert asyncio.run(scenario()) == 1000
+
+
+def test_in_a_kernel_the_stopped_server_message_is_one_line_naming_the_cell(tmp_path):
+    """What a student sees when re-running the chat-box cell after the clean-up: one line
+    naming the cell that starts the server, no ConnectionRefusedError traceback."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("from asgi_lab import serve_in_background\n"
+                                  "from asgi_lab.apps.chat import ChatApp\n"
+                                  "from asgi_lab.live import ChatClient"),
+        nbformat.v4.new_code_cell('server = serve_in_background(ChatApp(), name="nb-stopped", access_log=False)'),
+        nbformat.v4.new_code_cell("server.stop()"),
+        nbformat.v4.new_code_cell('me = ChatClient.connect(server.ws_url + "/ws/lobby?name=notebook")'),
+    ])
+    client = nbclient.NotebookClient(notebook, timeout=60, kernel_name="python3", allow_errors=True,
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    [error] = notebook.cells[3].outputs
+    assert error.output_type == "error" and error.ename == "ServerStopped"
+    assert error.traceback == [
+        "the server of this notebook ('nb-stopped') is stopped; run cell [2] again "
+        "(the cell that started it), then this one."]

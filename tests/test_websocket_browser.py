@@ -16,10 +16,13 @@ from asgi_lab import serve_in_background
 from asgi_lab.apps.echo import app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 pytestmark = [
     pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason="Chromium is not installed: apt-get install -y --no-install-recommends chromium"),
+                       reason="CHROMIUM IS NOT INSTALLED (no /usr/bin/chromium): the real-browser test "
+                              "did NOT run. apt-get install -y --no-install-recommends chromium"),
     pytest.mark.timeout(60),
 ]
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -30,9 +33,13 @@ def test_chromium_echoes_through_the_echo_page():
                              timeout_graceful_shutdown=1.0) as server, \
             sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, timeout=30_000,
-                                             args=["--headless", "--no-sandbox", "--disable-gpu"])
+                                             args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+            page.on("console", lambda message: message.type == "error" and errors.append(
+                f"console error: {message.text}"))
             page.goto(server.url + "/", timeout=10_000)
             page.wait_for_function("document.getElementById('log').textContent.includes('open')",
                                    timeout=10_000)
@@ -45,5 +52,6 @@ def test_chromium_echoes_through_the_echo_page():
             page.wait_for_function(
                 "document.getElementById('log').textContent.includes('closed with code 4321')",
                 timeout=10_000)
+            assert errors == []
         finally:
             browser.close()

@@ -24,6 +24,7 @@ import threading
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+from .. import background
 from .client import ClientEvent, WebSocketClient
 from .frames import WireFrame
 
@@ -80,7 +81,9 @@ class ChatClient:
     def connect(cls, url: str, timeout: float = 5.0, loop: LoopThread | None = None,
                 record: bool = True, receive_buffer: int | None = None) -> "ChatClient":
         """Open a WebSocket to `url` and start collecting what arrives.
-        Raises `HandshakeRejected` if the server answers with plain HTTP.
+        Raises `HandshakeRejected` if the server answers with plain HTTP, and
+        `background.ServerStopped` (one sentence, no traceback in a notebook) if nothing
+        listens there because the notebook's server was stopped.
 
         `receive_buffer`: a small kernel receive buffer (SO_RCVBUF, bytes) makes a client
         that stops reading (`pause_reading()`) back up the server quickly: a slow phone.
@@ -92,16 +95,24 @@ class ChatClient:
             if chat is not None:
                 chat._notify(item)
 
+        parts = urlsplit(url)
         sock = None
-        if receive_buffer is not None:
-            parts = urlsplit(url)
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)  # before connect
-            sock.settimeout(timeout)
-            sock.connect((parts.hostname, parts.port or 80))
-            sock.setblocking(False)
-        client = loop.run(WebSocketClient.open(url, timeout, sock=sock, record=record,
-                                               on_event=on_event), timeout + 1)
+        try:
+            if receive_buffer is not None:
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)  # before connect
+                sock.settimeout(timeout)
+                sock.connect((parts.hostname, parts.port or 80))
+                sock.setblocking(False)
+            client = loop.run(WebSocketClient.open(url, timeout, sock=sock, record=record,
+                                                   on_event=on_event), timeout + 1)
+        except ConnectionRefusedError:
+            if sock is not None:
+                sock.close()
+            stopped = background.refused(parts.hostname, parts.port or 80)
+            if stopped is None:
+                raise
+            raise stopped from None
         chat = cls(client, loop)
         chat._reader = asyncio.run_coroutine_threadsafe(chat._read_forever(), loop.loop)
         return chat
@@ -130,8 +141,24 @@ class ChatClient:
         """Send a chat message. Returns at once; the write happens on the client loop."""
         self.loop.call(self.client.send_text, text)
 
-    def ping(self, payload: bytes = b"") -> None:
-        self.loop.call(self.client.ping, payload)
+    def ping(self, payload: bytes = b"", timeout: float = 5.0) -> float:
+        """Send a ping; return as soon as its pong arrives, with the round trip in seconds."""
+        return self.loop.run(self.client.ping_pong(payload, timeout), timeout + 1)
+
+    def ping_soon(self, payload: bytes = b"", done: Callable[[float | BaseException], None] | None = None) -> None:
+        """Send a ping without waiting (for a button's callback): `done(round_trip)` is called
+        on the client loop when the pong arrives, or `done(error)` if it never does."""
+        future = asyncio.run_coroutine_threadsafe(self.client.ping_pong(payload), self.loop.loop)
+        if done is not None:
+            future.add_done_callback(lambda f: done(f.exception() or f.result()))
+
+    def close_soon(self, code: int = 1000, reason: str = "",
+                   done: Callable[[int | None | BaseException], None] | None = None) -> None:
+        """Start the closing handshake without waiting (for a button's callback): `done(code)`
+        is called with the server's close code once the connection has ended."""
+        future = asyncio.run_coroutine_threadsafe(self.client.close(code, reason), self.loop.loop)
+        if done is not None:
+            future.add_done_callback(lambda f: done(f.exception() or f.result()))
 
     def pause_reading(self) -> None:
         """Stop reading from the socket: the server's frames pile up in the kernel's buffers,
@@ -213,6 +240,24 @@ class ChatClient:
     @property
     def close_code(self) -> int | None:
         return self.client.close_code
+
+    @property
+    def closed_by(self) -> str | None:
+        """Who started the closing handshake: "client", "server", or None (no Close frame yet,
+        or the TCP connection dropped without one: code 1006)."""
+        first = next((e for e in self.client.events if e.name == "CloseConnection"), None)
+        if first is None:
+            return None
+        return "client" if first.direction == "sent" else "server"
+
+    def describe_state(self) -> str:
+        """"open", or how it ended: "closed by the client, code 4000 'bye'"."""
+        if not self.closed:
+            return "open"
+        by = {"client": "closed by the client", "server": "closed by the server"}.get(
+            self.closed_by, "connection lost, no Close frame" if self.close_code == 1006 else "closed")
+        reason = f" {self.client.close_reason!r}" if self.client.close_reason else ""
+        return f"{by}, code {self.close_code}{reason}"
 
     @property
     def local_port(self) -> int | None:

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import h11
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Message, Ping,
+from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Pong,
                             RejectConnection, RejectData, Request, TextMessage)
 from wsproto.utilities import LocalProtocolError
 
@@ -96,6 +96,7 @@ class WebSocketClient(asyncio.Protocol):
         self._reject: RejectConnection | None = None
         self._reject_body = bytearray()
         self._partial: list = []
+        self._pings: list[tuple[bytes, asyncio.Future]] = []  # pings still waiting for their pong
         # Wire taps: what we write is masked client frames after the request head; what we
         # read is the 101 response head and then server frames (see data_received).
         self._tap_out = FrameTap("sent", frames_from_client=True)
@@ -197,6 +198,8 @@ class WebSocketClient(asyncio.Protocol):
                     self.inbox.put_nowait(data)
             elif isinstance(event, Ping):
                 self._send(event.response())  # RFC 6455 §5.5.2: answer a ping with a pong
+            elif isinstance(event, Pong):
+                self._ponged(bytes(event.payload))
             elif isinstance(event, CloseConnection):
                 self.close_code, self.close_reason = int(event.code), event.reason or ""
                 if self.ws.state is ConnectionState.REMOTE_CLOSING:
@@ -222,6 +225,10 @@ class WebSocketClient(asyncio.Protocol):
             self.close_code = CLOSE_ABNORMAL  # no Close frame came: 1006
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(self.close_code)
+        for _payload, waiter in self._pings:
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("the connection closed before the pong came"))
+        self._pings.clear()
         self.inbox.put_nowait(None)  # wakes a receive(): the connection is over
 
     def _fail(self, exc: Exception) -> None:
@@ -252,6 +259,29 @@ class WebSocketClient(asyncio.Protocol):
 
     def ping(self, payload: bytes = b"") -> None:
         self._send(Ping(payload=payload))
+
+    async def ping_pong(self, payload: bytes = b"", timeout: float = 5.0) -> float:
+        """Send a ping and wait for its pong, the one that echoes `payload` (RFC 6455 §5.5.3:
+        "identical Application data"). Returns the round trip in seconds."""
+        if not self.is_open:
+            raise ConnectionError("the connection is closed: no ping can be sent")
+        waiter = asyncio.get_running_loop().create_future()
+        self._pings.append((payload, waiter))
+        start = time.perf_counter()
+        self.ping(payload)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        finally:
+            self._pings = [(p, w) for p, w in self._pings if w is not waiter]
+        return time.perf_counter() - start
+
+    def _ponged(self, payload: bytes) -> None:
+        """A pong arrived: it answers the oldest ping with the same payload (§5.5.3). An
+        unsolicited pong (§5.5.3 allows one, as a heartbeat) answers nothing."""
+        for echoed, waiter in self._pings:
+            if echoed == payload and not waiter.done():
+                waiter.set_result(None)
+                return
 
     async def receive(self, timeout: float | None = None) -> str | bytes | None:
         """The next message; None once the connection is closed and nothing is left."""

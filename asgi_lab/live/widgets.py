@@ -3,10 +3,13 @@
     ChatBox(client)                         # type, press Enter, watch the room answer
     FrameInspector([ada, bob], tracer)      # per connection: frames on the wire + wsproto events
     CloseButton(bob, inspector)             # close with a chosen code, watch both sides
+    answer(markdown)                        # a predict-then-run answer, collapsed
 
 Each widget also has a plain-text rendering (`frames_text`, `events_text`, `transcript`) that
 the notebook prints, so that a run with no widget front end (nbval in CI) still shows, and
-checks, what happened.
+checks, what happened; and each leaves a static HTML picture of itself in the notebook file
+for readers without a kernel. A widget whose connection has ended says how it ended and
+disables its controls: a closed connection cannot be closed, pinged or written to again.
 
 Threads: the widgets are updated from the client loop's thread (see `chat_client.py`), where
 the messages arrive. Setting a widget's trait from another thread is fine in ipykernel (the
@@ -17,7 +20,6 @@ messages redraws a widget at most every `REDRAW_EVERY` seconds.
 
 from __future__ import annotations
 
-import asyncio
 import html
 import threading
 
@@ -29,7 +31,7 @@ from .client import ClientEvent
 from .frames import WireFrame
 
 REDRAW_EVERY = 0.2  # seconds
-MAX_ROWS = 200      # the inspector shows the most recent rows only
+MAX_ROWS = 100      # the inspector shows the most recent rows of each kind only
 
 #: Close codes to try (RFC 6455 §7.4.1; 4000-4999 are for applications).
 CLOSE_CODES = [("1000 Normal Closure", 1000), ("1001 Going Away", 1001),
@@ -125,8 +127,29 @@ class _Throttled:
         self.redraw()
 
 
-class ChatBox(widgets.VBox):
-    """A chat member in the notebook: the log of the room, a text box and a Send button."""
+class _Static:
+    """A widget that also leaves a static rendering in the notebook file: `text/html` beside
+    the widget view, drawn when the cell ran, for readers without a kernel (GitHub, a docs
+    site, a notebook opened before running it)."""
+
+    def static_html(self) -> str:
+        raise NotImplementedError
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if bundle is not None:
+            bundle["text/html"] = self.static_html()
+            bundle["text/plain"] = f"<{type(self).__name__}: a live widget, run the notebook to use it>"
+        return bundle
+
+
+def _closed_note(client: ChatClient) -> str:
+    return f"{client.name} is {client.describe_state()}"
+
+
+class ChatBox(_Static, widgets.VBox):
+    """A chat member in the notebook: the log of the room, a text box and a Send button.
+    Once its connection has ended, the box says how and stops taking input."""
 
     def __init__(self, client: ChatClient, height: str = "220px") -> None:
         self.client = client
@@ -145,36 +168,56 @@ class ChatBox(widgets.VBox):
         self.redraw()
 
     def _on_item(self, _client, item) -> None:
-        if item is None or isinstance(item, dict):  # a chat message, or the end
+        if item is None:                # the connection ended: say so at once
+            self.redraw()
+        elif isinstance(item, dict):    # a chat message
             self._redraw_soon()
 
     def _on_send(self, _change=None) -> None:
         text = self.entry.value.strip()
-        if text:
+        if text and not self.client.closed:
             self.client.send(text)  # thread-safe: hops to the client loop
             self.entry.value = ""
 
-    def redraw(self) -> None:
-        state = f"closed ({self.client.close_code})" if self.client.closed else "connected"
-        self.header.value = f"<b>{html.escape(self.client.name)}</b> &middot; {state}"
+    def _header(self) -> str:
+        state = "connected" if not self.client.closed else self.client.describe_state()
+        return f"<b>{html.escape(self.client.name)}</b> &middot; {html.escape(state)}"
+
+    def _log(self) -> str:
         lines = [f"<div>{html.escape(line)}</div>" for line in self.client.chat_lines[-MAX_ROWS:]]
-        self.log_view.value = "".join(lines) or "<i>nothing yet</i>"
+        return "".join(lines) or "<i>nothing yet</i>"
+
+    def redraw(self) -> None:
+        closed = self.client.closed
+        self.header.value = self._header()
+        self.log_view.value = self._log()
+        self.entry.disabled = self.send_button.disabled = closed
+        if closed:
+            self.entry.placeholder = "closed: this member can no longer send"
+
+    def static_html(self) -> str:
+        return (f"<div class='asgi-lab-chat-static'>{self._header()} <i>(the chat box when this "
+                f"cell ran)</i><div style='border:1px solid #ccc;padding:4px;max-height:220px;"
+                f"overflow:auto'>{self._log()}</div></div>")
 
 
-class FrameInspector(widgets.VBox):
+class FrameInspector(_Static, widgets.VBox):
     """Per connection: the frames on the wire, the client's wsproto events and the server's.
 
     Frames come from the client's own recording of its socket (every byte, decoded with
     wsproto's frame parser); the server side comes from the server's `Tracer`, if given.
+    The Ping button pings the selected connection and shows the round trip; it is disabled
+    for a connection that has ended.
     """
 
     def __init__(self, clients: list[ChatClient], tracer: Tracer | None = None) -> None:
-        self.clients = {client.name: client for client in clients}
+        self.clients: dict[str, ChatClient] = {}
         self.tracer = tracer
-        self.picker = widgets.ToggleButtons(options=list(self.clients))
+        self.picker = widgets.ToggleButtons(options=[])
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
         self.ping_button = widgets.Button(description="Ping", tooltip="send a ping, watch the pong")
-        self.ping_button.on_click(lambda _button: self.selected and self.selected.ping(b"ping!"))
+        self.ping_button.on_click(self._on_ping)
+        self.status_view = widgets.HTML()
         scroll = dict(max_height="360px", overflow="auto")  # the newest rows are at the bottom
         self.frames_view = widgets.HTML(layout=widgets.Layout(**scroll))
         self.events_view = widgets.HTML(layout=widgets.Layout(**scroll))
@@ -183,21 +226,44 @@ class FrameInspector(widgets.VBox):
         tabs = widgets.Tab([self.frames_view, self.events_view])
         tabs.set_title(0, "frames on the wire")
         tabs.set_title(1, "events, both sides")
-        super().__init__([widgets.HBox([self.picker, self.refresh_button, self.ping_button]), tabs])
+        super().__init__([widgets.HBox([self.picker, self.refresh_button, self.ping_button]),
+                          self.status_view, tabs])
         self.add_class("asgi-lab-inspector")
         self._redraw_soon = _Throttled(self.redraw)
+        self._pinged = ""
         for client in clients:
-            client.listeners.append(self._redraw_soon)
+            self.add(client)
+
+    def add(self, client: ChatClient) -> None:
+        """Inspect one more connection."""
+        self.clients[client.name] = client
+        client.listeners.append(self._redraw_soon)
+        value = self.picker.value
+        self.picker.options = list(self.clients)
+        self.picker.value = value if value in self.clients else client.name
         self.redraw()
 
     @property
     def selected(self) -> ChatClient | None:
         return self.clients.get(self.picker.value)
 
-    def redraw(self) -> None:
+    def _on_ping(self, _button) -> None:
         client = self.selected
-        if client is None:
+        if client is None or client.closed:
+            self.redraw()
             return
+        self._pinged = f"{client.name}: ping sent..."
+        self.status_view.value = html.escape(self._pinged)
+        client.ping_soon(b"ping!", done=lambda result: self._ponged(client, result))
+
+    def _ponged(self, client: ChatClient, result) -> None:
+        if isinstance(result, BaseException):
+            self._pinged = f"{client.name}: no pong ({result or type(result).__name__})"
+        else:
+            self._pinged = f"{client.name}: pong after {result * 1000:.1f} ms"
+        self.redraw()
+
+    def _frames_table(self, client: ChatClient) -> str:
         frames = client.frames
         t0 = frames[0].t if frames else 0.0
         rows = []
@@ -208,18 +274,39 @@ class FrameInspector(widgets.VBox):
             rows.append(f"<tr class='{frame.direction}'>" +
                         "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
         head = "".join(f"<th>{c}</th>" for c in FRAME_COLUMNS)
-        self.frames_view.value = (f"{_TABLE_STYLE}<table class='asgi-lab-frames'><tr>{head}</tr>"
-                             f"{''.join(rows)}</table>")
+        return f"{_TABLE_STYLE}<table class='asgi-lab-frames'><tr>{head}</tr>{''.join(rows)}</table>"
+
+    def redraw(self) -> None:
+        client = self.selected
+        if client is None:
+            return
+        self.ping_button.disabled = client.closed
+        state = "open" if not client.closed else client.describe_state()
+        status = [f"{client.name}: {state}"]
+        if self._pinged.startswith(client.name + ":"):
+            status.append(self._pinged.partition(": ")[2])
+        self.status_view.value = f"<small>{' &middot; '.join(map(html.escape, status))}</small>"
+        self.frames_view.value = self._frames_table(client)
         rows = [f"<tr class='{e.direction}'><td>client {e.direction}</td><td>{e.name}</td>"
-                f"<td>{html.escape(_short(e.fields, 100))}</td></tr>" for e in client.events]
+                f"<td>{html.escape(_short(e.fields, 100))}</td></tr>" for e in client.events[-MAX_ROWS:]]
         rows += [f"<tr class='server'><td>server {e.layer}</td><td>{e.kind}</td>"
                  f"<td>{html.escape(_short(e.data, 100))}</td></tr>"
-                 for e in server_events(self.tracer, client)]
+                 for e in server_events(self.tracer, client)[-MAX_ROWS:]]
         self.events_view.value = f"{_TABLE_STYLE}<table class='asgi-lab-frames'>{''.join(rows)}</table>"
 
+    def static_html(self) -> str:
+        client = self.selected
+        if client is None:
+            return "<i>(no connection to inspect)</i>"
+        return (f"<div><b>{html.escape(client.name)}</b>: the frames on the wire when this cell "
+                f"ran</div>{self._frames_table(client)}")
 
-class CloseButton(widgets.HBox):
-    """Close one client with a chosen code and reason; the inspector shows both sides."""
+
+class CloseButton(_Static, widgets.HBox):
+    """Close one client with a chosen code and reason; the inspector shows both sides.
+
+    The button works once: as soon as the connection has ended, whoever closed it (this
+    button, a cell, the server), it is disabled and says how the connection ended."""
 
     def __init__(self, client: ChatClient, inspector: FrameInspector | None = None) -> None:
         self.client = client
@@ -231,21 +318,37 @@ class CloseButton(widgets.HBox):
         self.close_button.on_click(self._on_close)
         super().__init__([self.code_picker, self.reason_box, self.close_button, self.status_view])
         self.add_class("asgi-lab-close")
+        client.listeners.append(self._on_item)
+        self.update()
+
+    def _on_item(self, _client, item) -> None:
+        if item is None:  # the connection ended, whoever ended it
+            self.update()
 
     def _on_close(self, _button) -> None:
-        # Do not block the callback's thread: start the closing handshake on the client loop
-        # and report when it is done.
-        future = asyncio.run_coroutine_threadsafe(
-            self.client.client.close(self.code_picker.value, self.reason_box.value), self.client.loop.loop)
+        if self.client.closed:  # closed meanwhile by someone else: nothing to send
+            self.update()
+            return
+        # Do not block the callback's thread: the handshake runs on the client loop.
         self.close_button.disabled = True
         self.status_view.value = "closing..."
-        future.add_done_callback(self._on_closed)
+        self.client.close_soon(self.code_picker.value, self.reason_box.value, done=self._on_closed)
 
-    def _on_closed(self, future) -> None:
-        code = future.result() if not future.exception() else repr(future.exception())
-        self.status_view.value = f"closed: the server answered {code}"
+    def _on_closed(self, _result) -> None:
+        self.update()
         if self.inspector is not None:
             self.inspector._redraw_soon()
+
+    def update(self) -> None:
+        closed = self.client.closed
+        for control in (self.code_picker, self.reason_box, self.close_button):
+            control.disabled = closed
+        self.status_view.value = html.escape(_closed_note(self.client)) if closed else "open"
+
+    def static_html(self) -> str:
+        state = _closed_note(self.client) if self.client.closed else f"{self.client.name} is open"
+        return (f"<div><button disabled>Close {html.escape(self.client.name)}</button> "
+                f"{html.escape(state)} <i>(when this cell ran)</i></div>")
 
 
 def chat_link(server, room: str = "lobby", height: int = 320):
@@ -256,3 +359,11 @@ def chat_link(server, room: str = "lobby", height: int = 320):
     display(HTML(f'<p>Open <a href="{url}&name=tab" target="_blank">{url}</a> in a few browser '
                  "tabs, or use the one below: every tab is another member of the room.</p>"))
     return IFrame(f"{url}&name=iframe", width="100%", height=height)
+
+
+def answer(markdown: str):
+    """The answer to a predict-then-run question: `markdown` (built from what the cell just
+    measured) inside a collapsed "What happened, and why"."""
+    from IPython.display import Markdown
+
+    return Markdown(f"<details><summary>What happened, and why</summary>\n\n{markdown.strip()}\n\n</details>")
