@@ -89,10 +89,23 @@ def run(scenario, timeout: float = 30.0) -> Outcome:
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
+        _interrupt(thread)
         raise AppTimeout(f"the scenario did not finish within {timeout} s")
     if error:
         raise error[0]
     return outcome
+
+
+def _interrupt(thread: threading.Thread) -> None:
+    """Raise AppTimeout inside a scenario thread that is stuck in a loop that never awaits
+    (`while True:` around a call that returns at once): otherwise it would spin, using a CPU
+    core, for as long as the kernel lives. CPython checks for such an exception between two
+    bytecodes; a thread blocked inside one C call (time.sleep) gets it when that call returns."""
+    import ctypes
+
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                               ctypes.py_object(AppTimeout))
+    thread.join(1.0)
 
 
 # -- ASGI --------------------------------------------------------------------------------------
@@ -608,7 +621,7 @@ def _wsgi_bytes(result: WSGIResult, chunk) -> bytes:
 # -- telling a student where their code failed --------------------------------------------------
 
 _OUR_DIRS = ("asgi_lab/exercises", "asgi_lab\\exercises", "/asyncio/", "\\asyncio\\",
-             "/concurrent/", "/threading.py")
+             "/concurrent/", "/threading.py", "site-packages")
 
 
 def describe_exception(exc: BaseException) -> str:

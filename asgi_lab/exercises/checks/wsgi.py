@@ -6,7 +6,7 @@ import sys
 
 from ...background import server_errors
 from .. import client
-from ..feedback import fail, passed
+from ..feedback import fail, passed, register
 from ..harness import call_wsgi, describe_exception
 from .common import describe_log, require_callable, serve
 
@@ -14,6 +14,17 @@ from .common import describe_log, require_callable, serve
 # == 1. A WSGI app =================================================================================
 
 WSGI_APP = "WSGI app"
+register(
+    WSGI_APP, "check_wsgi_app",
+    concept="a WSGI app is one function call: the server hands you the request as a dict "
+            "(environ) and a function that announces the response (start_response); you return "
+            "the body as bytes, not text, and the server sends it.",
+    api="the query string is environ['QUERY_STRING'], still percent-encoded (urllib.parse.parse_qs "
+        "decodes it); start_response(status, headers) takes a str like '200 OK' and a list of "
+        "(name, value) str tuples; the return value is an iterable of bytes, such as a list.",
+    code="name = parse_qs(environ['QUERY_STRING']).get('name', ['world'])[0]; "
+         "start_response('200 OK', [('Content-Type', 'text/plain; charset=utf-8')]); "
+         "return [f'Hello, {name}!'.encode('utf-8')]")
 _GREETINGS = [("name=Ada", "Hello, Ada!"), ("", "Hello, world!"), ("name=Zo%C3%AB", "Hello, Zoë!")]
 
 
@@ -59,6 +70,18 @@ def check_wsgi_app(app) -> None:
 # == 2. WSGI middleware ============================================================================
 
 WSGI_MIDDLEWARE = "WSGI middleware"
+register(
+    WSGI_MIDDLEWARE, "check_wsgi_middleware",
+    concept="middleware is an app that wraps an app: it sees environ on the way in, and sees the "
+            "status and headers on the way out by handing the inner app a start_response of its "
+            "own. The body should pass through untouched.",
+    api="the incoming header is environ.get('HTTP_X_REQUEST_ID'); your start_response takes "
+        "(status, headers, exc_info=None) and calls the real one with your header added; return "
+        "the inner app's iterable itself.",
+    code="def wrapped(environ, start_response): rid = environ.get('HTTP_X_REQUEST_ID') or "
+         "uuid.uuid4().hex; environ['request_id'] = rid; def start(status, headers, exc_info=None): "
+         "return start_response(status, headers + [('X-Request-ID', rid)], exc_info); "
+         "return app(environ, start)")
 
 
 class _StreamingBody:
