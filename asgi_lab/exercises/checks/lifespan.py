@@ -96,7 +96,10 @@ def check_lifespan_state(app) -> None:
                 fail(LIFESPAN_STATE, f"a second server, started afresh, answered {again!r} to its "
                                      "first request: the count lives outside the state (a module "
                                      "global?), so two servers share it.",
-                     "keep the count in scope['state'], created at startup")
+                     "keep the count in scope['state'], created at startup",
+                     concept="each server start runs lifespan startup afresh, so state made there "
+                             "starts afresh too; a module-level global is shared by every server "
+                             "in the process.")
             for server in servers:
                 await server.send_input({"type": "lifespan.shutdown"})
                 try:

@@ -38,6 +38,8 @@ def check_chat(app) -> None:
     require_callable(CHAT, app)
     hint_register = ("add the client to the room only after `await send({'type': "
                      "'websocket.accept'})` has returned")
+    concept_register = ("until its websocket.accept has gone out, a connection is still an HTTP "
+                        "request: nothing may be sent to it, and the app may yet reject it.")
 
     async def scenario():
         drivers = []
@@ -55,7 +57,7 @@ def check_chat(app) -> None:
                 message = "timeout"
             for other in drivers:
                 if other.problems and "not accepted yet" in other.problems[0]:
-                    fail(CHAT, REGISTERED_TOO_EARLY, hint_register)
+                    fail(CHAT, REGISTERED_TOO_EARLY, hint_register, concept=concept_register)
                 if other.problems:
                     fail(CHAT, other.problems[0],
                          "when a client leaves (websocket.disconnect), remove it from the room")
@@ -99,7 +101,7 @@ def check_chat(app) -> None:
             await expect(alice, "Alice", "hi from Alice", "Alice sent 'hi from Alice'")
             await asyncio.sleep(0.05)
             if bob.problems:
-                fail(CHAT, REGISTERED_TOO_EARLY, hint_register)
+                fail(CHAT, REGISTERED_TOO_EARLY, hint_register, concept=concept_register)
             accept_sent.set()
             accept = await bob.receive_output(1.0)
             if accept is None or accept.get("type") != "websocket.accept":
