@@ -1542,3 +1542,13 @@ def test_every_read_first_is_a_notebook_that_exists():
         assert step.read_first, step.path
         for path in step.read_first:
             assert (notebooks / path).exists(), f"{step.path}: read first {path}"
+
+
+def test_the_stretch_checks_grade_from_the_command_line(tmp_path, capsys):
+    from asgi_lab.exercises.__main__ import main
+
+    submission = tmp_path / "dan.py"
+    submission.write_text("async def handle(reader, writer):\n    writer.close()\n")
+    assert main(["asyncio_server", f"{submission}:handle"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("✗ asyncio HTTP server") and "Hint 1/3, the idea" in out

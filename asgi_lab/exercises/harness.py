@@ -131,7 +131,8 @@ class ASGIDriver:
     For an `http` scope, once the response is complete or the client has gone (`disconnect()`),
     `receive()` returns `http.disconnect`, as the www spec says. With `spec_version="2.3"`, a
     `send()` after the client left is silently dropped (what servers did before spec 2.4);
-    with "2.4" it raises `OSError`.
+    with "2.4" it raises `ConnectionResetError`, an `OSError`: the www spec, "Disconnected
+    Client - send exception", says a server *should* raise one, since version 2.4.
     """
 
     def __init__(self, app, scope: dict, *, send_hook=None) -> None:
