@@ -1018,6 +1018,21 @@ def test_hint_reveals_the_next_step_on_request(capsys):
         hint("no such exercise")
 
 
+def test_hint_without_an_exercise_continues_the_last_failure(capsys):
+    from asgi_lab.exercises import hint
+
+    hint()
+    assert "No check has failed yet" in capsys.readouterr().out
+    with pytest.raises(ExerciseFailed):
+        check_wsgi_app(stub_wsgi_app)               # shows step 1
+    hint()                                          # step 2, for the WSGI app
+    out = capsys.readouterr().out
+    assert out.startswith("WSGI app: hints so far") and "Hint 2/3, the API" in out
+    with pytest.raises(ExerciseFailed) as third:
+        check_wsgi_app(stub_wsgi_app)
+    assert third.value.level == 3
+
+
 def test_hints_count_per_exercise_and_start_again():
     async def stub_app(scope, receive, send):
         pass
@@ -1552,3 +1567,18 @@ def test_the_stretch_checks_grade_from_the_command_line(tmp_path, capsys):
     assert main(["asyncio_server", f"{submission}:handle"]) == 1
     out = capsys.readouterr().out
     assert out.startswith("✗ asyncio HTTP server") and "Hint 1/3, the idea" in out
+
+
+def test_each_exercise_notebook_links_what_to_read_first():
+    from pathlib import Path
+
+    from asgi_lab.exercises import course
+
+    notebooks = Path(__file__).parent.parent / "notebooks"
+    for step in course.EXERCISES:
+        cells = json.loads((notebooks / step.path).read_text(encoding="utf-8"))["cells"]
+        intro = "".join(cells[0]["source"])
+        assert "**Read first:**" in intro, step.path
+        for path in step.read_first:
+            target = "../" + path if not path.startswith("exercises/") else path.split("/", 1)[1]
+            assert f"]({target})" in intro, f"{step.path} does not link {target}"

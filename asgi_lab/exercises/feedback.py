@@ -17,7 +17,8 @@ Each exercise registers its three steps (`register`). A failure may carry its ow
 steps for the mistake it found (`fail(..., hint, concept=..., api=...)`: `hint` is the code
 step); a step it leaves out comes from the exercise's. The first failure of an exercise shows
 step 1 only, so it never prints the solution; each further failure of the same exercise shows
-the next step; `hint(check)` reveals the next step on request, without running anything.
+the next step; `hint(check)` (or `hint()`, for the check that failed last) reveals the next
+step on request, without running anything.
 Progress is kept per exercise, per Python process (one notebook kernel), and `reset_hints()`
 starts over.
 """
@@ -57,6 +58,8 @@ class _Exercise:
 
 
 _EXERCISES: dict[str, _Exercise] = {}
+_last_failed: list[str] = []
+"""The exercise whose check failed last: what `hint()` with no argument continues."""
 
 
 def register(exercise: str, check: str, concept: str, api: str, code: str) -> None:
@@ -78,11 +81,20 @@ def reset_hints(exercise=None) -> None:
     """Start the hints again from step 1 (for one exercise, or for all)."""
     for entry in ([_find(exercise)] if exercise is not None else _EXERCISES.values()):
         entry.shown, entry.last = 0, None
+    if exercise is None:
+        _last_failed.clear()
 
 
-def hint(exercise) -> None:
-    """Print the next step of help for an exercise: `hint(check_sse)`. Every step up to it
-    is printed again, so the idea stays in view beside the code."""
+def hint(exercise=None) -> None:
+    """Print the next step of help for an exercise: `hint(check_sse)`, or `hint()` for the
+    exercise whose check failed last. Every step up to it is printed again, so the idea stays
+    in view beside the code."""
+    if exercise is None:
+        if not _last_failed:
+            print("No check has failed yet in this kernel: run the check first, or name the "
+                  "exercise, as in hint(check_sse).")
+            return
+        exercise = _last_failed[-1]
     entry = _find(exercise)
     hints = entry.last or entry.hints
     entry.shown = min(entry.shown + 1, len(STEP_NAMES))
@@ -177,6 +189,7 @@ def fail(exercise: str, problem: str, hint: str | None = None, *, concept: str |
     hints = entry.hints.merged(concept, api, hint)
     entry.shown = min(entry.shown + 1, len(STEP_NAMES))
     entry.last = hints
+    _last_failed[:] = [exercise]
     raise ExerciseFailed(exercise, problem, hints, entry.shown, entry.check) from None
 
 
