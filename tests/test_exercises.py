@@ -8,25 +8,41 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sys
+import threading
+import traceback
 import uuid
 from urllib.parse import parse_qs
 
 import pytest
 
 from asgi_lab.apps.pitfalls import blocking_query
-from asgi_lab.exercises import (ExerciseFailed, FakeDatabase, check_chat, check_lifespan_middleware,
+from asgi_lab.exercises import (ExerciseFailed, FakeDatabase, check_asgi_middleware,
+                                check_async_bridge, check_asyncio_server, check_chat, prices, check_lifespan_middleware,
                                 check_lifespan_state, check_sse, check_streamed_body,
                                 check_streaming, check_unblocked, check_wsgi_app,
-                                check_wsgi_middleware)
+                                check_wsgi_middleware, reset_hints)
+
+
+@pytest.fixture(autouse=True)
+def fresh_hints():
+    """Every test starts with no hint shown yet, as a fresh notebook kernel does."""
+    reset_hints()
+    yield
+    reset_hints()
 
 
 def fails_with(check, app, *fragments: str) -> str:
-    """Run `check(app)`, expect ExerciseFailed, and find every fragment in its message."""
+    """Run `check(app)`, expect ExerciseFailed, and find every fragment in its problem or in
+    one of its three hint steps (which step a learner sees depends on their attempts: the
+    graduated hints are tested on their own below)."""
     with pytest.raises(ExerciseFailed) as caught:
         check(app)
     message = str(caught.value)
+    everything = f"{message}\n{caught.value.all_hints}"
     for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in:\n{message}"
+        assert fragment in everything, f"{fragment!r} not in:\n{everything}"
     assert "Traceback" not in message
     return message
 
@@ -738,7 +754,8 @@ def test_streaming_accepts_starlette(capsys):
     passes(check_streaming, app, capsys)
 
 
-def test_streaming_catches_mistakes():
+def test_streaming_passes_a_transfer_encoding_header_with_the_spec_quoted(capsys):
+    """The ASGI spec allows the header (the server must ignore it): not a failure, a note."""
     async def sets_transfer_encoding(scope, receive, send):
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/plain"), (b"transfer-encoding", b"chunked")]})
@@ -746,22 +763,33 @@ def test_streaming_catches_mistakes():
             await send({"type": "http.response.body", "body": f"chunk {i}\n".encode(), "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 
-    async def frames_by_hand(scope, receive, send):
-        await send({"type": "http.response.start", "status": 200, "headers": []})
+    out = passes(check_streaming, sets_transfer_encoding, capsys)
+    assert "Note: your Transfer-Encoding header changed nothing" in out
+    assert "but the server must ignore it" in out and "version 2.5" in out
+
+
+def frames_by_hand(scope, receive, send):
+    """The tutorial's mistake: the app writes the chunked framing itself."""
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"transfer-encoding", b"chunked")]})
         for i in range(10):
             data = f"chunk {i}\n".encode()
             await send({"type": "http.response.body", "body": b"%x\r\n%s\r\n" % (len(data), data),
                         "more_body": True})
         await send({"type": "http.response.body", "body": b"0\r\n\r\n"})
+    return app(scope, receive, send)
 
+
+def test_streaming_catches_mistakes():
     async def all_at_once(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body",
                     "body": b"".join(f"chunk {i}\n".encode() for i in range(10))})
 
-    fails_with(check_streaming, sets_transfer_encoding, "set transfer-encoding: chunked itself",
-               "HTTP/1.0", "HTTP/2")
-    fails_with(check_streaming, frames_by_hand, "framed the chunks by hand")
+    message = fails_with(check_streaming, frames_by_hand, "your body begins b'8\\r\\nchunk 0",
+                         "framed twice", "but the server must ignore it", "'body': f'chunk {i}")
+    assert "but the server must ignore it" in message  # the spec quote is the first hint
     fails_with(check_streaming, all_at_once, "in 1 message(s)")
 
 
@@ -942,3 +970,615 @@ def test_grading_from_the_command_line(tmp_path, capsys):
     assert "passed" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["no_such_check", f"{submission}:app"])
+
+
+# == graduated hints ==================================================================================
+
+def stub_wsgi_app(environ, start_response):
+    ...
+
+
+def test_first_failure_shows_only_the_idea_then_the_api_then_the_code():
+    from asgi_lab.exercises.checks.wsgi import WSGI_APP
+    from asgi_lab.exercises.feedback import _find
+
+    steps = _find(WSGI_APP).hints
+    messages = []
+    for _ in range(4):
+        with pytest.raises(ExerciseFailed) as caught:
+            check_wsgi_app(stub_wsgi_app)
+        messages.append(str(caught.value))
+    first, second, third, fourth = messages
+    assert "returned None" in first                  # the problem, in the learner's terms
+    assert f"Hint 1/3, the idea: {steps.concept}" in first
+    assert steps.api not in first and steps.code not in first and "start_response('200" not in first
+    assert "hint(check_wsgi_app)" in first           # where the next step is
+    assert f"Hint 2/3, the API: {steps.api}" in second and steps.code not in second
+    assert f"Hint 3/3, the code: " in third and "Next:" not in third
+    assert "Hint 3/3" in fourth                      # the code stays available
+
+
+def test_hint_reveals_the_next_step_on_request(capsys):
+    from asgi_lab.exercises import hint
+    from asgi_lab.exercises.checks.sse import SSE
+    from asgi_lab.exercises.feedback import _find
+
+    steps = _find(SSE).hints
+    hint(check_sse)
+    out = capsys.readouterr().out
+    assert f"Hint 1/3, the idea: {steps.concept}"[:60] in out and "Hint 2/3" not in out
+    hint("check_sse")
+    out = capsys.readouterr().out
+    assert "Hint 1/3" in out and "Hint 2/3, the API" in out and "Hint 3/3" not in out
+    hint(check_sse)
+    hint(check_sse)                                  # no fourth step: the code stays
+    out = capsys.readouterr().out
+    assert out.count("Hint 3/3, the code") == 2 and "Next:" not in out.splitlines()[-1]
+    with pytest.raises(KeyError, match="check_sse"):
+        hint("no such exercise")
+
+
+def test_hint_without_an_exercise_continues_the_last_failure(capsys):
+    from asgi_lab.exercises import hint
+
+    hint()
+    assert "No check has failed yet" in capsys.readouterr().out
+    with pytest.raises(ExerciseFailed):
+        check_wsgi_app(stub_wsgi_app)               # shows step 1
+    hint()                                          # step 2, for the WSGI app
+    out = capsys.readouterr().out
+    assert out.startswith("WSGI app: hints so far") and "Hint 2/3, the API" in out
+    with pytest.raises(ExerciseFailed) as third:
+        check_wsgi_app(stub_wsgi_app)
+    assert third.value.level == 3
+
+
+def test_hints_count_per_exercise_and_start_again():
+    async def stub_app(scope, receive, send):
+        pass
+
+    for _ in range(2):
+        with pytest.raises(ExerciseFailed):
+            check_streamed_body(stub_app)
+    with pytest.raises(ExerciseFailed) as other:
+        check_wsgi_app(stub_wsgi_app)
+    assert other.value.level == 1                    # another exercise starts at the idea
+    with pytest.raises(ExerciseFailed) as third:
+        check_streamed_body(stub_app)
+    assert third.value.level == 3
+    reset_hints(check_streamed_body)
+    with pytest.raises(ExerciseFailed) as again:
+        check_streamed_body(stub_app)
+    assert again.value.level == 1
+
+
+def test_every_exercise_has_three_different_steps():
+    from asgi_lab.exercises import checks
+    from asgi_lab.exercises.feedback import _EXERCISES
+
+    names = {entry.check for entry in _EXERCISES.values()}
+    assert names == {name for name in checks.__all__ if name.startswith("check_")}
+    for title, entry in _EXERCISES.items():
+        concept, api, code = entry.hints.concept, entry.hints.api, entry.hints.code
+        assert concept and api and code and len({concept, api, code}) == 3, title
+        assert code not in concept and "await send(" not in concept, title
+
+
+def test_the_stored_stub_failures_show_only_the_first_hint():
+    """What nbval compares: each exercise notebook's failing check cell, run on its stub in
+    a fresh kernel, shows the idea and never the code."""
+    from pathlib import Path
+
+    folder = Path(__file__).parent.parent / "notebooks" / "exercises"
+    seen = 0
+    for path in sorted(folder.glob("*.ipynb")):
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            if cell["cell_type"] != "code" or "NBVAL_RAISES_EXCEPTION" not in "".join(cell["source"]):
+                continue
+            errors = [output for output in cell.get("outputs", []) if output["output_type"] == "error"]
+            assert errors, f"{path.name}: a check cell without its stored failure"
+            text = "\n".join(errors[0]["traceback"])
+            assert "Hint 1/3, the idea" in text, f"{path.name}: {text}"
+            assert "Hint 2/3" not in text and "Hint 3/3" not in text, path.name
+            seen += 1
+    assert seen >= 11
+
+
+def test_grading_script_can_show_all_hints(tmp_path, capsys):
+    from asgi_lab.exercises.__main__ import main
+
+    submission = tmp_path / "carol.py"
+    submission.write_text("def app(environ, start_response):\n    pass\n")
+    assert main(["wsgi_app", f"{submission}:app", "--all-hints"]) == 1
+    out = capsys.readouterr().out
+    assert "Hint 1/3, the idea" in out and "All hints:" in out and "the code: " in out
+
+
+# == 9. (stretch) ASGI middleware that wraps send ======================================================
+
+class ServedBy:
+    """The solution: a class; a new headers list; the report after the last body message."""
+
+    def __init__(self, app, report):
+        self.app = app
+        self.report = report
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status, size = None, 0
+
+        async def send_wrapper(message):
+            nonlocal status, size
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"x-served-by", b"asgi-lab")]}
+            elif message["type"] == "http.response.body":
+                size += len(message.get("body", b""))
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                self.report(scope["path"], status, size)
+
+        await self.app(scope, receive, send_wrapper)
+
+
+def served_by(app, report):
+    """Written differently: a function and a closure (the inner app is `app`, not self.app);
+    every scope goes through the wrapper, which changes only HTTP messages."""
+    async def middleware(scope, receive, send):
+        counted = {"size": 0}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                counted["status"] = message["status"]
+                message = dict(message, headers=list(message.get("headers", [])) + [(b"x-served-by", b"asgi-lab")])
+            elif message["type"] == "http.response.body":
+                counted["size"] += len(message.get("body", b""))
+                if not message.get("more_body"):
+                    await send(message)
+                    report(scope["path"], counted["status"], counted["size"])
+                    return
+            await send(message)
+
+        await app(scope, receive, send_wrapper)
+    return middleware
+
+
+def test_asgi_middleware_accepts_solutions(capsys):
+    passes(check_asgi_middleware, ServedBy, capsys)
+    out = passes(check_asgi_middleware, served_by, capsys)
+    assert "lifespan and WebSocket untouched" in out and "real server" in out
+
+
+class _Broken(ServedBy):
+    """Each subclass makes one realistic mistake in __call__."""
+
+
+def test_asgi_middleware_catches_mistakes():
+    class Stub(_Broken):
+        async def __call__(self, scope, receive, send):
+            await self.app(scope, receive, send)
+
+    class MutatesHeaders(_Broken):
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "http":
+                return await self.app(scope, receive, send)
+            size = 0
+
+            async def send_wrapper(message):
+                nonlocal size
+                if message["type"] == "http.response.start":
+                    message["headers"].append((b"x-served-by", b"asgi-lab"))
+                size += len(message.get("body", b""))
+                await send(message)
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    self.report(scope["path"], 201, size)
+            await self.app(scope, receive, send_wrapper)
+
+    class HeaderOnEveryMessage(_Broken):
+        async def __call__(self, scope, receive, send):
+            async def send_wrapper(message):
+                if "headers" in message:
+                    message = {**message, "headers": [*message["headers"], (b"x-served-by", b"asgi-lab")]}
+                await send(message)
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    self.report(scope["path"], 201, 37)
+            await self.app(scope, receive, send_wrapper)
+
+    class PathOfEveryScope(ServedBy):
+        async def __call__(self, scope, receive, send):
+            path = scope["path"]
+            await super().__call__(scope, receive, send)
+
+    class HoldsTheBody(_Broken):
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "http":
+                return await self.app(scope, receive, send)
+            held = []
+
+            async def send_wrapper(message):
+                held.append(message)
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    start = {**held[0], "headers": [*held[0]["headers"], (b"x-served-by", b"asgi-lab")]}
+                    body = b"".join(m.get("body", b"") for m in held[1:])
+                    await send(start)
+                    await send({"type": "http.response.body", "body": body})
+                    self.report(scope["path"], start["status"], len(body))
+            await self.app(scope, receive, send_wrapper)
+
+    class ReportsAtStart(_Broken):
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "http":
+                return await self.app(scope, receive, send)
+
+            async def send_wrapper(message):
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message["headers"], (b"x-served-by", b"asgi-lab")]}
+                    self.report(scope["path"], message["status"], 0)
+                await send(message)
+            await self.app(scope, receive, send_wrapper)
+
+    class KeepsTheBody(_Broken):
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "http":
+                return await self.app(scope, receive, send)
+
+            async def send_wrapper(message):
+                if message["type"] == "http.response.start":
+                    await send({**message, "headers": [*message["headers"], (b"x-served-by", b"asgi-lab")]})
+            await self.app(scope, receive, send_wrapper)
+
+    class ForgetsAwait(ServedBy):
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "http":
+                return await self.app(scope, receive, send)
+
+            async def send_wrapper(message):
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message["headers"], (b"x-served-by", b"asgi-lab")]}
+                send(message)
+            await self.app(scope, receive, send_wrapper)
+
+    def self_in_a_closure(app, report):  # the book's erratum
+        async def middleware(scope, receive, send):
+            await self.app(scope, receive, send)  # noqa: F821
+        return middleware
+
+    fails_with(check_asgi_middleware, Stub, "no x-served-by: asgi-lab")
+    fails_with(check_asgi_middleware, MutatesHeaders, "second response carried x-served-by 2 times",
+               "inner app's own headers list", "change a copy")
+    fails_with(check_asgi_middleware, HeaderOnEveryMessage, "on a websocket scope",
+               "through untouched", "every kind of scope")
+    fails_with(check_asgi_middleware, PathOfEveryScope, "on a lifespan scope your middleware raised "
+               "KeyError: 'path'", "if scope['type'] != 'http'")
+    fails_with(check_asgi_middleware, HoldsTheBody, "streamed 4 body messages", "the server got 1",
+               "would stop streaming")
+    fails_with(check_asgi_middleware, ReportsAtStart, "report got ('/one', 201, 0)",
+               "expected ('/one', 201, 37)")
+    fails_with(check_asgi_middleware, KeepsTheBody, "your middleware kept", "never ends",
+               "never reaches the server")
+    fails_with(check_asgi_middleware, ForgetsAwait, "never awaited", "await send(message)")
+    fails_with(check_asgi_middleware, self_in_a_closure, "NameError: name 'self' is not defined",
+               "`self.app` is for a class")
+    fails_with(check_asgi_middleware, lambda app: app, "middleware(app, report) raised TypeError")
+
+
+# == 10. (stretch) an HTTP server on asyncio.start_server =============================================
+
+def _answer(conn, request) -> bytes:
+    import h11
+    body = f"{request.method.decode()} {request.target.decode()}\n".encode()
+    return (conn.send(h11.Response(status_code=200, headers=[("content-type", "text/plain"),
+                                                             ("content-length", str(len(body)))]))
+            + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+
+
+async def handle_connection(reader, writer):
+    """The solution: keep-alive with h11, a 400 for garbage, quiet when the client leaves."""
+    import h11
+    conn = h11.Connection(h11.SERVER)
+    try:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await reader.read(65536))
+            elif isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.EndOfMessage):
+                writer.write(_answer(conn, request))
+                await writer.drain()
+                if conn.our_state is h11.MUST_CLOSE:
+                    break
+                conn.start_next_cycle()
+            elif isinstance(event, h11.ConnectionClosed):
+                break
+    except h11.RemoteProtocolError as exc:
+        if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            writer.write(conn.send(h11.Response(status_code=exc.error_status_hint,
+                                                headers=[("content-length", "0"), ("connection", "close")])))
+            writer.write(conn.send(h11.EndOfMessage()))
+    finally:
+        writer.close()
+
+
+class IdleTimeoutHandler:
+    """Written differently: a class per connection, an idle timeout on every read, and no 400
+    for garbage (it just closes: allowed, with a note)."""
+
+    def __init__(self, reader, writer):
+        import h11
+        self.reader, self.writer, self.conn = reader, writer, h11.Connection(h11.SERVER)
+
+    async def run(self):
+        import h11
+        try:
+            while self.conn.our_state is not h11.MUST_CLOSE:
+                event = self.conn.next_event()
+                if event is h11.NEED_DATA:
+                    self.conn.receive_data(await asyncio.wait_for(self.reader.read(4096), 10))
+                elif isinstance(event, h11.Request):
+                    self.request = event
+                elif isinstance(event, h11.EndOfMessage):
+                    self.writer.write(_answer(self.conn, self.request))
+                    await self.writer.drain()
+                    if self.conn.our_state is h11.DONE:
+                        self.conn.start_next_cycle()
+                elif isinstance(event, h11.ConnectionClosed):
+                    return
+        except (h11.RemoteProtocolError, asyncio.TimeoutError):
+            return
+        finally:
+            self.writer.close()
+
+
+async def idle_timeout_handler(reader, writer):
+    await IdleTimeoutHandler(reader, writer).run()
+
+
+def test_asyncio_server_accepts_solutions(capsys):
+    out = passes(check_asyncio_server, handle_connection, capsys)
+    assert "Note" not in out
+    out = passes(check_asyncio_server, idle_timeout_handler, capsys)
+    assert "Note: a garbage request got its connection closed" in out
+
+
+def test_asyncio_server_catches_mistakes():
+    import h11
+
+    async def stub(reader, writer):
+        writer.close()
+
+    async def one_request_per_connection(reader, writer):
+        conn = h11.Connection(h11.SERVER)
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await reader.read(65536))
+            elif isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.EndOfMessage):
+                break
+        writer.write(_answer(conn, request))
+        await writer.drain()
+        writer.close()
+
+    async def never_leaves(reader, writer):  # ConnectionClosed is not handled: a busy loop
+        conn = h11.Connection(h11.SERVER)
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await reader.read(65536))
+            elif isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.EndOfMessage):
+                writer.write(_answer(conn, request))
+                await writer.drain()
+                conn.start_next_cycle()
+
+    async def lets_errors_escape(reader, writer):
+        conn = h11.Connection(h11.SERVER)
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await reader.read(65536))
+            elif isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.EndOfMessage):
+                writer.write(_answer(conn, request))
+                await writer.drain()
+                if conn.our_state is h11.MUST_CLOSE:
+                    break
+                conn.start_next_cycle()
+            elif isinstance(event, h11.ConnectionClosed):
+                break
+        writer.close()
+
+    async def ignores_close(reader, writer):
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await reader.read(65536))
+                elif isinstance(event, h11.Request):
+                    request = event
+                elif isinstance(event, h11.EndOfMessage):
+                    writer.write(_answer(conn, request))
+                    await writer.drain()
+                    if conn.our_state is h11.MUST_CLOSE:
+                        await reader.read()  # waits for the client instead of closing
+                        break
+                    conn.start_next_cycle()
+                elif isinstance(event, h11.ConnectionClosed):
+                    break
+        except h11.RemoteProtocolError:
+            pass
+        finally:
+            writer.close()
+
+    def not_async(reader, writer):
+        pass
+
+    fails_with(check_asyncio_server, stub, "closed the connection without answering GET /first")
+    fails_with(check_asyncio_server, one_request_per_connection, "second request on the same "
+               "connection (keep-alive)", "closed the connection without answering")
+    fails_with(check_asyncio_server, never_leaves, "the event loop itself was stuck",
+               "without ever awaiting")
+    fails_with(check_asyncio_server, lets_errors_escape, "when a client left half-way through its "
+               "request, your handler raised RemoteProtocolError", "(in lets_errors_escape, line",
+               "answer 400")
+    fails_with(check_asyncio_server, ignores_close, "sent 'Connection: close'", "kept the connection "
+               "open", "h11.MUST_CLOSE")
+    fails_with(check_asyncio_server, not_async, "plain `def`")
+
+
+# == 11. (stretch) a WSGI-to-asyncio bridge ===========================================================
+
+_bridge_loop = asyncio.new_event_loop()
+threading.Thread(target=_bridge_loop.run_forever, name="test-bridge-loop", daemon=True).start()
+
+
+def _item(environ) -> str:
+    return parse_qs(environ["QUERY_STRING"]).get("item", ["tea"])[0]
+
+
+def bridged(environ, start_response):
+    """The solution: one loop thread, run_coroutine_threadsafe, a 500 and a logged traceback."""
+    item = _item(environ)
+    try:
+        text = asyncio.run_coroutine_threadsafe(prices.fetch(item), _bridge_loop).result(timeout=5)
+    except Exception:
+        logging.getLogger("prices").exception("fetching the price of %r failed", item)
+        start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+        return [b"the price service failed\n"]
+    start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+    return [text.encode()]
+
+
+class LazyLoop:
+    """Written differently: the loop thread starts on the first request (under a lock), errors
+    go to environ['wsgi.errors'] with their traceback."""
+
+    def __init__(self):
+        self.loop, self.lock = None, threading.Lock()
+
+    def run(self, coroutine):
+        with self.lock:
+            if self.loop is None:
+                self.loop = asyncio.new_event_loop()
+                threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=5)
+
+
+def lazily_bridged(app_loop=LazyLoop()):
+    def app(environ, start_response):
+        try:
+            text = app_loop.run(prices.fetch(_item(environ)))
+        except Exception:
+            traceback.print_exc(file=environ["wsgi.errors"])
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+            return [b"error\n"]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [text.encode()]
+    return app
+
+
+def lets_it_propagate(environ, start_response):
+    """Written differently again: no try at all; the WSGI server answers 500 and logs it."""
+    text = asyncio.run_coroutine_threadsafe(prices.fetch(_item(environ)), _bridge_loop).result(timeout=5)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [text.encode()]
+
+
+def test_async_bridge_accepts_solutions(capsys):
+    out = passes(check_async_bridge, bridged, capsys)
+    assert "logged with its traceback" in out
+    passes(check_async_bridge, lazily_bridged(), capsys)
+    passes(check_async_bridge, lets_it_propagate, capsys)
+
+
+def test_async_bridge_catches_mistakes():
+    def answers(text):
+        return lambda start_response: (start_response("200 OK", [("Content-Type", "text/plain")]),
+                                       [text.encode()])[1]
+
+    def stub(environ, start_response):
+        return answers(str(prices.fetch(_item(environ))))(start_response)
+
+    def asyncio_run_per_request(environ, start_response):
+        return answers(asyncio.run(prices.fetch(_item(environ))))(start_response)
+
+    def async_to_sync_per_request(environ, start_response):
+        from asgiref.sync import async_to_sync
+        return answers(async_to_sync(prices.fetch)(_item(environ)))(start_response)
+
+    lock = threading.Lock()
+
+    def one_at_a_time(environ, start_response):
+        with lock:
+            text = asyncio.run_coroutine_threadsafe(prices.fetch(_item(environ)), _bridge_loop).result(5)
+        return answers(text)(start_response)
+
+    def quiet_500(environ, start_response):
+        try:
+            text = asyncio.run_coroutine_threadsafe(prices.fetch(_item(environ)), _bridge_loop).result(5)
+        except Exception:
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+            return [b"error"]
+        return answers(text)(start_response)
+
+    def hides_the_error(environ, start_response):
+        try:
+            text = asyncio.run_coroutine_threadsafe(prices.fetch(_item(environ)), _bridge_loop).result(5)
+        except Exception:
+            text = "unknown"
+        return answers(text)(start_response)
+
+    fails_with(check_async_bridge, stub, "text of a coroutine object", "never awaited",
+               "cannot await", "run_coroutine_threadsafe")
+    fails_with(check_async_bridge, asyncio_run_per_request, "different event loops ran prices.fetch",
+               "a new loop per request")
+    fails_with(check_async_bridge, async_to_sync_per_request, "different event loops")
+    fails_with(check_async_bridge, one_at_a_time, "ran one after the other")
+    fails_with(check_async_bridge, quiet_500, "nothing was logged", ".exception(")
+    fails_with(check_async_bridge, hides_the_error, "answered 200 b'unknown'", "hidden")
+
+
+def test_every_read_first_is_a_notebook_that_exists():
+    from pathlib import Path
+
+    from asgi_lab.exercises import course
+
+    notebooks = Path(__file__).parent.parent / "notebooks"
+    for step in course.EXERCISES:
+        assert (notebooks / step.path).exists(), step.path
+        assert (notebooks / step.path.replace("exercises/", "exercises/solutions/")).exists(), step.path
+        assert step.read_first, step.path
+        for path in step.read_first:
+            assert (notebooks / path).exists(), f"{step.path}: read first {path}"
+
+
+def test_the_stretch_checks_grade_from_the_command_line(tmp_path, capsys):
+    from asgi_lab.exercises.__main__ import main
+
+    submission = tmp_path / "dan.py"
+    submission.write_text("async def handle(reader, writer):\n    writer.close()\n")
+    assert main(["asyncio_server", f"{submission}:handle"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("✗ asyncio HTTP server") and "Hint 1/3, the idea" in out
+
+
+def test_each_exercise_notebook_links_what_to_read_first():
+    from pathlib import Path
+
+    from asgi_lab.exercises import course
+
+    notebooks = Path(__file__).parent.parent / "notebooks"
+    for step in course.EXERCISES:
+        cells = json.loads((notebooks / step.path).read_text(encoding="utf-8"))["cells"]
+        intro = "".join(cells[0]["source"])
+        assert "**Read first:**" in intro, step.path
+        for path in step.read_first:
+            target = "../" + path if not path.startswith("exercises/") else path.split("/", 1)[1]
+            assert f"]({target})" in intro, f"{step.path} does not link {target}"

@@ -287,3 +287,32 @@ def test_call_wsgi_reraises_exc_info_once_the_body_has_started():
     result = call_wsgi(app)
     assert isinstance(result.error, ValueError)  # PEP 3333: too late to change the response
     assert result.body == b"partial"
+
+
+def test_run_stops_a_scenario_that_never_awaits():
+    """A `while True:` without an await would spin a core for as long as the kernel lives."""
+    import threading
+
+    async def spins():
+        while True:
+            pass
+
+    with pytest.raises(AppTimeout):
+        run(spins, timeout=0.3)
+    assert not [t for t in threading.enumerate() if t.name == "exercise-harness" and t.is_alive()]
+
+
+def test_describe_exception_names_the_students_line_not_a_library_frame():
+    import h11
+
+    def handler():
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(b"NOT HTTP\r\n\r\n")
+        return conn.next_event()
+
+    try:
+        handler()
+    except h11.RemoteProtocolError as exc:
+        text = describe_exception(exc)
+    assert text.startswith("RemoteProtocolError: illegal request line")
+    assert "(in handler, line" in text and "conn.next_event()" in text

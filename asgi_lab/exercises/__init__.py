@@ -6,7 +6,9 @@
 The exercises themselves are notebooks (`notebooks/exercises/`), each with a stub to fill in,
 a check cell, and a solution notebook beside it. The pieces:
 
-- `feedback.py`: `ExerciseFailed`, the friendly failure (no traceback in a notebook);
+- `feedback.py`: `ExerciseFailed`, the friendly failure (no traceback in a notebook), and the
+  graduated hints: the idea first, then the API, then the code (`hint(check_sse)` asks for the
+  next step);
 - `harness.py`: an in-process driver for ASGI apps (we play the server, message by message)
   and for WSGI apps (we build the environ and play start_response);
 - `client.py`: small loopback clients for the checks that use our real servers;
@@ -14,14 +16,15 @@ a check cell, and a solution notebook beside it. The pieces:
 - `fakes.py`: stand-ins handed to students (`FakeDatabase`).
 """
 
-from .checks import (check_chat, check_lifespan_middleware, check_lifespan_state, check_sse,
+from .checks import (check_asgi_middleware, check_async_bridge, check_asyncio_server, check_chat, check_lifespan_middleware, check_lifespan_state, check_sse,
                      check_streamed_body, check_streaming, check_unblocked, check_wsgi_app,
                      check_wsgi_middleware)
-from .fakes import FakeDatabase
-from .feedback import ExerciseFailed
+from .fakes import FakeDatabase, PriceService, prices
+from .feedback import ExerciseFailed, hint, reset_hints
 from .harness import ASGIDriver, call_wsgi, http_request, run
 
-__all__ = ["ASGIDriver", "ExerciseFailed", "FakeDatabase", "call_wsgi", "check_chat",
+__all__ = ["ASGIDriver", "check_asgi_middleware", "check_async_bridge", "check_asyncio_server", "ExerciseFailed", "FakeDatabase", "call_wsgi", "check_chat", "hint",
+           "reset_hints", "PriceService", "prices",
            "check_lifespan_middleware", "check_lifespan_state", "check_sse", "check_streamed_body",
            "check_streaming", "check_unblocked", "check_wsgi_app", "check_wsgi_middleware",
            "http_request", "run"]

@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("check", help="one of: " + ", ".join(names))
     parser.add_argument("target", help="module:attribute or file.py:attribute")
+    parser.add_argument("--all-hints", action="store_true",
+                        help="after a failure, print all three hint steps (for a teacher)")
     args = parser.parse_args(argv)
     name = args.check.removeprefix("check_")
     if name not in names:
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         getattr(checks, "check_" + name)(load(args.target))
     except checks.ExerciseFailed as failed:
         print("\n".join(failed._render_traceback_()))
+        if args.all_hints and failed.all_hints:
+            print("All hints:\n" + failed.all_hints)
         return 1
     return 0
 

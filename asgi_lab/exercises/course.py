@@ -23,8 +23,13 @@ class Step:
     """Relative to `notebooks/`."""
     title: str
     teaches: str
-    after: str = ""
-    """For an exercise: the notebook to read first."""
+    after: str | tuple[str, ...] = ""
+    """For an exercise: the notebook(s) to read first, relative to `notebooks/` (a course
+    notebook, or another exercise)."""
+
+    @property
+    def read_first(self) -> tuple[str, ...]:
+        return (self.after,) if isinstance(self.after, str) and self.after else tuple(self.after)
 
 
 COURSE = [
@@ -55,22 +60,38 @@ COURSE = [
 ]
 
 EXERCISES = [
+    # "Read first" is the notebook that teaches what the exercise practises (checked against
+    # the notebooks' sections; tests/test_exercises.py checks that each one exists).
     Step("exercises/01-wsgi-app.ipynb", "A WSGI app", "environ, start_response, bytes",
          "01-the-wsgi-call.ipynb"),
     Step("exercises/02-wsgi-middleware.ipynb", "WSGI middleware",
          "wrapping start_response, streaming, close(), exc_info", "01-the-wsgi-call.ipynb"),
     Step("exercises/03-streamed-body.ipynb", "A streamed request body",
          "receive() until more_body is false", "02-asgi-events.ipynb"),
+    # http.disconnect is taught in 02 ("A client that leaves"); 03 measures many such streams.
     Step("exercises/04-sse-disconnect.ipynb", "SSE that stops when the client leaves",
-         "http.disconnect, two tasks racing", "03-threads-vs-coroutines.ipynb"),
+         "http.disconnect, two tasks racing", "02-asgi-events.ipynb"),
     Step("exercises/05-websocket-chat.ipynb", "A WebSocket chat",
          "accept first, broadcast, leave in a finally", "04-live-websockets.ipynb"),
+    # scope["state"] and lifespan are taught in 02 ("Lifespan: startup and shutdown").
     Step("exercises/06-lifespan-state.ipynb", "Lifespan state",
          "startup, shutdown, the per-request copy of scope['state']", "02-asgi-events.ipynb"),
     Step("exercises/07-blocking-handler.ipynb", "Unblock the event loop",
          "asyncio.to_thread for a blocking call", "05-async-pitfalls.ipynb"),
+    # Its four bugs need 04 (accept order), 02 (lifespan, streaming) and ASGI middleware,
+    # which no course notebook teaches: stretch exercise 9 does.
     Step("exercises/08-spot-the-bug.ipynb", "Spot the bug (four tutorial mistakes)",
-         "accept order, lifespan middleware, framing, lifespan state", "05-async-pitfalls.ipynb"),
+         "accept order, lifespan middleware, framing, lifespan state",
+         ("04-live-websockets.ipynb", "exercises/09-asgi-middleware.ipynb")),
+    Step("exercises/09-asgi-middleware.ipynb", "Stretch: ASGI middleware",
+         "an app that wraps an app: wrapping send, copies not mutations, other scopes untouched",
+         "02-asgi-events.ipynb"),
+    Step("exercises/10-asyncio-server.ipynb", "Stretch: an HTTP server on asyncio.start_server",
+         "a coroutine per connection, h11 events, keep-alive, bad input",
+         ("02-asgi-events.ipynb", "05-async-pitfalls.ipynb")),
+    Step("exercises/11-wsgi-async-bridge.ipynb", "Stretch: a WSGI-to-asyncio bridge",
+         "one loop thread, run_coroutine_threadsafe, errors as a logged 500",
+         ("01-the-wsgi-call.ipynb", "05-async-pitfalls.ipynb")),
 ]
 
 
@@ -102,12 +123,19 @@ def course_markdown(root: Path | str = ".") -> str:
 def exercises_markdown(root: Path | str = ".") -> str:
     """The exercises as a Markdown table: what each practises, what to read first."""
     root = Path(root)
-    titles = {step.path: step.title for step in COURSE}
+    titles = {step.path: step.title for step in COURSE + EXERCISES}
     rows = ["| Exercise | Practises | Read first | Solution |", "|---|---|---|---|"]
     for step in available(EXERCISES, root):
         solution = step.path.replace("exercises/", "exercises/solutions/")
-        before = (f"[{step.after[:2]} {titles[step.after]}]({step.after})"
-                  if (root / step.after).exists() else "")
+        before = ", ".join(_link(path, titles) for path in step.read_first if (root / path).exists())
         rows.append(f"| [{step.title}]({step.path}) | {step.teaches} | {before} | "
                     f"[solution]({solution}) |")
     return "\n".join(rows)
+
+
+def _link(path: str, titles: dict[str, str]) -> str:
+    """`[01 The WSGI call](01-the-wsgi-call.ipynb)`; an exercise by its title alone."""
+    name = Path(path).name
+    title = titles.get(path, name.removesuffix(".ipynb"))
+    label = title if path.startswith("exercises/") else f"{name[:2]} {title}"
+    return f"[{label}]({path})"

@@ -89,10 +89,23 @@ def run(scenario, timeout: float = 30.0) -> Outcome:
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
+        _interrupt(thread)
         raise AppTimeout(f"the scenario did not finish within {timeout} s")
     if error:
         raise error[0]
     return outcome
+
+
+def _interrupt(thread: threading.Thread) -> None:
+    """Raise AppTimeout inside a scenario thread that is stuck in a loop that never awaits
+    (`while True:` around a call that returns at once): otherwise it would spin, using a CPU
+    core, for as long as the kernel lives. CPython checks for such an exception between two
+    bytecodes; a thread blocked inside one C call (time.sleep) gets it when that call returns."""
+    import ctypes
+
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                               ctypes.py_object(AppTimeout))
+    thread.join(1.0)
 
 
 # -- ASGI --------------------------------------------------------------------------------------
@@ -118,7 +131,8 @@ class ASGIDriver:
     For an `http` scope, once the response is complete or the client has gone (`disconnect()`),
     `receive()` returns `http.disconnect`, as the www spec says. With `spec_version="2.3"`, a
     `send()` after the client left is silently dropped (what servers did before spec 2.4);
-    with "2.4" it raises `OSError`.
+    with "2.4" it raises `ConnectionResetError`, an `OSError`: the www spec, "Disconnected
+    Client - send exception", says a server *should* raise one, since version 2.4.
     """
 
     def __init__(self, app, scope: dict, *, send_hook=None) -> None:
@@ -608,7 +622,7 @@ def _wsgi_bytes(result: WSGIResult, chunk) -> bytes:
 # -- telling a student where their code failed --------------------------------------------------
 
 _OUR_DIRS = ("asgi_lab/exercises", "asgi_lab\\exercises", "/asyncio/", "\\asyncio\\",
-             "/concurrent/", "/threading.py")
+             "/concurrent/", "/threading.py", "site-packages")
 
 
 def describe_exception(exc: BaseException) -> str:

@@ -19,6 +19,9 @@ One module per topic, each readable on its own:
     lifespan.py   6. lifespan state             spot the bugs: state on one shared scope,
                                                 middleware that swallows lifespan.startup
     blocking.py   7. unblock the event loop
+    middleware.py 9. (stretch) an ASGI middleware that wraps send
+    server.py    10. (stretch) an HTTP server on asyncio.start_server, with h11
+    bridge.py    11. (stretch) a WSGI app calling async code on one shared event loop
     common.py     what they share
 
 The exercises are in `notebooks/exercises/`; every check accepts any correct solution, not
@@ -28,6 +31,9 @@ only ours (see `tests/test_exercises.py` for the alternatives it is tested with)
 from ..feedback import ExerciseFailed
 from .blocking import check_unblocked
 from .http import check_streamed_body, check_streaming
+from .middleware import check_asgi_middleware
+from .server import check_asyncio_server
+from .bridge import check_async_bridge
 from .lifespan import check_lifespan_middleware, check_lifespan_state
 from .sse import check_sse
 from .websocket import check_chat
@@ -35,4 +41,5 @@ from .wsgi import check_wsgi_app, check_wsgi_middleware
 
 __all__ = ["check_wsgi_app", "check_wsgi_middleware", "check_streamed_body", "check_sse",
            "check_chat", "check_lifespan_state", "check_unblocked", "check_streaming",
-           "check_lifespan_middleware", "ExerciseFailed"]
+           "check_lifespan_middleware", "check_asgi_middleware", "check_asyncio_server", "check_async_bridge",
+           "ExerciseFailed"]

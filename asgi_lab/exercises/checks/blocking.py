@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from ...background import server_errors
 from .. import client
-from ..feedback import fail, passed
+from ..feedback import fail, passed, register
 from .common import describe_log, require_callable, serve
 
 
 # == 7. Unblock the event loop =====================================================================
 
 UNBLOCKED = "Unblock the loop"
+register(
+    UNBLOCKED, "check_unblocked",
+    concept="an event loop runs one thing at a time: a call that makes its thread wait (a "
+            "blocking driver, time.sleep) stops every other request. Blocking work belongs on "
+            "another thread while the loop carries on.",
+    api="asyncio.to_thread(function) runs a plain function on a worker thread and gives you "
+        "something to await (loop.run_in_executor(None, function) is the older spelling).",
+    code="name = await asyncio.to_thread(blocking_query)")
 UNBLOCKED_REQUESTS = 4
 MAX_STALL = 0.15  # seconds the loop may be stuck (one blocking query stalls it 0.2 s)
 NOISE_CEILING = 0.5  # a stall between the two is measured twice before we blame the app

@@ -4,16 +4,27 @@ streaming response that must leave its framing to the server (ASGI www spec, "HT
 from __future__ import annotations
 
 import json
+import re
 
 from ...background import server_errors
 from .. import client
-from ..feedback import fail, passed
+from ..feedback import fail, passed, register
 from .common import describe_log, explain_http, http_exchange, require_callable, serve
 
 
 # == 3. An ASGI app that reads a streamed request body =============================================
 
 STREAMED_BODY = "Streamed request body"
+register(
+    STREAMED_BODY, "check_streamed_body",
+    concept="an ASGI app does not get the body as one value: it arrives as a series of "
+            "http.request messages, as fast as the client sends it, and only the message whose "
+            "more_body is false is the last one.",
+    api="each `await receive()` returns {'type': 'http.request', 'body': b'...', 'more_body': "
+        "True or False}; both keys may be missing (use .get with a default); call it in a loop.",
+    code="while True: message = await receive(); chunk = message.get('body', b''); "
+         "size += len(chunk); newlines += chunk.count(b'\\n'); "
+         "if not message.get('more_body'): break")
 _UPLOAD = [b"first line\n", b"second ", b"line\n", b"third line, no newline"]
 
 
@@ -72,30 +83,47 @@ def check_streamed_body(app) -> None:
 # == 8. A streaming response: framing is the server's job ==========================================
 
 STREAMING = "Streaming response"
+TRANSFER_ENCODING_RULE = (
+    "the ASGI HTTP spec (asgiref specs/www.rst, version 2.5, \"Response Start\") says: \"You may "
+    "send a Transfer-Encoding header in this message, but the server must ignore it. Servers "
+    "handle Transfer-Encoding themselves, and may opt to use Transfer-Encoding: chunked if the "
+    "application presents a response that has no Content-Length set.\"")
+register(
+    STREAMING, "check_streaming",
+    concept="framing (chunked, Content-Length, HTTP/2 DATA frames) is the server's job, because "
+            "only the server knows which protocol its client speaks; " + TRANSFER_ENCODING_RULE,
+    api="send each chunk's plain bytes as one http.response.body message with more_body=True, "
+        "and end with more_body=False; leave Transfer-Encoding out.",
+    code="for i in range(10): await send({'type': 'http.response.body', 'body': "
+         "f'chunk {i}\\n'.encode(), 'more_body': True}), then await send({'type': "
+         "'http.response.body', 'body': b''}), with no framing header in http.response.start")
+
 STREAM_CHUNKS = [f"chunk {i}\n".encode() for i in range(10)]
 
 
 def check_streaming(app) -> None:
     """Spot the bug: `GET /` streams b"chunk 0\\n" ... b"chunk 9\\n", one http.response.body
-    message each. The app must not set transfer-encoding: framing is the server's job."""
+    message each, as plain bytes: the server frames them (ASGI www spec 2.5, "Response Start":
+    the server must ignore an app's Transfer-Encoding header and does the framing itself)."""
     require_callable(STREAMING, app)
     expected = b"".join(STREAM_CHUNKS)
     result, unawaited = http_exchange(app)
     explain_http(STREAMING, result, unawaited, "send http.response.start, then one "
                                                 "http.response.body per chunk with more_body=True")
-    if result.header(b"transfer-encoding") is not None:
-        fail(STREAMING, f"your app set transfer-encoding: {result.header(b'transfer-encoding').decode()} "
-                        "itself. Framing belongs to the server: it chunks a body of unknown length "
-                        "for an HTTP/1.1 client, must not for HTTP/1.0 (no chunked there: it closes "
-                        "the connection instead), and HTTP/2 forbids the header altogether. Only "
-                        "the server knows which one it is talking to.",
-             "leave transfer-encoding (and content-length) out; send the chunks with more_body=True")
-    if b"\r\n" in result.body and result.body != expected:
-        fail(STREAMING, "your body contains chunk-size lines and CRLFs: you framed the chunks by "
-                        "hand, so the client gets them framed twice.",
-             "send the plain bytes; the server (h11, for us) frames them")
+    if result.body != expected and _HAND_FRAMED.match(result.body):
+        fail(STREAMING, f"your body begins {result.body[:24]!r}: each chunk is wrapped in a size "
+                        "line and a \\r\\n, written by your app. A server that follows the spec "
+                        "frames the body itself, so the client gets every chunk framed twice: the "
+                        "size lines and \\r\\n become part of the text it reads (on a server that "
+                        "does not follow the spec, your framing may have seemed to work).",
+             "send the plain bytes: await send({'type': 'http.response.body', 'body': "
+             "f'chunk {i}\\n'.encode(), 'more_body': True}); no size lines, no '0\\r\\n\\r\\n' "
+             "at the end, no Transfer-Encoding header",
+             api="the body of an http.response.body message is the content itself; the server "
+                 "(h11, for us) adds the chunk sizes on the wire.")
     if result.body != expected:
-        fail(STREAMING, f"the body is {result.body[:80]!r}...; expected b'chunk 0\\nchunk 1\\n...chunk 9\\n'.")
+        fail(STREAMING, f"the body is {result.body[:80]!r}...; expected b'chunk 0\\nchunk 1\\n..."
+                        "chunk 9\\n'.")
     if result.body_messages < len(STREAM_CHUNKS):
         fail(STREAMING, f"your app sent the body in {result.body_messages} message(s); a stream "
                         f"sends each chunk as it is ready ({len(STREAM_CHUNKS)} messages).",
@@ -107,5 +135,14 @@ def check_streaming(app) -> None:
         fail(STREAMING, f"over a real socket our server answered {response.status} with "
                         f"{response.body[:80]!r}. {describe_log(errors)}")
     framing = response.header(b"transfer-encoding")
+    note = ""
+    if result.header(b"transfer-encoding") is not None:
+        note = (" Note: your Transfer-Encoding header changed nothing, because "
+                + TRANSFER_ENCODING_RULE + " Leave it out.")
     passed(STREAMING, f"{len(STREAM_CHUNKS)} messages; on the wire our server framed them as "
-                      f"transfer-encoding: {framing.decode() if framing else 'none (content-length)'}.")
+                      f"transfer-encoding: {framing.decode() if framing else 'none (content-length)'}."
+                      + note)
+
+
+_HAND_FRAMED = re.compile(rb"\A[0-9a-fA-F]+\r\n")
+"""A body that starts with a chunk-size line: "8\\r\\n" (RFC 9112 section 7.1, chunk-size CRLF)."""

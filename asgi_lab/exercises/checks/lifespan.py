@@ -8,7 +8,7 @@ import time
 from ...background import server_errors
 from .. import client
 from ..fakes import FakeDatabase
-from ..feedback import fail, passed
+from ..feedback import fail, passed, register
 from ..harness import (ASGIDriver, AppTimeout, describe_exception, http_request,
                        lifespan_scope, run)
 from .common import describe_log, explain_http, require_callable, serve
@@ -17,6 +17,15 @@ from .common import describe_log, explain_http, require_callable, serve
 # == 6. Lifespan and shared state ==================================================================
 
 LIFESPAN_STATE = "Lifespan state"
+register(
+    LIFESPAN_STATE, "check_lifespan_state",
+    concept="every request gets a new scope; only scope['state'] links it to startup, and each "
+            "request gets a shallow copy of it: the keys are copied, the objects inside are "
+            "shared.",
+    api="at lifespan.startup, put a mutable object (a dict, a Counter) in scope['state']; in a "
+        "request, change that object in place instead of assigning to the key.",
+    code="startup: scope['state']['visits'] = {'count': 0}; request: visits = "
+         "scope['state']['visits']; visits['count'] += 1; body = str(visits['count']).encode()")
 _STANDARD_LIFESPAN_KEYS = {"type", "asgi", "state"}
 
 
@@ -87,7 +96,10 @@ def check_lifespan_state(app) -> None:
                 fail(LIFESPAN_STATE, f"a second server, started afresh, answered {again!r} to its "
                                      "first request: the count lives outside the state (a module "
                                      "global?), so two servers share it.",
-                     "keep the count in scope['state'], created at startup")
+                     "keep the count in scope['state'], created at startup",
+                     concept="each server start runs lifespan startup afresh, so state made there "
+                             "starts afresh too; a module-level global is shared by every server "
+                             "in the process.")
             for server in servers:
                 await server.send_input({"type": "lifespan.shutdown"})
                 try:
@@ -117,6 +129,18 @@ def check_lifespan_state(app) -> None:
 # == 9. Middleware around lifespan =================================================================
 
 LIFESPAN_MIDDLEWARE = "Lifespan middleware"
+register(
+    LIFESPAN_MIDDLEWARE, "check_lifespan_middleware",
+    concept="a message taken from receive() is gone: what your middleware reads, the inner app "
+            "never sees. A middleware that wants to look at messages wraps receive and hands "
+            "every message on.",
+    api="give the inner app your own `async def receive_wrapper()` that awaits the real "
+        "receive(), opens the database when it sees lifespan.startup, and returns the message; "
+        "the inner app returns after shutdown, so close the database after `await self.app(...)`.",
+    code="async def receive_wrapper(): message = await receive(); if message['type'] == "
+         "'lifespan.startup': scope['state']['db'] = await FakeDatabase().connect(); return "
+         "message. Then: await self.app(scope, receive_wrapper, send); await "
+         "scope['state']['db'].close()")
 
 
 class _RecordingLifespanApp:

@@ -8,7 +8,7 @@ import time
 
 from ...background import server_errors
 from .. import client
-from ..feedback import fail, passed
+from ..feedback import fail, passed, register
 from ..harness import AppTimeout, ASGIDriver, describe_exception, http_scope, run
 from .common import require_callable, serve, unawaited_note
 
@@ -16,6 +16,15 @@ from .common import require_callable, serve, unawaited_note
 # == 4. Server-Sent Events that stop when the client leaves ========================================
 
 SSE = "SSE that stops"
+register(
+    SSE, "check_sse",
+    concept="an event stream never ends by itself, and a server older than ASGI spec 2.4 does not "
+            "tell you through send() that the client has gone: your app must listen while it "
+            "talks.",
+    api="receive() returns {'type': 'http.disconnect'} once the client has gone; run it in a task "
+        "of its own (asyncio.create_task) beside the loop that sends, and stop when it finishes.",
+    code="await receive()  # the request; left = asyncio.create_task(receive()); while not "
+         "left.done(): send one event; await asyncio.wait([left], timeout=0.05)")
 SSE_EVENTS = 3        # events read before the client leaves
 SSE_PATIENCE = 1.0    # seconds an app may take to notice
 _SSE_FIELDS = ("data:", "event:", "id:", "retry:", ":")  # WHATWG HTML, "Server-sent events"

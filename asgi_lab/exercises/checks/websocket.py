@@ -7,7 +7,7 @@ import time
 
 from ...background import server_errors
 from .. import client
-from ..feedback import fail, passed
+from ..feedback import fail, passed, register
 from ..harness import AppTimeout, ASGIDriver, describe_exception, run, websocket_scope
 from .common import describe_log, require_callable, serve
 
@@ -15,6 +15,17 @@ from .common import describe_log, require_callable, serve
 # == 5. A WebSocket chat ===========================================================================
 
 CHAT = "WebSocket chat"
+register(
+    CHAT, "check_chat",
+    concept="a chat room is state shared by every connection: each handler must reach every "
+            "other client. A client belongs in the room from the moment its websocket.accept has "
+            "gone out until it disconnects, however it leaves.",
+    api="keep every client's send function in a module-level set; on each websocket.receive, "
+        "await member({'type': 'websocket.send', 'text': ...}) for every member; a try/finally "
+        "around the receive loop is where a client leaves.",
+    code="await send({'type': 'websocket.accept'}); room.add(send); try: (loop: on "
+         "websocket.receive, for member in list(room): await member({...})) finally: "
+         "room.discard(send)")
 REGISTERED_TOO_EARLY = ("Bob's connection was being accepted when Alice spoke, and your chat sent "
                         "him her message before his websocket.accept was done: it registered him "
                         "before accepting. (A real server refuses that send, and a client that is "
@@ -27,6 +38,8 @@ def check_chat(app) -> None:
     require_callable(CHAT, app)
     hint_register = ("add the client to the room only after `await send({'type': "
                      "'websocket.accept'})` has returned")
+    concept_register = ("until its websocket.accept has gone out, a connection is still an HTTP "
+                        "request: nothing may be sent to it, and the app may yet reject it.")
 
     async def scenario():
         drivers = []
@@ -44,7 +57,7 @@ def check_chat(app) -> None:
                 message = "timeout"
             for other in drivers:
                 if other.problems and "not accepted yet" in other.problems[0]:
-                    fail(CHAT, REGISTERED_TOO_EARLY, hint_register)
+                    fail(CHAT, REGISTERED_TOO_EARLY, hint_register, concept=concept_register)
                 if other.problems:
                     fail(CHAT, other.problems[0],
                          "when a client leaves (websocket.disconnect), remove it from the room")
@@ -88,7 +101,7 @@ def check_chat(app) -> None:
             await expect(alice, "Alice", "hi from Alice", "Alice sent 'hi from Alice'")
             await asyncio.sleep(0.05)
             if bob.problems:
-                fail(CHAT, REGISTERED_TOO_EARLY, hint_register)
+                fail(CHAT, REGISTERED_TOO_EARLY, hint_register, concept=concept_register)
             accept_sent.set()
             accept = await bob.receive_output(1.0)
             if accept is None or accept.get("type") != "websocket.accept":

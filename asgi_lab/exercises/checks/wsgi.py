@@ -6,7 +6,7 @@ import sys
 
 from ...background import server_errors
 from .. import client
-from ..feedback import fail, passed
+from ..feedback import fail, passed, register
 from ..harness import call_wsgi, describe_exception
 from .common import describe_log, require_callable, serve
 
@@ -14,6 +14,17 @@ from .common import describe_log, require_callable, serve
 # == 1. A WSGI app =================================================================================
 
 WSGI_APP = "WSGI app"
+register(
+    WSGI_APP, "check_wsgi_app",
+    concept="a WSGI app is one function call: the server hands you the request as a dict "
+            "(environ) and a function that announces the response (start_response); you return "
+            "the body as bytes, not text, and the server sends it.",
+    api="the query string is environ['QUERY_STRING'], still percent-encoded (urllib.parse.parse_qs "
+        "decodes it); start_response(status, headers) takes a str like '200 OK' and a list of "
+        "(name, value) str tuples; the return value is an iterable of bytes, such as a list.",
+    code="name = parse_qs(environ['QUERY_STRING']).get('name', ['world'])[0]; "
+         "start_response('200 OK', [('Content-Type', 'text/plain; charset=utf-8')]); "
+         "return [f'Hello, {name}!'.encode('utf-8')]")
 _GREETINGS = [("name=Ada", "Hello, Ada!"), ("", "Hello, world!"), ("name=Zo%C3%AB", "Hello, Zoë!")]
 
 
@@ -42,12 +53,16 @@ def check_wsgi_app(app) -> None:
             hint = ("urllib.parse.parse_qs(environ['QUERY_STRING']) decodes %C3%AB for you; "
                     "then encode the body with .encode('utf-8')") if "%" in query else \
                    "without ?name=..., greet the world"
-            fail(WSGI_APP, f"GET {target} answered {text!r}; expected {expected!r}.", hint)
+            fail(WSGI_APP, f"GET {target} answered {text!r}; expected {expected!r}.", hint,
+                 concept="the query string arrives percent-encoded, and %C3%AB is two bytes that "
+                         "UTF-8 reads as one letter, 'ë'" if "%" in query else None)
         length = result.header("content-length")
         if length is not None and length != str(len(result.body)):
             fail(WSGI_APP, f"Content-Length says {length} but the body is {len(result.body)} bytes "
                            f"(for GET {target}).",
-                 "count bytes, not characters: len(body_bytes), after .encode('utf-8')")
+                 "count bytes, not characters: len(body_bytes), after .encode('utf-8')",
+                 concept="Content-Length counts the bytes on the wire, and UTF-8 spends two bytes "
+                         "on 'ë': the length of the text is not the length of the body.")
     with server_errors() as errors, serve(app, "wsgi-app", kind="wsgi") as server:
         response = client.request(server.address, target="/?name=Ada")
     if response.status != 200 or response.body.decode("utf-8", "replace").strip() != "Hello, Ada!":
@@ -59,6 +74,18 @@ def check_wsgi_app(app) -> None:
 # == 2. WSGI middleware ============================================================================
 
 WSGI_MIDDLEWARE = "WSGI middleware"
+register(
+    WSGI_MIDDLEWARE, "check_wsgi_middleware",
+    concept="middleware is an app that wraps an app: it sees environ on the way in, and sees the "
+            "status and headers on the way out by handing the inner app a start_response of its "
+            "own. The body should pass through untouched.",
+    api="the incoming header is environ.get('HTTP_X_REQUEST_ID'); your start_response takes "
+        "(status, headers, exc_info=None) and calls the real one with your header added; return "
+        "the inner app's iterable itself.",
+    code="def wrapped(environ, start_response): rid = environ.get('HTTP_X_REQUEST_ID') or "
+         "uuid.uuid4().hex; environ['request_id'] = rid; def start(status, headers, exc_info=None): "
+         "return start_response(status, headers + [('X-Request-ID', rid)], exc_info); "
+         "return app(environ, start)")
 
 
 class _StreamingBody:
@@ -126,7 +153,9 @@ def check_wsgi_middleware(middleware) -> None:
              "set environ['request_id'] before calling the inner app, e.g. to uuid.uuid4().hex")
     if seen[0] == seen[1]:
         fail(WSGI_MIDDLEWARE, f"two requests got the same id {seen[0]!r}; each needs its own.",
-             "make the id inside the per-request function, not once when the middleware is built")
+             "make the id inside the per-request function, not once when the middleware is built",
+             concept="code in middleware(app) runs once, when the app is built; code in the "
+                     "function it returns runs for every request.")
     if seen[2] != "abc123":
         fail(WSGI_MIDDLEWARE, f"a request that came with X-Request-ID: abc123 got the id "
                               f"{seen[2]!r}; reuse the client's id when it sends one.",
@@ -146,7 +175,10 @@ def check_wsgi_middleware(middleware) -> None:
             fail(WSGI_MIDDLEWARE, "the inner app streamed its body in 3 pieces, but the client got "
                                   f"{len([c for c in result.chunks if c])}: your middleware joined them, "
                                   "so a streaming app would stop streaming.",
-                 "return the inner iterable as it is (or yield its items one by one)")
+                 "return the inner iterable as it is (or yield its items one by one)",
+                 concept="a WSGI body is an iterable the server sends piece by piece as the app "
+                         "produces it; joining it waits for the last piece before the first "
+                         "goes out.")
     failing = call_wsgi(wrapped, path="/fails")
     if isinstance(failing.error, TypeError) and "argument" in str(failing.error):
         fail(WSGI_MIDDLEWARE, "when the inner app reported an error with start_response(status, "
@@ -160,13 +192,19 @@ def check_wsgi_middleware(middleware) -> None:
         fail(WSGI_MIDDLEWARE, "the inner app passed exc_info to start_response and your wrapper "
                               "dropped it: the server can no longer tell an error response from "
                               "a normal one (nor re-raise if headers were already sent).",
-             "pass exc_info on: start_response(status, headers, exc_info)")
+             "pass exc_info on: start_response(status, headers, exc_info)",
+             concept="PEP 3333 lets an app call start_response with exc_info after an error, to "
+                     "replace a response not yet sent (or have the server re-raise if it was); "
+                     "a wrapper must keep that door open.")
     if not all(body.closed for body in bodies):
         fail(WSGI_MIDDLEWARE, "the inner app's body has a close() method and nobody called it: "
                               "PEP 3333 says the server calls close(), and your middleware stood "
                               "in between.",
              "return the inner iterable itself, or, if you wrap it, call its close() in your "
-             "own close() (or in a finally: around the loop)")
+             "own close() (or in a finally: around the loop)",
+             concept="the server calls the body's close() when it is done with it, even when the "
+                     "client left half-way (PEP 3333); a middleware that replaces the body takes "
+                     "that duty over.")
     with server_errors() as errors, serve(wrapped, "wsgi-middleware", kind="wsgi") as server:
         response = client.request(server.address, headers=[("X-Request-ID", "wire-1")])
     if response.status != 201 or response.header(b"x-request-id") != b"wire-1":
