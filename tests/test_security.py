@@ -373,3 +373,17 @@ def test_a_slow_but_steady_reader_gets_the_whole_response():
                 time.sleep(0.02)  # about 3 MB/s at most: longer in all than the timeout
             assert received.endswith(b"x" * 1000) and len(received) > size
             assert time.monotonic() - started > 0.5
+
+
+def test_asgi_ignores_an_apps_transfer_encoding():
+    """ASGI www spec, Response Start: "the server must ignore it": h11 frames the body."""
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"transfer-encoding", b"chunked"), (b"content-length", b"5")]})
+        await send({"type": "http.response.body", "body": b"hello"})
+
+    with serve_in_background(app, name="test-te", lifespan="off") as server:
+        raw = probe(server, "/")
+    assert status_of(raw) == 200 and b"transfer-encoding" not in raw.lower() and raw.endswith(b"\r\n\r\nhello")

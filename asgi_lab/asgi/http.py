@@ -482,9 +482,14 @@ class RequestResponseCycle:
 
 def _h11_response(status: int, headers) -> h11.Response:
     """An app's http.response.start as an h11.Response, with our default headers first.
-    A code outside 200-599 is refused here (`check_status`); the reason phrase is ours."""
+    A code outside 200-599 is refused here (`check_status`); the reason phrase is ours.
+
+    ASGI www spec, "Response Start": "You may send a `Transfer-Encoding` header in this
+    message, but the server must ignore it." Framing is h11's: Content-Length if the app gave
+    one, otherwise chunked (HTTP/1.1) or until the connection closes (HTTP/1.0)."""
     check_status(status)
-    return h11.Response(status_code=status, headers=default_headers() + list(headers),
+    headers = [(name, value) for name, value in headers if name.lower() != b"transfer-encoding"]
+    return h11.Response(status_code=status, headers=default_headers() + headers,
                         reason=reason_phrase(status))
 
 

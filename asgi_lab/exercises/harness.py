@@ -29,16 +29,13 @@ import time
 import traceback
 import warnings
 from dataclasses import dataclass, field
+from wsgiref.util import is_hop_by_hop
 
 import h11
 
 from ..asgi.scope import ASGI_VERSION, build_http_scope, build_websocket_scope
 from ..wsgi.environ import build_environ, environ_base
 
-#: Headers that belong to the connection, not to the message (RFC 9110 §7.6.1). The server
-#: (h11, for us) decides the framing; PEP 3333 forbids a WSGI app to set any of them.
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-                        "te", "trailers", "transfer-encoding", "upgrade"})
 
 
 class ProtocolViolation(RuntimeError):
@@ -557,7 +554,7 @@ def call_wsgi(app, method: str = "GET", path: str = "/", query_string: str = "",
             if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
                 _wsgi_problem(result, "each header is a tuple of two str, like ('Content-Type', "
                                       f"'text/plain'); your app passed {pair!r}")
-            if pair[0].lower() in HOP_BY_HOP:
+            if is_hop_by_hop(pair[0]):  # PEP 3333 forbids them; our WSGI server refuses them too
                 _wsgi_problem(result, f"your app set {pair[0]!r}, a hop-by-hop header: PEP 3333 "
                                       "leaves those to the server")
         result.status, result.headers = status, list(response_headers)
