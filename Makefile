@@ -3,6 +3,7 @@
 #   make test   the same bootstrap, then pytest over tests/ and (with nbval) notebooks/
 # and a few more:
 #   make demo   the headless main job: serve, trace and chart without a browser
+#   make notebooks  execute every notebook in a clean kernel and store it with its outputs
 #   make bench  the side-by-side benchmarks (prints tables)
 #   make fuzz   the long property-based fuzzing run
 
@@ -11,7 +12,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: lab test demo bench fuzz clean
+.PHONY: lab test demo notebooks bench fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +28,9 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m asgi_lab demo --out demo-output
+
+notebooks: $(STAMP)
+	$(PY) tools/execute_notebooks.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/http_hello.py

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 WORDS_PER_MINUTE = 200
@@ -47,11 +48,14 @@ COURSE = [
          "The seed chapter's claim, \"1000 SSE connections = 1000 blocked threads\", measured: "
          "memory, threads and CPU of real servers under real load."),
     Step("04-live-websockets.ipynb", "Live WebSockets",
-         "What WSGI cannot express: a chat where the server speaks first; frames on the wire, "
-         "ping/pong, the closing handshake."),
+         "Two-way traffic on one connection, which WSGI cannot express: a chat whose server "
+         "pushes every line to every member; frames on the wire, ping/pong, the closing "
+         "handshake, a member too slow to keep up."),
     Step("05-async-pitfalls.ipynb", "Async pitfalls",
-         "The price of one event loop: a blocking call stalls every client. Measured and "
-         "charted, with the fixes, a CPU-bound handler and a forgotten `await`."),
+         "The price of one event loop: a blocking call stalls every client, measured in "
+         "interleaved rounds, with the fixes; a CPU-bound handler counted in cores (and what "
+         "free-threaded CPython changes); a forgotten `await`; an exception lost in a task; "
+         "asyncio's debug mode."),
     Step("07-async-and-http2.ipynb", "What WSGI can do, and what it cannot express",
          "Hello world on both servers, measured: ASGI is no faster. An `async def` app on WSGI "
          "(a 500), the bridges (`asyncio.run`, `async_to_sync`, one loop thread) traced: one "
@@ -88,7 +92,7 @@ EXERCISES = [
          "02-asgi-events.ipynb"),
     Step("exercises/10-asyncio-server.ipynb", "Stretch: an HTTP server on asyncio.start_server",
          "a coroutine per connection, h11 events, keep-alive, bad input",
-         ("02-asgi-events.ipynb", "05-async-pitfalls.ipynb")),
+         ("00a-from-the-ground-up.ipynb", "02-asgi-events.ipynb", "05-async-pitfalls.ipynb")),
     Step("exercises/11-wsgi-async-bridge.ipynb", "Stretch: a WSGI-to-asyncio bridge",
          "one loop thread, run_coroutine_threadsafe, errors as a logged 500",
          ("01-the-wsgi-call.ipynb", "05-async-pitfalls.ipynb")),
@@ -105,6 +109,20 @@ def study_minutes(notebook: Path) -> int:
     return max(5, int(-(-minutes // 5) * 5))
 
 
+def run_seconds(notebook: Path) -> float | None:
+    """How long the committed notebook took to run, top to bottom: from the first code cell's
+    start to the last one's end, as Jupyter recorded them in the cells' `execution` metadata
+    when it was last executed (`make notebooks`). None if it was stored without them."""
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    times = [cell.get("metadata", {}).get("execution", {}) for cell in cells if cell["cell_type"] == "code"]
+    starts = [t["iopub.execute_input"] for t in times if "iopub.execute_input" in t]
+    ends = [t["shell.execute_reply"] for t in times if "shell.execute_reply" in t]
+    if not starts or not ends:
+        return None
+    first, last = (datetime.fromisoformat(stamp.replace("Z", "+00:00")) for stamp in (min(starts), max(ends)))
+    return (last - first).total_seconds()
+
+
 def available(steps: list[Step], root: Path) -> list[Step]:
     """The steps whose notebook exists under `root` (the `notebooks/` folder)."""
     return [step for step in steps if (root / step.path).exists()]
@@ -113,10 +131,12 @@ def available(steps: list[Step], root: Path) -> list[Step]:
 def course_markdown(root: Path | str = ".") -> str:
     """The course path as a Markdown table, with links relative to `root`."""
     root = Path(root)
-    rows = ["| # | Notebook | What it teaches | Study time |", "|---|---|---|---|"]
+    rows = ["| # | Notebook | What it teaches | Study time | Runs in |", "|---|---|---|---|---|"]
     for step in available(COURSE, root):
+        seconds = run_seconds(root / step.path)
+        runs_in = f"{seconds:.0f} s" if seconds is not None else "not recorded"
         rows.append(f"| {step.path.split('-')[0]} | [{step.title}]({step.path}) | {step.teaches} | "
-                    f"~{study_minutes(root / step.path)} min |")
+                    f"~{study_minutes(root / step.path)} min | {runs_in} |")
     return "\n".join(rows)
 
 

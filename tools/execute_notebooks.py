@@ -1,0 +1,103 @@
+"""Execute the course's notebooks in a clean kernel each and store them with their outputs.
+
+    python tools/execute_notebooks.py                       # every notebook (make notebooks)
+    python tools/execute_notebooks.py notebooks/01-the-wsgi-call.ipynb
+
+A reader who never runs a notebook still sees every picture and table (COURSE-STYLE.md), so
+the notebooks are committed executed. This is the one way to write them back:
+
+- each runs top to bottom in a fresh kernel started in its own folder, as JupyterLab and
+  nbval run it (nbclient, the library under `jupyter nbconvert --execute`);
+- a cell marked `# NBVAL_RAISES_EXCEPTION` (an exercise's check on the untouched stub) may
+  raise; any other error stops the run, and the notebook is not written;
+- Jupyter's timestamps stay in each cell's metadata: the course table in notebook 00
+  computes each notebook's run time from them (`asgi_lab.exercises.course.run_seconds`);
+- before anything is written, the outputs are checked for what must never be stored: a red
+  box (stderr or an error outside a cell meant to raise), a fixed `127.0.0.1:<port>` (ports
+  change from run to run; print them through something the sanitizer maps), or a path of
+  this machine.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+MARKER = "NBVAL_RAISES_EXCEPTION"
+FIXED_ADDRESS = re.compile(r"(127\.0\.0\.1|localhost|\[::1\]):\d{2,5}")
+TIMEOUT = 600  # seconds a single cell may take (notebook 03's full run is opt-in)
+
+
+def problems(notebook) -> list[str]:
+    """What the stored outputs must not hold, cell by cell."""
+    found = []
+    home = str(ROOT)
+    for number, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code":
+            continue
+        meant_to_fail = MARKER in cell.source
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") if output.output_type == "stream" else ""
+            text += "".join(str(value) for key, value in output.get("data", {}).items()
+                            if key.startswith("text/"))
+            if output.output_type == "error" and not meant_to_fail:
+                found.append(f"cell {number}: error {output.ename}: {output.evalue}")
+            if output.get("name") == "stderr" and text.strip() and not meant_to_fail:
+                found.append(f"cell {number}: stderr: {text.strip()[:200]}")
+            if FIXED_ADDRESS.search(text):
+                found.append(f"cell {number}: a fixed address {FIXED_ADDRESS.search(text).group()}")
+            if home in text:
+                found.append(f"cell {number}: a path of this machine ({home})")
+    return found
+
+
+def execute(path: Path) -> list[str]:
+    """Run `path` in place; returns the problems found (then the file is left as it was)."""
+    notebook = nbformat.read(path, as_version=4)
+    tagged = []
+    for cell in notebook.cells:  # nbclient's own way to let one cell raise
+        tags = cell.metadata.setdefault("tags", [])
+        if cell.cell_type == "code" and MARKER in cell.source and "raises-exception" not in tags:
+            tags.append("raises-exception")
+            tagged.append(cell)
+    NotebookClient(notebook, timeout=TIMEOUT, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    for cell in notebook.cells:
+        if any(cell is t for t in tagged):
+            cell.metadata["tags"].remove("raises-exception")
+        if not cell.metadata.get("tags"):
+            cell.metadata.pop("tags", None)
+    found = problems(notebook)
+    if not found:
+        nbformat.write(notebook, path)
+    return found
+
+
+def main(paths: list[str]) -> int:
+    notebooks = [Path(p).resolve() for p in paths] or sorted(
+        p for p in (ROOT / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+    failed = 0
+    for path in notebooks:
+        started = time.monotonic()
+        try:
+            found = execute(path)
+        except Exception as exc:  # a cell failed: say which, go on with the others
+            found = [f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"]
+        name = path.relative_to(ROOT)
+        if found:
+            failed += 1
+            print(f"FAILED {name} (not written)", *(f"  {line}" for line in found), sep="\n", flush=True)
+        else:
+            print(f"ok     {name}  {time.monotonic() - started:5.1f} s", flush=True)
+    print(f"{len(notebooks) - failed} written, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
