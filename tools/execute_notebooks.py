@@ -15,7 +15,9 @@ the notebooks are committed executed. This is the one way to write them back:
 - before anything is written, the outputs are checked for what must never be stored: a red
   box (stderr or an error outside a cell meant to raise), a fixed `127.0.0.1:<port>` (ports
   change from run to run; print them through something the sanitizer maps), or a path of
-  this machine.
+  this machine;
+- notebook 00, whose course table reads the others' run times, runs last; then the README's
+  copy of that table is rewritten (`course.readme_with_course`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from asgi_lab.exercises import course
+
 ROOT = Path(__file__).resolve().parent.parent
+START_HERE = "00-start-here.ipynb"
 MARKER = "NBVAL_RAISES_EXCEPTION"
 FIXED_ADDRESS = re.compile(r"(127\.0\.0\.1|localhost|\[::1\]):\d{2,5}")
 TIMEOUT = 600  # seconds a single cell may take (notebook 03's full run is opt-in)
@@ -81,7 +86,8 @@ def execute(path: Path) -> list[str]:
 
 def main(paths: list[str]) -> int:
     notebooks = [Path(p).resolve() for p in paths] or sorted(
-        p for p in (ROOT / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+        (p for p in (ROOT / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts),
+        key=lambda p: (p.name == START_HERE, str(p)))
     failed = 0
     for path in notebooks:
         started = time.monotonic()
@@ -95,7 +101,10 @@ def main(paths: list[str]) -> int:
             print(f"FAILED {name} (not written)", *(f"  {line}" for line in found), sep="\n", flush=True)
         else:
             print(f"ok     {name}  {time.monotonic() - started:5.1f} s", flush=True)
-    print(f"{len(notebooks) - failed} written, {failed} failed")
+    readme = ROOT / "README.md"
+    readme.write_text(course.readme_with_course(readme.read_text(encoding="utf-8"), ROOT / "notebooks"),
+                      encoding="utf-8")
+    print(f"{len(notebooks) - failed} written, {failed} failed; README.md's course table rewritten")
     return 1 if failed else 0
 
 

@@ -128,14 +128,15 @@ def available(steps: list[Step], root: Path) -> list[Step]:
     return [step for step in steps if (root / step.path).exists()]
 
 
-def course_markdown(root: Path | str = ".") -> str:
-    """The course path as a Markdown table, with links relative to `root`."""
+def course_markdown(root: Path | str = ".", link_prefix: str = "") -> str:
+    """The course path as a Markdown table; `root` is the `notebooks/` folder, and links are
+    relative to it, or start with `link_prefix` (the README's table: "notebooks/")."""
     root = Path(root)
     rows = ["| # | Notebook | What it teaches | Study time | Runs in |", "|---|---|---|---|---|"]
     for step in available(COURSE, root):
         seconds = run_seconds(root / step.path)
         runs_in = f"{seconds:.0f} s" if seconds is not None else "not recorded"
-        rows.append(f"| {step.path.split('-')[0]} | [{step.title}]({step.path}) | {step.teaches} | "
+        rows.append(f"| {step.path.split('-')[0]} | [{step.title}]({link_prefix}{step.path}) | {step.teaches} | "
                     f"~{study_minutes(root / step.path)} min | {runs_in} |")
     return "\n".join(rows)
 
@@ -159,3 +160,17 @@ def _link(path: str, titles: dict[str, str]) -> str:
     title = titles.get(path, name.removesuffix(".ipynb"))
     label = title if path.startswith("exercises/") else f"{name[:2]} {title}"
     return f"[{label}]({path})"
+
+
+README_START = "<!-- course table: written by `make notebooks`, from asgi_lab/exercises/course.py -->"
+README_END = "<!-- end of course table -->"
+
+
+def readme_with_course(readme: str, root: Path | str) -> str:
+    """`readme` with the course table between its two markers rewritten from the notebooks
+    under `root`: the README's study and run times are computed, never typed."""
+    before, start, rest = readme.partition(README_START)
+    _, end, after = rest.partition(README_END)
+    if not start or not end:
+        raise ValueError(f"the README has no course table markers ({README_START!r} ... {README_END!r})")
+    return f"{before}{start}\n{course_markdown(root, link_prefix='notebooks/')}\n{end}{after}"
