@@ -220,8 +220,14 @@ def test_each_server_measured():
         assert reports[name].attempt.status_code == 500
         assert any("hop-by-hop" in line.lower() for line in reports[name].log)
     # gunicorn lets the 101 out; then the call is over and the connection with it.
-    gunicorn = reports["gunicorn"].attempt
-    assert gunicorn.opened and gunicorn.close_code == 1006 and gunicorn.messages == []
+    gunicorn = reports["gunicorn"]
+    assert gunicorn.attempt.opened and gunicorn.attempt.close_code == 1006
+    assert gunicorn.attempt.messages == [] and gunicorn.other_client.startswith("101, then closed")
+    # werkzeug too, with a Connection: close of its own: wsproto refuses, websockets waits.
+    werkzeug = reports["werkzeug"]
+    assert werkzeug.attempt.status_code == 101 and not werkzeug.attempt.opened
+    assert werkzeug.other_client.startswith("101, then silence: 0 messages")
+    assert ours_on.other_client.startswith("101, chat works")
 
 
 # -- a separate WebSocket server beside the WSGI app -----------------------------------------------
@@ -238,3 +244,34 @@ def test_the_split_chat_works_end_to_end_and_leaves_no_process():
             connect("ws" + chat.wsgi.url[4:] + "/ws/lobby", open_timeout=5, legacy=True)
     assert result.delivered == 3 and result.processes == 2 and result.ports == 2
     assert all(process.poll() is not None for process in processes)  # both stopped
+
+
+# -- what the notebook shows ------------------------------------------------------------------------
+
+def test_the_server_sees_no_frame_after_the_hand_over():
+    from asgi_lab.live.wsgi_try import trace_one_member
+
+    session = trace_one_member(messages=2)
+    # welcome, join and 2 messages in, 2 messages out, and the two Close frames
+    assert session.frames_on_wire == 8
+    assert session.events_after_upgrade() == ["wsgi app_return", "socket connection_lost"]
+    upgrade = session.tracer.filter(layer="wsgi", kind="upgrade")[0]
+    assert upgrade.data["status"] == 101 and upgrade.data["h11_state"] == "SWITCHED_PROTOCOL"
+
+
+def test_the_notebook_sentences_and_figure_come_from_the_numbers():
+    from asgi_lab.live.split_chat import SetUp, explain_split
+    from asgi_lab.live.wsgi_try import ChatCost, details, explain_cost, markdown_table, plot_chat_threads
+
+    costs = [ChatCost(n, 7, n, n, n, 0, 3 * n, None, False) for n in (1, 2)]
+    costs.append(ChatCost(7, 7, 7, 7, 7, 0, 21, 2.25, True))
+    text = explain_cost(costs)
+    assert "held **2** threads" in text and "7 of the pool's 7 workers" in text
+    assert "Member 8" in text and "**2.2 s**" in text and "21 tasks (3 per member" in text
+    assert markdown_table(costs[-1].rows()).count("\n") == 3
+    assert details("x").startswith("<details><summary>What happened, and why</summary>")
+    figure = plot_chat_threads(costs)
+    assert len(figure.axes[0].lines) == 4  # WSGI total, its pool workers, ASGI, the pool's size
+    split = SetUp("split", 2, 2, "a -> b -> c -> d", "two", 3.0, 5)
+    asgi = SetUp("asgi", 1, 1, "a -> b -> c", "one", 0.5, 5)
+    assert "**3 network hops**" in explain_split(split, asgi) and "6×" in explain_split(split, asgi)

@@ -138,6 +138,32 @@ def _attempt(ws_url: str, timeout: float, listen: float) -> WSGIAttempt:
     return attempt
 
 
+def try_with_websockets(url: str, room: str = "lobby", name: str = "bo", listen: float = 1.0) -> str:
+    """The same attempt with another client, the `websockets` library (lenient where wsproto
+    is strict, as browsers are): one line, what it could do."""
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+    from websockets.sync.client import connect
+
+    ws_url = "ws" + url[len("http"):] + f"/ws/{room}?name={name}"
+    with server_errors(logging.ERROR):
+        try:
+            with connect(ws_url, open_timeout=5, close_timeout=1) as websocket:
+                received = 0
+                try:
+                    websocket.send("hello")
+                    while json.loads(websocket.recv(timeout=listen))["type"] != "message":
+                        received += 1
+                    return f"101, chat works: {received + 1} messages back"
+                except TimeoutError:
+                    return f"101, then silence: {received} messages in {listen:g} s, still open"
+                except ConnectionClosed:
+                    return f"101, then closed (no Close frame): {received} messages back"
+        except InvalidStatus as exc:
+            return f"HTTP {exc.response.status_code}: no WebSocket"
+        except (InvalidHandshake, OSError) as exc:
+            return f"handshake failed: {exc}"
+
+
 def _raw_exchange(ws_url: str, timeout: float) -> tuple[bytes, bytes]:
     """The same handshake (wsproto writes it) on a plain socket: the request, and the answer's
     head as the server sent it."""
@@ -183,7 +209,7 @@ FOREIGN = {
     "werkzeug": lambda port: [sys.executable, "-m", "asgi_lab.live.wsgi_try", "werkzeug", str(port)],
     "waitress": lambda port: [sys.executable, "-m", "waitress", f"--listen=127.0.0.1:{port}", PROBE],
     "gunicorn": lambda port: [sys.executable, "-m", "gunicorn", PROBE, "--bind", f"127.0.0.1:{port}",
-                              "--workers", "1", "--graceful-timeout", "1"],
+                              "--workers", "1", "--graceful-timeout", "1", "--no-control-socket"],
 }
 
 
@@ -195,10 +221,12 @@ class ServerReport:
     extensions: list[str]
     attempt: WSGIAttempt
     log: list[str]           # the server's error lines while we tried (stderr or log records)
+    other_client: str = ""   # the same with the `websockets` library
 
     def row(self) -> dict:
         return {"server": self.server, "status": self.attempt.status_code,
-                "what the client could do": self.attempt.outcome,
+                "wsproto client (ours)": self.attempt.outcome,
+                "websockets client": self.other_client,
                 "its own environ keys": ", ".join(self.extensions) or "(none)",
                 "the server logged": self.log[-1] if self.log else ""}
 
@@ -265,8 +293,8 @@ def try_foreign(name: str, listen: float = 1.0) -> ServerReport:
     """Start server `name`, try the chat on it, stop it."""
     with ForeignServer(name) as server:
         attempt = try_chat_on_wsgi(server.url, listen=listen)
-        time.sleep(0.2)  # let its log line arrive
-    return ServerReport(name, server.extensions, attempt, server.errors())
+        other = try_with_websockets(server.url, listen=listen)
+    return ServerReport(name, server.extensions, attempt, server.errors(), other)
 
 
 def try_ours(wsgi_upgrade: bool, listen: float = 1.0) -> ServerReport:
@@ -277,7 +305,8 @@ def try_ours(wsgi_upgrade: bool, listen: float = 1.0) -> ServerReport:
         with server_errors(logging.ERROR):  # the /extensions GET is not what we report
             extensions = json.loads(_get(server.url + "/extensions"))
         attempt = try_chat_on_wsgi(server.url, listen=listen)
-    return ServerReport(label, extensions, attempt, list(attempt.server_log))
+        other = try_with_websockets(server.url, listen=listen)
+    return ServerReport(label, extensions, attempt, list(attempt.server_log), other)
 
 
 def compare_servers(foreign=("wsgiref", "werkzeug", "waitress", "gunicorn"),
@@ -294,6 +323,41 @@ def _get(url: str) -> bytes:
 
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.read()
+
+
+# -- what the server sees after the hand-over ---------------------------------------------------
+
+@dataclass
+class HandOver:
+    """One member's session on the WSGI chat, seen from both ends."""
+
+    tracer: object            # the server's trace (a `Tracer`)
+    frames_on_wire: int       # WebSocket frames the client sent and received
+    session_seconds: float    # from the app call to its return: the whole session
+
+    def server_events(self) -> list[str]:
+        return [f"{event.layer} {event.kind}" for event in self.tracer.events]
+
+    def events_after_upgrade(self) -> list[str]:
+        names = self.server_events()
+        return names[names.index("wsgi upgrade") + 1:]
+
+
+def trace_one_member(messages: int = 3) -> HandOver:
+    """A member joins the WSGI chat (escape hatch on, traced), says `messages` things, leaves."""
+    from ..trace import Tracer
+
+    tracer = Tracer()
+    with serve_in_background(WSGIChat(), kind="wsgi", name="wsgi-chat-traced", access_log=False,
+                             wsgi_upgrade=True, tracer=tracer) as server:
+        ada = _join(server.ws_url, "ada")
+        for i in range(messages):
+            ada.send(f"message {i}")
+        ada.wait_for(lambda seen: sum(m.get("type") == "message" for m in seen) == messages)
+        ada.close()
+        tracer.wait_for(layer="socket", kind="connection_lost", timeout=5)
+    times = {event.kind: event.t for event in tracer.events if event.layer == "wsgi"}
+    return HandOver(tracer, len(ada.frames), times["app_return"] - times["app_call"])
 
 
 # -- the cost: threads per member, and a pool that runs out ------------------------------------
@@ -377,6 +441,103 @@ def _tasks(server) -> int:
         return len(asyncio.all_tasks())
 
     return asyncio.run_coroutine_threadsafe(count(), server.loop).result(5)
+
+
+def chat_cost_sweep(members=(1, 2, 3, 4), threads: int = 4, wait: float = 1.0) -> list[ChatCost]:
+    """`chat_cost` for each number of members (the last run, at the pool's size, also tries
+    one member more)."""
+    return [chat_cost(n, threads, wait) for n in members]
+
+
+# -- tables, figures and sentences from what ran ------------------------------------------------
+
+def markdown_table(rows: list[dict]) -> str:
+    """Rows of equal keys as a Markdown table (for `IPython.display.Markdown`)."""
+    columns = list(rows[0])
+
+    def cell(value) -> str:
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def details(text: str) -> str:
+    """Markdown inside the course's "What happened, and why" fold."""
+    return f"<details><summary>What happened, and why</summary>\n\n{text}\n\n</details>"
+
+
+def explain_servers(reports: list[ServerReport]) -> str:
+    """What the server comparison showed, in sentences computed from it."""
+    refused = [r for r in reports if r.attempt.status_code != 101]
+    switched = [r for r in reports if r.attempt.status_code == 101]
+    talked = [r.server for r in switched if "chat works" in r.attempt.outcome + r.other_client]
+    lines = [f"- **{len(refused)} of {len(reports)}** servers answered the app's 101 with "
+             + ", ".join(f"{r.attempt.status_code} ({r.server})" for r in refused) + "."]
+    hop = [r.server for r in refused if any("hop" in line.lower() for line in r.log)]
+    if hop:
+        lines[-1] += (f" {' and '.join(hop)} say why in their log: `Upgrade` is a hop-by-hop "
+                      "header, which PEP 3333 reserves to the server.")
+    for r in switched:
+        lines.append(f"- **{r.server}** let a 101 out. Our wsproto client: {r.attempt.outcome}; "
+                     f"the `websockets` client: {r.other_client}.")
+    lines.append(f"- Servers on which a client exchanged a chat message: **{len(talked)}** "
+                 f"({', '.join(talked) or 'none'}).")
+    keys = [f"{r.server}: `{key}`" for r in reports for key in r.extensions
+            if "socket" in key or "upgrade" in key]
+    if keys:
+        lines.append("- Raw-socket keys the servers put in `environ`: " + "; ".join(keys) +
+                     ". Each exists on one server only.")
+    return "\n".join(lines)
+
+
+def explain_cost(costs: list[ChatCost]) -> str:
+    """What the thread count showed, in sentences computed from it."""
+    last = costs[-1]
+    per_member = {(c.wsgi_busy_workers + c.wsgi_writer_threads) / c.members for c in costs}
+    lines = [f"- On WSGI each member held **{' or '.join(f'{p:g}' for p in sorted(per_member))}** "
+             f"threads: one pool worker inside the app, blocked in `recv()`, and one writer thread "
+             f"for the broadcasts. {last.members} members: {last.wsgi_busy_workers} of the pool's "
+             f"{last.pool} workers and {last.wsgi_writer_threads} writer threads.",
+             f"- The ASGI chat added **{last.asgi_new_threads}** threads for {last.members} members, "
+             f"and {last.asgi_new_tasks} tasks ({last.asgi_new_tasks / last.members:g} per member: "
+             "the session, its reader and its writer), all on the server's one event-loop thread."]
+    if last.waiting_member_opened_in is not None:
+        lines.append(f"- Member {last.members + 1} got no 101 while the pool was full "
+                     f"({'still waiting' if last.waited_until_one_left else 'answered'} after the "
+                     f"first second); its handshake finished "
+                     f"**{last.waiting_member_opened_in:.1f} s** after it connected, once a member left "
+                     "and gave back its worker.")
+    return "\n".join(lines)
+
+
+def plot_chat_threads(costs: list[ChatCost]):
+    """Threads held against members, WSGI chat and ASGI chat, the pool's size marked."""
+    from ..viz.charts import COLORS, _figure
+
+    fig, (ax,) = _figure(6.4, 3.4)
+    members = [c.members for c in costs]
+    ax.plot(members, [c.wsgi_busy_workers + c.wsgi_writer_threads for c in costs], marker="v",
+            color=COLORS["wsgi-pool"], label="WSGI chat (escape hatch): worker + writer")
+    ax.plot(members, [c.wsgi_busy_workers for c in costs], marker="v", ls=":",
+            color=COLORS["wsgi-pool"], label="...of which pool workers")
+    ax.plot(members, [c.asgi_new_threads for c in costs], marker="o", color=COLORS["asgi"],
+            label="ASGI chat: coroutines on one thread")
+    pool = costs[-1].pool
+    ax.axhline(pool, color="#999999", lw=0.8, ls="--")
+    waited = costs[-1].waiting_member_opened_in
+    note = (f"pool of {pool} workers: member {pool + 1} waited until one left ({waited:.1f} s) "
+            if waited else f"pool of {pool} workers ")
+    ax.text(members[-1], pool, note, ha="right", va="bottom", fontsize=8, color="#555555")
+    ax.set_xticks(members)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("chat members connected")
+    ax.set_ylabel("threads held by the chat")
+    ax.set_title("Two threads per member on WSGI, none on ASGI")
+    ax.legend(loc="upper left", frameon=False, fontsize=8)
+    return fig
 
 
 # -- `python -m asgi_lab.live.wsgi_try wsgiref|werkzeug PORT`: serve probe_app ------------------
