@@ -67,6 +67,8 @@ class Upgrade:
             status_code=101, headers=raw_headers, reason=b"Switching Protocols")))
         self.switched = cycle.head_sent = cycle.complete = True
         connection.keep_alive = False
+        if connection.config.access_log:
+            cycle.log_access(101)
         buffered, _closed = conn.trailing_data  # 3.
         if connection.tracer is not None:
             connection.tracer.emit(connection.id, "wsgi", "upgrade",
