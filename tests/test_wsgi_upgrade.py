@@ -275,3 +275,32 @@ def test_the_notebook_sentences_and_figure_come_from_the_numbers():
     split = SetUp("split", 2, 2, "a -> b -> c -> d", "two", 3.0, 5)
     asgi = SetUp("asgi", 1, 1, "a -> b -> c", "one", 0.5, 5)
     assert "**3 network hops**" in explain_split(split, asgi) and "6×" in explain_split(split, asgi)
+
+
+def test_a_member_that_never_reads_is_cut_and_does_not_stall_the_room():
+    """As in the ASGI chat, a bounded outbox per member: when lazy's overflows, lazy leaves
+    ("too slow") and its connection is cut; bob got every message meanwhile. (The ASGI chat's
+    test uses outboxes of 32; here threads and the GIL, not the app, decide when a writer runs,
+    and a burst of 50 can fill a healthy member's outbox of 32 before its writer's turn.)"""
+    from asgi_lab.live.chat_client import ChatClient
+
+    app = WSGIChat(queue_size=128)
+    with serve_in_background(app, kind="wsgi", name="test-wsgi-chat-slow", access_log=False,
+                             wsgi_upgrade=True, threads=4, timeout_graceful_shutdown=1) as server:
+        lazy = ChatClient.connect(f"{server.ws_url}/ws/lobby?name=lazy", receive_buffer=4096,
+                                  record=False)
+        lazy.pause_reading()
+        ada, bob = (ChatClient.connect(f"{server.ws_url}/ws/lobby?name={name}") for name in ("ada", "bob"))
+        ada.wait_for(lambda m: sum(x["type"] == "join" for x in m) == 2)
+        sent = ada.flood(bob, until=lambda m: any(x["type"] == "leave" for x in m), size=4000,
+                         batch=50, limit=5000)
+        leave = [m for m in bob.messages if m["type"] == "leave"]
+        assert leave[0]["name"] == "lazy" and leave[0]["reason"] == "too slow", sent
+        assert [m.name for m in app.rooms["lobby"].members] == ["ada", "bob"]
+        texts = [m["text"] for m in bob.messages if m["type"] == "message"]
+        assert [int(text.split()[0]) for text in texts] == list(range(sent))
+        lazy.resume_reading()
+        assert lazy.wait_closed(10) == 1006  # cut: a Close frame could not have got through
+        ada.close()
+        bob.close()
+        wait_until(lambda: server.server.stats()["busy"] == 0 and not writer_threads())

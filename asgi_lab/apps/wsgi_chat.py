@@ -36,6 +36,7 @@ import itertools
 import json
 import socket
 import threading
+import time
 from collections import deque
 from urllib.parse import parse_qs
 
@@ -176,7 +177,11 @@ class Room:
 
 
 class WSGIChat:
-    """The chat as a PEP 3333 app. Each instance is its own chat (rooms live in it)."""
+    """The chat as a PEP 3333 app. Each instance is its own chat (rooms live in it).
+
+    `queue_size`: messages a member's outbox holds before the member is cut as too slow. Keep
+    it well above a burst: the OS and the GIL, not the app, decide when a writer thread runs.
+    """
 
     def __init__(self, queue_size: int = 256, max_message_chars: int = 4096) -> None:
         self.queue_size = queue_size
@@ -232,6 +237,10 @@ class WSGIChat:
                     if event.message_finished:
                         room.broadcast({"type": "message", "name": member.name, "text": "".join(parts)})
                         parts = []
+                        # Let the writers have the GIL before the next message: one recv() may
+                        # bring a burst of frames, and a healthy member's outbox must not fill
+                        # up before its writer got a turn (the ASGI chat awaits sleep(0) here).
+                        time.sleep(0)
                 elif isinstance(event, BytesMessage):
                     return self.close(member, CLOSE_UNSUPPORTED_DATA, "text frames only")
                 elif isinstance(event, Ping):
