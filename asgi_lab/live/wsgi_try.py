@@ -209,8 +209,23 @@ FOREIGN = {
     "werkzeug": lambda port: [sys.executable, "-m", "asgi_lab.live.wsgi_try", "werkzeug", str(port)],
     "waitress": lambda port: [sys.executable, "-m", "waitress", f"--listen=127.0.0.1:{port}", PROBE],
     "gunicorn": lambda port: [sys.executable, "-m", "gunicorn", PROBE, "--bind", f"127.0.0.1:{port}",
-                              "--workers", "1", "--graceful-timeout", "1", "--no-control-socket"],
+                              "--workers", "1", "--graceful-timeout", "1", *_gunicorn_quiet()],
 }
+
+
+def _gunicorn_quiet() -> list[str]:
+    """Newer gunicorns open a control socket in the home directory: not for a probe."""
+    from gunicorn import config
+
+    return ["--no-control-socket"] if hasattr(config, "ControlSocketDisable") else []
+
+
+def installed(names=FOREIGN) -> list[str]:
+    """The servers of `names` that are installed here (werkzeug comes with Flask; waitress and
+    gunicorn with the `bench` extra)."""
+    import importlib.util
+
+    return [name for name in names if importlib.util.find_spec(name) is not None]
 
 
 @dataclass
@@ -313,7 +328,7 @@ def compare_servers(foreign=("wsgiref", "werkzeug", "waitress", "gunicorn"),
                     listen: float = 1.0) -> list[ServerReport]:
     """The same app and client on every server: ours (hatch off, then on) and `foreign`."""
     reports = [try_ours(False, listen)]
-    reports += [try_foreign(name, listen) for name in foreign]
+    reports += [try_foreign(name, listen) for name in installed(foreign)]
     reports.append(try_ours(True, listen))
     return reports
 
@@ -474,11 +489,14 @@ def explain_servers(reports: list[ServerReport]) -> str:
     refused = [r for r in reports if r.attempt.status_code != 101]
     switched = [r for r in reports if r.attempt.status_code == 101]
     talked = [r.server for r in switched if "chat works" in r.attempt.outcome + r.other_client]
+    statuses = sorted({r.attempt.status_code for r in refused}, key=str)
     lines = [f"- **{len(refused)} of {len(reports)}** servers answered the app's 101 with "
-             + ", ".join(f"{r.attempt.status_code} ({r.server})" for r in refused) + "."]
+             + "; ".join(f"{status}: " + ", ".join(r.server for r in refused if r.attempt.status_code == status)
+                         for status in statuses) + "."]
     hop = [r.server for r in refused if any("hop" in line.lower() for line in r.log)]
     if hop:
-        lines[-1] += (f" {' and '.join(hop)} say why in their log: `Upgrade` is a hop-by-hop "
+        lines[-1] += (f" {' and '.join(hop)} {'says' if len(hop) == 1 else 'say'} why in "
+                      f"{'its' if len(hop) == 1 else 'their'} log: `Upgrade` is a hop-by-hop "
                       "header, which PEP 3333 reserves to the server.")
     for r in switched:
         lines.append(f"- **{r.server}** let a 101 out. Our wsproto client: {r.attempt.outcome}; "
