@@ -304,3 +304,36 @@ def test_a_member_that_never_reads_is_cut_and_does_not_stall_the_room():
         ada.close()
         bob.close()
         wait_until(lambda: server.server.stats()["busy"] == 0 and not writer_threads())
+
+
+# -- a real browser ------------------------------------------------------------------------------
+
+def test_a_browser_chats_on_the_wsgi_server_with_the_hatch_on():
+    """The chat page the browser test of notebook 04 sees fail on WSGI (1006) works once the
+    escape hatch is on: same page, same JSON, a Python member in the same room."""
+    import os
+    import shutil
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(chromium):
+        pytest.skip("Chromium is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from asgi_lab.live.chat_client import ChatClient
+
+    with serve_in_background(WSGIChat(), kind="wsgi", name="browser-wsgi-chat", access_log=False,
+                             wsgi_upgrade=True, timeout_graceful_shutdown=1) as server, \
+            sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True, timeout=30_000,
+                                             args=["--headless", "--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.goto(f"{server.url}/?room=lobby&name=tab", timeout=15_000)
+        page.wait_for_function("document.getElementById('status').textContent === 'connected'",
+                               timeout=10_000)
+        python = ChatClient.connect(server.ws_url + "/ws/lobby?name=python")
+        page.fill("#text", "hello from the browser")
+        page.press("#text", "Enter")
+        python.wait_for(lambda m: any(x.get("text") == "hello from the browser" for x in m), 10)
+        python.send("hello, tab")
+        page.wait_for_function("window.received.some(m => m.text === 'hello, tab')", timeout=10_000)
+        python.close()
+        browser.close()
