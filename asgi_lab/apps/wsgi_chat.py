@@ -67,7 +67,8 @@ def handshake_answer(environ) -> list[tuple[str, str]] | None:
 
 def attempt_without_socket(environ, start_response, headers):
     """All PEP 3333 offers for a handshake: a status and headers through `start_response`.
-    What happens next is up to the server (most refuse with 500); then the call ends."""
+    What happens next is up to the server (some answer 500, some let the 101 out); then the
+    call ends."""
     start_response("101 Switching Protocols", headers)
     return []  # ...and nothing in environ reads or writes a frame
 

@@ -14,8 +14,8 @@ What each server does with it is measured here, never assumed:
    `Connection` are hop-by-hop headers). A server may refuse it (500), or let the 101 out.
 2. After a 101, PEP 3333 has nothing left to offer: `wsgi.input` is the request body, the
    response is an iterable the server sends and ends. No standard way to read a frame, write
-   one, or wait for "a frame from the client or a broadcast" at once. The call returns and
-   the server closes the connection (or worse, waits for the next HTTP request on it).
+   one, or wait for "a frame from the client or a broadcast" at once. The call returns; the
+   server closes the connection, or leaves it open and silent.
 3. Some servers offer their own escape: a key in `environ` with the raw socket
    (`gunicorn.socket`, `werkzeug.socket`, and ours, `asgi_lab.upgrade`, off by default).
    Each key works on one server only. `compare_servers` lists the keys each one sets.
@@ -24,6 +24,7 @@ What each server does with it is measured here, never assumed:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import http.client
 import json
 import logging
@@ -45,7 +46,7 @@ from ..apps.wsgi_chat import WSGIChat
 from ..background import serve_in_background, server_errors
 from ..experiments.servers import free_port
 from .chat_client import ChatClient, client_loop
-from .client import CLOSE_ABNORMAL, HandshakeRejected, WebSocketClient
+from .client import HandshakeRejected, WebSocketClient
 
 #: The WSGI chat (one chat for the whole process; `WSGIChat()` makes another).
 wsgi_chat = WSGIChat()
@@ -261,6 +262,7 @@ class ForeignServer:
         self.process = subprocess.Popen(FOREIGN[self.name](self.port), stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                         text=True, env=env)
+        _running.add(self)
         self._collector = threading.Thread(target=self._collect, daemon=True)
         self._collector.start()
         deadline = time.monotonic() + 20
@@ -287,6 +289,7 @@ class ForeignServer:
             self.stderr.append(line.rstrip())
 
     def __exit__(self, *exc_info) -> None:
+        _running.discard(self)
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -302,6 +305,10 @@ class ForeignServer:
         """The error lines it printed: the exception's last line, not the traceback."""
         return [line.strip() for line in self.stderr
                 if "Error" in line and not line.startswith((" ", "Traceback"))]
+
+
+_running: set[ForeignServer] = set()
+atexit.register(lambda: [server.__exit__() for server in list(_running)])  # none outlives us
 
 
 def try_foreign(name: str, listen: float = 1.0) -> ServerReport:
