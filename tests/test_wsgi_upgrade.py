@@ -337,3 +337,19 @@ def test_a_browser_chats_on_the_wsgi_server_with_the_hatch_on():
         page.wait_for_function("window.received.some(m => m.text === 'hello, tab')", timeout=10_000)
         python.close()
         browser.close()
+
+
+def test_the_command_line_serves_the_wsgi_chat_with_the_flag():
+    """`python -m asgi_lab wsgi asgi_lab.apps.wsgi_chat:app --wsgi-upgrade`, in its own process."""
+    from asgi_lab.live.split_chat import ChildServer
+
+    server = ChildServer("wsgi", "asgi_lab.apps.wsgi_chat:app", None, "--wsgi-upgrade").start()
+    try:
+        with connect("ws" + server.url[4:] + "/ws/lobby?name=cli", open_timeout=5,
+                     close_timeout=2) as ada:
+            assert json.loads(ada.recv(timeout=5))["type"] == "welcome"
+            ada.send("over the command line")
+            assert next_of(ada, "message")["text"] == "over the command line"
+    finally:
+        server.stop()
+    assert not server.running and server.stderr == []
