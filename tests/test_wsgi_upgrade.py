@@ -226,7 +226,8 @@ def test_each_server_measured():
     # werkzeug too, with a Connection: close of its own: wsproto refuses, websockets waits.
     werkzeug = reports["werkzeug"]
     assert werkzeug.attempt.status_code == 101 and not werkzeug.attempt.opened
-    assert werkzeug.other_client.startswith("101, then silence: 0 messages")
+    assert werkzeug.other_client.startswith("101, then ")  # silence, or closed: it varies
+    assert "0 messages" in werkzeug.other_client
     assert ours_on.other_client.startswith("101, chat works")
 
 
