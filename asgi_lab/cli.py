@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_options(wsgi)
     wsgi.add_argument("--threads", type=int, default=Config().threads,
                       help="worker threads; 0 means one thread per connection (default: %(default)s)")
+    wsgi.add_argument("--wsgi-upgrade", action="store_true",
+                      help="NON-PORTABLE: offer environ['asgi_lab.upgrade'], which sends a 101 and "
+                           "hands the app the raw socket (no other WSGI server knows it)")
 
     demo = commands.add_parser("demo", help="trace a GET and a POST through both servers; "
                                             "write sequence diagrams and a timeline (PNG)")
@@ -103,7 +106,7 @@ def config_from(args: argparse.Namespace) -> Config:
                                 ws_ping_interval=args.ws_ping_interval,
                                 ws_ping_timeout=args.ws_ping_timeout)
     elif args.command == "wsgi":
-        config = config.replace(threads=args.threads)
+        config = config.replace(threads=args.threads, wsgi_upgrade=args.wsgi_upgrade)
     return config
 
 

@@ -76,6 +76,10 @@ class Config:
     # -- WSGI --------------------------------------------------------------------------
     threads: int = 8
     """WSGI worker threads. 0 means one thread per connection."""
+    wsgi_upgrade: bool = False
+    """NON-PORTABLE, off by default: put `asgi_lab.upgrade` in every environ, a callable that
+    sends `101 Switching Protocols` and hands the app the raw socket (`wsgi/upgrade.py`).
+    Not WSGI (PEP 3333 forbids hop-by-hop headers to apps); no other server knows the key."""
 
     # -- logging -------------------------------------------------------------------------
     access_log: bool = True

@@ -66,14 +66,17 @@ def long_poll(environ, start_response):
 
 
 def websocket_attempt(environ, start_response):
-    """What a WSGI app can do with a WebSocket handshake: look at it, and answer with HTTP.
+    """What a portable WSGI app can honestly do with a WebSocket handshake: answer with HTTP.
 
-    It sees a plain GET with `HTTP_UPGRADE: websocket`. To accept, it would have to answer
-    `101 Switching Protocols` and then read and write frames on the raw socket, which PEP 3333
-    never hands it. So it says so, with 426 Upgrade Required (RFC 9110 §15.5.22) and a reason.
+    It sees a plain GET with `HTTP_UPGRADE: websocket` and could compute the handshake's
+    answer (RFC 6455 §4.2.2). But the answer is a `101` with hop-by-hop headers, which PEP 3333
+    reserves to the server, and after it nothing in `environ` reads or writes a frame: a WSGI
+    response flows one way, from the app's iterable to the client, and then the call ends. So
+    it says so, with 426 Upgrade Required (RFC 9110 §15.5.22) and a reason. (What servers do
+    if the app tries the 101 anyway, and our non-portable way out: `apps/wsgi_chat.py`.)
     """
     if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
-        body = (b"This is a WSGI server: a WSGI app gets one call per request and no socket, "
+        body = (b"This is a WSGI app: PEP 3333 gives it no way to read or write WebSocket frames, "
                 b"so it cannot switch this connection to WebSocket.\n")
         status = "426 Upgrade Required"
     else:

@@ -6,7 +6,10 @@
   loop thread of its own;
 - `widgets.py`: the chat box, the frame inspector and the close button (ipywidgets), each
   with a plain-text rendering for a notebook run without a front end (nbval);
-- `wsgi_try.py`: the same chat tried on the WSGI server, and what the client sees.
+- `wsgi_try.py`: the same chat tried on WSGI servers (ours, wsgiref, werkzeug, waitress,
+  gunicorn), what the client sees on each, and what our non-portable escape hatch costs;
+- `split_chat.py`: the chat split over a WSGI app and a separate WebSocket server, two
+  processes, started and stopped together.
 """
 
 from .chat_client import ChatClient, LoopThread, client_loop

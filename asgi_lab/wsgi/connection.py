@@ -36,6 +36,7 @@ from ..http11 import (check_status, default_headers, event_name, new_h11_connect
 from ..trace import describe_event, preview
 from .environ import build_environ, environ_base, environ_for_trace
 from .streams import FileRegion, FileWrapper, RequestBody
+from .upgrade import UPGRADE_KEY, Upgrade
 
 logger = logging.getLogger("asgi_lab.error")
 access_logger = logging.getLogger("asgi_lab.access")
@@ -427,6 +428,9 @@ class RequestResponseCycle:
         tracer = self.tracer
         environ = self.environ = build_environ(
             self.request, RequestBody(self.read_body_chunk), connection.base_environ)
+        upgrade = None
+        if connection.config.wsgi_upgrade:  # the non-portable escape hatch, off by default
+            upgrade = environ[UPGRADE_KEY] = Upgrade(self)
         if tracer is not None:
             tracer.emit(connection.id, "wsgi", "environ", environ_for_trace(environ))
         try:
@@ -436,7 +440,8 @@ class RequestResponseCycle:
             if tracer is not None:
                 tracer.emit(connection.id, "wsgi", "app_return", {"type": type(result).__name__})
             try:
-                self.send_response(result)
+                if upgrade is None or not upgrade.switched:  # switched: the app had the socket
+                    self.send_response(result)
             finally:
                 close = getattr(result, "close", None)
                 if close is not None:  # PEP 3333: always, even if the client left half-way
