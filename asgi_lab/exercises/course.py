@@ -56,6 +56,10 @@ COURSE = [
          "interleaved rounds, with the fixes; a CPU-bound handler counted in cores (and what "
          "free-threaded CPython changes); a forgotten `await`; an exception lost in a task; "
          "asyncio's debug mode."),
+    Step("06-websockets-on-wsgi.ipynb", "WebSockets on WSGI: the hacks, counted",
+         "What WSGI lacks is two-way traffic on one connection, not the 101: the same chat app on "
+         "wsgiref, werkzeug, waitress and gunicorn; a raw-socket escape hatch (two threads per "
+         "member, one server only) and a separate WebSocket server (two processes, one more hop)."),
     Step("07-async-and-http2.ipynb", "What WSGI can do, and what it cannot express",
          "Hello world on both servers, measured: ASGI is no faster. An `async def` app on WSGI "
          "(a 500), the bridges (`asyncio.run`, `async_to_sync`, one loop thread) traced: one "
