@@ -221,5 +221,5 @@ def test_a_wsgi_generator_has_its_call_and_close_on_the_diagram():
     assert labels.count("body_chunk(4 B)") == 2 and labels[-2:] == ["close()", "0\\r\\n\\r\\n  (5 B)"]
     call, close = arrows(ax)[2], [a for a, t in zip(arrows(ax), labels) if t == "close()"][0]
     assert call.xy[0] > call.xyann[0] and close.xy[0] > close.xyann[0]  # server -> app, both
-    assert [t.get_text() for t in ax.texts if t.get_gid() == "note"][:2] == \
-        ["Request GET /hello", "environ GET /hello"]
+    assert [t.get_text() for t in ax.texts if t.get_gid() == "note"][:3] == \
+        ["Request GET /hello", "EndOfMessage", "environ GET /hello"]  # the (empty) body is read first
