@@ -172,7 +172,8 @@ def test_cli_rejects_unknown_servers_clearly():
 
 def test_servers_and_progress_helpers():
     assert [spec.name for spec in resolve_servers("asgi, wsgi-pool")] == ["asgi", "wsgi-pool"]
-    assert set(SERVERS) == {"asgi", "wsgi-threads", "wsgi-pool", "uvicorn", "gunicorn"}
+    assert set(SERVERS) == {"asgi", "wsgi-threads", "wsgi-pool", "uvicorn", "gunicorn", "hypercorn",
+                            "gevent"}
     assert "--threads" in SERVERS["wsgi-pool"].command(0, 7) and "7" in SERVERS["wsgi-pool"].command(0, 7)
     assert isinstance(make_progress(False), NoProgress)
     stream = io.StringIO()

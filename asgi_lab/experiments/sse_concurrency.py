@@ -72,17 +72,66 @@ def run(clients: int = 1000, duration: float = 10.0, servers=DEFAULT_SERVERS, *,
 
 
 def run_sweep(clients=(100, 500, 1000), duration: float = 10.0, servers=DEFAULT_SERVERS, *,
-              progress=True, out=None, **options) -> dict:
-    """`run()` once per client count, for the memory/threads-against-clients chart."""
+              thread_servers_up_to: int | None = None, slim: bool = False, note: str | None = None,
+              command: str | None = None, progress=True, out=None, **options) -> dict:
+    """`run()` once per client count, for the memory/threads-against-clients charts.
+
+    `thread_servers_up_to=5000` leaves the servers that spend an OS thread per waiting client
+    (`waits_in == "thread"`) out of the larger runs: 10,000 threads prove nothing new, and a
+    pool of 32 at 10,000 clients only starves more of them. `slim=True` keeps the summaries,
+    the process samples and each client's time to first event, and drops the per-event lists
+    (a sweep to commit as a reference). `note` is stored with the machine's description.
+    """
     bar = make_progress(progress)
-    results = [run(n, duration, servers, progress=PartProgress(bar, i, len(clients)), **options)
-               for i, n in enumerate(clients)]
+    results = []
+    for i, n in enumerate(clients):
+        names = servers_for(n, servers, thread_servers_up_to)
+        result = run(n, duration, names, progress=PartProgress(bar, i, len(clients)), **options)
+        results.append(slim_result(result) if slim else result)
     bar.close()
+    env = environment(command)
+    if note:
+        env["note"] = note
     sweep = {"experiment": "sse-sweep", "clients": list(clients), "duration": duration,
-             "environment": environment(), "results": results}
+             "thread_servers_up_to": thread_servers_up_to, "environment": env, "results": results}
     if out:
         save_result(sweep, out)
     return sweep
+
+
+def servers_for(clients: int, servers, thread_servers_up_to: int | None) -> list[str]:
+    """The server names to run at `clients`: all of them, or past `thread_servers_up_to`
+    only those that do not spend an OS thread per waiting client."""
+    specs = resolve_servers(servers)
+    if thread_servers_up_to is not None and clients > thread_servers_up_to:
+        specs = [spec for spec in specs if spec.waits_in != "thread"]
+    return [spec.name for spec in specs]
+
+
+def slim_result(result: dict) -> dict:
+    """The same result without the per-event lists (lags, lateness, connect times, events
+    per client): the summaries keep their percentiles. Time to first event stays, per client,
+    rounded to 1 ms, for `charts.ttfe_chart`."""
+    slim = dict(result, runs=[])
+    for measured in result["runs"]:
+        load = measured["load"]
+        kept = {key: load[key] for key in ("clients", "duration", "interval", "ramp_s", "processes")
+                if key in load}
+        kept["ttfe_ms"] = [None if t is None else round(t) for t in load["ttfe_ms"]]
+        kept["error_kinds"] = error_kinds(load["errors"])
+        slim["runs"].append(dict(measured, load=kept))
+    slim["slim"] = True
+    return slim
+
+
+def error_kinds(errors) -> dict[str, int]:
+    """How many clients failed, by the first words of their error ("connect: ConnectionRefused...")."""
+    kinds: dict[str, int] = {}
+    for error in errors:
+        if error is not None:
+            kind = error.split(":")[0] if ":" in error else error
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
 
 
 def summarize(measured: dict) -> dict:
