@@ -213,7 +213,7 @@ def describe(result: dict) -> str:
     n, duration = result["clients"], result["duration"]
     runs = {run["server"]["name"]: run["summary"] for run in result["runs"]}
     coroutines, threads, pool = runs.get("asgi"), runs.get("wsgi-threads"), runs.get("wsgi-pool")
-    uvicorn, gunicorn = runs.get("uvicorn"), runs.get("gunicorn")
+    uvicorn, gunicorn, gevent = runs.get("uvicorn"), runs.get("gunicorn"), runs.get("gevent")
     lines = []
     if coroutines:
         lines.append(
@@ -223,8 +223,9 @@ def describe(result: dict) -> str:
     if threads:
         line = (f"- **A thread per client** (`wsgi-threads`): {_served(threads)} on "
                 f"{_threads(threads)}; memory grew by {threads['per_client_kb']:.1f} KB per client, "
-                f"and the address space reached {threads['peak_vms_mb']:,.0f} MB (every thread "
-                f"reserves a stack); {threads['cpu_s']:.2f} CPU s; lag p99 {_ms(threads['lag_ms']['p99'])} ms.")
+                f"and the address space reached {threads['peak_vms_mb']:,.0f} MB (reserved, not "
+                f"used: each thread's stack, and glibc's malloc arenas); {threads['cpu_s']:.2f} CPU s; "
+                f"lag p99 {_ms(threads['lag_ms']['p99'])} ms.")
         lines.append(line)
     if pool:
         size = result["pool_threads"]
@@ -235,6 +236,10 @@ def describe(result: dict) -> str:
     if gunicorn:
         lines.append(f"- **gunicorn gthread**, the same pool size: {_served(gunicorn)}, "
                      f"{gunicorn['never']} never served. The starvation is the model's, not our server's.")
+    if gevent:
+        lines.append(f"- **gevent** (the same WSGI app, monkey-patched): {_served(gevent)} on "
+                     f"{_threads(gevent)}, {gevent['per_client_kb']:.1f} KB per client: a greenlet "
+                     f"waits where a thread did.")
     if coroutines and threads and coroutines["per_client_kb"] > 0:
         lines.append(f"- Per client, the thread costs {threads['per_client_kb'] / coroutines['per_client_kb']:.1f}x "
                      f"the memory of the coroutine, and {threads['peak_threads'] - 1} more OS threads "
@@ -264,6 +269,14 @@ def describe_sweep(sweep: dict) -> str:
         lines.append(f"- `{name}`: {memory:.1f} KB of RSS and {threads:.2f} OS threads "
                      f"(served {b['served']} of {high['clients']}).")
     return "\n".join(lines) + "\n\nAt the largest size:\n\n" + describe(high)
+
+
+def at(sweep: dict, clients: int) -> dict:
+    """The run of a sweep with `clients` clients."""
+    for result in sweep["results"]:
+        if result["clients"] == clients:
+            return result
+    raise ValueError(f"no run with {clients} clients; the sweep has {sweep['clients']}")
 
 
 def _summary(result: dict, name: str) -> dict | None:
