@@ -299,3 +299,11 @@ def test_cli_sweep_records_the_machine_and_leaves_thread_servers_out_of_big_runs
     assert first["slim"] and "lags_ms" not in first["runs"][0]["load"]
     assert len(first["runs"][1]["load"]["ttfe_ms"]) == 4
     assert first["runs"][1]["summary"]["never"] == 2  # a pool of 2, 4 clients
+    charts_dir = tmp_path / "charts"
+    done = subprocess.run([sys.executable, "-m", "asgi_lab", "experiment", "sse", "--replot", str(out),
+                           "--charts", str(charts_dir)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in charts_dir.glob("*.png")) == [
+        "sse-sweep-memory-per-client-8.png", "sse-sweep-never-served.png",
+        "sse-sweep-resources-8.png", "sse-sweep-sweep.png", "sse-sweep-threads.png",
+        "sse-sweep-ttfe-8.png"]  # no lag chart: a slim sweep keeps no per-event lags

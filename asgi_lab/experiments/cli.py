@@ -109,7 +109,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         from ..viz import charts
 
         os.makedirs(args.charts, exist_ok=True)
-        for path in charts.save_charts(result, args.charts):
+        from .measure import source_line
+
+        source = source_line(result, args.replot) if "environment" in result else None
+        for path in charts.save_charts(result, args.charts, source):
             print(f"chart: {path}", file=sys.stderr)
     return 0
 

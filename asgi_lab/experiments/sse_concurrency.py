@@ -31,7 +31,7 @@ from ..load.sse import fully_served, run_sse_load
 from .measure import PartProgress, environment, make_progress, measure_each, save_result, stats_ms
 from .servers import POOL_THREADS, resolve_servers
 
-DEFAULT_SERVERS = ("asgi", "wsgi-threads", "wsgi-pool", "uvicorn", "gunicorn")
+DEFAULT_SERVERS = ("asgi", "wsgi-threads", "wsgi-pool", "uvicorn", "gunicorn", "hypercorn", "gevent")
 CLIENTS_PER_LOAD_PROCESS = 5000
 CONNECTS_PER_SECOND = 2000
 """The clients arrive over max(one interval, N / 2000 s): 10,000 clients over 5 s. Real

@@ -289,16 +289,19 @@ def lag_chart(result: dict) -> Figure:
     return fig
 
 
-def ttfe_chart(result: dict) -> Figure:
+def ttfe_chart(result: dict, source: str | None = None) -> Figure:
     """Time to first event for every client, sorted: a pool starves everyone past its size."""
     fig, (ax,) = _figure(7.5, 4)
     duration_ms = (result["duration"] + result.get("interval", 1.0)) * 1000
     never_y = duration_ms * 1.5
+    starved = []
     for run in _runs(result):
         name = run["server"]["name"]
         ttfe = run["load"]["ttfe_ms"]
         served = sorted(t for t in ttfe if t is not None)
         never = len(ttfe) - len(served)
+        if never:
+            starved.append((never, name))
         xs = list(range(1, len(ttfe) + 1))
         ys = [max(t, 0.01) for t in served] + [never_y] * never
         label = f"{name}: {never} never served" if never else name
@@ -308,9 +311,15 @@ def ttfe_chart(result: dict) -> Figure:
     ax.set_yscale("log")
     ax.set_xlabel("clients, sorted by their wait")
     ax.set_ylabel("time to first event (ms, log scale)")
-    ax.set_title(f"Time to first event, {result['clients']} clients", loc="left",
-                 fontsize=11, fontweight="bold")
+    n = result["clients"]
+    if starved:
+        never, name = max(starved)
+        title = f"{n:,} clients: {never:,} never got an event from {name}"
+    else:
+        title = f"{n:,} clients: every one got its first event"
+    _title(ax, title)
     ax.legend(fontsize=8, loc="center right")
+    _caption(fig, source)
     return fig
 
 
@@ -369,11 +378,17 @@ def longpoll_chart(result: dict) -> Figure:
     return fig
 
 
-def save_charts(result: dict, folder: str) -> list[str]:
+def save_charts(result: dict, folder: str, source: str | None = None) -> list[str]:
     """Draw the charts that fit `result` and save them as PNG files in `folder`."""
     kind = result["experiment"]
     if kind.endswith("-sweep"):
         figures = {"sweep": sweep_chart(result)}
+        if kind == "sse-sweep":
+            figures["threads"] = threads_chart(result, source)
+            figures["never-served"] = never_served_chart(result, source)
+            counts = [r["clients"] for r in result["results"]]
+            middle = 1000 if 1000 in counts else counts[len(counts) // 2]
+            figures[f"memory-per-client-{middle}"] = memory_per_client_chart(result, middle, source)
         last = result["results"][-1]
         figures.update({f"{name}-{last['clients']}": fig for name, fig in _single(last).items()})
     else:
@@ -389,4 +404,5 @@ def save_charts(result: dict, folder: str) -> list[str]:
 def _single(result: dict) -> dict[str, Figure]:
     if result["experiment"] == "longpoll":
         return {"delivered": longpoll_chart(result), "resources": resources_chart(result)}
-    return {"lag": lag_chart(result), "ttfe": ttfe_chart(result), "resources": resources_chart(result)}
+    figures = {} if result.get("slim") else {"lag": lag_chart(result)}
+    return {**figures, "ttfe": ttfe_chart(result), "resources": resources_chart(result)}
