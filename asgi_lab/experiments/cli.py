@@ -56,6 +56,9 @@ def add_experiment_parser(commands) -> None:
                             help="keep summaries and samples, drop per-event lists (SSE)")
         parser.add_argument("--note", default=None,
                             help="a remark stored with the machine's description, e.g. 'shared machine'")
+        if name == "sse":
+            parser.add_argument("--interval", type=float, default=1.0,
+                                help="seconds between two events of one stream (default: 1)")
         if name == "longpoll":
             parser.add_argument("--period", type=float, default=2.0,
                                 help="seconds between two published messages (default: 2)")
@@ -79,6 +82,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             options["period"] = args.period
             module = long_polling
         else:
+            options["interval"] = args.interval
             module = sse_concurrency
         try:
             if len(clients) > 1 and module is sse_concurrency:
