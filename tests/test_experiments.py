@@ -196,7 +196,7 @@ def test_conclusions_are_computed_from_the_numbers(sse_result):
     for run in bigger["runs"]:
         run["summary"]["peak_rss_mb"] += 1.0  # 1 MB more for 20 more clients
     sweep = sse_concurrency.describe_sweep({"results": [result, bigger]})
-    assert "From 20 to 40 clients" in sweep and "`asgi`: 51.2 KB of RSS" in sweep
+    assert "`asgi`, 20 to 40 clients: 51.2 KB of RSS and 0.00 OS threads" in sweep
 
 
 def test_experiment_fails_clearly_before_starting_when_n_cannot_be_reached():

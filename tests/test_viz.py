@@ -276,8 +276,8 @@ def test_memory_per_client_chart_starts_at_zero_and_says_who_was_not_served():
     assert [p.get_label() for p in ax.patches] == ["wsgi-pool", "asgi", "wsgi-threads"]
     labels = [t.get_text() for t in ax.texts]
     assert "0.5 KB   (served 32 of 1,000)" in labels and "20.0 KB" in labels
-    assert ax.get_title(loc="left") == ("1,000 clients: a waiting thread costs 4x the memory of "
-                                        "a waiting coroutine")
+    assert ax.get_title(loc="left") == ("1,000 clients: a waiting thread costs 20 KB of RSS, "
+                                        "a waiting coroutine 5 KB")
     assert "KB" in ax.get_xlabel()
     with pytest.raises(ValueError, match="no run with 7 clients"):
         charts.memory_per_client_chart(_sweep(), clients=7)
@@ -292,7 +292,7 @@ def test_never_served_chart_counts_the_starved_clients():
     assert list(lines["wsgi-pool"].get_ydata()) == [68, 968]
     assert list(lines["asgi: none, at every size"].get_ydata()) == [0, 0, 0]
     assert ax.get_ylim()[0] == 0
-    assert ax.get_title(loc="left").startswith("A pool of 32 threads")
+    assert ax.get_title(loc="left") == "A pool of 32 threads leaves every client after the 32nd unserved"
 
 
 def test_address_space_chart_stacks_the_parts():

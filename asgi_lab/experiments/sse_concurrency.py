@@ -252,23 +252,25 @@ def describe(result: dict) -> str:
 
 
 def describe_sweep(sweep: dict) -> str:
-    """The cost of one more client for each server, from the smallest to the largest run."""
+    """The cost of one more client for each server, from its smallest to its largest run
+    (a sweep may leave thread servers out of its largest runs)."""
     results = sweep["results"]
     if len(results) < 2:
         return describe(results[-1])
-    low, high = results[0], results[-1]
-    extra = high["clients"] - low["clients"]
-    lines = [f"From {low['clients']} to {high['clients']} clients, each extra client added:"]
-    for name in [run["server"]["name"] for run in high["runs"]]:
-        a = _summary(low, name)
-        b = _summary(high, name)
-        if a is None or b is None:
+    names = list(dict.fromkeys(run["server"]["name"] for r in results for run in r["runs"]))
+    lines = ["Each extra client added, from the smallest to the largest run of each server:"]
+    for name in names:
+        ran = [(r["clients"], s) for r in results if (s := _summary(r, name)) is not None]
+        if len(ran) < 2:
             continue
+        (n_low, a), (n_high, b) = ran[0], ran[-1]
+        extra = n_high - n_low
         memory = (b["peak_rss_mb"] - a["peak_rss_mb"]) * 1024 / extra
         threads = (b["peak_threads"] - a["peak_threads"]) / extra
-        lines.append(f"- `{name}`: {memory:.1f} KB of RSS and {threads:.2f} OS threads "
-                     f"(served {b['served']} of {high['clients']}).")
-    return "\n".join(lines) + "\n\nAt the largest size:\n\n" + describe(high)
+        lines.append(f"- `{name}`, {n_low:,} to {n_high:,} clients: {memory:.1f} KB of RSS and "
+                     f"{threads:.2f} OS threads (served {b['served']:,} of {n_high:,}, "
+                     f"{b['never']:,} never).")
+    return "\n".join(lines) + "\n\nAt the largest size:\n\n" + describe(results[-1])
 
 
 def at(sweep: dict, clients: int) -> dict:

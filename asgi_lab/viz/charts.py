@@ -26,6 +26,7 @@ memory from zero; `source=` adds a caption line naming where the numbers came fr
 from __future__ import annotations
 
 import os
+import textwrap
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
@@ -70,9 +71,15 @@ def color(name: str) -> str:
 
 
 def _caption(fig: Figure, source: str | None) -> None:
-    """A last line under the figure naming where its numbers came from."""
+    """A last line (or two) under the figure naming where its numbers came from."""
     if source:
-        fig.supxlabel(source, **CAPTION)
+        width = int(fig.get_figwidth() * 16)  # characters of 7.5 pt text across the figure
+        fig.supxlabel(textwrap.fill(source, width), **CAPTION)
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def _title(ax, text: str) -> None:
@@ -139,12 +146,16 @@ def threads_chart(sweep: dict, source: str | None = None) -> Figure:
     """OS threads of each server process against clients, both on log axes."""
     fig, (ax,) = _figure(7.5, 4.4)
     series = _series(sweep)
+    labelled: dict[tuple[int, int], int] = {}  # (clients, threads) -> labels already there
     for name, points in series.items():
         ax.plot([n for n, _ in points], [s["peak_threads"] for _, s in points], color=_color(name),
                 marker=MARKERS.get(name, "o"), label=name)
         n, last = points[-1]
-        ax.annotate(f"{last['peak_threads']:,}", (n, last["peak_threads"]), textcoords="offset points",
-                    xytext=(6, 0), va="center", fontsize=8, color=_color(name))
+        count = last["peak_threads"]
+        near = sum(v for (x, y), v in labelled.items() if x == n and 0.8 < y / count < 1.25)
+        labelled[(n, count)] = labelled.get((n, count), 0) + 1
+        ax.annotate(f"{count:,}", (n, count), textcoords="offset points", xytext=(6 + 18 * near, 0),
+                    va="center", fontsize=8, color=_color(name))
     _clients_axis(ax, sorted({r["clients"] for r in sweep["results"]}))
     ax.set_yscale("log")
     ax.set_ylim(bottom=0.8)
@@ -182,9 +193,11 @@ def memory_per_client_chart(sweep: dict, clients: int = 1000, source: str | None
     threads = [v for run, v in zip(runs, values) if run["server"]["waits_in"] == "thread"
                and run["summary"]["served"] == run["summary"]["clients"]]
     coroutines = [v for run, v in zip(runs, values) if run["server"]["waits_in"] == "coroutine"]
-    if threads and coroutines and min(coroutines) > 0:
-        title = (f"{clients:,} clients: a waiting thread costs {max(threads) / min(coroutines):.0f}x "
-                 "the memory of a waiting coroutine")
+    if threads and coroutines:
+        low, high = min(coroutines), max(coroutines)
+        span = f"{low:.0f} KB" if round(low) == round(high) else f"{low:.0f}-{high:.0f} KB"
+        title = (f"{clients:,} clients: a waiting thread costs {max(threads):.0f} KB of RSS, "
+                 f"a waiting coroutine {span}")
     else:
         title = f"{clients:,} clients: the memory one waiting client costs"
     _title(ax, title)
@@ -206,7 +219,7 @@ def never_served_chart(sweep: dict, source: str | None = None) -> Figure:
     ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
     ax.set_ylabel("clients that never received an event")
     pool = sweep["results"][0].get("pool_threads")
-    title = (f"A pool of {pool} threads leaves every client after the {pool}th unserved"
+    title = (f"A pool of {pool} threads leaves every client after the {_ordinal(pool)} unserved"
              if pool and len(zero) < len(series) else "Clients never served")
     _title(ax, title)
     ax.legend(fontsize=8, loc="upper left")
@@ -229,8 +242,8 @@ def stall_chart(result: dict, source: str | None = None) -> Figure:
     ax.set_yscale("log")
     ax.set_xlabel("other clients, sorted by their worst delay")
     ax.set_ylabel("worst event delay of the client (ms, log scale)")
-    _title(ax, f"One {block:g} ms call in C stalls every greenlet and coroutine, no thread")
-    ax.legend(fontsize=8, loc="center right")
+    _title(ax, f"One {block:g} ms call in C stalls every client of gevent and asyncio; threads run on")
+    ax.legend(fontsize=8, loc="center left")
     _caption(fig, source)
     return fig
 
