@@ -258,7 +258,7 @@ def test_threads_chart_is_log_log_with_the_course_colours():
     fig = charts.threads_chart(_sweep(), source="source: test · commit abc")
     ax = fig.axes[0]
     assert ax.get_yscale() == "log" and ax.get_xscale() == "log"
-    assert "Threads grow with clients" in ax.get_title(loc="left")
+    assert ax.get_title(loc="left") == "Threads grow with clients; coroutines do not"
     lines = _lines(fig)
     assert list(lines["wsgi-threads"].get_ydata()) == [101, 1001]
     assert list(lines["asgi"].get_xdata()) == [100, 1000, 5000]

@@ -81,7 +81,8 @@ def blocking_c_call(ms: float) -> None:
 
     Neither gevent's monkey-patching nor asyncio can see inside a C function: until it
     returns, the thread that called it runs nothing else. (ctypes releases the GIL during
-    the call, so *other OS threads* run on; greenlets and coroutines share this one thread.)
+    the call, so *other OS threads* run on, as they do on a free-threaded CPython without a
+    GIL; greenlets and coroutines share this one thread, GIL or not.)
     """
     _libc().usleep(int(ms * 1000))
 

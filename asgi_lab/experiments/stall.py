@@ -19,8 +19,10 @@ Per server, the experiment:
    the worst per client, and how many clients had an event held back by more than half the
    block.
 
-On a thread per client the other threads run on (ctypes releases the GIL during the call); on
-gevent, and on an asyncio server whose `async def` app makes the same call, every stream waits.
+On a thread per client the other threads run on (ctypes releases the GIL during the call; a
+free-threaded CPython, 3.13t/3.14t, has no GIL to release, same result); on gevent, and on an
+asyncio server whose `async def` app makes the same call, every stream waits: a GIL or none,
+they all run on the one thread that is stuck in C.
 """
 
 from __future__ import annotations

@@ -161,7 +161,10 @@ def threads_chart(sweep: dict, source: str | None = None) -> Figure:
     ax.set_ylim(bottom=0.8)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
     ax.set_ylabel("OS threads in the server process (peak, log scale)")
-    _title(ax, "Threads grow with clients; coroutines and greenlets do not")
+    waits = {run["server"].get("waits_in") for r in sweep["results"] for run in r["runs"]}
+    others = " and ".join(word for kind, word in (("coroutine", "coroutines"), ("greenlet", "greenlets"))
+                          if kind in waits)
+    _title(ax, f"Threads grow with clients; {others} do not" if others else "Threads grow with clients")
     ax.legend(fontsize=8, loc="upper left", ncols=2)
     _caption(fig, source)
     return fig
