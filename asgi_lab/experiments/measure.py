@@ -121,7 +121,8 @@ def environment(command: str | None = None) -> dict:
 
     `commit` is the asgi_lab checkout's `git rev-parse HEAD` (with `+dirty` when files were
     changed), `cpu_model` the first "model name" of /proc/cpuinfo, `load_average` the
-    machine's 1/5/15-minute load when the run started (a busy, shared machine shows here),
+    machine's 1/5/15-minute load when this is called, at the end of a run (a busy, shared
+    machine shows here),
     `command` the exact command line (or what the caller passes, e.g. a notebook call).
     """
     import os
