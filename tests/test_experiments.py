@@ -307,3 +307,16 @@ def test_cli_sweep_records_the_machine_and_leaves_thread_servers_out_of_big_runs
         "sse-sweep-memory-per-client-8.png", "sse-sweep-never-served.png",
         "sse-sweep-resources-8.png", "sse-sweep-sweep.png", "sse-sweep-threads.png",
         "sse-sweep-ttfe-8.png"]  # no lag chart: a slim sweep keeps no per-event lags
+
+
+def test_source_line_names_file_commit_date_and_machine():
+    from asgi_lab.experiments.measure import environment, source_line
+
+    env = environment("python -m asgi_lab experiment sse")
+    assert env["command"] == "python -m asgi_lab experiment sse" and env["cpus"] >= 1
+    line = source_line({"environment": {"commit": "a" * 40 + "+dirty", "time": "2026-12-02T10:00:00",
+                                        "cpu_model": "AMD EPYC", "cpus": 2, "python": "3.11.7",
+                                        "note": "shared machine"}}, "data/ref.json")
+    assert line == ("source: data/ref.json · commit aaaaaaaaaa+dirty · 2026-12-02 · AMD EPYC, "
+                    "2 cores · Python 3.11.7 · shared machine")
+    assert source_line({}) == "source: this run"

@@ -183,7 +183,8 @@ def source_line(result: dict, path: str | None = None) -> str:
     env = result.get("environment") or {}
     parts = [f"source: {path}" if path else "source: this run"]
     if env.get("commit"):
-        parts.append(f"commit {env['commit'][:10]}")
+        sha, _, dirty = env["commit"].partition("+")
+        parts.append(f"commit {sha[:10]}" + (f"+{dirty}" if dirty else ""))
     if env.get("time"):
         parts.append(env["time"][:10])
     machine = ", ".join(str(x) for x in (env.get("cpu_model"), env.get("cpus") and f"{env['cpus']} cores")
