@@ -28,7 +28,7 @@ import sys
 from asgi_lab.experiments import sse_concurrency
 from asgi_lab.experiments.servers import resolve_servers
 
-SERVERS = ("asgi", "uvicorn", "wsgi-threads", "wsgi-pool", "gunicorn")
+SERVERS = ("asgi", "uvicorn", "hypercorn", "gevent", "wsgi-threads", "wsgi-pool", "gunicorn")
 TARGET_LAG_P99_MS = 50.0
 TARGET_KB_PER_CLIENT = 6.0
 

@@ -172,7 +172,8 @@ def test_cli_rejects_unknown_servers_clearly():
 
 def test_servers_and_progress_helpers():
     assert [spec.name for spec in resolve_servers("asgi, wsgi-pool")] == ["asgi", "wsgi-pool"]
-    assert set(SERVERS) == {"asgi", "wsgi-threads", "wsgi-pool", "uvicorn", "gunicorn"}
+    assert set(SERVERS) == {"asgi", "wsgi-threads", "wsgi-pool", "uvicorn", "gunicorn", "hypercorn",
+                            "gevent"}
     assert "--threads" in SERVERS["wsgi-pool"].command(0, 7) and "7" in SERVERS["wsgi-pool"].command(0, 7)
     assert isinstance(make_progress(False), NoProgress)
     stream = io.StringIO()
@@ -195,7 +196,7 @@ def test_conclusions_are_computed_from_the_numbers(sse_result):
     for run in bigger["runs"]:
         run["summary"]["peak_rss_mb"] += 1.0  # 1 MB more for 20 more clients
     sweep = sse_concurrency.describe_sweep({"results": [result, bigger]})
-    assert "From 20 to 40 clients" in sweep and "`asgi`: 51.2 KB of RSS" in sweep
+    assert "`asgi`, 20 to 40 clients: 51.2 KB of RSS and 0.00 OS threads" in sweep
 
 
 def test_experiment_fails_clearly_before_starting_when_n_cannot_be_reached():
@@ -208,3 +209,114 @@ def test_experiment_fails_clearly_before_starting_when_n_cannot_be_reached():
                            str(hard + 1), "--servers", "asgi"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "file descriptors are needed" in done.stderr and "The server needs one per client" in done.stderr
+
+
+def test_gevent_serves_the_same_streams_on_one_thread():
+    result = sse_concurrency.run(clients=20, duration=1.0, interval=0.5, servers="gevent",
+                                 progress=False)
+    (run,) = result["runs"]
+    assert run["server"]["waits_in"] == "greenlet"
+    summary = run["summary"]
+    assert summary["served"] == 20 and summary["errors"] == 0
+    assert summary["peak_threads"] <= 3  # the hub's thread (and gevent's resolver), not 20
+
+
+def test_a_blocking_call_in_c_stalls_gevent_but_not_a_thread_per_client():
+    from asgi_lab.experiments import stall
+
+    result = stall.run(["gevent", "wsgi-threads"], clients=10, block_ms=400, interval=0.1,
+                       duration=1.5)
+    runs = {run["server"]["name"]: run for run in result["runs"]}
+    gevent, threads = runs["gevent"], runs["wsgi-threads"]
+    for run in (gevent, threads):
+        assert run["errors"] == 0 and len(run["worst_late_ms"]) == 10
+        assert run["block_request_ms"] >= 390
+    assert gevent["stalled_clients"] == 10 and min(gevent["worst_late_ms"]) > 200
+    assert threads["stalled_clients"] <= 2  # a busy machine may delay one, not all
+    assert "gevent" in stall.format_table(result) and "10 of 10 other clients" in stall.describe(result)
+    fig = charts.stall_chart(result)
+    assert [label.split(" ")[0] for label in _labels(fig)] == ["gevent", "wsgi-threads"]
+
+
+def test_address_space_splits_into_stacks_and_arenas():
+    from asgi_lab.experiments import procstats
+
+    default = procstats.thread_address_space(40)
+    capped = procstats.thread_address_space(40, arena_max=2)
+    for m in (default, capped):
+        parts = m["parts"]
+        # Every byte of the address space is in one part, and VMS agrees with the parts.
+        assert abs(sum(p["size"] for p in parts.values()) - m["vms"]) < 2**20
+        assert parts["thread stacks"]["mappings"] == 41  # 40 threads and the main one
+        assert parts["thread stacks"]["size"] > 40 * 2**20  # stacks of MiBs, reserved
+        assert parts["thread stacks"]["rss"] < parts["thread stacks"]["size"] / 50  # not used
+    # glibc: 8 arenas per core (at most), 64 MiB each; MALLOC_ARENA_MAX=2 keeps one extra.
+    assert capped["parts"]["malloc arenas"]["size"] == 64 * 2**20
+    assert default["parts"]["malloc arenas"]["size"] > capped["parts"]["malloc arenas"]["size"]
+    assert default["vms"] > capped["vms"]
+    rows = procstats.address_space_rows(default, capped)
+    assert rows[-1]["part"].startswith("total") and len(rows) == len(procstats.PARTS) + 1
+
+
+def test_classify_recognises_arenas_and_stacks_by_their_shape():
+    from asgi_lab.experiments.procstats import classify
+
+    MiB = 2**20
+    base = 0x7F0000000000  # a multiple of 64 MiB
+    mappings = [
+        {"start": base, "end": base + MiB, "perms": "rw-p", "path": "", "rss": 4096},  # arena
+        {"start": base + MiB, "end": base + 64 * MiB, "perms": "---p", "path": "", "rss": 0},
+        {"start": base + 64 * MiB, "end": base + 64 * MiB + 4096, "perms": "---p", "path": "",
+         "rss": 0},  # guard
+        {"start": base + 64 * MiB + 4096, "end": base + 72 * MiB + 4096, "perms": "rw-p",
+         "path": "", "rss": 8192},  # stack
+        {"start": base + 80 * MiB, "end": base + 81 * MiB, "perms": "rw-p", "path": "", "rss": 0},
+        {"start": base + 90 * MiB, "end": base + 91 * MiB, "perms": "r-xp", "path": "/lib/libc.so.6",
+         "rss": 0},
+    ]
+    parts = classify(mappings)
+    assert parts["malloc arenas"] == {"mappings": 2, "size": 64 * MiB, "rss": 4096}
+    assert parts["thread stacks"] == {"mappings": 1, "size": 8 * MiB + 4096, "rss": 8192}
+    assert parts["other anonymous"]["size"] == MiB
+    assert parts["files (python, libraries)"]["size"] == MiB
+
+
+def test_cli_sweep_records_the_machine_and_leaves_thread_servers_out_of_big_runs(tmp_path):
+    out = tmp_path / "sweep.json"
+    done = subprocess.run([sys.executable, "-m", "asgi_lab", "experiment", "sse", "--clients", "4,8",
+                           "--duration", "0.5", "--servers", "asgi,wsgi-pool", "--pool-threads", "2",
+                           "--thread-servers-up-to", "4", "--slim", "--note", "a test",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    sweep = load_result(out)
+    env = sweep["environment"]
+    assert env["note"] == "a test" and env["cpus"] >= 1 and env["cpu_model"]
+    assert env["command"].startswith("python -m asgi_lab experiment sse --clients 4,8")
+    assert env["commit"] is None or len(env["commit"].split("+")[0]) == 40
+    assert [[run["server"]["name"] for run in r["runs"]] for r in sweep["results"]] == \
+        [["asgi", "wsgi-pool"], ["asgi"]]
+    first = sweep["results"][0]
+    assert first["slim"] and "lags_ms" not in first["runs"][0]["load"]
+    assert len(first["runs"][1]["load"]["ttfe_ms"]) == 4
+    assert first["runs"][1]["summary"]["never"] == 2  # a pool of 2, 4 clients
+    charts_dir = tmp_path / "charts"
+    done = subprocess.run([sys.executable, "-m", "asgi_lab", "experiment", "sse", "--replot", str(out),
+                           "--charts", str(charts_dir)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in charts_dir.glob("*.png")) == [
+        "sse-sweep-memory-per-client-8.png", "sse-sweep-never-served.png",
+        "sse-sweep-resources-8.png", "sse-sweep-sweep.png", "sse-sweep-threads.png",
+        "sse-sweep-ttfe-8.png"]  # no lag chart: a slim sweep keeps no per-event lags
+
+
+def test_source_line_names_file_commit_date_and_machine():
+    from asgi_lab.experiments.measure import environment, source_line
+
+    env = environment("python -m asgi_lab experiment sse")
+    assert env["command"] == "python -m asgi_lab experiment sse" and env["cpus"] >= 1
+    line = source_line({"environment": {"commit": "a" * 40 + "+dirty", "time": "2026-12-02T10:00:00",
+                                        "cpu_model": "AMD EPYC", "cpus": 2, "python": "3.11.7",
+                                        "note": "shared machine"}}, "data/ref.json")
+    assert line == ("source: data/ref.json · commit aaaaaaaaaa+dirty · 2026-12-02 · AMD EPYC, "
+                    "2 cores · Python 3.11.7 · shared machine")
+    assert source_line({}) == "source: this run"

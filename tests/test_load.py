@@ -210,3 +210,32 @@ def test_split_and_percentile():
     assert percentile([], 50) is None
     assert percentile(list(range(1, 101)), 99) == 99
     assert percentile([5.0], 99) == 5.0
+
+
+def test_each_client_records_its_worst_lateness(asgi_server):
+    result = run_sse_load(asgi_server.url + "/events?interval=0.1", clients=5, duration=0.5,
+                          interval=0.1)
+    assert len(result["worst_late_ms"]) == 5
+    for worst, errors in zip(result["worst_late_ms"], result["errors"]):
+        assert errors is None and 0.0 <= worst < 1000  # no stall here: well under a second
+    assert max(result["worst_late_ms"]) == pytest.approx(max(0.0, *result["lateness_ms"]))
+
+
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_block_route_spends_the_time_in_one_c_call(interface):
+    app = sse.app if interface == "asgi" else sse.wsgi_app
+    with serve_in_background(app, interface, name=f"test_load-block-{interface}",
+                             access_log=False) as server:
+        started = time.perf_counter()
+        with socket.create_connection(server.address, timeout=10) as sock:
+            sock.sendall(b"GET /block?ms=200 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+        took = time.perf_counter() - started
+    assert answer.startswith(b"HTTP/1.1 200") and b"blocked 200 ms" in answer
+    assert 0.19 < took < 5
+
+
+def test_block_ms_is_bounded():
+    assert sse.block_ms("ms=50") == 50 and sse.block_ms("") == 500 and sse.block_ms("ms=1e9") == 10_000

@@ -223,3 +223,93 @@ def test_a_wsgi_generator_has_its_call_and_close_on_the_diagram():
     assert call.xy[0] > call.xyann[0] and close.xy[0] > close.xyann[0]  # server -> app, both
     assert [t.get_text() for t in ax.texts if t.get_gid() == "note"][:3] == \
         ["Request GET /hello", "EndOfMessage", "environ GET /hello"]  # the (empty) body is read first
+
+
+# -- the experiment charts: one message per figure ------------------------------------------------
+
+
+def _summary(clients, threads, per_client_kb, served, waits_in):
+    return {"clients": clients, "served": served, "never": clients - served,
+            "peak_threads": threads, "per_client_kb": per_client_kb}
+
+
+def _sweep():
+    """A made-up sweep: a coroutine server, a thread per client, a pool of 32."""
+    results = []
+    for n in (100, 1000, 5000):
+        runs = [("asgi", "coroutine", 1, 5.0, n), ("wsgi-threads", "thread", n + 1, 20.0, n),
+                ("wsgi-pool", "thread", 33, 0.5, 32)]
+        if n > 1000:
+            runs = runs[:1]  # thread servers left out of the big run
+        results.append({"clients": n, "pool_threads": 32, "runs": [
+            {"server": {"name": name, "waits_in": waits}, "summary": _summary(n, t, kb, s, waits)}
+            for name, waits, t, kb, s in runs]})
+    return {"experiment": "sse-sweep", "results": results}
+
+
+def _lines(fig):
+    return {line.get_label(): line for ax in fig.axes for line in ax.get_lines()
+            if not line.get_label().startswith("_")}
+
+
+def test_threads_chart_is_log_log_with_the_course_colours():
+    from asgi_lab.viz import charts
+
+    fig = charts.threads_chart(_sweep(), source="source: test · commit abc")
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and ax.get_xscale() == "log"
+    assert ax.get_title(loc="left") == "Threads grow with clients; coroutines do not"
+    lines = _lines(fig)
+    assert list(lines["wsgi-threads"].get_ydata()) == [101, 1001]
+    assert list(lines["asgi"].get_xdata()) == [100, 1000, 5000]
+    assert lines["asgi"].get_color() == charts.COLORS["asgi"] == charts.color("asgi")
+    assert "threads" in ax.get_ylabel() and "clients" in ax.get_xlabel()
+    assert fig._supxlabel.get_text() == "source: test · commit abc"
+
+
+def test_memory_per_client_chart_starts_at_zero_and_says_who_was_not_served():
+    from asgi_lab.viz import charts
+
+    fig = charts.memory_per_client_chart(_sweep(), clients=1000)
+    ax = fig.axes[0]
+    assert ax.get_xlim()[0] == 0
+    assert [p.get_label() for p in ax.patches] == ["wsgi-pool", "asgi", "wsgi-threads"]
+    labels = [t.get_text() for t in ax.texts]
+    assert "0.5 KB   (served 32 of 1,000)" in labels and "20.0 KB" in labels
+    assert ax.get_title(loc="left") == ("1,000 clients: a waiting thread costs 20 KB of RSS, "
+                                        "a waiting coroutine 5 KB")
+    assert "KB" in ax.get_xlabel()
+    with pytest.raises(ValueError, match="no run with 7 clients"):
+        charts.memory_per_client_chart(_sweep(), clients=7)
+
+
+def test_never_served_chart_counts_the_starved_clients():
+    from asgi_lab.viz import charts
+
+    fig = charts.never_served_chart(_sweep())
+    ax = fig.axes[0]
+    lines = _lines(fig)
+    assert list(lines["wsgi-pool"].get_ydata()) == [68, 968]
+    assert list(lines["asgi: none, at every size"].get_ydata()) == [0, 0, 0]
+    assert ax.get_ylim()[0] == 0
+    assert ax.get_title(loc="left") == "A pool of 32 threads leaves every client after the 32nd unserved"
+
+
+def test_address_space_chart_stacks_the_parts():
+    from asgi_lab.experiments.procstats import PARTS
+    from asgi_lab.viz import charts
+
+    def measured(arena_max, arenas):
+        sizes = dict(zip(PARTS, (1600, arenas, 2, 9, 7)))
+        return {"threads": 200, "arena_max": arena_max, "parts": {
+            name: {"mappings": 1, "size": mb * 2**20, "rss": 2**20} for name, mb in sizes.items()}}
+
+    fig = charts.address_space_chart(measured(None, 960), measured(2, 64))
+    space = fig.axes[0]
+    containers = {c.get_label(): c for c in space.containers}
+    assert list(containers) == list(PARTS)
+    assert [round(p.get_width(), 4) for p in containers["malloc arenas"]] == \
+        [round(960 / 1024, 4), round(64 / 1024, 4)]
+    totals = [t.get_text().strip() for t in space.texts]
+    assert totals == [f"{(1600 + 960 + 18) / 1024:,.2f}", f"{(1600 + 64 + 18) / 1024:,.2f}"]
+    assert "GB" in space.get_xlabel() and "MB" in fig.axes[1].get_xlabel()

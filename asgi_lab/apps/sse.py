@@ -19,6 +19,10 @@ Three routes, the same on both sides:
   wall-clock multiples of the period, so every server publishes at the same moments. The body
   is `SEQ PUBLISHED SENT`.
 - `GET /ready` answers `ready` at once: the experiment runner polls it before measuring.
+- `GET /block?ms=500` spends `ms` milliseconds in one blocking call inside C (libc's
+  `usleep` through ctypes, as a C database driver waits on its own socket) and then answers.
+  `asgi_lab/experiments/stall.py` measures what the *other* clients see meanwhile: nothing on a
+  thread per client, a stall of every stream under gevent or on an event loop.
 
 The point of the lab is what each side spends while a client waits. The ASGI app waits in
 `await` (a suspended coroutine: a few hundred bytes); the WSGI app waits in `time.sleep()` or
@@ -28,6 +32,8 @@ on a `threading.Condition` (a whole thread with its stack, for as long as the cl
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import threading
 import time
 import weakref
@@ -70,6 +76,32 @@ def poll_params(query: str) -> tuple[float, float]:
     return query_number(query, "timeout", POLL_TIMEOUT), query_number(query, "period", PUBLISH_PERIOD)
 
 
+def blocking_c_call(ms: float) -> None:
+    """Block in C for `ms` milliseconds: libc's `usleep`, called through ctypes.
+
+    Neither gevent's monkey-patching nor asyncio can see inside a C function: until it
+    returns, the thread that called it runs nothing else. (ctypes releases the GIL during
+    the call, so *other OS threads* run on, as they do on a free-threaded CPython without a
+    GIL; greenlets and coroutines share this one thread, GIL or not.)
+    """
+    _libc().usleep(int(ms * 1000))
+
+
+_libc_handle = None
+
+
+def _libc():
+    global _libc_handle
+    if _libc_handle is None:
+        _libc_handle = ctypes.CDLL(ctypes.util.find_library("c") or None)
+    return _libc_handle
+
+
+def block_ms(query: str) -> float:
+    """`?ms=` of a `/block` request, at most 10 s (default 500 ms)."""
+    return min(query_number(query, "ms", 500.0), 10_000.0)
+
+
 def next_publication(period: float, now: float) -> float:
     """Messages are published at wall-clock multiples of `period`: the next one after `now`."""
     return (now // period + 1) * period
@@ -92,6 +124,11 @@ async def app(scope, receive, send):
     path = scope["path"]
     if path == "/poll":
         await long_poll(send, *poll_params(scope["query_string"].decode("latin-1")))
+        return
+    if path == "/block":  # a blocking call in a coroutine: the whole loop waits (notebook 05)
+        ms = block_ms(scope["query_string"].decode("latin-1"))
+        blocking_c_call(ms)
+        await small_response(send, path, b"blocked %.0f ms" % ms)
         return
     if path != "/events":
         await small_response(send, path)
@@ -142,9 +179,11 @@ def spec_version(scope) -> tuple[int, ...]:
     return tuple(int(part) for part in scope.get("asgi", {}).get("spec_version", "2.0").split("."))
 
 
-async def small_response(send, path: str) -> None:
-    """`/ready` (the experiment runner waits for it) or 404."""
-    status, body = (200, b"ready") if path == "/ready" else (404, b"not found: try /events or /poll")
+async def small_response(send, path: str, body: bytes = b"ready") -> None:
+    """`/ready` (the experiment runner waits for it), `/block`'s answer, or 404."""
+    status = 200 if path in ("/ready", "/block") else 404
+    if status == 404:
+        body = b"not found: try /events or /poll"
     await send({"type": "http.response.start", "status": status, "headers": TEXT_HEADERS})
     await send({"type": "http.response.body", "body": body})
 
@@ -248,6 +287,11 @@ def wsgi_app(environ, start_response):
     if path == "/ready":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ready"]
+    if path == "/block":
+        ms = block_ms(query)
+        blocking_c_call(ms)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"blocked %.0f ms" % ms]
     start_response("404 Not Found", [("Content-Type", "text/plain")])
     return [b"not found: try /events or /poll"]
 

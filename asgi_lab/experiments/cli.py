@@ -4,9 +4,15 @@
     python -m asgi_lab experiment sse --clients 100,500,1000,2000,5000 --servers asgi,wsgi-threads
     python -m asgi_lab experiment longpoll --clients 1000 --duration 10 --period 2
     python -m asgi_lab experiment sse --replot sse-1000.json --charts charts/
+    python -m asgi_lab experiment sse --clients 100,1000,10000 --thread-servers-up-to 5000 --slim
 
-Several client counts make a sweep (one run per count). `--charts DIR` also saves the charts
-as PNG files; `--replot FILE` draws them again from a saved result without running anything.
+Several client counts make a sweep (one run per count); `--thread-servers-up-to N` leaves
+the servers that spend a thread per client out of the runs above N clients, `--slim` keeps
+the summaries and drops the per-event lists (a result small enough to commit), `--note` is
+stored with the machine's description (commit, date, CPU model, cores, the exact command).
+
+`--charts DIR` also saves the charts as PNG files; `--replot FILE` draws them again from a
+saved result without running anything.
 """
 
 from __future__ import annotations
@@ -43,6 +49,16 @@ def add_experiment_parser(commands) -> None:
         parser.add_argument("--replot", metavar="FILE", default=None,
                             help="print the tables of a saved result (and with --charts, draw "
                                  "its charts) without running anything")
+        parser.add_argument("--thread-servers-up-to", type=int, default=None, metavar="N",
+                            help="in a sweep, run the servers that spend an OS thread per client "
+                                 "only up to N clients")
+        parser.add_argument("--slim", action="store_true",
+                            help="keep summaries and samples, drop per-event lists (SSE)")
+        parser.add_argument("--note", default=None,
+                            help="a remark stored with the machine's description, e.g. 'shared machine'")
+        if name == "sse":
+            parser.add_argument("--interval", type=float, default=1.0,
+                                help="seconds between two events of one stream (default: 1)")
         if name == "longpoll":
             parser.add_argument("--period", type=float, default=2.0,
                                 help="seconds between two published messages (default: 2)")
@@ -51,7 +67,7 @@ def add_experiment_parser(commands) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     from . import long_polling, sse_concurrency
-    from .measure import load_result, save_result
+    from .measure import environment, load_result, save_result
 
     if args.replot:
         result = load_result(args.replot)
@@ -66,14 +82,26 @@ def run_from_args(args: argparse.Namespace) -> int:
             options["period"] = args.period
             module = long_polling
         else:
+            options["interval"] = args.interval
             module = sse_concurrency
         try:
-            if len(clients) > 1:
-                results = [module.run(n, args.duration, **options) for n in clients]
+            if len(clients) > 1 and module is sse_concurrency:
+                result = sse_concurrency.run_sweep(
+                    clients, args.duration, thread_servers_up_to=args.thread_servers_up_to,
+                    slim=args.slim, note=args.note, **options)
+            elif len(clients) > 1:
+                servers = options.pop("servers")
+                results = [module.run(n, args.duration, sse_concurrency.servers_for(
+                    n, servers, args.thread_servers_up_to), **options) for n in clients]
                 result = {"experiment": f"{args.experiment}-sweep", "clients": clients,
-                          "duration": args.duration, "results": results}
+                          "duration": args.duration, "environment": environment(),
+                          "results": results}
             else:
                 result = module.run(clients[0], args.duration, **options)
+                if args.slim and module is sse_concurrency:
+                    result = sse_concurrency.slim_result(result)
+                if args.note:
+                    result["environment"]["note"] = args.note
         except (RuntimeError, ValueError) as exc:  # e.g. too many clients for the fd limit
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -85,7 +113,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         from ..viz import charts
 
         os.makedirs(args.charts, exist_ok=True)
-        for path in charts.save_charts(result, args.charts):
+        from .measure import source_line
+
+        source = source_line(result, args.replot) if "environment" in result else None
+        for path in charts.save_charts(result, args.charts, source):
             print(f"chart: {path}", file=sys.stderr)
     return 0
 

@@ -116,11 +116,86 @@ def stats_ms(values) -> dict:
             "max": max(data) if data else None, "n": len(data)}
 
 
-def environment() -> dict:
-    """Where the numbers came from: they mean little without the machine."""
+def environment(command: str | None = None) -> dict:
+    """Where the numbers came from: they mean little without the machine.
+
+    `commit` is the asgi_lab checkout's `git rev-parse HEAD` (with `+dirty` when files were
+    changed), `cpu_model` the first "model name" of /proc/cpuinfo, `load_average` the
+    machine's 1/5/15-minute load when this is called, at the end of a run (a busy, shared
+    machine shows here),
+    `command` the exact command line (or what the caller passes, e.g. a notebook call).
+    """
     import os
+
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
     return {"python": sys.version.split()[0], "platform": platform.platform(),
-            "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "cpu_model": cpu_model(), "cpus": os.cpu_count(),
+            "commit": git_commit(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "load_average": load,
+            "command": command or shell_command()}
+
+
+def shell_command() -> str:
+    """This process's command line as one would type it: `python -m asgi_lab experiment ...`."""
+    import shlex
+
+    argv = list(getattr(sys, "orig_argv", sys.argv))
+    if argv and "python" in argv[0].rsplit("/", 1)[-1]:
+        argv[0] = "python"
+    return " ".join(shlex.quote(arg) for arg in argv)
+
+
+def cpu_model() -> str:
+    """The processor's name, e.g. "AMD EPYC 7B13" (Linux; the platform's guess elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_commit() -> str | None:
+    """The commit of the asgi_lab checkout these numbers were measured with, or None."""
+    import os
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def source_line(result: dict, path: str | None = None) -> str:
+    """One caption line naming where a result came from: file, commit, date, machine."""
+    env = result.get("environment") or {}
+    parts = [f"source: {path}" if path else "source: this run"]
+    if env.get("commit"):
+        sha, _, dirty = env["commit"].partition("+")
+        parts.append(f"commit {sha[:10]}" + (f"+{dirty}" if dirty else ""))
+    if env.get("time"):
+        parts.append(env["time"][:10])
+    machine = ", ".join(str(x) for x in (env.get("cpu_model"), env.get("cpus") and f"{env['cpus']} cores")
+                        if x)
+    if machine:
+        parts.append(machine)
+    if env.get("python"):
+        parts.append(f"Python {env['python']}")
+    if env.get("note"):
+        parts.append(env["note"])
+    return " · ".join(parts)
 
 
 # -- progress ---------------------------------------------------------------------------------

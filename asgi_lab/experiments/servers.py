@@ -7,6 +7,14 @@
 | `wsgi-pool`    | our WSGI server, a small pool (`--threads 32`)               | a pool thread   |
 | `uvicorn`      | uvicorn with its pure-Python h11 protocol (`--http h11`)    | a coroutine     |
 | `gunicorn`     | gunicorn, 1 worker, gthread with the same small pool        | a pool thread   |
+| `hypercorn`    | hypercorn, 1 worker, asyncio (h11 for HTTP/1.1)              | a coroutine     |
+| `gevent`       | the WSGI app on gevent's `pywsgi`, after `monkey.patch_all()` | a greenlet      |
+
+`gevent` is the chapter's "monkey-patching" escape: the same blocking WSGI code, but
+`time.sleep` and the socket calls are replaced by ones that switch to another greenlet, so a
+waiting client costs a greenlet (a small C stack slice, on the heap) instead of an OS thread.
+`asgi_lab/experiments/gevent_server.py` starts it; `asgi_lab/experiments/stall.py` measures
+its price (a blocking call in C stalls every client).
 
 The app is `asgi_lab.apps.sse` (`app` for ASGI servers, `wsgi_app` for WSGI servers).
 A separate process per server keeps each one's memory, threads and CPU time its own, and
@@ -37,7 +45,7 @@ class ServerSpec:
     name: str
     label: str
     interface: str          # "asgi" or "wsgi"
-    waits_in: str           # "coroutine" or "thread"
+    waits_in: str           # "coroutine", "greenlet" or "thread"
     requires: str = ""      # a module that must be importable (production servers)
 
     @property
@@ -59,6 +67,12 @@ class ServerSpec:
             return [python, "-m", "uvicorn", ASGI_APP, "--host", "127.0.0.1", "--port", str(port),
                     "--http", "h11", "--lifespan", "off", "--log-level", "warning",
                     "--no-access-log", "--backlog", "2048", "--timeout-graceful-shutdown", "1"]
+        if self.name == "hypercorn":
+            return [python, "-m", "hypercorn", ASGI_APP, "--bind", f"127.0.0.1:{port}",
+                    "--workers", "1", "--backlog", "2048", "--log-level", "warning",
+                    "--graceful-timeout", "1"]
+        if self.name == "gevent":
+            return [python, "-m", "asgi_lab.experiments.gevent_server", WSGI_APP, "--port", str(port)]
         if self.name == "gunicorn":
             return [python, "-m", "gunicorn", WSGI_APP, "--bind", f"127.0.0.1:{port}",
                     "--workers", "1", "--worker-class", "gthread", "--threads", str(pool_threads),
@@ -73,7 +87,11 @@ SERVERS: dict[str, ServerSpec] = {spec.name: spec for spec in [
     ServerSpec("wsgi-pool", "asgi_lab WSGI, pool of {threads}", "wsgi", "thread"),
     ServerSpec("uvicorn", "uvicorn --http h11", "asgi", "coroutine", requires="uvicorn"),
     ServerSpec("gunicorn", "gunicorn gthread, pool of {threads}", "wsgi", "thread", requires="gunicorn"),
+    ServerSpec("hypercorn", "hypercorn (asyncio)", "asgi", "coroutine", requires="hypercorn"),
+    ServerSpec("gevent", "gevent pywsgi, monkey-patched WSGI", "wsgi", "greenlet", requires="gevent"),
 ]}
+OURS = ("asgi", "wsgi-threads", "wsgi-pool", "gevent")
+"""The servers that print the address they listen on (so they can bind port 0)."""
 
 
 def resolve_servers(names) -> list[ServerSpec]:
@@ -122,7 +140,7 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> "ServerProcess":
-        ours = self.spec.name in ("asgi", "wsgi-threads", "wsgi-pool")
+        ours = self.spec.name in OURS
         self.port = 0 if ours else free_port()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(self.spec.command(self.port, self.pool_threads),

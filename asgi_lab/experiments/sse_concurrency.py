@@ -31,7 +31,7 @@ from ..load.sse import fully_served, run_sse_load
 from .measure import PartProgress, environment, make_progress, measure_each, save_result, stats_ms
 from .servers import POOL_THREADS, resolve_servers
 
-DEFAULT_SERVERS = ("asgi", "wsgi-threads", "wsgi-pool", "uvicorn", "gunicorn")
+DEFAULT_SERVERS = ("asgi", "wsgi-threads", "wsgi-pool", "uvicorn", "gunicorn", "hypercorn", "gevent")
 CLIENTS_PER_LOAD_PROCESS = 5000
 CONNECTS_PER_SECOND = 2000
 """The clients arrive over max(one interval, N / 2000 s): 10,000 clients over 5 s. Real
@@ -72,17 +72,66 @@ def run(clients: int = 1000, duration: float = 10.0, servers=DEFAULT_SERVERS, *,
 
 
 def run_sweep(clients=(100, 500, 1000), duration: float = 10.0, servers=DEFAULT_SERVERS, *,
-              progress=True, out=None, **options) -> dict:
-    """`run()` once per client count, for the memory/threads-against-clients chart."""
+              thread_servers_up_to: int | None = None, slim: bool = False, note: str | None = None,
+              command: str | None = None, progress=True, out=None, **options) -> dict:
+    """`run()` once per client count, for the memory/threads-against-clients charts.
+
+    `thread_servers_up_to=5000` leaves the servers that spend an OS thread per waiting client
+    (`waits_in == "thread"`) out of the larger runs: 10,000 threads prove nothing new, and a
+    pool of 32 at 10,000 clients only starves more of them. `slim=True` keeps the summaries,
+    the process samples and each client's time to first event, and drops the per-event lists
+    (a sweep to commit as a reference). `note` is stored with the machine's description.
+    """
     bar = make_progress(progress)
-    results = [run(n, duration, servers, progress=PartProgress(bar, i, len(clients)), **options)
-               for i, n in enumerate(clients)]
+    results = []
+    for i, n in enumerate(clients):
+        names = servers_for(n, servers, thread_servers_up_to)
+        result = run(n, duration, names, progress=PartProgress(bar, i, len(clients)), **options)
+        results.append(slim_result(result) if slim else result)
     bar.close()
+    env = environment(command)
+    if note:
+        env["note"] = note
     sweep = {"experiment": "sse-sweep", "clients": list(clients), "duration": duration,
-             "environment": environment(), "results": results}
+             "thread_servers_up_to": thread_servers_up_to, "environment": env, "results": results}
     if out:
         save_result(sweep, out)
     return sweep
+
+
+def servers_for(clients: int, servers, thread_servers_up_to: int | None) -> list[str]:
+    """The server names to run at `clients`: all of them, or past `thread_servers_up_to`
+    only those that do not spend an OS thread per waiting client."""
+    specs = resolve_servers(servers)
+    if thread_servers_up_to is not None and clients > thread_servers_up_to:
+        specs = [spec for spec in specs if spec.waits_in != "thread"]
+    return [spec.name for spec in specs]
+
+
+def slim_result(result: dict) -> dict:
+    """The same result without the per-event lists (lags, lateness, connect times, events
+    per client): the summaries keep their percentiles. Time to first event stays, per client,
+    rounded to 1 ms, for `charts.ttfe_chart`."""
+    slim = dict(result, runs=[])
+    for measured in result["runs"]:
+        load = measured["load"]
+        kept = {key: load[key] for key in ("clients", "duration", "interval", "ramp_s", "processes")
+                if key in load}
+        kept["ttfe_ms"] = [None if t is None else round(t) for t in load["ttfe_ms"]]
+        kept["error_kinds"] = error_kinds(load["errors"])
+        slim["runs"].append(dict(measured, load=kept))
+    slim["slim"] = True
+    return slim
+
+
+def error_kinds(errors) -> dict[str, int]:
+    """How many clients failed, by the first words of their error ("connect: ConnectionRefused...")."""
+    kinds: dict[str, int] = {}
+    for error in errors:
+        if error is not None:
+            kind = error.split(":")[0] if ":" in error else error
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
 
 
 def summarize(measured: dict) -> dict:
@@ -164,7 +213,7 @@ def describe(result: dict) -> str:
     n, duration = result["clients"], result["duration"]
     runs = {run["server"]["name"]: run["summary"] for run in result["runs"]}
     coroutines, threads, pool = runs.get("asgi"), runs.get("wsgi-threads"), runs.get("wsgi-pool")
-    uvicorn, gunicorn = runs.get("uvicorn"), runs.get("gunicorn")
+    uvicorn, gunicorn, gevent = runs.get("uvicorn"), runs.get("gunicorn"), runs.get("gevent")
     lines = []
     if coroutines:
         lines.append(
@@ -174,8 +223,9 @@ def describe(result: dict) -> str:
     if threads:
         line = (f"- **A thread per client** (`wsgi-threads`): {_served(threads)} on "
                 f"{_threads(threads)}; memory grew by {threads['per_client_kb']:.1f} KB per client, "
-                f"and the address space reached {threads['peak_vms_mb']:,.0f} MB (every thread "
-                f"reserves a stack); {threads['cpu_s']:.2f} CPU s; lag p99 {_ms(threads['lag_ms']['p99'])} ms.")
+                f"and the address space reached {threads['peak_vms_mb']:,.0f} MB (reserved, not "
+                f"used: each thread's stack, and glibc's malloc arenas); {threads['cpu_s']:.2f} CPU s; "
+                f"lag p99 {_ms(threads['lag_ms']['p99'])} ms.")
         lines.append(line)
     if pool:
         size = result["pool_threads"]
@@ -186,6 +236,10 @@ def describe(result: dict) -> str:
     if gunicorn:
         lines.append(f"- **gunicorn gthread**, the same pool size: {_served(gunicorn)}, "
                      f"{gunicorn['never']} never served. The starvation is the model's, not our server's.")
+    if gevent:
+        lines.append(f"- **gevent** (the same WSGI app, monkey-patched): {_served(gevent)} on "
+                     f"{_threads(gevent)}, {gevent['per_client_kb']:.1f} KB per client: a greenlet "
+                     f"waits where a thread did.")
     if coroutines and threads and coroutines["per_client_kb"] > 0:
         lines.append(f"- Per client, the thread costs {threads['per_client_kb'] / coroutines['per_client_kb']:.1f}x "
                      f"the memory of the coroutine, and {threads['peak_threads'] - 1} more OS threads "
@@ -198,23 +252,33 @@ def describe(result: dict) -> str:
 
 
 def describe_sweep(sweep: dict) -> str:
-    """The cost of one more client for each server, from the smallest to the largest run."""
+    """The cost of one more client for each server, from its smallest to its largest run
+    (a sweep may leave thread servers out of its largest runs)."""
     results = sweep["results"]
     if len(results) < 2:
         return describe(results[-1])
-    low, high = results[0], results[-1]
-    extra = high["clients"] - low["clients"]
-    lines = [f"From {low['clients']} to {high['clients']} clients, each extra client added:"]
-    for name in [run["server"]["name"] for run in high["runs"]]:
-        a = _summary(low, name)
-        b = _summary(high, name)
-        if a is None or b is None:
+    names = list(dict.fromkeys(run["server"]["name"] for r in results for run in r["runs"]))
+    lines = ["Each extra client added, from the smallest to the largest run of each server:"]
+    for name in names:
+        ran = [(r["clients"], s) for r in results if (s := _summary(r, name)) is not None]
+        if len(ran) < 2:
             continue
+        (n_low, a), (n_high, b) = ran[0], ran[-1]
+        extra = n_high - n_low
         memory = (b["peak_rss_mb"] - a["peak_rss_mb"]) * 1024 / extra
         threads = (b["peak_threads"] - a["peak_threads"]) / extra
-        lines.append(f"- `{name}`: {memory:.1f} KB of RSS and {threads:.2f} OS threads "
-                     f"(served {b['served']} of {high['clients']}).")
-    return "\n".join(lines) + "\n\nAt the largest size:\n\n" + describe(high)
+        lines.append(f"- `{name}`, {n_low:,} to {n_high:,} clients: {memory:.1f} KB of RSS and "
+                     f"{threads:.2f} OS threads (served {b['served']:,} of {n_high:,}, "
+                     f"{b['never']:,} never).")
+    return "\n".join(lines) + "\n\nAt the largest size:\n\n" + describe(results[-1])
+
+
+def at(sweep: dict, clients: int) -> dict:
+    """The run of a sweep with `clients` clients."""
+    for result in sweep["results"]:
+        if result["clients"] == clients:
+            return result
+    raise ValueError(f"no run with {clients} clients; the sweep has {sweep['clients']}")
 
 
 def _summary(result: dict, name: str) -> dict | None:

@@ -1,7 +1,8 @@
 """Load generators: many concurrent clients, from a process of their own.
 
 A load generator must never run inside the server's process: it would share the server's
-event loop (or its GIL) and measure itself. The experiment runner starts these modules with
+event loop (or, on the standard GIL build of CPython, its GIL; a free-threaded 3.13t/3.14t
+build removes that one, not the first) and measure itself. The experiment runner starts these modules with
 `python -m asgi_lab.load.sse ...` / `python -m asgi_lab.load.longpoll ...`.
 
 Each client is an `asyncio.Protocol` with an `h11.Connection(h11.CLIENT)`: no task and no

@@ -18,8 +18,9 @@ What a run does:
 3. *Leave*: close every connection (the server should notice each disconnect) and report.
 
 For each client it records: the TCP connect time, the time to first event (request sent to
-first `data:` line received), the number of events and the error if any (refused, reset,
-closed by the server, a non-200 answer). For each event: the delivery lag (our receive
+first `data:` line received), the number of events, the latest any of its events was sent
+(`worst_late_ms`) and the error if any (refused, reset, closed by the server, a non-200
+answer). For each event: the delivery lag (our receive
 time minus the server's SENT stamp) and the server's lateness (SENT minus DUE); see
 `asgi_lab/apps/sse.py` for the event format.
 
@@ -100,8 +101,11 @@ class SSEClient(asyncio.Protocol):
                 if line.startswith(b"data: "):
                     _seq, due, sent = line[6:].split()
                     sent = float(sent)
+                    late = round((sent - float(due)) * 1000, 3)
                     run.lags_ms.append(round((now - sent) * 1000, 3))
-                    run.lateness_ms.append(round((sent - float(due)) * 1000, 3))
+                    run.lateness_ms.append(late)
+                    if late > run.worst_late[i]:
+                        run.worst_late[i] = late
                     if run.first_event[i] is None:
                         run.first_event[i] = now
                     run.events[i] += 1
@@ -141,6 +145,7 @@ class SSELoad:
         self.request_sent: list[float | None] = [None] * clients
         self.first_event: list[float | None] = [None] * clients
         self.events = [0] * clients
+        self.worst_late = [0.0] * clients
         self.errors: list[str | None] = [None] * clients
         # Per event, all clients together.
         self.lags_ms: list[float] = []
@@ -208,6 +213,7 @@ class SSELoad:
             "started": started, "ramp_s": round(ramp_end - started, 3), "ended": end,
             "connect_ms": [round(c * 1000, 3) if c is not None else None for c in self.connect],
             "ttfe_ms": ttfe, "events": self.events, "expected": expected, "errors": self.errors,
+            "worst_late_ms": self.worst_late,
             "lags_ms": self.lags_ms, "lateness_ms": self.lateness_ms,
         }
 
@@ -219,7 +225,8 @@ def merge(results: list[dict]) -> dict:
     merged["started"] = min(r["started"] for r in results)
     merged["ended"] = max(r["ended"] for r in results)
     merged["ramp_s"] = max(r["ramp_s"] for r in results)
-    for key in ("connect_ms", "ttfe_ms", "events", "expected", "errors", "lags_ms", "lateness_ms"):
+    for key in ("connect_ms", "ttfe_ms", "events", "expected", "errors", "worst_late_ms", "lags_ms",
+                "lateness_ms"):
         merged[key] = [value for r in results for value in r[key]]
     merged["processes"] = len(results)
     return merged
