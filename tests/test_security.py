@@ -74,15 +74,20 @@ def test_wsgi_refuses_a_reason_phrase_with_control_characters(target, caplog):
     "20 OK", "2000 OK", "OK 200", "099 Low", "101 Switching Protocols", "199 Info", "600 High", "999 X",
 ])
 def test_wsgi_refuses_a_status_code_that_is_not_three_ascii_digits_from_200_to_599(status, caplog):
+    assert "Exception in WSGI application" in logged_500(status, [("Content-Type", "text/plain")], caplog)
+
+
+def logged_500(status: str, headers: list, caplog) -> str:
+    """Serve a WSGI app that answers `status` with `headers`: assert that the client got a 500,
+    and return what the server logged."""
     def app(environ, start_response):
-        start_response(status, [("Content-Type", "text/plain")])
+        start_response(status, headers)
         return [b"body\n"]
 
     with serve_in_background(app, kind="wsgi", name="test-status") as server:
         with caplog.at_level(logging.ERROR, logger="asgi_lab.error"):
-            raw = probe(server, "/")
-        assert status_of(raw) == 500
-        assert "Exception in WSGI application" in caplog.text
+            assert status_of(probe(server, "/")) == 500
+    return caplog.text
 
 
 @pytest.mark.parametrize("status, line", [
@@ -285,15 +290,7 @@ def test_options_star_is_served(kind):
                                     ("Keep-Alive", "timeout=5"), ("Upgrade", "websocket"), ("TE", "trailers")])
 def test_a_wsgi_app_setting_a_hop_by_hop_header_gets_a_logged_500(header, caplog):
     """PEP 3333, "Other HTTP Features": apps are forbidden hop-by-hop headers."""
-    def app(environ, start_response):
-        start_response("200 OK", [("Content-Type", "text/plain"), header])
-        return [b"body\n"]
-
-    with serve_in_background(app, kind="wsgi", name="test-hop-by-hop") as server:
-        with caplog.at_level(logging.ERROR, logger="asgi_lab.error"):
-            raw = probe(server, "/")
-        assert status_of(raw) == 500
-        assert "hop-by-hop" in caplog.text
+    assert "hop-by-hop" in logged_500("200 OK", [("Content-Type", "text/plain"), header], caplog)
 
 
 # -- Section 3: slow clients must not starve the WSGI pool -----------------------------------------
