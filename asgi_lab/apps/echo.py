@@ -54,5 +54,5 @@ async def websocket_echo(receive, send):
             {"type": "websocket.send", "bytes": message.get("bytes") or b""}
         try:
             await send(reply)
-        except OSError:  # the client vanished meanwhile (www spec 2.4: send() raises)
+        except OSError:  # the client vanished meanwhile (www spec 2.4: send() should raise; ours does)
             return

@@ -136,7 +136,7 @@ async def http(scope, receive, send):
 
 async def server_sent_events(interval: float, send):
     """An endless stream. It ends when send() raises because the client left (ASGI www spec
-    2.4: an OSError subclass) or the server is shutting down."""
+    2.4: it *should* raise an OSError subclass, and ours does) or the server is shutting down."""
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
     number = 0

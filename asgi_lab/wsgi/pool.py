@@ -34,7 +34,10 @@ An app that blocks still gets all N workers, within a millisecond or so; a fast 
 one or two it can use. The price: a connection that arrives while every busy worker is stuck
 waits up to `PATIENCE` longer. And CPU work that runs without the GIL (NumPy, hashing big
 buffers) counts as busy: an app of many short such requests gets fewer workers in parallel
-than the machine has cores.
+than the machine has cores. The same holds, for all code, on free-threaded CPython (3.13t,
+3.14t, PEP 703): there is no GIL to hand over, threads run Python in parallel on every core,
+and this rule, tuned for one GIL, would hold back workers that could run; there the classic
+pool (wake a worker for every waiting connection) is the right one.
 """
 
 from __future__ import annotations
