@@ -384,3 +384,127 @@ def test_asgi_ignores_an_apps_transfer_encoding():
     with serve_in_background(app, name="test-te", lifespan="off") as server:
         raw = probe(server, "/")
     assert status_of(raw) == 200 and b"transfer-encoding" not in raw.lower() and raw.endswith(b"\r\n\r\nhello")
+
+
+# -- Issue 21: where RFC 9112 is strict, and both servers agree ------------------------------------
+
+def headers_app(kind: str):
+    """Answers with the body's length and the request's headers, as the app was given them."""
+    if kind == "wsgi":
+        def app(environ, start_response):
+            body = environ["wsgi.input"].read()
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            said = {key: value for key, value in environ.items()
+                    if key.startswith("HTTP_") or key in ("CONTENT_TYPE", "CONTENT_LENGTH")}
+            return [repr((len(body), sorted(said.items()))).encode()]
+        return app
+
+    async def asgi_app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        body, more_body = b"", True
+        while more_body:
+            message = await receive()
+            body += message.get("body", b"")
+            more_body = message.get("more_body", False)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": repr((len(body), scope["headers"])).encode()})
+    return asgi_app
+
+
+def half_closed_exchange(address, data: bytes) -> bytes:
+    """Send `data`, then close our side (EOF for the server), and read the whole answer."""
+    with socket.create_connection(address, timeout=5) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+@pytest.mark.parametrize("request_bytes", [
+    b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 17914\r\n\r\n" + b"x" * 8599,
+    b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" + b"x" * 100000,  # past the early body
+    b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n",  # no final CRLF
+], ids=["short", "long", "chunked"])
+def test_a_body_cut_short_by_the_clients_eof_is_400_in_both_servers(kind, request_bytes):
+    """RFC 9112 §8: a server that receives an incomplete request "MAY send an error response
+    prior to closing the connection". A half-closed client still reads, so both servers say 400
+    (the WSGI server used to close without a word once the app was reading the body)."""
+    with serve_in_background(body_app(kind), kind=kind, name="test-cut-short", lifespan="off") as server:
+        raw = half_closed_exchange(server.address, request_bytes)
+    assert status_of(raw) == 400 and raw.count(b"HTTP/1.1 ") == 1
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_two_content_type_headers_are_400_in_both_servers(kind):
+    """RFC 9110 §5.3: a sender MUST NOT send a field twice unless its definition allows a list;
+    Content-Type is one media-type (§8.3). Joined, "application/json, text/html" is not a
+    media type; kept apart, one layer may read the first and another the last. So: 400."""
+    request = (b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Type: text/html\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+    with serve_in_background(headers_app(kind), kind=kind, name="test-dup", lifespan="off") as server:
+        assert status_of(exchange(server.address, request)) == 400
+        one = request.replace(b"Content-Type: text/html\r\n", b"")
+        assert status_of(exchange(server.address, one)) == 200
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+@pytest.mark.parametrize("lengths", [b"Content-Length: 5\r\nContent-Length: 5\r\n", b"Content-Length: 5, 5\r\n"])
+def test_equal_content_lengths_are_one_content_length_in_both_servers(kind, lengths):
+    """RFC 9112 §6.3 (5): a Content-Length that is a list of equal valid values is processed
+    as that single value (h11 does this); the app sees one content-length, 5, in both servers."""
+    request = b"POST /a HTTP/1.1\r\nHost: x\r\n" + lengths + b"Connection: close\r\n\r\nhello"
+    with serve_in_background(headers_app(kind), kind=kind, name="test-dup", lifespan="off") as server:
+        raw = exchange(server.address, request)
+    assert status_of(raw) == 200
+    said = literal_eval(body_of(raw).decode())
+    if kind == "wsgi":
+        assert said == (5, [("CONTENT_LENGTH", "5"), ("HTTP_CONNECTION", "close"), ("HTTP_HOST", "x")])
+    else:
+        assert said == (5, [(b"host", b"x"), (b"content-length", b"5"), (b"connection", b"close")])
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_different_content_lengths_are_400(kind):
+    request = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"
+    with serve_in_background(headers_app(kind), kind=kind, name="test-dup", lifespan="off") as server:
+        assert status_of(exchange(server.address, request)) == 400
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+@pytest.mark.parametrize("control", [b"\x07", b"\x7f", b"\x1b", b"\x01", b"\x1f"])
+def test_a_control_character_in_a_header_value_is_400_in_both_servers(kind, control):
+    """RFC 9110 §5.5: field values with CTLs other than HTAB are invalid. h11 refuses NUL, CR
+    and LF; `http11.refuse_request` refuses the rest (gunicorn and waitress do too)."""
+    request = b"GET /a HTTP/1.1\r\nHost: x\r\nX-Value: plain" + control + b"injected\r\nConnection: close\r\n\r\n"
+    with serve_in_background(headers_app(kind), kind=kind, name="test-ctl", lifespan="off") as server:
+        assert status_of(exchange(server.address, request)) == 400
+        tab = request.replace(control, b"\t")  # HTAB is allowed inside a value
+        assert status_of(exchange(server.address, tab)) == 200
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+@pytest.mark.parametrize("last_chunk", [b"0 \r\n\r\n", b"0;a=b\rc\r\n\r\n"], ids=["space", "bare-cr"])
+def test_chunk_lines_h11_accepts_are_served_as_documented(kind, last_chunk):
+    """RFC 9112 §7.1 puts no whitespace after a chunk size without an extension, and §2.2 says
+    a bare CR is rejected or replaced; gunicorn and waitress answer 400. h11 (0.16, the newest)
+    accepts both: its chunk line is `size [;anything] [spaces] CRLF`, and it hands a server no
+    chunk line to check. We do not parse chunks by hand, so both servers serve these bodies
+    (README, Reliability). If h11 turns strict, this test fails: then update the README."""
+    request = (b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+               b"5\r\nhello\r\n" + last_chunk)
+    with serve_in_background(body_app(kind), kind=kind, name="test-chunk-lines", lifespan="off") as server:
+        raw = exchange(server.address, request)
+    assert status_of(raw) == 200 and body_of(raw) == b"/a 5\n"
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_whitespace_before_the_colon_is_400(kind):
+    """RFC 9112 §5.1: a server MUST reject a request with whitespace between a field name and
+    the colon with 400 (h11 does); gunicorn's strip_header_spaces would accept it."""
+    request = b"GET /a HTTP/1.1\r\nHost: x\r\nContent-Length : 3\r\n\r\nxyz"
+    with serve_in_background(body_app(kind), kind=kind, name="test-colon", lifespan="off") as server:
+        assert status_of(exchange(server.address, request)) == 400

@@ -631,8 +631,10 @@ class RequestResponseCycle:
         except OSError as exc:
             connection.close()
             raise ClientDisconnected(f"client {connection.client} disconnected: {exc}") from None
-        if not data:
-            raise ClientDisconnected(f"client {connection.client} closed the connection mid-body")
+        if not data:  # EOF: the body is cut short, but a half-closed client still reads, so
+            # answer 400 as the ASGI server does (RFC 9112 §8: a server that receives an
+            # incomplete request "MAY send an error response prior to closing the connection")
+            raise RequestBodyError(400, "the client closed its side mid-body")
         if self.tracer is not None:
             self.tracer.emit(connection.id, "socket", "bytes_in", {"bytes": preview(data), "size": len(data)})
         self.conn.receive_data(data)

@@ -77,7 +77,9 @@ def build_environ(request: h11.Request, wsgi_input, base: dict) -> dict:
             # way RFC 9110 §5.3 allows, with a comma. Cookie is the exception: its pairs are
             # joined with "; " (RFC 9113 §8.2.3; a comma would change the cookie's value).
             environ[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
-        else:
+        else:  # the first of its name; CONTENT_TYPE and CONTENT_LENGTH never come twice (a
+            # second Content-Type is refused by `http11.refuse_request`, h11 folds equal
+            # Content-Lengths into one and refuses unequal ones), so both servers agree
             environ[key] = value
     return environ
 
