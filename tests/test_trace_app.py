@@ -86,6 +86,18 @@ def test_starlette_onion_shows_gzip_and_cors_changing_the_response_start(tmp_pat
     assert app.middleware_stack is None  # removed again: the app is as it was
 
 
+def test_a_request_body_travels_in_through_every_layer():
+    from asgi_lab.apps.frameworks.starlette_app import app
+
+    run = trace_app(app, ["POST /echo -H 'content-type: text/plain' -d 'hello there'"], onion=True)
+    inward = [(e.data["from"], e.data["to"]) for e in run.events(0)
+              if e.layer == "onion" and e.data["type"] == "http.request"]
+    assert inward == [("app", "app/1"), ("app/1", "app/2"), ("app/2", "app/3"), ("app/3", "app/4"),
+                      ("app/4", "app/5")]
+    body = [e for e in run.events(0) if e.layer == "onion" and e.data["type"] == "http.response.body"]
+    assert body[-1].data["message"]["body"] == "hello there"
+
+
 def test_fastapi_onion_and_the_diagram_has_a_lane_per_layer():
     from asgi_lab.apps.frameworks.fastapi_app import app
 

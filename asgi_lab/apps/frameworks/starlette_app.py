@@ -22,10 +22,15 @@ async def hello(request):
     return PlainTextResponse("Hello, world!")
 
 
+async def echo(request):
+    return PlainTextResponse(await request.body())
+
+
 async def boom(request):
     raise RuntimeError("a bug in the endpoint")
 
 
-app = Starlette(routes=[Route("/", page), Route("/hello", hello), Route("/boom", boom)],
+app = Starlette(routes=[Route("/", page), Route("/hello", hello), Route("/echo", echo, methods=["POST"]),
+                        Route("/boom", boom)],
                 middleware=[Middleware(CORSMiddleware, allow_origins=["*"]),
                             Middleware(GZipMiddleware, minimum_size=500)])
