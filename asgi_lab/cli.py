@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the trace file; the summary and NAME-1.png, ... go beside it "
                             "(default: %(default)s)")
     trace.add_argument("--threads", type=int, default=4, help="WSGI worker threads (default: 4)")
+    trace.add_argument("--timeout", type=float, default=5.0,
+                       help="seconds to read a response before hanging up (a stream that never "
+                            "ends); default: %(default)s")
 
     from .load.command import add_load_parser
 
@@ -187,7 +190,8 @@ def run_trace(args: argparse.Namespace) -> int:
     app = import_app(args.app)
     kind = "wsgi" if args.wsgi else "asgi"
     settings = {"threads": args.threads} if args.wsgi else {}
-    run = trace_app(app, requests, kind=kind, onion=args.onion, out=args.out, **settings)
+    run = trace_app(app, requests, kind=kind, onion=args.onion, out=args.out,
+                    timeout=args.timeout, **settings)
     print(report(run))
     return 0
 

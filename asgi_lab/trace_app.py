@@ -20,6 +20,9 @@ A request is written like a short curl command line (split as a shell would, `sh
 
 e.g. `GET /hello?name=ada`, `POST /echo -H 'content-type: text/plain' -d 'hello'`,
 `PUT /upload -d @photo.jpg`. `content-length` is added for a body; `host` is added.
+HTTP requests only (a WebSocket is traced with `asgi_lab.live`). A response that is still
+streaming after `timeout` seconds (an SSE stream: `--timeout` on the command line) is cut
+there: the client hangs up, and the trace shows what the app does about it.
 
 With `onion=True` the middleware onion (`asgi_lab/onion.py`) records each message at each
 middleware layer, and the diagrams get a lane per layer; where the framework hides its stack
@@ -34,13 +37,14 @@ from __future__ import annotations
 
 import json
 import shlex
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h11
 
 from .background import serve_in_background, server_errors
-from .demo import trace_exchange
 from .trace import Tracer
 
 
@@ -141,11 +145,12 @@ class TracedRun:
 
 
 def trace_app(app, requests, *, kind: str = "asgi", onion: bool = False, out=None,
-              timeout: float = 10.0, **settings) -> TracedRun:
+              timeout: float = 5.0, **settings) -> TracedRun:
     """Serve `app` (`kind` "asgi" or "wsgi") with a tracer, send each request (a string, see
     `parse_request`, or a RequestSpec), and return what was recorded. With `out` (a path
     ending in .json) also write the trace, its summary and one PNG per request. `settings`
-    are server `Config` fields (e.g. `threads=4`)."""
+    are server `Config` fields (e.g. `threads=4`). A response still streaming after
+    `timeout` seconds (an SSE stream, say) is cut there: the client hangs up."""
     specs = [r if isinstance(r, RequestSpec) else parse_request(r) for r in requests]
     if not specs:
         raise BadRequestSpec("no request to send: give at least one, e.g. 'GET /'")
@@ -162,8 +167,7 @@ def trace_app(app, requests, *, kind: str = "asgi", onion: bool = False, out=Non
                 **settings) as server:
             host = f"{server.host}:{server.port}"
             for spec in specs:
-                events = trace_exchange(server, tracer, spec.to_bytes(host), timeout)
-                conns.append(events[0].conn)
+                conns.append(exchange_traced(server, tracer, spec.to_bytes(host), timeout))
     finally:
         if wrapper is not None:
             wrapper.remove()
@@ -172,6 +176,29 @@ def trace_app(app, requests, *, kind: str = "asgi", onion: bool = False, out=Non
     if out is not None:
         save_run(run, out)
     return run
+
+
+def exchange_traced(server, tracer: Tracer, request: bytes, timeout: float) -> int:
+    """Send `request` on a new connection, read until the server closes or `timeout` seconds
+    have passed (a stream that never ends: then we hang up, as a client would), wait until
+    the server has closed its side too, and return the connection's number in the trace."""
+    mark = len(tracer.events)
+    deadline = time.monotonic() + timeout
+    with socket.create_connection(server.address, timeout=timeout) as sock:
+        sock.sendall(request)
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                if not sock.recv(65536):
+                    break
+            except (TimeoutError, ConnectionError):
+                break
+    opened = [e for e in tracer.events[mark:] if e.kind == "connection_made"]
+    if not opened:
+        raise RuntimeError("the server recorded no connection: is the tracer its tracer?")
+    conn = opened[0].conn
+    tracer.wait_for(conn=conn, kind="connection_lost", timeout=timeout)
+    return conn
 
 
 def save_run(run: TracedRun, out) -> list[Path]:

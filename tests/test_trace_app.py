@@ -147,6 +147,15 @@ def test_django_is_traced_and_its_hidden_middleware_are_named(kind, attr):
     assert statuses == [200, 404]
 
 
+def test_a_stream_that_never_ends_is_cut_after_the_timeout():
+    from asgi_lab.apps.frameworks.fastapi_app import app
+
+    run = trace_app(app, ["GET /events?interval=0.1"], timeout=0.5)
+    bodies = [e for e in run.tracer if e.layer == "asgi" and e.data.get("type") == "http.response.body"]
+    assert 2 <= len(bodies) <= 8  # about five events in half a second, then the client left
+    assert run.tracer.filter(kind="connection_lost")
+
+
 def test_changes_compares_headers_status_and_body():
     inner = {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]}
     outer = {"type": "http.response.start", "status": 500, "headers": [(b"Content-Length", b"5"),
