@@ -25,8 +25,11 @@ layer further in (a header added or removed, a status, a body's size), e.g. the
 
 Where a framework does not expose its stack, the onion says so in `hidden` (and `describe()`):
 Django's middleware (settings.MIDDLEWARE) are not ASGI or WSGI middleware; they pass
-`HttpRequest` and `HttpResponse` objects to each other inside one call of the handler, so
-only the handler's own boundary can be seen from the server.
+`HttpRequest` and `HttpResponse` objects to each other inside one call of the handler, chained
+through a private attribute, so only the handler's own boundary can be seen from the server.
+
+What the onion adds to the trace: a WSGI layer's iterable is wrapped (to record each chunk and
+`close()`), so the server sees `RecordedBody` returned, not the app's own iterable.
 """
 
 from __future__ import annotations
@@ -331,8 +334,9 @@ def django_hidden() -> str:
     listed = f" ({', '.join(names)})" if names else ""
     return ("Django hides its middleware from the server: its middleware" + listed +
             " are not ASGI or WSGI middleware but functions of HttpRequest -> HttpResponse, "
-            "chained inside one call of the handler; only the handler's own messages can be "
-            "seen (the server and app lanes).")
+            "chained inside one call of the handler through a private attribute "
+            "(_middleware_chain) that Django offers no public way to reach; only the handler's "
+            "own messages can be seen (the server and app lanes).")
 
 
 def summary(onion: MiddlewareOnion | None) -> dict[str, Any]:

@@ -9,7 +9,8 @@ When it is on, each layer reports what it saw with one call of one signature::
     tracer.emit(conn, layer, kind, data)
 
 - `conn`  : the connection's number (0 for server-wide events such as lifespan)
-- `layer` : "socket", "h11", "wsproto", "h2", "asgi", "wsgi" or "server"
+- `layer` : "socket", "h11", "wsproto", "h2", "asgi", "wsgi" or "server" (and "onion": a
+  message between two middleware layers of a framework app, see `asgi_lab/onion.py`)
 - `kind`  : what happened: "bytes_in", "Request", "receive", "send", "start_response", ...
 - `data`  : the message itself: an ASGI message dict, an h11 event's fields, a bytes preview
   (HTTP/2 events, see `asgi_lab/http2.py`, also carry the `stream_id` they belong to)
