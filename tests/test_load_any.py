@@ -77,7 +77,9 @@ def test_ws_load_on_the_echo_app_measures_the_round_trip():
                           spread=0.2, progress=False)
     load, summary = result["load"], result["summary"]
     assert summary["with_errors"] == 0 and summary["handshake_ms"]["n"] == 6
-    assert load["received"] == load["sent"] and summary["sent"] >= 6 * 3
+    # Every message came back, but perhaps the last one: still on its way when the run ended.
+    assert all(0 <= sent - received <= 1 for sent, received in zip(load["sent"], load["received"]))
+    assert summary["sent"] >= 6 * 3 and summary["delivered"] >= 6 * 2
     assert summary["lag_ms"]["n"] == summary["delivered"]
 
 
