@@ -2,6 +2,8 @@
 
     python -m asgi_lab asgi asgi_lab.apps.hello:app --port 0
     python -m asgi_lab wsgi asgi_lab.apps.hello:wsgi_app --threads 32
+    python -m asgi_lab trace myapp:app --request "GET /" --onion --out trace.json
+    python -m asgi_lab load sse http://127.0.0.1:8000/events --clients 100 --duration 5
 
 The server prints the address it actually listens on (useful with --port 0) and shuts down
 gracefully on SIGINT or SIGTERM; a second SIGINT exits at once.
@@ -89,6 +91,32 @@ def build_parser() -> argparse.ArgumentParser:
                                             "write sequence diagrams and a timeline (PNG)")
     demo.add_argument("--out", default="demo-output", help="folder for the PNG and JSON files")
 
+    trace = commands.add_parser(
+        "trace", help="serve your app with the tracer on, send it requests, write the trace "
+                      "and sequence diagrams (PNG)",
+        description="Serve MODULE:ATTR on 127.0.0.1 (a free port) with the tracer on, send each "
+                    "--request on a connection of its own, write the trace and one sequence "
+                    "diagram per request. A request reads like curl: "
+                    "\"POST /echo -H 'content-type: text/plain' -d hello\" (-d @FILE reads a file).")
+    trace.add_argument("app", help="the application, as MODULE:ATTR")
+    trace.add_argument("--wsgi", action="store_true", help="it is a WSGI app (default: ASGI)")
+    trace.add_argument("--request", action="append", default=[], metavar="'METHOD TARGET [-H ..] [-d ..]'",
+                       help="a request to send (repeat for more; default: 'GET /')")
+    trace.add_argument("--onion", action="store_true",
+                       help="record every message at every middleware layer (Starlette, FastAPI, "
+                            "Flask's wsgi_app chain); says so where a framework hides its stack")
+    trace.add_argument("--out", default="trace.json",
+                       help="the trace file; the summary and NAME-1.png, ... go beside it "
+                            "(default: %(default)s)")
+    trace.add_argument("--threads", type=int, default=4, help="WSGI worker threads (default: 4)")
+    trace.add_argument("--timeout", type=float, default=5.0,
+                       help="seconds to read a response before hanging up (a stream that never "
+                            "ends); default: %(default)s")
+
+    from .load.command import add_load_parser
+
+    add_load_parser(commands)
+
     from .experiments.cli import add_experiment_parser
 
     add_experiment_parser(commands)
@@ -151,6 +179,23 @@ def run_wsgi(app, config: Config) -> int:
     return server.serve_until_signal(ready)
 
 
+def run_trace(args: argparse.Namespace) -> int:
+    """`python -m asgi_lab trace MODULE:ATTR ...`: see `asgi_lab/trace_app.py`."""
+    from .trace_app import BadRequestSpec, parse_request, report, trace_app
+
+    try:
+        requests = [parse_request(text) for text in args.request or ["GET /"]]
+    except (BadRequestSpec, OSError) as exc:
+        raise SystemExit(f"error: bad --request: {exc}")
+    app = import_app(args.app)
+    kind = "wsgi" if args.wsgi else "asgi"
+    settings = {"threads": args.threads} if args.wsgi else {}
+    run = trace_app(app, requests, kind=kind, onion=args.onion, out=args.out,
+                    timeout=args.timeout, **settings)
+    print(report(run))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -159,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_demo(args.out)
     if args.command == "experiment":
+        return args.run(args)
+    if args.command == "trace":
+        return run_trace(args)
+    if args.command == "load":
         return args.run(args)
     setup_logging(args.log_level)
     config = config_from(args)

@@ -9,7 +9,8 @@ When it is on, each layer reports what it saw with one call of one signature::
     tracer.emit(conn, layer, kind, data)
 
 - `conn`  : the connection's number (0 for server-wide events such as lifespan)
-- `layer` : "socket", "h11", "wsproto", "h2", "asgi", "wsgi" or "server"
+- `layer` : "socket", "h11", "wsproto", "h2", "asgi", "wsgi" or "server" (and "onion": a
+  message between two middleware layers of a framework app, see `asgi_lab/onion.py`)
 - `kind`  : what happened: "bytes_in", "Request", "receive", "send", "start_response", ...
 - `data`  : the message itself: an ASGI message dict, an h11 event's fields, a bytes preview
   (HTTP/2 events, see `asgi_lab/http2.py`, also carry the `stream_id` they belong to)
@@ -234,6 +235,8 @@ ROUTES: dict[tuple[str, str], tuple[str, str]] = {
 def route(event: TraceEvent) -> tuple[str, str] | None:
     """(from lane, to lane) for a message between client, server and app; None for an event
     inside the server (h11 or wsproto parsed something, the WSGI environ was built, a timer fired)."""
+    if event.layer == "onion":  # a message between two middleware layers (asgi_lab/onion.py)
+        return (event.data.get("from", "app"), event.data.get("to", "app"))
     return ROUTES.get((event.layer, event.kind))
 
 
@@ -282,6 +285,8 @@ def _label(event: TraceEvent) -> str:
     data, layer, kind = event.data, event.layer, event.kind
     if layer == "h2":
         return _h2_label(kind, data)
+    if layer == "onion":
+        return _onion_label(kind, data)
     if layer == "socket":
         if kind in ("bytes_in", "bytes_out"):
             size = data.get("size", _size(data.get("bytes")))
@@ -316,6 +321,29 @@ def _label(event: TraceEvent) -> str:
             returned = data.get("iterable") or data.get("type")
             return f"returned {returned}" if returned else "returned"
     return kind
+
+
+def _onion_label(kind: str, data: dict[str, Any]) -> str:
+    """A message crossing a middleware boundary: its ASGI label (or the WSGI call), then
+    what the outer layer changed, marked with a star: "* +content-encoding: gzip"."""
+    message = data.get("message") or {}
+    if kind in ("receive", "send") and "type" in message:
+        text = _message_label(message)
+    elif kind == "call":
+        text = f"call {message.get('method', '')} {message.get('path', '')}".rstrip()
+    elif kind == "start_response":
+        text = f"start_response({message.get('status', '')!r})"
+    elif kind == "body_chunk":
+        text = f"body_chunk({_size(message.get('body'))} B)"
+    elif kind == "close":
+        text = "close()"
+    else:
+        text = kind
+    changed = data.get("changes") or ()
+    if changed:
+        shown = "; ".join(changed[:3]) + ("; ..." if len(changed) > 3 else "")
+        text += f"  * {shown}"
+    return text
 
 
 def _message_label(message: dict[str, Any]) -> str:

@@ -34,6 +34,17 @@ from .process import run_in_processes
 PROGRESS_EVERY = 0.5
 
 
+def published_stamp(body: bytes) -> float | None:
+    """PUBLISHED from a message in our format, `SEQ PUBLISHED SENT`; None for any other."""
+    parts = body.split()
+    if len(parts) != 3:
+        return None
+    try:
+        return float(parts[1])
+    except ValueError:
+        return None
+
+
 class LongPollClient(asyncio.Protocol):
     """One client: a request, the (held) response, the next request, until the run ends."""
 
@@ -90,10 +101,11 @@ class LongPollClient(asyncio.Protocol):
         run, body = self.run, self.body
         self.body = b""
         if body:
-            _seq, published, _sent = body.split()
-            published = float(published)
-            run.lags_ms.append(round((now - published) * 1000, 3))
-            run.published[self.index].append(published)
+            published = published_stamp(body)
+            if published is not None:  # our format; another server's messages count, no lag
+                run.lags_ms.append(round((now - published) * 1000, 3))
+                run.published[self.index].append(published)
+            run.received[self.index] += 1
             run.total_messages += 1
         if run.leaving:
             return
@@ -139,6 +151,7 @@ class LongPollLoad:
         self.requests = [0] * clients
         self.published: list[list[float]] = [[] for _ in range(clients)]
         self.timeouts = [0] * clients
+        self.received = [0] * clients  # every non-empty answer, in our format or not
         self.reconnects = [0] * clients
         self.errors: list[str | None] = [None] * clients
         self.lags_ms: list[float] = []
@@ -211,7 +224,7 @@ class LongPollLoad:
             "started": started, "ramp_s": round(ramp_end - started, 3), "ended": end,
             "requests": self.requests, "messages": messages, "expected": expected,
             "timeouts": self.timeouts, "reconnects": self.reconnects, "errors": self.errors,
-            "lags_ms": self.lags_ms,
+            "lags_ms": self.lags_ms, "received": self.received,
         }
 
 
@@ -221,8 +234,9 @@ def merge(results: list[dict]) -> dict:
     merged["started"] = min(r["started"] for r in results)
     merged["ended"] = max(r["ended"] for r in results)
     merged["ramp_s"] = max(r["ramp_s"] for r in results)
-    for key in ("requests", "messages", "expected", "timeouts", "reconnects", "errors", "lags_ms"):
-        merged[key] = [value for r in results for value in r[key]]
+    for key in ("requests", "messages", "expected", "timeouts", "reconnects", "errors", "lags_ms",
+                "received"):
+        merged[key] = [value for r in results for value in r.get(key, ())]
     merged["processes"] = len(results)
     return merged
 

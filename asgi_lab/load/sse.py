@@ -46,6 +46,18 @@ PROGRESS_EVERY = 0.5
 """Seconds between two progress reports."""
 
 
+def stamped(data: bytes) -> tuple[float, float] | None:
+    """(DUE, SENT) from an event's data in our format, `SEQ DUE SENT`; None for any other
+    data (an app of yours that sends its own events: they count, without a lag)."""
+    parts = data.split()
+    if len(parts) != 3:
+        return None
+    try:
+        return float(parts[1]), float(parts[2])
+    except ValueError:
+        return None
+
+
 class SSEClient(asyncio.Protocol):
     """One SSE client: sends its GET when connected, counts and times the events it receives."""
 
@@ -98,14 +110,15 @@ class SSEClient(asyncio.Protocol):
         *events, self.buffer = buffer.split(b"\n\n")
         for event in events:
             for line in event.split(b"\n"):
-                if line.startswith(b"data: "):
-                    _seq, due, sent = line[6:].split()
-                    sent = float(sent)
-                    late = round((sent - float(due)) * 1000, 3)
-                    run.lags_ms.append(round((now - sent) * 1000, 3))
-                    run.lateness_ms.append(late)
-                    if late > run.worst_late[i]:
-                        run.worst_late[i] = late
+                if line.startswith(b"data:"):
+                    stamps = stamped(line[5:])
+                    if stamps is not None:  # our format; any other server's events just count
+                        due, sent = stamps
+                        late = round((sent - due) * 1000, 3)
+                        run.lags_ms.append(round((now - sent) * 1000, 3))
+                        run.lateness_ms.append(late)
+                        if late > run.worst_late[i]:
+                            run.worst_late[i] = late
                     if run.first_event[i] is None:
                         run.first_event[i] = now
                     run.events[i] += 1

@@ -10,6 +10,10 @@ type: the bytes the client sends, the ASGI messages the app gets from `receive()
 What happens inside the server (h11 parsed a `Request`, a timeout fired) is a note on the
 server's lane. `trace.route(event)` decides which is which.
 
+With the middleware onion on (`asgi_lab/onion.py`), the app's lane is followed by one lane
+per middleware layer, outermost first ("app/1", "app/2", ...), each titled with its class:
+a message is drawn crossing each layer, and a star marks what a layer changed.
+
 Rows are evenly spaced, in the order the events happened, so a request that takes 0.2 ms
 is as readable as one that takes 2 s; the left axis gives each event's real time.
 """
@@ -33,8 +37,10 @@ LAYER_COLORS = {
     "asgi": "#c0392b",     # red: ASGI messages
     "wsgi": "#d35400",     # orange: the WSGI call
     "server": "#7f8c8d",   # grey: the server's own doings (timeouts, shutdown)
+    "onion": "#b7950b",    # ochre: a message between two middleware layers (asgi_lab/onion.py)
 }
 DEFAULT_COLOR = "#555555"
+CHANGED_COLOR = "#a93226"  # a message a middleware layer changed (the onion's "*")
 LAYER_NAMES = {
     "socket": "socket: bytes, connect, close",
     "h11": "h11: HTTP/1.1 events",
@@ -43,11 +49,28 @@ LAYER_NAMES = {
     "asgi": "ASGI messages",
     "wsgi": "WSGI calls",
     "server": "server",
+    "onion": "between middleware layers (* = changed)",
 }
 
 LANE_X = {lane: float(i) for i, lane in enumerate(LANES)}
 ROW_HEIGHT = 0.36  # inches per event
 LANE_TITLES = {"client": "client", "server": "server", "app": "app"}
+
+
+def lanes_of(events: Iterable[TraceEvent]) -> tuple[list[str], dict[str, str]]:
+    """The lanes a diagram needs: client, server, app, then any middleware layers the onion
+    recorded ("app/1", "app/2", ...), and the titles the onion gave them."""
+    lanes, titles = list(LANES), {}
+    depths: set[int] = set()
+    for event in events:
+        if event.layer != "onion":
+            continue
+        for lane in (event.data.get("from"), event.data.get("to")):
+            if isinstance(lane, str) and lane.startswith("app/"):
+                depths.add(int(lane[4:]))
+        titles.update(event.data.get("lanes") or {})
+    lanes += [f"app/{depth}" for depth in sorted(depths)]
+    return lanes, titles
 
 
 def events_of(trace, conn: int | None = None) -> list[TraceEvent]:
@@ -84,8 +107,10 @@ def sequence_diagram(trace, *, conn: int | None = None, title: str | None = None
     events = events[:limit]
     titles = {**LANE_TITLES, **(lane_titles or {})}
     rows = max(len(events), 1)
+    extra_lanes = len(lanes_of(events)[0]) - len(LANES)
     if ax is None:
-        fig = plt.figure(figsize=(10.5, 1.0 + ROW_HEIGHT * (rows + 1)), layout="constrained")
+        fig = plt.figure(figsize=(10.5 + 2.6 * extra_lanes, 1.0 + ROW_HEIGHT * (rows + 1)),
+                         layout="constrained")
         ax = fig.add_subplot()
         plt.close(fig)  # Jupyter shows the figure we return, not a second copy
     fig = ax.figure
@@ -106,14 +131,19 @@ def draw_sequence(ax, events: list[TraceEvent], *, titles: Mapping[str, str],
     rows = max(len(events), 1)
     t0 = start if start is not None else (events[0].t if events else 0.0)
     several = len({e.conn for e in events}) > 1
-    left, right = LANE_X["client"], LANE_X["app"]
+    lanes, onion_titles = lanes_of(events)
+    lane_x = {lane: float(i) for i, lane in enumerate(lanes)}
+    # The onion's layer names, except where the caller gave a lane a title of its own.
+    titles = {**titles, **{lane: name for lane, name in onion_titles.items()
+                           if titles.get(lane, LANE_TITLES.get(lane)) == LANE_TITLES.get(lane)}}
+    left, right = lane_x["client"], lane_x[lanes[-1]]
 
     ax.set_xlim(left - 0.45, right + 0.45)
     ax.set_ylim(rows - 0.4, -1.05)
-    for lane in LANES:  # the lifelines, and each lane's name on top
-        x = LANE_X[lane]
+    for lane in lanes:  # the lifelines, and each lane's name on top
+        x = lane_x[lane]
         ax.plot([x, x], [-0.55, rows - 0.45], color="#b0b0b0", lw=1.2, ls=(0, (4, 3)), zorder=1)
-        ax.text(x, -0.7, titles[lane], ha="center", va="center", fontsize=11, fontweight="bold",
+        ax.text(x, -0.7, titles.get(lane, lane), ha="center", va="center", fontsize=11, fontweight="bold",
                 zorder=4, gid=f"lane:{lane}",
                 bbox=dict(boxstyle="round,pad=0.45", fc="#f4f4f4", ec="#909090", lw=1))
 
@@ -128,14 +158,18 @@ def draw_sequence(ax, events: list[TraceEvent], *, titles: Mapping[str, str],
             text = f"[{event.conn}] {text}"
         path = route(event)
         if path is not None:
-            x_from, x_to = LANE_X[path[0]], LANE_X[path[1]]
+            x_from, x_to = lane_x.get(path[0], lane_x["app"]), lane_x.get(path[1], lane_x["app"])
+            changed = event.layer == "onion" and bool(event.data.get("changes"))
+            if changed:  # a middleware changed this message on its way: make it stand out
+                color = CHANGED_COLOR
             ax.annotate("", xy=(x_to, row), xytext=(x_from, row), zorder=3, gid="arrow",
                         arrowprops=dict(arrowstyle="-|>,head_length=0.6,head_width=0.3",
-                                        color=color, lw=1.6, shrinkA=2, shrinkB=2))
+                                        color=color, lw=2.6 if changed else 1.6, shrinkA=2, shrinkB=2))
             ax.text((x_from + x_to) / 2, row - 0.1, text, ha="center", va="bottom", fontsize=9,
-                    color=color, zorder=4, gid="arrow-label")
+                    color=color, zorder=4, gid="arrow-label",
+                    fontweight="bold" if changed else "normal")
         else:
-            x = LANE_X["server"]
+            x = lane_x["server"]
             ax.annotate(text, xy=(x, row), ha="center", va="center", fontsize=8.5, color=color,
                         zorder=4, gid="note",
                         bbox=dict(boxstyle="round,pad=0.3", fc="white", ec=color, lw=0.8))
