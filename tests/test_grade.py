@@ -54,16 +54,18 @@ STUB_CELLS = {
             "failed", "Content-Length says"),
     "hal": (GOOD.replace('environ["QUERY_STRING"]', 'environ["QUERY"]'), "failed", "KeyError: 'QUERY'"),
     "ivy": (GOOD.replace("def app(environ, start_response):", "def app(environ, start_response)"),
-            "error", "syntax error in cell 1, line 4"),
+            "error", "Syntax error in cell 1, line 4: expected ':'"),
     "jon": ("while True:\n    pass\n" + GOOD, "timeout", "Did not finish running cell 1"),
     "kim": (GOOD.replace("    name =", "    while True:\n        pass\n    name ="),
             "timeout", "check_wsgi_app did not finish"),
     # (in one print: a loop of a million prints takes seconds on a busy machine, and tests time)
-    "lea": ('print("\\n".join(map(str, range(1_000_000))))\n' + GOOD, "passed", "It printed 1,000,000 lines"),
+    "lea": ('print("\\n".join(map(str, range(1_000_000))))\n' + GOOD, "passed", "Note: it printed 1,000,000 lines"),
     "max": (GOOD.replace("def app(", "def application("), "error", "never defines `app`"),
-    "ned": ("import numpyy\n" + GOOD, "error", "ModuleNotFoundError: No module named 'numpyy'"),
-    "ola": ("import os\nos._exit(3)\n" + GOOD, "crashed", "exited with code 3 while running its cells"),
+    "ned": ("import numpyy\n" + GOOD, "error",
+            "Cell 1 raised ModuleNotFoundError: No module named 'numpyy' (line 1: import numpyy), so `app`"),
+    "ola": ("import os\nos._exit(3)\n" + GOOD, "crashed", "exited with code 3 (os._exit() in the code?) while running its cells"),
     "pat": ("hoard = bytearray(50 * 2**30)\n" + GOOD, "error", "MemoryError"),
+    "uma": ("import ctypes\nctypes.string_at(0)\n" + GOOD, "crashed", "killed by SIGSEGV"),
     "quin": ('import sys\nsys.audit("socket.connect", None, ("192.0.2.1", 80))\n' + GOOD,
              "error", "the grader allows loopback only: connect to ('192.0.2.1', 80) refused"),
 }
@@ -149,7 +151,7 @@ def test_a_renamed_function_is_graded_by_the_name_its_check_cell_passes(graded):
 def test_layouts_a_whole_repository_a_flat_file_and_a_copy(graded):
     by_key, rows, _ = graded
     sam = by_key[("sam", "check_wsgi_app")]
-    assert sam["verdict"] == "error" and "01_wsgi_app.py, line 1" in sam["reason"]  # not solutions/
+    assert sam["verdict"] == "error" and "Syntax error in 01_wsgi_app.py, line 1" in sam["reason"]  # not solutions/
     assert [by_key[("sam", check)]["verdict"] for check, _ in grade.TASKS["08-spot-the-bug"]] == ["passed"] * 4
     assert by_key[("tia", "check_wsgi_app")]["verdict"] == "passed"
     # Everyone who handed in exercise 1 but not 8 has exercise 8 "missing", once per check.
@@ -233,3 +235,24 @@ def test_no_submissions_is_the_graders_failure(tmp_path):
     assert grade.main([str(tmp_path), "--csv", str(tmp_path / "g.csv")]) == 2
     with pytest.raises(SystemExit):
         grade.main([str(tmp_path / "nowhere")])
+
+
+def test_the_hints_go_to_the_csv_only_when_asked(tmp_path):
+    row = grade.Row("ada", "01-wsgi-app", "check_wsgi_app", "failed", "It returned None.", 0.5,
+                    "the idea: one call\nthe API: start_response\nthe code: return [body]")
+    grade.write_csv([row], tmp_path / "plain.csv")
+    grade.write_csv([row], tmp_path / "hints.csv", hints=True)
+    plain = list(csv.DictReader(open(tmp_path / "plain.csv", encoding="utf-8")))
+    hinted = list(csv.DictReader(open(tmp_path / "hints.csv", encoding="utf-8")))
+    assert "hints" not in plain[0]
+    assert hinted[0]["hints"] == "the idea: one call | the API: start_response | the code: return [body]"
+
+
+def test_the_table_shows_the_reason_of_a_failure_and_only_the_notes_of_a_pass():
+    rows = [grade.Row("ada", "01-wsgi-app", "check_wsgi_app", "passed", "3 greetings right. Note: x.", 1.0,
+                      notes="Note: x."),
+            grade.Row("ben", "01-wsgi-app", "check_wsgi_app", "failed", "It returned None.", 1.0)]
+    table = grade.summary(rows, width=100).splitlines()
+    assert table[2].split() == ["ada", "01-wsgi-app", "passed", "Note:", "x."]
+    assert table[3].split()[2:] == ["failed", "It", "returned", "None."]
+    assert table[-1] == "Passed: 01-wsgi-app 1/2"

@@ -186,7 +186,7 @@ def prepare(source: str, filename: str) -> tuple[ast.Module | None, dict[str, st
 
 
 def where(error: BaseException, filename: str) -> str:
-    """", line 4: x = y" for the deepest frame of the cell, if the error passed through it."""
+    """" (line 4: x = y)" for the deepest frame of the cell, if the error passed through it."""
     frame = error.__traceback__
     line = None
     while frame is not None:
@@ -196,7 +196,7 @@ def where(error: BaseException, filename: str) -> str:
     if line is None:
         return ""
     text = linecache.getline(filename, line).strip()
-    return f", line {line}" + (f": {text}" if text else "")
+    return f" (line {line}" + (f": {text})" if text else ")")
 
 
 def describe(error: BaseException) -> str:
@@ -220,8 +220,8 @@ def run_cells(path: Path, namespace: dict, progress) -> tuple[list[str], dict[st
             tree, found = prepare(source, filename)
         except SyntaxError as error:
             line = f", line {error.lineno}" if error.lineno else ""
-            text = f": {error.text.strip()}" if error.text and error.text.strip() else ""
-            problems.append(f"syntax error in {label}{line} ({error.msg}){text}")
+            text = f" ({error.text.strip()})" if error.text and error.text.strip() else ""
+            problems.append(f"syntax error in {label}{line}: {error.msg}{text}")
             continue
         calls.update(found)
         if tree is None:
@@ -331,6 +331,29 @@ def own_network_namespace() -> bool:
         return False
 
 
+NAMESPACE_PROBE = """
+import socket, sys
+from asgi_lab.exercises.grade import own_network_namespace
+if not own_network_namespace():
+    sys.exit(1)
+with socket.create_server(("127.0.0.1", 0)) as server:
+    socket.create_connection(server.getsockname(), timeout=2).close()
+"""
+
+
+def network_namespace_works() -> bool:
+    """Try `own_network_namespace` once, in a throwaway process, loopback included: where a
+    system lets a process make the namespace but not bring loopback up, a submission's process
+    must not try (it could not undo it)."""
+    import subprocess
+
+    try:
+        return subprocess.run([sys.executable, "-P", "-c", NAMESPACE_PROBE], env=child_environment(),
+                              capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def confine(memory_mb: int, network_namespace: bool) -> str:
     """Limits for the process that runs a submission; returns how the network is fenced."""
     fence = "loopback-only audit hook"
@@ -375,15 +398,13 @@ def child(order: dict) -> None:
             progress({"event": "check", "check": check_name})
             used = name if name in module.__dict__ else calls.get(check_name, name)
             if used not in module.__dict__:
-                why = f" ({'; '.join(problems)})" if problems else ""
-                verdict = {"verdict": "error", "reason": f"The code never defines `{name}`, which "
-                                                         f"{check_name} checks{why}."}
+                reason = (f"{'; '.join(problems)}, so `{name}` (what {check_name} checks) was never "
+                          "defined." if problems else
+                          f"the code never defines `{name}`, the name {check_name} checks (renamed?).")
+                verdict = {"verdict": "error", "reason": reason[:1].upper() + reason[1:], "notes": []}
             else:
                 verdict = run_check(check_name, module.__dict__[used])
-                if used != name:
-                    verdict["reason"] = f"(graded `{used}`, the name its check cell passes) " + verdict["reason"]
-                if problems:
-                    verdict["reason"] = (verdict["reason"] + " Note: " + "; ".join(problems) + ".").strip()
+                verdict["notes"] = ([f"graded `{used}`, the name its check cell passes"] if used != name else []) + problems
             progress({"event": "verdict", "check": check_name, **verdict})
         progress({"event": "done"})
     except BaseException as error:  # the grader's own failure, not the student's
@@ -419,6 +440,8 @@ class Row:
     reason: str
     seconds: float
     hints: str = ""
+    notes: str = ""
+    """What the reason adds to the check's own words (the table shows only this for a pass)."""
 
 
 @dataclass
@@ -508,9 +531,9 @@ def verdicts(submission: Submission, events: list[dict], timed_out: bool, return
     for check_name, _ in TASKS[submission.exercise]:
         if check_name in by_check:
             e = by_check[check_name]
-            verdict, reason, hints = e["verdict"], e["reason"], e.get("hints", "")
+            verdict, reason, hints, notes = e["verdict"], e["reason"], e.get("hints", ""), list(e["notes"])
         else:
-            hints = ""
+            hints, notes = "", []
             verdict = "timeout" if timed_out else "crashed"
             doing = ("running its cells" if stage is None or stage["event"] == "cell" else
                      f"running {stage['check']}")
@@ -518,26 +541,28 @@ def verdicts(submission: Submission, events: list[dict], timed_out: bool, return
                 reason = f"Not run: {earlier} did not finish."
             elif timed_out and stage is not None and stage["event"] == "cell":
                 reason = (f"Did not finish running {stage['cell']} within {limit:g} s (an endless "
-                          "loop at the top level of a cell, or input() waiting?).")
+                          "loop at the top level?).")
             elif timed_out and stage is not None:
                 reason = (f"{stage['check']} did not finish within {limit:g} s: your code never "
                           "returned (an endless loop, or a wait that never ends?).")
             elif timed_out:
                 reason = f"The grader's process did not start within {limit:g} s (is the machine overloaded?)."
             else:
-                how = (f"was killed by {signal.Signals(-returncode).name}" if returncode and returncode < 0
-                       else f"exited with code {returncode}")
+                how = (f"was killed by {signal.Signals(-returncode).name} (out of memory, or a crash "
+                       "in C code?)" if returncode and returncode < 0 else
+                       f"exited with code {returncode} (os._exit() in the code?)")
                 last = tail.last_line()
-                reason = (f"The process {how} while {doing}, before any verdict (out of memory, "
-                          f"os._exit(), or a crash in C code?)" + (f"; its last words: {last}" if last else "") + ".")
+                reason = (f"The process {how} while {doing}, before any verdict"
+                          + (f"; its last words: {last}" if last else "") + ".")
             if stage is not None and stage["event"] == "check":
                 earlier = earlier or stage["check"]
         if lines > MANY_LINES:
-            reason = f"{reason} (It printed {lines:,} lines.)".strip()
+            notes.append(f"it printed {lines:,} lines")
         if submission.note:
-            reason = f"{reason} ({submission.note})".strip()
-        rows.append(Row(submission.student, submission.exercise, check_name, verdict, reason,
-                        seconds, hints))
+            notes.append(submission.note)
+        note = f"Note: {'; '.join(notes)}." if notes else ""
+        rows.append(Row(submission.student, submission.exercise, check_name, verdict,
+                        f"{reason} {note}".strip(), seconds, hints, note))
     return rows
 
 
@@ -587,7 +612,7 @@ def summary(rows: list[Row], width: int | None = None) -> str:
     width = width or shutil.get_terminal_size((140, 24)).columns
     several = {e for e, tasks in TASKS.items() if len(tasks) > 1}
     table = [(r.student, r.exercise + (f" {r.check.removeprefix('check_')}" if r.exercise in several else ""),
-              r.verdict, r.reason) for r in rows]
+              r.verdict, r.notes if r.verdict == "passed" else r.reason) for r in rows]
     heads = ("student", "exercise", "verdict", "reason")
     widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(heads[:3])]
     room = max(30, width - sum(widths) - 6)
@@ -631,7 +656,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no exercise files under {args.folder} (expected <student>/01-wsgi-app.ipynb "
               f"and the like; exercises: {', '.join(TASKS)})", file=sys.stderr)
         return 2
-    settings = Settings(args.timeout, max(1, args.jobs), args.memory, not args.no_namespace)
+    settings = Settings(args.timeout, max(1, args.jobs), args.memory,
+                        not args.no_namespace and sys.platform == "linux" and network_namespace_works())
     exercises = sorted({s.exercise for s in submissions})
     total, done = len(submissions), [0]
 
