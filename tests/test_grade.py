@@ -54,15 +54,15 @@ STUB_CELLS = {
             "failed", "Content-Length says"),
     "hal": (GOOD.replace('environ["QUERY_STRING"]', 'environ["QUERY"]'), "failed", "KeyError: 'QUERY'"),
     "ivy": (GOOD.replace("def app(environ, start_response):", "def app(environ, start_response)"),
-            "error", "Syntax error in cell 1, line 4: expected ':'"),
-    "jon": ("while True:\n    pass\n" + GOOD, "timeout", "Did not finish running cell 1"),
+            "error", "Syntax error in code cell 1, line 4: expected ':'"),
+    "jon": ("while True:\n    pass\n" + GOOD, "timeout", "Did not finish running code cell 1"),
     "kim": (GOOD.replace("    name =", "    while True:\n        pass\n    name ="),
             "timeout", "check_wsgi_app did not finish"),
     # (in one print: a loop of a million prints takes seconds on a busy machine, and tests time)
     "lea": ('print("\\n".join(map(str, range(1_000_000))))\n' + GOOD, "passed", "Note: it printed 1,000,000 lines"),
     "max": (GOOD.replace("def app(", "def application("), "error", "never defines `app`"),
     "ned": ("import numpyy\n" + GOOD, "error",
-            "Cell 1 raised ModuleNotFoundError: No module named 'numpyy' (line 1: import numpyy), so `app`"),
+            "Code cell 1 raised ModuleNotFoundError: No module named 'numpyy' (line 1: import numpyy), so `app`"),
     "ola": ("import os\nos._exit(3)\n" + GOOD, "crashed", "exited with code 3 (os._exit() in the code?) while running its cells"),
     "pat": ("hoard = bytearray(50 * 2**30)\n" + GOOD, "error", "MemoryError"),
     "uma": ("import ctypes\nctypes.string_at(0)\n" + GOOD, "crashed", "killed by SIGSEGV"),
@@ -102,12 +102,16 @@ def graded(tmp_path_factory):
     (deep / "01_wsgi_app.py").write_text("def app(environ, start_response)\n", encoding="utf-8")
     (deep / "solutions" / "01-wsgi-app.ipynb").write_bytes((EXERCISES_DIR / "solutions" / "01-wsgi-app.ipynb").read_bytes())
     (deep / "08-spot-the-bug.ipynb").write_bytes((EXERCISES_DIR / "solutions" / "08-spot-the-bug.ipynb").read_bytes())
+    # Every solution notebook of the course, as handed out: each must pass, all checks.
+    (folder / "sol").mkdir()
+    for solution in sorted((EXERCISES_DIR / "solutions").glob("*.ipynb")):
+        (folder / "sol" / solution.name).write_bytes(solution.read_bytes())
     # Flat, as some platforms hand them out: the student is the file name's prefix; a copy.
     (folder / "tia_01-wsgi-app-Copy1.ipynb").write_text(json.dumps(notebook(GOOD)), encoding="utf-8")
     out = folder.parent / "grades.csv"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     run = subprocess.run([sys.executable, "-m", "asgi_lab.exercises", "grade", str(folder), "--csv", str(out),
-                          "--timeout", str(TIMEOUT), "--jobs", "2", "--exercises", "01,08"],
+                          "--timeout", str(TIMEOUT), "--jobs", "2"],
                          capture_output=True, text=True, env=env, timeout=180)
     with open(out, newline="", encoding="utf-8") as file:
         rows = list(csv.DictReader(file))
@@ -154,9 +158,17 @@ def test_layouts_a_whole_repository_a_flat_file_and_a_copy(graded):
     assert sam["verdict"] == "error" and "Syntax error in 01_wsgi_app.py, line 1" in sam["reason"]  # not solutions/
     assert [by_key[("sam", check)]["verdict"] for check, _ in grade.TASKS["08-spot-the-bug"]] == ["passed"] * 4
     assert by_key[("tia", "check_wsgi_app")]["verdict"] == "passed"
-    # Everyone who handed in exercise 1 but not 8 has exercise 8 "missing", once per check.
-    missing = [r for r in rows if r["student"] == "ada" and r["exercise"] == "08-spot-the-bug"]
-    assert [r["verdict"] for r in missing] == ["missing"] * 4
+    # Who handed in exercise 1 only has the others "missing", once per check.
+    missing = [r for r in rows if r["student"] == "ada" and r["exercise"] != "01-wsgi-app"]
+    assert {r["verdict"] for r in missing} == {"missing"}
+    assert len(missing) == sum(len(checks) for checks in grade.TASKS.values()) - 1
+
+
+def test_every_solution_notebook_of_the_course_passes(graded):
+    """The cells run as in Jupyter (a top-level await, threads, imports), under the limits."""
+    rows = [row for row in graded[1] if row["student"] == "sol"]
+    assert len(rows) == sum(len(checks) for checks in grade.TASKS.values())
+    assert [(r["exercise"], r["verdict"], r["reason"]) for r in rows if r["verdict"] != "passed"] == []
 
 
 # == the pieces, without a process ================================================================
@@ -195,12 +207,13 @@ def test_the_exact_name_wins_over_a_copy(tmp_path):
 
 def test_check_calls_magics_and_hints_are_taken_out_of_a_cell():
     source = ("%matplotlib inline\nimport asyncio\n!pip install h11\ncheck_sse(app)\nhint(check_sse)\n"
+              "same = (1\n        != 2)\n"
               "try:\n    check_sse(my_app)\nexcept AssertionError:\n    pass\n"
               "def helper():\n    return check_sse\nx = 1\n")
     tree, calls = grade.prepare(source, "<cell 1>")
     code = ast.unparse(tree)
     assert "check_sse(" not in code and "hint(" not in code and "pip" not in code
-    assert "def helper" in code and "x = 1" in code and "import asyncio" in code
+    assert "def helper" in code and "x = 1" in code and "import asyncio" in code and "1 != 2" in code
     assert calls == {"check_sse": "my_app", "hint": "check_sse"}
     assert grade.prepare("%%timeit\nx = 1\n", "<cell 2>") == (None, {})
 
@@ -233,6 +246,8 @@ def test_no_submissions_is_the_graders_failure(tmp_path):
     (tmp_path / "ada").mkdir()
     (tmp_path / "ada" / "notes.txt").write_text("nothing")
     assert grade.main([str(tmp_path), "--csv", str(tmp_path / "g.csv")]) == 2
+    (tmp_path / "ada" / "03-streamed-body.py").write_text("app = None\n")
+    assert grade.main([str(tmp_path), "--csv", str(tmp_path / "g.csv"), "--exercises", "01,02"]) == 2
     with pytest.raises(SystemExit):
         grade.main([str(tmp_path / "nowhere")])
 

@@ -38,6 +38,7 @@ import argparse
 import ast
 import asyncio
 import csv
+import inspect
 import io
 import ipaddress
 import json
@@ -160,13 +161,16 @@ def code_cells(path: Path) -> list[str]:
 
 
 def prepare(source: str, filename: str) -> tuple[ast.Module | None, dict[str, str]]:
-    """A cell, ready to run: IPython's `%magic` and `!shell` lines become `pass` (a `%%` cell
-    is skipped), and every top-level statement that calls `check_*`, `hint` or `reset_hints`
-    is taken out. Also returns, from those calls, {check: the name it was given} (read, never
-    run). Raises SyntaxError."""
+    """A cell, ready to run: every top-level statement that calls `check_*`, `hint` or
+    `reset_hints` is taken out; in a cell that is not plain Python, IPython's `%magic` and
+    `!shell` lines become `pass` (a `%%` cell is skipped). Also returns, from those calls,
+    {check: the name it was given} (read, never run). Raises SyntaxError."""
     if source.lstrip().startswith("%%"):
         return None, {}
-    source = re.sub(r"(?m)^(\s*)[%!].*$", r"\1pass  # IPython magic, skipped", source)
+    try:
+        ast.parse(source)
+    except SyntaxError:
+        source = re.sub(r"(?m)^(\s*)[%!]\w.*$", r"\1pass  # IPython magic, skipped", source)
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     tree = ast.parse(source, filename)
     calls: dict[str, str] = {}
@@ -207,13 +211,11 @@ def describe(error: BaseException) -> str:
 def run_cells(path: Path, namespace: dict, progress) -> tuple[list[str], dict[str, str]]:
     """Run the submission's cells in `namespace`, each on its own, like Jupyter. Returns what
     went wrong, in plain words, and the names its check calls were given."""
-    import inspect
-
     problems: list[str] = []
     calls: dict[str, str] = {}
     cells = code_cells(path)
     for n, source in enumerate(cells, 1):
-        label = f"cell {n}" if path.suffix == ".ipynb" else path.name
+        label = f"code cell {n}" if path.suffix == ".ipynb" else path.name
         progress({"event": "cell", "cell": label})
         filename = f"<{label}>" if path.suffix == ".ipynb" else str(path)
         try:
