@@ -102,6 +102,9 @@ def graded(tmp_path_factory):
     (deep / "01_wsgi_app.py").write_text("def app(environ, start_response)\n", encoding="utf-8")
     (deep / "solutions" / "01-wsgi-app.ipynb").write_bytes((EXERCISES_DIR / "solutions" / "01-wsgi-app.ipynb").read_bytes())
     (deep / "08-spot-the-bug.ipynb").write_bytes((EXERCISES_DIR / "solutions" / "08-spot-the-bug.ipynb").read_bytes())
+    # A notebook that is no longer JSON (a merge conflict, an editor that cut it short).
+    (folder / "vic").mkdir()
+    (folder / "vic" / "01-wsgi-app.ipynb").write_text(json.dumps(notebook(GOOD))[:500], encoding="utf-8")
     # Every solution notebook of the course, as handed out: each must pass, all checks.
     (folder / "sol").mkdir()
     for solution in sorted((EXERCISES_DIR / "solutions").glob("*.ipynb")):
@@ -133,6 +136,11 @@ def test_each_submission_gets_its_verdict_in_plain_words(graded, student):
     assert (row["verdict"], words in row["reason"]) == (verdict, True), row
     assert "Traceback" not in row["reason"]
     assert float(row["seconds"]) < TIMEOUT + 5
+
+
+def test_a_file_that_is_no_notebook_gets_a_verdict(graded):
+    row = graded[0][("vic", "check_wsgi_app")]
+    assert row["verdict"] == "error" and row["reason"].startswith("The file could not be read as a notebook (JSONDecodeError")
 
 
 def test_a_failure_says_what_is_wrong_without_the_hints(graded):
