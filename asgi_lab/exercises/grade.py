@@ -208,12 +208,11 @@ def describe(error: BaseException) -> str:
     return type(error).__name__ + (f": {text}" if text else "")
 
 
-def run_cells(path: Path, namespace: dict, progress) -> tuple[list[str], dict[str, str]]:
+def run_cells(path: Path, cells: list[str], namespace: dict, progress) -> tuple[list[str], dict[str, str]]:
     """Run the submission's cells in `namespace`, each on its own, like Jupyter. Returns what
     went wrong, in plain words, and the names its check calls were given."""
     problems: list[str] = []
     calls: dict[str, str] = {}
-    cells = code_cells(path)
     for n, source in enumerate(cells, 1):
         label = f"code cell {n}" if path.suffix == ".ipynb" else path.name
         progress({"event": "cell", "cell": label})
@@ -391,10 +390,12 @@ def child(order: dict) -> None:
         module.__file__ = str(path)
         module.display = lambda *objects, **options: None  # IPython's, for a cell that calls it
         sys.modules["submission"] = module
-        try:  # what the cells print goes to our stdout: the grader drains it, counts its lines
-            problems, calls = run_cells(path, module.__dict__, progress)
-        except (OSError, ValueError, KeyError, TypeError) as error:  # not a readable notebook
+        try:
+            cells = code_cells(path)
+        except (OSError, ValueError, KeyError, TypeError) as error:  # not JSON, not nbformat 4
             problems, calls = [f"the file could not be read as a notebook ({describe(error)})"], {}
+        else:  # what the cells print goes to our stdout: the grader drains it, counts its lines
+            problems, calls = run_cells(path, cells, module.__dict__, progress)
         progress({"event": "loaded", "problems": problems})
         for check_name, name in TASKS[order["exercise"]]:
             progress({"event": "check", "check": check_name})
