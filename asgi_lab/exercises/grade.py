@@ -639,7 +639,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m asgi_lab.exercises grade",
                                      description="Grade a folder of student notebooks (or .py files): "
                                                  "one folder per student, files named as the course hands them out.")
-    parser.add_argument("folder", type=Path)
+    parser.add_argument("folder", type=Path, help="e.g. submissions/, holding alice/01-wsgi-app.ipynb, "
+                                                  "bob/03-streamed-body.py, ... (more layouts: see grade.py)")
     parser.add_argument("--csv", type=Path, default=Path("grades.csv"), help="where to write the CSV (default: grades.csv)")
     parser.add_argument("--timeout", type=float, default=Settings.timeout, help="seconds per check, cells included (default: 30)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="files graded at once (default: 2)")
@@ -677,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
                   key=lambda r: (r.student, r.exercise, [c for c, _ in TASKS[r.exercise]].index(r.check)))
     write_csv(rows, args.csv, args.hints)
     students = len({r.student for r in rows})
-    print(f"Graded {students} students, {len(submissions)} files, in {time.monotonic() - started:.1f} s "
+    print(f"Graded {students} student{'s' * (students != 1)}, {len(submissions)} files, in {time.monotonic() - started:.1f} s "
           f"({settings.jobs} at a time, {settings.timeout:g} s per check; network: "
           f"{' / '.join(sorted(graded.fences)) or 'unknown'}).\n")
     print(summary(rows))
