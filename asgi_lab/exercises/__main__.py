@@ -5,6 +5,10 @@
 
 The first argument names the check (`check_` optional); the second is `module:attribute` or
 `path/to/file.py:attribute`. The verdict is the same plain-words message a notebook shows.
+
+A teacher grades a whole class (a folder of student notebooks, see `grade.py`) with
+
+    python -m asgi_lab.exercises grade submissions/ --csv grades.csv
 """
 
 from __future__ import annotations
@@ -32,10 +36,14 @@ def load(target: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["grade"]:
+        from .grade import main as grade
+        return grade(argv[1:])
     names = sorted(name[len("check_"):] for name in checks.__all__ if name.startswith("check_"))
     parser = argparse.ArgumentParser(prog="python -m asgi_lab.exercises",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("check", help="one of: " + ", ".join(names))
+    parser.add_argument("check", help="one of: " + ", ".join(names) + " (or `grade DIR`: a class)")
     parser.add_argument("target", help="module:attribute or file.py:attribute")
     parser.add_argument("--all-hints", action="store_true",
                         help="after a failure, print all three hint steps (for a teacher)")
