@@ -63,7 +63,8 @@ COURSE = [
          "wsgiref, werkzeug, waitress and gunicorn; a raw-socket escape hatch (two threads per "
          "member, one server only) and a separate WebSocket server (two processes, one more hop)."),
     Step("07-async-and-http2.ipynb", "What WSGI can do, and what it cannot express",
-         "Hello world on both servers, measured: ASGI is no faster. An `async def` app on WSGI "
+         "Hello world on both servers, measured: tens of percent either way, not what ASGI is "
+         "for. An `async def` app on WSGI "
          "(a 500), the bridges (`asyncio.run`, `async_to_sync`, one loop thread) traced: one "
          "request per worker thread, no streaming, no disconnect. Two HTTP/2 streams with h2: "
          "interleaved frames, a scope per stream."),
