@@ -40,3 +40,9 @@ def test_run_seconds_reads_jupyters_timestamps(tmp_path):
     assert course.run_seconds(notebook) == 4.25
     notebook.write_text(json.dumps({"cells": [{"cell_type": "code", "source": "", "metadata": {}}]}))
     assert course.run_seconds(notebook) is None
+
+
+def test_the_exercise_table_names_a_notebook_by_its_number_as_the_course_does():
+    table = course.exercises_markdown(NOTEBOOKS)
+    assert "[00a From the ground up: a thread, an event loop](00a-from-the-ground-up.ipynb)" in table
+    assert "[00 From the ground up" not in table

@@ -177,6 +177,15 @@ def test_n_members_cost_two_threads_each_and_the_pool_runs_out():
     assert [row["per member"] for row in cost.rows()] == [2.0, 0.0]
 
 
+def test_the_cost_counts_only_its_own_members(wsgi_chat_server):
+    """Notebook 06 in JupyterLab: the chat page embedded under section 3 is a member of
+    another WSGI chat in the same kernel; its writer thread is not one of the measured chat's."""
+    bystander = member(wsgi_chat_server, "iframe")
+    cost = chat_cost(members=2, threads=2, wait=0.2)
+    assert cost.wsgi_writer_threads == 2 and cost.rows()[0]["per member"] == 2.0
+    bystander.close()
+
+
 def test_shutdown_ends_the_sessions_within_the_grace_period():
     """WSGI cannot tell the app "the server is going away": the sessions end when the grace
     period is over and the server cuts the connections."""

@@ -165,7 +165,7 @@ def _link(path: str, titles: dict[str, str]) -> str:
     """`[01 The WSGI call](01-the-wsgi-call.ipynb)`; an exercise by its title alone."""
     name = Path(path).name
     title = titles.get(path, name.removesuffix(".ipynb"))
-    label = title if path.startswith("exercises/") else f"{name[:2]} {title}"
+    label = title if path.startswith("exercises/") else f"{name.split('-')[0]} {title}"
     return f"[{label}]({path})"
 
 

@@ -430,7 +430,7 @@ def chat_cost(members: int = 4, threads: int = 4, wait: float = 1.0) -> ChatCost
                              threads=threads, wsgi_upgrade=True, timeout_graceful_shutdown=1) as server:
         clients = [_join(server.ws_url, f"m{i}") for i in range(members)]
         stats = server.server.stats()
-        writers = sum(1 for t in threading.enumerate() if t.name.startswith("wsgi-chat-writer-"))
+        writers = sum(m.writer.is_alive() for room in list(server.app.rooms.values()) for m in room.members)
         wsgi_new = threading.active_count() - before
         opened_in, waited = None, False
         if members >= threads:
