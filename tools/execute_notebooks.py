@@ -12,7 +12,8 @@ the notebooks are committed executed. This is the one way to write them back:
   raise; any other error stops the run, and the notebook is not written;
 - Jupyter's timestamps stay in each cell's metadata: the course table in notebook 00
   computes each notebook's run time from them (`asgi_lab.exercises.course.run_seconds`);
-- before anything is written, the outputs are checked for what must never be stored: a red
+- addresses are written as nbval's sanitizer writes them (`HOST:PORT`), then the outputs
+  are checked for what must never be stored: a red
   box (stderr or an error outside a cell meant to raise), a fixed `127.0.0.1:<port>` (ports
   change from run to run; print them through something the sanitizer maps), or a path of
   this machine;
@@ -22,6 +23,7 @@ the notebooks are committed executed. This is the one way to write them back:
 
 from __future__ import annotations
 
+import configparser
 import re
 import sys
 import time
@@ -37,6 +39,27 @@ START_HERE = "00-start-here.ipynb"
 MARKER = "NBVAL_RAISES_EXCEPTION"
 FIXED_ADDRESS = re.compile(r"(127\.0\.0\.1|localhost|\[::1\]):\d{2,5}")
 TIMEOUT = 600  # seconds a single cell may take (notebook 03's full run is opt-in)
+
+
+def sanitize(notebook) -> None:
+    """Apply nbval's own `[ports]` and `[hex-ids]` rules (notebooks/sanitize.cfg) to the stored
+    text outputs: a live demo prints its real address, a reader sees `HOST:PORT`."""
+    rules = configparser.ConfigParser()
+    rules.read(ROOT / "notebooks" / "sanitize.cfg")
+    subs = [(re.compile(rules[name]["regex"]), rules[name]["replace"]) for name in ("ports", "hex-ids")]
+
+    def clean(text):
+        for pattern, replace in subs:
+            text = pattern.sub(replace, text)
+        return text
+
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            if "text" in output:
+                output["text"] = clean(output["text"])
+            for key, value in output.get("data", {}).items():
+                if key.startswith("text/") and isinstance(value, str):
+                    output["data"][key] = clean(value)
 
 
 def problems(notebook) -> list[str]:
@@ -78,6 +101,7 @@ def execute(path: Path) -> list[str]:
             cell.metadata["tags"].remove("raises-exception")
         if not cell.metadata.get("tags"):
             cell.metadata.pop("tags", None)
+    sanitize(notebook)
     found = problems(notebook)
     if not found:
         nbformat.write(notebook, path)

@@ -78,14 +78,15 @@ class HelloComparison:
         return "\n".join(lines)
 
     def verdict(self) -> str:
-        """The conclusion, computed. First the cost: the CPU per request, ASGI/WSGI ("no
-        faster" when inside `NO_DIFFERENCE`, or when the rounds fall on both sides of 1). Then the requests/s ratio with its range over the
-        rounds; when it differs more than the CPU ratio does, the difference was waiting (for a
+        """The conclusion, computed. First the cost: the CPU per request, ASGI/WSGI ("about the
+        same" when inside `NO_DIFFERENCE`, or when the rounds fall on both sides of 1). Then the
+        requests/s ratio with its range over the rounds; when it differs more than the CPU ratio does, the difference was waiting (for a
         core on a busy machine, for the other side), not work."""
         cpu, cpu_low, cpu_high = self.ratio("cpu_us")
         rps, low, high = self.ratio("requests_per_s")
         if NO_DIFFERENCE[0] <= cpu <= NO_DIFFERENCE[1] or cpu_low <= 1.0 <= cpu_high:
-            text = f"no faster: a request cost the ASGI server {cpu:.2f}x the CPU it cost the WSGI server"
+            text = (f"about the same (within 15%, or rounds on both sides of 1): a request cost the "
+                    f"ASGI server {cpu:.2f}x the CPU it cost the WSGI server")
         elif cpu < 1:
             text = f"ASGI cheaper here: {cpu:.2f}x the CPU per request"
         else:

@@ -234,12 +234,12 @@ def stall_chart(result: dict, source: str | None = None) -> Figure:
     """How late each other client's worst event was while one request blocked in C."""
     fig, (ax,) = _figure(7.5, 4)
     block = result["block_ms"]
-    for run in result["runs"]:
+    for number, run in enumerate(result["runs"]):
         name = run["server"]["name"]
         worst = sorted(run["worst_late_ms"])
         ax.plot(range(1, len(worst) + 1), [max(w, 0.1) for w in worst], color=_color(name),
                 label=f"{name} ({run['server']['waits_in']}s): {run['stalled_clients']} stalled",
-                drawstyle="steps-post", lw=2)
+                drawstyle="steps-post", lw=2, ls=("-", "--", ":")[number % 3])  # equal lines stay visible
     ax.axhline(block, color="#999999", lw=0.8, ls="--")
     ax.text(1, block, f" the blocking call: {block:g} ms", va="bottom", fontsize=8, color="#555555")
     ax.set_yscale("log")
@@ -334,7 +334,7 @@ def ttfe_chart(result: dict, source: str | None = None) -> Figure:
     else:
         title = f"{n:,} clients: every one got its first event"
     _title(ax, title)
-    ax.legend(fontsize=8, loc="center right")
+    ax.legend(fontsize=8, loc="best")
     _caption(fig, source)
     return fig
 
