@@ -15,6 +15,7 @@ save/load, so a result can be re-plotted without re-running anything.
 
 from __future__ import annotations
 
+import html
 import json
 import platform
 import sys
@@ -218,7 +219,9 @@ class TextProgress:
 
 
 class WidgetProgress:
-    """A progress bar and a label in a Jupyter notebook (ipywidgets)."""
+    """A progress bar and a label in a Jupyter notebook (ipywidgets). When the job is done the
+    bar gives way to one line of text, so a notebook stored with its outputs shows what ran,
+    not a widget a reader without a kernel cannot see."""
 
     def __init__(self) -> None:
         import ipywidgets
@@ -226,14 +229,20 @@ class WidgetProgress:
 
         self.bar = ipywidgets.FloatProgress(min=0.0, max=1.0)
         self.label = ipywidgets.Label()
-        display(ipywidgets.HBox([self.bar, self.label]))
+        self.handle = display(ipywidgets.HBox([self.bar, self.label]), display_id=True)
 
     def update(self, fraction: float, text: str) -> None:
         self.bar.value = min(max(fraction, 0.0), 1.0)
         self.label.value = text
 
     def close(self) -> None:
-        self.bar.bar_style = "success"
+        from IPython.display import HTML
+
+        done = self.label.value
+        self.bar.close()
+        self.label.close()
+        if self.handle is not None:
+            self.handle.update(HTML(f"<p>&#x2714; done: {html.escape(done)}</p>"))
 
 
 class PartProgress:
