@@ -35,6 +35,17 @@ as happens in a pool whose workers keep their connection until the client leaves
 gthread worker avoids it exactly this way, waitress with one I/O thread for all sockets. The
 price is a hand-off between threads per request: acceptor -> queue -> worker -> selector.
 
+Slow readers. A request is only handed to a worker once its head and the start of its body
+have arrived (`Connection.early_body_arrived`), so a slow sender holds a socket, not a
+thread. The other way round: a worker whose *finished* response (the app has returned, the
+bytes are in memory) the client is slow to take does not wait for it. It hands the rest to
+the acceptor (`Connection.hand_over`), whose selector then watches that socket for room to
+write; the acceptor writes what the kernel takes each time and, once all is sent, closes the
+connection or watches it for its next request, as a worker would have. Memory for this is
+bounded (`Config.wsgi_write_behind_bytes`); a response that does not fit keeps its worker.
+A streaming response (a generator, SSE) is not finished while it streams: it keeps its
+worker, which waits on a client that does not read for at most `wsgi_timeout_write`.
+
 Giving a connection back. The acceptor sleeps in `select()` while a worker adds a socket to
 its selector. With epoll (Linux) and kqueue (macOS, BSD) that is all it takes: the set of
 watched sockets lives in the kernel, and a `select()` already waiting sees the new socket. With
