@@ -296,7 +296,8 @@ def markdown(result: dict) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(result["runs"])]
     m = result["machine"]
     lines.append("")
-    lines.append(f"{result['threads']} threads, default settings; {result['duration']:g} s of GETs per attack; "
+    lines.append(f"{result['threads']} threads, default settings; {result['duration']:g} s of GETs per attack "
+                 f"('failed': that share of GETs got no answer within {result['probe_timeout']:g} s); "
                  f"measured {m['date'][:10]} on {m['cpu_model']} ({m['cores']} cores, shared), "
                  f"commit {(m['commit'] or '?')[:9]}, by `{result['command']}`.")
     if result.get("baseline_commit"):
@@ -339,8 +340,10 @@ def main() -> None:
     print(f"\n(a GET that failed or took over {PROBE_TIMEOUT:g} s counts as slower than any answered one;"
           " 'failed': at least that share failed)")
     if args.json:
-        command = "python benchmarks/slow_clients.py " + shlex.join(sys.argv[1:])
-        result = {"benchmark": "slow_clients", "command": command.strip(), "threads": THREADS,
+        command = shlex.join(["python", *sys.argv])
+        if os.path.abspath(os.getcwd()) != ROOT:  # as typed, from where it was typed
+            command = f"cd {os.path.relpath(os.getcwd(), ROOT)} && {command}"
+        result = {"benchmark": "slow_clients", "command": command, "threads": THREADS,
                   "duration": args.duration, "settle": args.settle, "probe_timeout": PROBE_TIMEOUT,
                   "machine": machine(), "runs": runs,
                   "baseline_commit": commit_of(args.baseline) if args.baseline else None}
