@@ -659,7 +659,7 @@ class RequestResponseCycle:
         if end:
             pieces.append(conn.send(h11.EndOfMessage()))
             self.complete = True
-        self.connection.sendall(b"".join(pieces), last=end)
+        self.connection.sendall(b"".join(pieces), end)
 
     def fail(self, status: int) -> None:
         """Something broke: an error response if the head has not gone yet, otherwise cut the

@@ -234,7 +234,7 @@ class WSGIServer:
         """(any thread) Wait for the connection's next bytes in the acceptor's selector; or,
         if a response was handed over to the acceptor, for room to write it."""
         with self._selector_lock:
-            self._selector.watch(connection, writing=connection.unsent is not None)
+            self._selector.watch(connection, connection.unsent is not None)
             self._idle.add(connection)
         if self._selector.wake_needed:
             self._wake()

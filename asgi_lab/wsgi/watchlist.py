@@ -77,6 +77,10 @@ class PortableWatchList:
 class OneShotWatchList:
     """Linux: every socket registered once in an epoll; connections with EPOLLONESHOT."""
 
+    if hasattr(select, "EPOLLONESHOT"):
+        READ = select.EPOLLIN | select.EPOLLONESHOT    # an idle connection: its next request
+        WRITE = select.EPOLLOUT | select.EPOLLONESHOT  # a handed-over response: room to write
+
     wake_needed = False  # epoll's set lives in the kernel
 
     def __init__(self) -> None:
@@ -93,7 +97,7 @@ class OneShotWatchList:
 
     def watch(self, connection, writing: bool = False) -> None:
         fd = connection.fd
-        events = (select.EPOLLOUT if writing else select.EPOLLIN) | select.EPOLLONESHOT
+        events = self.WRITE if writing else self.READ
         if self.data.get(fd) is connection:  # registered before: re-arm it
             self.epoll.modify(fd, events)
         else:  # first time idle, or after unwatch() (an fd number may be reused: overwrite)
