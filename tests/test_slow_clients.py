@@ -12,7 +12,10 @@ and a streaming response keeps its worker while it streams (the lab's thread-hol
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from asgi_lab import serve_in_background
 
@@ -167,3 +170,12 @@ def test_shutdown_gives_a_handed_over_response_the_grace_period_then_cuts_it():
         server.stop()
         assert time.monotonic() - started < 3.0
         assert server.server._unsent_bytes == 0 and not server.server.connections
+
+
+def test_the_readme_table_is_the_benchmarks_own():
+    """The README's figures are rendered from the committed result, never typed."""
+    root = Path(__file__).resolve().parents[1]
+    table = subprocess.run([sys.executable, "benchmarks/slow_clients.py", "--markdown",
+                            "benchmarks/results/slow-clients.json"], cwd=root, capture_output=True,
+                           text=True, check=True).stdout.strip()
+    assert table.startswith("| attack |") and table in (root / "README.md").read_text()

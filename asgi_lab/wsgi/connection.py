@@ -15,9 +15,10 @@ Where the ASGI server awaits, this one blocks: reading the request body (`wsgi.i
 writing the response (`sendall`) hold the thread until the socket is ready. That is the whole
 difference the lab measures. One exception, so that clients that never read cannot take the
 whole pool: once the app has returned and its response is complete, the bytes the client has
-not taken yet can be handed over to the acceptor thread (`hand_over`), freeing the worker. Who calls `data_received`, and what happens between requests,
-is the server's business (see `server.py`): a pooled worker hands an idle connection back to
-the acceptor's selector, a thread-per-connection blocks in `serve_forever`.
+not taken yet can be handed over to the acceptor thread (`hand_over`), freeing the worker.
+Who calls `data_received`, and what happens between requests, is the server's business (see
+`server.py`): a pooled worker hands an idle connection back to the acceptor's selector, a
+thread-per-connection blocks in `serve_forever`.
 
 h11 does all the parsing and framing (RFC 9112): we never read a header by hand.
 """
