@@ -58,6 +58,12 @@ class Config:
     thread blocked writing to it is freed (each `send()` that makes progress starts it again,
     so a slow but steady download is never cut). Without it, a few clients that never read
     a large response would hold the whole pool."""
+    wsgi_write_behind_bytes: int = 128 * MiB
+    """WSGI: a *finished* response the client is slow to read is handed to the acceptor
+    thread, which writes the rest as the client takes it, so the worker is free at once. At
+    most this many bytes, over all connections, wait that way; beyond it, a worker writes
+    the rest itself (blocking, under `wsgi_timeout_write`). A streaming response (a
+    generator, SSE) is not finished until it ends: it keeps its worker while it streams."""
     timeout_graceful_shutdown: float = 5.0
     """On shutdown, in-flight work gets this long before connections are closed."""
 

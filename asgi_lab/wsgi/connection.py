@@ -13,9 +13,12 @@ Two classes, read them in this order (they mirror `asgi/http.py`, so compare the
 
 Where the ASGI server awaits, this one blocks: reading the request body (`wsgi.input`) and
 writing the response (`sendall`) hold the thread until the socket is ready. That is the whole
-difference the lab measures. Who calls `data_received`, and what happens between requests,
-is the server's business (see `server.py`): a pooled worker hands an idle connection back to
-the acceptor's selector, a thread-per-connection blocks in `serve_forever`.
+difference the lab measures. One exception, so that clients that never read cannot take the
+whole pool: once the app has returned and its response is complete, the bytes the client has
+not taken yet can be handed over to the acceptor thread (`hand_over`), freeing the worker.
+Who calls `data_received`, and what happens between requests, is the server's business (see
+`server.py`): a pooled worker hands an idle connection back to the acceptor's selector, a
+thread-per-connection blocks in `serve_forever`.
 
 h11 does all the parsing and framing (RFC 9112): we never read a header by hand.
 """
@@ -91,6 +94,9 @@ class Connection:
         self.pending: h11.Request | None = None
         self.early_events: deque = deque()
         self.early_bytes = 0
+        # The rest of a finished response that the client was slow to take, left to the
+        # acceptor to write (see `hand_over`); None when nothing waits.
+        self.unsent: memoryview | None = None
         if self.tracer is not None:
             self.tracer.emit(self.id, "socket", "connection_made",
                              {"client": client, "server": server.address})
@@ -107,7 +113,9 @@ class Connection:
         try:
             data = self.recv(None, MSG_DONTWAIT)
         except BlockingIOError:
-            return True
+            # Nothing new; but a pipelined request may wait in h11's buffer, read while an
+            # earlier response was handed over (`hand_over`).
+            return self.handle_events()
         except OSError:
             self.close()
             return False
@@ -171,6 +179,10 @@ class Connection:
                 request, self.pending = self.pending, None
                 if not self.handle_request(request):
                     return False
+                if self.unsent is not None:
+                    # The response was handed over: its bytes go out before the next one's,
+                    # so a pipelined request waits (in h11's buffer) until they have.
+                    return True
                 continue
             try:
                 event = self.conn.next_event()
@@ -234,14 +246,12 @@ class Connection:
         if self.closed:
             return False
         if conn.our_state is h11.MUST_CLOSE or not self.keep_alive:
-            self.close()
-            return False
+            return self.close_when_sent()
         if conn.their_state is h11.SEND_BODY and not self.discard_buffered_body():
             # The app answered without reading the whole request body, and the rest has not
             # arrived yet. Rather than wait for and discard an unknown amount, close (the
             # ASGI server does the same).
-            self.close()
-            return False
+            return self.close_when_sent()
         conn.start_next_cycle()
         self.early_events.clear()
         self.early_bytes = 0
@@ -284,8 +294,12 @@ class Connection:
         One that never sends a byte, or idles between requests, gets `timeout_keep_alive`;
         one that started a head gets `timeout_request_header` to finish it (slow headers);
         one whose request waits for its body gets `timeout_request_header` from the last bytes
-        that arrived (a silent body, as `RequestResponseCycle.receive_more` counts it).
+        that arrived (a silent body, as `RequestResponseCycle.receive_more` counts it); one
+        whose response was handed over gets `wsgi_timeout_write` from the last bytes the
+        client took.
         """
+        if self.unsent is not None:  # a handed-over response: time since the client last took bytes
+            return self.waiting_since + self.config.wsgi_timeout_write - now
         if self.waiting_since is None:
             return float("inf")
         if self.head_bytes == 0:
@@ -295,7 +309,9 @@ class Connection:
     def close_idle(self) -> None:
         """The deadline of `time_left` has passed: close, with a 408 if a request is waiting
         for its body (the same answer `receive_more` gives once the app reads it)."""
-        if self.pending is not None:
+        if self.unsent is not None:
+            why = "client not reading"
+        elif self.pending is not None:
             why = "request body too slow"
         else:
             why = "idle" if self.head_bytes == 0 else "request head too slow"
@@ -321,12 +337,15 @@ class Connection:
             self.sock.settimeout(timeout)
             self.socket_timeout = timeout
 
-    def sendall(self, data: bytes) -> None:
+    def sendall(self, data: bytes, last: bool = False) -> None:
         """Write everything, blocking while the client is slow to read: a slow reader holds
         its thread, which is part of what the lab shows. But not forever: a client that takes
         no bytes for `wsgi_timeout_write` seconds is cut off. (`socket.sendall` with a
         timeout would limit the whole transfer, cutting a slow but steady download; each
-        `send()` here waits at most that long for room, and returns once some bytes went.)"""
+        `send()` here waits at most that long for room, and returns once some bytes went.)
+
+        `last`: these are the last bytes of a response. If the kernel does not take them
+        all at once, the rest may be handed over (`hand_over`) instead of waited for."""
         if not data:
             return
         if self.tracer is not None:
@@ -338,13 +357,84 @@ class Connection:
             except BlockingIOError:  # the socket's buffer is full: the client reads slowly
                 sent = 0
             if sent < len(data):
-                self.set_timeout(self.config.wsgi_timeout_write)
                 view = memoryview(data)[sent:]
-                while view:
-                    view = view[self.sock.send(view):]
+                if not (last and self.hand_over(view)):
+                    self.send_blocking(view)
         except OSError as exc:  # TimeoutError included: the client stopped reading
             self.close()
             raise ClientDisconnected(f"client {self.client} disconnected: {exc}") from exc
+
+    def send_blocking(self, view: memoryview) -> None:
+        """Write `view` whole, each send() waiting at most `wsgi_timeout_write` for room."""
+        self.set_timeout(self.config.wsgi_timeout_write)
+        while view:
+            view = view[self.sock.send(view):]
+
+    # -- handing a finished response over (a client slow to read must not hold a worker) ------
+
+    def hand_over(self, rest: memoryview) -> bool:
+        """(worker) The response is complete, but the client has not taken all of it yet:
+        leave `rest` to the acceptor thread, which writes it as the socket has room
+        (`write_unsent`), and free the worker now. Eight clients that never read a large
+        response would otherwise hold eight workers for `wsgi_timeout_write` each.
+
+        Only a *finished* response, already in memory, is handed over: the app has returned,
+        so nothing of the WSGI call waits on the client any more. Memory stays bounded by
+        `wsgi_write_behind_bytes` over all connections (False: no room left, write it here).
+        A streaming response is not finished while it streams, so it keeps its worker.
+        """
+        if not self.server.reserve_unsent(len(rest)):
+            return False
+        self.set_timeout(None)  # the acceptor's send() must not wait for room (see set_timeout)
+        self.unsent = rest
+        self.waiting_since = time.monotonic()  # `time_left` counts from the last progress
+        if self.tracer is not None:
+            self.tracer.emit(self.id, "server", "hand_over", {"size": len(rest)})
+        return True
+
+    def write_unsent(self) -> bool:
+        """(acceptor) The socket has room: send what the kernel takes of `unsent`, never
+        waiting. True once all of it is sent; False while some is left (or the write failed
+        and the connection is closed)."""
+        try:
+            sent = self.sock.send(self.unsent, MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:  # the client left
+            self.close()
+            return False
+        self.server.release_unsent(sent)
+        self.unsent = self.unsent[sent:]
+        self.waiting_since = time.monotonic()  # progress: the write timeout starts again
+        if self.unsent:
+            return False
+        self.unsent = None
+        return True
+
+    def close_when_sent(self) -> bool:
+        """Close now; or, while a handed-over response is still being written, once it is
+        sent (the acceptor closes it then). True if the connection is still open."""
+        if self.unsent is None:
+            self.close()
+            return False
+        self.keep_alive = False
+        return True
+
+    @property
+    def request_buffered(self) -> bool:
+        """Are bytes of a next (pipelined) request already read, waiting in h11's buffer?"""
+        return bool(self.conn.trailing_data[0])
+
+    def finish_unsent(self) -> None:
+        """(worker) Shutting down, the acceptor is gone: write the rest of a handed-over
+        response here, blocking (until the grace period of shutdown cuts it), then close."""
+        rest, self.unsent = self.unsent, None
+        self.server.release_unsent(len(rest))
+        try:
+            self.send_blocking(rest)
+        except OSError:
+            pass
+        self.close()
 
     def sendfile(self, region: FileRegion) -> None:
         """Like sendall(), for a file region: the kernel moves the bytes (socket.sendfile)."""
@@ -372,6 +462,9 @@ class Connection:
         if self.closed:
             return
         self.closed = True
+        if self.unsent is not None:  # a handed-over response the client did not take in time
+            self.server.release_unsent(len(self.unsent))
+            self.unsent = None
         try:
             self.sock.close()
         finally:
@@ -567,7 +660,7 @@ class RequestResponseCycle:
         if end:
             pieces.append(conn.send(h11.EndOfMessage()))
             self.complete = True
-        self.connection.sendall(b"".join(pieces))
+        self.connection.sendall(b"".join(pieces), end)
 
     def fail(self, status: int) -> None:
         """Something broke: an error response if the head has not gone yet, otherwise cut the

@@ -35,6 +35,17 @@ as happens in a pool whose workers keep their connection until the client leaves
 gthread worker avoids it exactly this way, waitress with one I/O thread for all sockets. The
 price is a hand-off between threads per request: acceptor -> queue -> worker -> selector.
 
+Slow readers. A request is only handed to a worker once its head and the start of its body
+have arrived (`Connection.early_body_arrived`), so a slow sender holds a socket, not a
+thread. The other way round: a worker whose *finished* response (the app has returned, the
+bytes are in memory) the client is slow to take does not wait for it. It hands the rest to
+the acceptor (`Connection.hand_over`), whose selector then watches that socket for room to
+write; the acceptor writes what the kernel takes each time and, once all is sent, closes the
+connection or watches it for its next request, as a worker would have. Memory for this is
+bounded (`Config.wsgi_write_behind_bytes`); a response that does not fit keeps its worker.
+A streaming response (a generator, SSE) is not finished while it streams: it keeps its
+worker, which waits on a client that does not read for at most `wsgi_timeout_write`.
+
 Giving a connection back. The acceptor sleeps in `select()` while a worker adds a socket to
 its selector. With epoll (Linux) and kqueue (macOS, BSD) that is all it takes: the set of
 watched sockets lives in the kernel, and a `select()` already waiting sees the new socket. With
@@ -89,7 +100,8 @@ class WSGIServer:
         self._listener: socket.socket | None = None
         self._selector = None                            # a watch list (see watchlist.py)
         self._idle: set[Connection] = set()              # watched by the acceptor's selector
-        self._selector_lock = threading.Lock()           # guards the selector and _idle
+        self._selector_lock = threading.Lock()           # guards the selector, _idle, _unsent_bytes
+        self._unsent_bytes = 0                           # handed-over response bytes (see below)
         self._pool: WorkerPool | None = None              # threads > 0: the workers, the ready queue
         self._wake_r = self._wake_w = None
         self._acceptor: threading.Thread | None = None
@@ -159,9 +171,12 @@ class WSGIServer:
                         self._accept()
                     elif what is _WAKE:
                         self._drain_wake_ups()
-                    else:  # an idle connection has bytes to read: a worker's turn
+                    else:
                         self._reported(what)
-                        self._pool.put(what)
+                        if what.unsent is not None:  # a handed-over response: room to write
+                            self._write_unsent(what)
+                        else:  # an idle connection has bytes to read: a worker's turn
+                            self._pool.put(what)
                 now = time.monotonic()
                 if self._accept_paused_until is not None and now >= self._accept_paused_until:
                     self._accept_paused_until = None
@@ -216,9 +231,10 @@ class WSGIServer:
                 thread.start()
 
     def _watch(self, connection: Connection) -> None:
-        """(any thread) Wait for the connection's next bytes in the acceptor's selector."""
+        """(any thread) Wait for the connection's next bytes in the acceptor's selector; or,
+        if a response was handed over to the acceptor, for room to write it."""
         with self._selector_lock:
-            self._selector.watch(connection)
+            self._selector.watch(connection, connection.unsent is not None)
             self._idle.add(connection)
         if self._selector.wake_needed:
             self._wake()
@@ -258,7 +274,7 @@ class WSGIServer:
             expired = [connection for connection in self._idle if connection.time_left(now) <= 0]
         for connection in expired:
             self._unwatch(connection)
-            if connection.has_bytes_waiting():
+            if connection.unsent is None and connection.has_bytes_waiting():
                 self._pool.put(connection)
             else:
                 connection.close_idle()
@@ -271,19 +287,58 @@ class WSGIServer:
             idle = list(self._idle)
         for connection in idle:
             self._unwatch(connection)
-            if answer_waiting and self._pool and not self._force_exit \
+            if connection.unsent is not None and answer_waiting and not self._force_exit:
+                connection.keep_alive = False
+                self._pool.put(connection)  # a worker writes the rest (`finish_unsent`)
+            elif answer_waiting and self._pool and not self._force_exit \
                     and connection.has_bytes_waiting():
                 connection.keep_alive = False
                 self._pool.put(connection)
             else:
                 connection.close()
 
+    # -- handed-over responses (the acceptor writes them) --------------------------------------
+
+    def reserve_unsent(self, size: int) -> bool:
+        """(worker) May `size` more bytes of a finished response wait for the acceptor to
+        write them (`Connection.hand_over`)? Only with a pool (a thread per connection has
+        nothing to free), and at most `config.wsgi_write_behind_bytes` over all connections."""
+        if self._pool is None or self._stopping:
+            return False
+        with self._selector_lock:
+            if self._unsent_bytes + size > self.config.wsgi_write_behind_bytes:
+                return False
+            self._unsent_bytes += size
+        return True
+
+    def release_unsent(self, size: int) -> None:
+        """Bytes reserved by `reserve_unsent` were sent, or dropped with their connection."""
+        with self._selector_lock:
+            self._unsent_bytes -= size
+
+    def _write_unsent(self, connection: Connection) -> None:
+        """(acceptor thread) A connection whose finished response was handed over has room in
+        its socket: write what the kernel takes. Once all is sent, the connection goes on as
+        after any response: closed, or to a worker if a pipelined request was already read
+        (answered in order, after this response), or back to waiting for its next request."""
+        if not connection.write_unsent():
+            if not connection.closed:
+                self._watch(connection)  # more to write: wait for room again
+        elif not connection.keep_alive or self._stopping:
+            connection.close()
+        elif connection.request_buffered:
+            self._pool.put(connection)
+        else:
+            self._watch(connection)
+
     # -- the worker threads ---------------------------------------------------------------------
 
     def _serve_ready(self, connection: Connection) -> None:
         """(a pool worker) Answer what the connection sent, then give it back if still open."""
         try:
-            if connection.serve_ready():
+            if connection.unsent is not None:  # shutting down (see _close_idle_connections)
+                connection.finish_unsent()
+            elif connection.serve_ready():
                 self._give_back(connection)
         except BaseException as exc:  # a bug of ours: lose the connection, not the worker
             logger.critical("Internal error on connection %s", connection.id, exc_info=exc)

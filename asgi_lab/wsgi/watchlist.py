@@ -1,7 +1,9 @@
 """The acceptor's watch list: the sockets its selector waits on, and what each one is.
 
 The acceptor (see `server.py`) waits on the listening socket, its wake-up pipe and every
-idle connection. An idle connection must be reported *once* when its next request arrives,
+idle connection; and for room to write, on a connection whose finished response was handed
+over to it (`Connection.hand_over`): `watch(connection, writing=True)`, reported the same
+way. An idle connection must be reported *once* when its next request arrives,
 then left alone while a worker answers it, then watched again when the worker gives it back.
 The acceptor may also take back an idle connection that was not reported (`unwatch`: the idle
 sweep, shutdown). Two ways to get that, behind the same methods:
@@ -48,9 +50,10 @@ class PortableWatchList:
     def remove(self, sock) -> None:
         self.selector.unregister(sock)
 
-    def watch(self, connection) -> None:
-        """The connection is idle: report it when it has bytes to read."""
-        self.selector.register(connection.sock, selectors.EVENT_READ, connection)
+    def watch(self, connection, writing: bool = False) -> None:
+        """The connection is idle: report it when it has bytes to read (`writing`: room to write)."""
+        events = selectors.EVENT_WRITE if writing else selectors.EVENT_READ
+        self.selector.register(connection.sock, events, connection)
 
     def reported(self, connection) -> None:
         """select() just reported it: stop watching it while a worker answers it."""
@@ -74,6 +77,10 @@ class PortableWatchList:
 class OneShotWatchList:
     """Linux: every socket registered once in an epoll; connections with EPOLLONESHOT."""
 
+    if hasattr(select, "EPOLLONESHOT"):
+        READ = select.EPOLLIN | select.EPOLLONESHOT    # an idle connection: its next request
+        WRITE = select.EPOLLOUT | select.EPOLLONESHOT  # a handed-over response: room to write
+
     wake_needed = False  # epoll's set lives in the kernel
 
     def __init__(self) -> None:
@@ -88,15 +95,16 @@ class OneShotWatchList:
         self.epoll.unregister(sock.fileno())
         del self.data[sock.fileno()]
 
-    def watch(self, connection) -> None:
+    def watch(self, connection, writing: bool = False) -> None:
         fd = connection.fd
+        events = self.WRITE if writing else self.READ
         if self.data.get(fd) is connection:  # registered before: re-arm it
-            self.epoll.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
+            self.epoll.modify(fd, events)
         else:  # first time idle, or after unwatch() (an fd number may be reused: overwrite)
             # Note it first: the acceptor's poll() runs without the lock and may report the
             # socket the instant it is registered.
             self.data[fd] = connection
-            self.epoll.register(fd, select.EPOLLIN | select.EPOLLONESHOT)
+            self.epoll.register(fd, events)
 
     def reported(self, connection) -> None:
         """Nothing to do: having reported it, the kernel disarmed it (EPOLLONESHOT)."""
