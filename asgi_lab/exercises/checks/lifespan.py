@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 from ...background import server_errors
@@ -19,31 +20,67 @@ from .common import describe_log, explain_http, require_callable, serve
 LIFESPAN_STATE = "Lifespan state"
 register(
     LIFESPAN_STATE, "check_lifespan_state",
-    concept="every request gets a new scope; only scope['state'] links it to startup, and each "
-            "request gets a shallow copy of it: the keys are copied, the objects inside are "
-            "shared.",
-    api="at lifespan.startup, put a mutable object (a dict, a Counter) in scope['state']; in a "
-        "request, change that object in place instead of assigning to the key.",
-    code="startup: scope['state']['visits'] = {'count': 0}; request: visits = "
-         "scope['state']['visits']; visits['count'] += 1; body = str(visits['count']).encode()")
+    concept="what an app opens once (a database connection, a pool) belongs to lifespan: open it "
+            "at startup, close it at shutdown. Every request gets a new scope; only "
+            "scope['state'] links it to startup, and each request gets a shallow copy of it: the "
+            "keys are copied, the objects inside (the connection) are shared.",
+    api="at lifespan.startup: conn = db.connect(); conn.execute('CREATE TEMP TABLE visits (at "
+        "REAL)'); scope['state']['db'] = conn. A request uses scope['state']['db']; at "
+        "lifespan.shutdown, conn.close().",
+    code="request: conn = scope['state']['db']; conn.execute('INSERT INTO visits VALUES (?)', "
+         "(time.time(),)); (count,) = conn.execute('SELECT count(*) FROM visits').fetchone(); "
+         "body = str(count).encode()")
 _STANDARD_LIFESPAN_KEYS = {"type", "asgi", "state"}
 
 
+def _is_open(conn) -> bool | None:
+    """Whether a database connection is open: True, False, or None when `conn` is not a
+    connection we know (sqlite3, aiosqlite, psycopg)."""
+    if isinstance(conn, sqlite3.Connection):
+        try:
+            conn.execute("SELECT 1")
+            return True
+        except sqlite3.ProgrammingError:  # "Cannot operate on a closed database."
+            return False
+    module = type(conn).__module__
+    if module.startswith("aiosqlite"):
+        return getattr(conn, "_connection", None) is not None
+    if module.startswith("psycopg"):
+        return not conn.closed
+    return None
+
+
+def _require_open_db(state: dict) -> None:
+    conn = state.get("db")
+    if _is_open(conn) is None:
+        fail(LIFESPAN_STATE, f"after startup, scope['state']['db'] is {conn!r}; expected an open "
+                             "database connection (from asgi_lab.db.connect()).",
+             "at startup: conn = db.connect(); scope['state']['db'] = conn")
+    if not _is_open(conn):
+        fail(LIFESPAN_STATE, "after startup, scope['state']['db'] is already closed.",
+             "open the connection at startup and close it only at shutdown")
+
+
 def check_lifespan_state(app) -> None:
-    """Exercise 6: at lifespan startup, put what requests share into scope["state"]; each
-    `GET /` answers the number of visits so far ("1", "2", ...) as text, counted in that
-    shared state; answer startup and shutdown."""
+    """Exercise 6: at lifespan startup, open one database connection and put it in
+    scope["state"]["db"]; each `GET /` records a visit in it and answers the number of visits
+    so far ("1", "2", ...) as text; at shutdown, close the connection. Checked against the
+    real connection: it must be open while requests run, used by them (one connection, not
+    one per request), and closed after shutdown."""
+    from ... import db as shop_db
+
     require_callable(LIFESPAN_STATE, app)
-    hint = ("at startup, put a mutable object in the state (scope['state']['visits'] = "
-            "{'count': 0}, or a Counter); each request changes that object")
+    hint = ("at startup, open one connection and keep it in the state (scope['state']['db'] = "
+            "conn, with a TEMP table of visits); each request uses that connection")
 
     async def scenario():
-        servers = []
+        servers, states = [], []
 
         async def start_server() -> tuple[ASGIDriver, dict]:
             state: dict = {}
             lifespan = ASGIDriver(app, lifespan_scope(state)).start()
             servers.append(lifespan)
+            states.append(state)
             await lifespan.send_input({"type": "lifespan.startup"})
             try:
                 answer = await lifespan.receive_output(1.0)
@@ -80,7 +117,16 @@ def check_lifespan_state(app) -> None:
 
         try:
             lifespan, state = await start_server()
+            opened_before = shop_db.shop.opened
             counts = [await visit(state, lifespan) for _ in range(3)]
+            per_request = shop_db.shop.opened - opened_before
+            if per_request:
+                fail(LIFESPAN_STATE, f"three requests opened {per_request} database "
+                                     "connection(s): opening one per request costs a connect "
+                                     "each time (a network round trip and a login, for a "
+                                     "server database), and a TEMP table lives only as long as "
+                                     "its connection.",
+                     "use the connection opened at startup: conn = scope['state']['db']")
             if counts == ["1", "1", "1"]:
                 fail(LIFESPAN_STATE, "every request answered 1: each request's scope['state'] is "
                                      "a shallow copy of the startup state, so assigning "
@@ -90,6 +136,7 @@ def check_lifespan_state(app) -> None:
             if counts != ["1", "2", "3"]:
                 fail(LIFESPAN_STATE, f"three requests answered {counts}; expected ['1', '2', '3'].",
                      hint)
+            _require_open_db(state)
             lifespan2, state2 = await start_server()
             again = await visit(state2, lifespan2)
             if again != "1":
@@ -100,7 +147,7 @@ def check_lifespan_state(app) -> None:
                      concept="each server start runs lifespan startup afresh, so state made there "
                              "starts afresh too; a module-level global is shared by every server "
                              "in the process.")
-            for server in servers:
+            for server, state_ in zip(servers, states):
                 await server.send_input({"type": "lifespan.shutdown"})
                 try:
                     answer = await server.receive_output(1.0)
@@ -111,6 +158,11 @@ def check_lifespan_state(app) -> None:
                                          "expected lifespan.shutdown.complete.",
                          "after receiving lifespan.shutdown, clean up and "
                          "await send({'type': 'lifespan.shutdown.complete'})")
+                if _is_open(state_.get("db")):
+                    fail(LIFESPAN_STATE, "after lifespan.shutdown.complete the database "
+                                         "connection is still open: every server start (every "
+                                         "reload, every test) would leak one.",
+                         "at lifespan.shutdown: scope['state']['db'].close(), then answer")
         finally:
             for server in servers:
                 await server.stop()
@@ -122,8 +174,9 @@ def check_lifespan_state(app) -> None:
     if answers != ["1", "2"]:
         fail(LIFESPAN_STATE, f"on our real server (lifespan on) two requests answered {answers}; "
                              f"expected ['1', '2']. {describe_log(errors)}")
-    passed(LIFESPAN_STATE, "startup, 1-2-3 across requests, a fresh server starts at 1, "
-                           "shutdown; and on our real server.")
+    passed(LIFESPAN_STATE, "one connection opened at startup, 1-2-3 across requests on it, a "
+                           "fresh server starts at 1, the connection closed at shutdown; and on "
+                           "our real server.")
 
 
 # == 9. Middleware around lifespan =================================================================
