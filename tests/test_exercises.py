@@ -20,7 +20,7 @@ import pytest
 
 from asgi_lab import db
 from asgi_lab.apps.pitfalls import blocking_query
-from asgi_lab.exercises import (ExerciseFailed, FakeDatabase, check_asgi_middleware,
+from asgi_lab.exercises import (ExerciseFailed, check_asgi_middleware,
                                 check_async_bridge, check_asyncio_server, check_chat, prices, check_lifespan_middleware,
                                 check_lifespan_state, check_sse, check_streamed_body,
                                 check_streaming, check_unblocked, check_wsgi_app,
@@ -889,11 +889,11 @@ class DatabaseMiddleware:
         async def receive_and_open():
             message = await receive()
             if message["type"] == "lifespan.startup":
-                scope["state"]["db"] = await FakeDatabase().connect()
+                scope["state"]["db"] = db.connect()
             return message
 
         await self.app(scope, receive_and_open, send)
-        await scope["state"]["db"].close()
+        scope["state"]["db"].close()
 
 
 def database_middleware(app):
@@ -907,14 +907,12 @@ def database_middleware(app):
         async def receive_wrapper():
             message = await receive()
             if message["type"] == "lifespan.startup":
-                db = FakeDatabase()
-                await db.connect()
-                scope["state"]["db"] = db
+                scope["state"]["db"] = db.connect()
             return message
 
         async def send_wrapper(message):
             if message["type"] == "lifespan.shutdown.complete":
-                await scope["state"]["db"].close()
+                scope["state"]["db"].close()
             await send(message)
 
         await app(scope, receive_wrapper, send_wrapper)
@@ -937,7 +935,7 @@ def test_lifespan_middleware_catches_mistakes():
             if scope["type"] == "lifespan":
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    scope["state"]["db"] = await FakeDatabase().connect()
+                    scope["state"]["db"] = db.connect()
             await self.app(scope, receive, send)
 
     class AnswersForTheApp:
@@ -949,7 +947,7 @@ def test_lifespan_middleware_catches_mistakes():
                 async def receive_and_answer():
                     message = await receive()
                     if message["type"] == "lifespan.startup":
-                        scope["state"]["db"] = await FakeDatabase().connect()
+                        scope["state"]["db"] = db.connect()
                         await send({"type": "lifespan.startup.complete"})
                     return message
                 await self.app(scope, receive_and_answer, send)
@@ -967,9 +965,9 @@ def test_lifespan_middleware_catches_mistakes():
             async def wrapper():
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    scope["state"]["db"] = await FakeDatabase().connect()
+                    scope["state"]["db"] = db.connect()
                 elif message["type"] == "lifespan.shutdown":
-                    await scope["state"]["db"].close()
+                    scope["state"]["db"].close()
                 return message
             await self.app(scope, wrapper, send)
 
@@ -984,7 +982,7 @@ def test_lifespan_middleware_catches_mistakes():
             async def wrapper():
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    scope["state"]["db"] = await FakeDatabase().connect()
+                    scope["state"]["db"] = db.connect()
                 return message
             await self.app(scope, wrapper, send)
 
