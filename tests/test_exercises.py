@@ -11,14 +11,16 @@ import json
 import logging
 import sys
 import threading
+import time
 import traceback
 import uuid
 from urllib.parse import parse_qs
 
 import pytest
 
+from asgi_lab import db
 from asgi_lab.apps.pitfalls import blocking_query
-from asgi_lab.exercises import (ExerciseFailed, FakeDatabase, check_asgi_middleware,
+from asgi_lab.exercises import (ExerciseFailed, check_asgi_middleware,
                                 check_async_bridge, check_asyncio_server, check_chat, prices, check_lifespan_middleware,
                                 check_lifespan_state, check_sse, check_streamed_body,
                                 check_streaming, check_unblocked, check_wsgi_app,
@@ -587,20 +589,46 @@ async def visits(scope, receive, send):
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                scope["state"]["visits"] = {"count": 0}
+                conn = db.connect()
+                conn.execute("CREATE TEMP TABLE visits (at REAL)")
+                scope["state"]["db"] = conn
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                scope["state"]["db"].close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     elif scope["type"] == "http":
-        counter = scope["state"]["visits"]
-        counter["count"] += 1
+        conn = scope["state"]["db"]
+        conn.execute("INSERT INTO visits VALUES (?)", (time.time(),))
+        (count,) = conn.execute("SELECT count(*) FROM visits").fetchone()
         await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": str(counter["count"]).encode()})
+        await send({"type": "http.response.body", "body": str(count).encode()})
+
+
+async def visits_aiosqlite(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                conn = await db.connect_async()
+                await conn.execute("CREATE TEMP TABLE visits (at REAL)")
+                scope["state"]["db"] = conn
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await scope["state"]["db"].close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    elif scope["type"] == "http":
+        conn = scope["state"]["db"]
+        await conn.execute("INSERT INTO visits VALUES (?)", (time.time(),))
+        (count,) = await (await conn.execute("SELECT count(*) FROM visits")).fetchone()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(count).encode()})
 
 
 def test_lifespan_state_accepts_solutions(capsys):
     passes(check_lifespan_state, visits, capsys)
+    passes(check_lifespan_state, visits_aiosqlite, capsys)
 
 
 def test_lifespan_state_accepts_starlette(capsys):
@@ -613,10 +641,17 @@ def test_lifespan_state_accepts_starlette(capsys):
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        yield {"counter": itertools.count(1)}
+        conn = db.connect()
+        conn.execute("CREATE TEMP TABLE visits (at REAL)")
+        try:
+            yield {"db": conn}
+        finally:
+            conn.close()
 
     async def index(request):
-        return PlainTextResponse(str(next(request.state.counter)))
+        request.state.db.execute("INSERT INTO visits VALUES (1)")
+        (count,) = request.state.db.execute("SELECT count(*) FROM visits").fetchone()
+        return PlainTextResponse(str(count))
 
     passes(check_lifespan_state, Starlette(routes=[Route("/", index)], lifespan=lifespan), capsys)
 
@@ -651,18 +686,20 @@ def test_lifespan_state_catches_mistakes():
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": str(shared["visits"]).encode()})
 
-    counter = {"visits": 0}
+    shared = {}
 
-    async def module_global(scope, receive, send):
+    async def module_global(scope, receive, send):  # one connection for every server
         if scope["type"] == "lifespan":
+            if "db" not in shared:
+                shared["db"] = db.connect()
+                shared["db"].execute("CREATE TEMP TABLE visits (at REAL)")
+            scope["state"]["db"] = shared["db"]
             while True:
                 message = await receive()
                 await send({"type": message["type"] + ".complete"})
                 if message["type"] == "lifespan.shutdown":
                     return
-        counter["visits"] += 1
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": str(counter["visits"]).encode()})
+        await visits(scope, receive, send)
 
     async def never_answers(scope, receive, send):
         if scope["type"] == "lifespan":
@@ -673,12 +710,58 @@ def test_lifespan_state_catches_mistakes():
     fails_with(check_lifespan_state, on_lifespan_scope, "stored ['app_state'] on the lifespan scope",
                "KeyError: 'app_state'", "shared = scope[\"app_state\"]")
     fails_with(check_lifespan_state, module_global, "a second server", "module global")
+
+    async def counts_without_a_database(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    scope["state"]["visits"] = {"count": 0}
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        scope["state"]["visits"]["count"] += 1
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body",
+                    "body": str(scope["state"]["visits"]["count"]).encode()})
+
+    async def connection_per_request(scope, receive, send):
+        if scope["type"] == "lifespan":
+            await visits(scope, receive, send)
+            return
+        conn = db.connect()
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS visits (at REAL)")
+        conn.execute("INSERT INTO visits VALUES (1)")
+        (count,) = conn.execute("SELECT count(*) FROM visits").fetchone()
+        conn.close()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(count).encode()})
+
+    async def never_closes(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    scope["state"]["db"] = db.connect()
+                    scope["state"]["db"].execute("CREATE TEMP TABLE visits (at REAL)")
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        await visits(scope, receive, send)
+
+    fails_with(check_lifespan_state, counts_without_a_database,
+               "expected an open database connection", "db.connect()")
+    fails_with(check_lifespan_state, connection_per_request, "opened 3 database connection(s)",
+               "scope['state']['db']")
+    fails_with(check_lifespan_state, never_closes, "connection is still open", ".close()")
     async def forgets_shutdown(scope, receive, send):
         if scope["type"] == "lifespan":
             await receive()
-            scope["state"]["visits"] = {"count": 0}
+            scope["state"]["db"] = db.connect()
+            scope["state"]["db"].execute("CREATE TEMP TABLE visits (at REAL)")
             await send({"type": "lifespan.startup.complete"})
             await receive()
+            scope["state"]["db"].close()
             return  # no lifespan.shutdown.complete
         await visits(scope, receive, send)
 
@@ -697,7 +780,7 @@ async def with_to_thread(scope, receive, send):
 
 async def with_executor(scope, receive, send):
     loop = asyncio.get_running_loop()
-    name = await loop.run_in_executor(None, blocking_query, "SELECT name FROM users")
+    name = await loop.run_in_executor(None, blocking_query, 0.2)
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": name.encode() + b"\n"})
@@ -806,11 +889,11 @@ class DatabaseMiddleware:
         async def receive_and_open():
             message = await receive()
             if message["type"] == "lifespan.startup":
-                scope["state"]["db"] = await FakeDatabase().connect()
+                scope["state"]["db"] = db.connect()
             return message
 
         await self.app(scope, receive_and_open, send)
-        await scope["state"]["db"].close()
+        scope["state"]["db"].close()
 
 
 def database_middleware(app):
@@ -824,14 +907,12 @@ def database_middleware(app):
         async def receive_wrapper():
             message = await receive()
             if message["type"] == "lifespan.startup":
-                db = FakeDatabase()
-                await db.connect()
-                scope["state"]["db"] = db
+                scope["state"]["db"] = db.connect()
             return message
 
         async def send_wrapper(message):
             if message["type"] == "lifespan.shutdown.complete":
-                await scope["state"]["db"].close()
+                scope["state"]["db"].close()
             await send(message)
 
         await app(scope, receive_wrapper, send_wrapper)
@@ -854,7 +935,7 @@ def test_lifespan_middleware_catches_mistakes():
             if scope["type"] == "lifespan":
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    scope["state"]["db"] = await FakeDatabase().connect()
+                    scope["state"]["db"] = db.connect()
             await self.app(scope, receive, send)
 
     class AnswersForTheApp:
@@ -866,7 +947,7 @@ def test_lifespan_middleware_catches_mistakes():
                 async def receive_and_answer():
                     message = await receive()
                     if message["type"] == "lifespan.startup":
-                        scope["state"]["db"] = await FakeDatabase().connect()
+                        scope["state"]["db"] = db.connect()
                         await send({"type": "lifespan.startup.complete"})
                     return message
                 await self.app(scope, receive_and_answer, send)
@@ -884,9 +965,9 @@ def test_lifespan_middleware_catches_mistakes():
             async def wrapper():
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    scope["state"]["db"] = await FakeDatabase().connect()
+                    scope["state"]["db"] = db.connect()
                 elif message["type"] == "lifespan.shutdown":
-                    await scope["state"]["db"].close()
+                    scope["state"]["db"].close()
                 return message
             await self.app(scope, wrapper, send)
 
@@ -901,7 +982,7 @@ def test_lifespan_middleware_catches_mistakes():
             async def wrapper():
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    scope["state"]["db"] = await FakeDatabase().connect()
+                    scope["state"]["db"] = db.connect()
                 return message
             await self.app(scope, wrapper, send)
 

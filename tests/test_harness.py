@@ -217,7 +217,9 @@ def test_blocking_loop_measures_the_stall_and_the_fixes():
     assert blocked.statuses == fixed.statuses == [200] * 4
     # Served one by one: the probe waits for (most of) the three 60 ms requests.
     assert blocked.probe_latency > 0.1 and blocked.loop_lag > 0.05 and blocked.slowest > 0.15
-    assert fixed.probe_latency < 0.05 and fixed.loop_lag < 0.05 and fixed.slowest < 0.15
+    # A real query on worker threads: the loop stays free (the queries share the machine's
+    # cores, so they need not finish any sooner).
+    assert fixed.probe_latency < 0.05 and fixed.loop_lag < 0.05
     assert "time.sleep" in blocking_loop.table(runs)
 
 

@@ -248,3 +248,26 @@ def test_short_paths_keep_what_a_reader_needs():
             '/usr/lib/python3.11/asyncio/tasks.py:384 and /opt/other/thing.py')
     assert async_costs.short_paths(text) == (
         'File "asgi_lab/apps/pitfalls.py", line 3 and asyncio/tasks.py:384 and thing.py')
+
+
+# -- a real database: the blocking driver and its three fixes ----------------------------------
+
+def test_a_real_query_blocks_the_loop_and_the_fixes_do_not():
+    pitfalls.warm_up_database()
+    runs = blocking_loop.sweep(pitfalls.DB_VARIANTS, work_ms=(60,), concurrency=3)
+    assert all(run.statuses == [200] * 4 for run in runs)
+    by_name = {run.variant: run for run in runs}
+    blocked = by_name["blocking driver"]
+    assert blocked.loop_lag > 0.05 and blocked.probe_latency > 0.05  # one query stalls it all
+    for fix in ("asyncio.to_thread", "thread pool", "async driver"):
+        assert by_name[fix].loop_lag < blocked.loop_lag / 2, fix
+
+
+def test_the_database_apps_answer_the_top_customer():
+    from asgi_lab.background import serve_in_background
+    from asgi_lab.exercises.client import request
+
+    for app in pitfalls.DB_VARIANTS.values():
+        with serve_in_background(app, lifespan="off", access_log=False) as server:
+            assert request(server.address, target="/?ms=5").body == b"Ada Lovelace"
+            assert request(server.address, target="/?ms=0").body == b"no query"

@@ -1,14 +1,16 @@
 """Async pitfalls as small ASGI apps: one mistake each, next to its fixes.
 
 Every app answers `GET /?ms=N` after N milliseconds of "work" (100 by default) with a short
-text body. What differs is *how* the work is done, and so what happens to every other request
+text body. For the database apps, the work is a real query (`asgi_lab.db`: SQLite by default,
+PostgreSQL when `ASGI_LAB_DB` is a `postgresql://` URL) over as many rows as take about N ms. What differs is *how* the work is done, and so what happens to every other request
 the same event loop is serving meanwhile:
 
     blocking_sleep        time.sleep(N) in a coroutine: the whole server stops for N ms
-    blocking_database     a sync database driver (our stand-in: `blocking_query`): the same
     with_asyncio_sleep    fix for waiting: await asyncio.sleep(N); the loop serves others
-    with_to_thread        fix for a blocking call: await asyncio.to_thread(blocking_query, ...)
-    with_run_in_executor  the same, spelled the older way: loop.run_in_executor(None, ...)
+    blocking_database     a real query through a blocking driver (sqlite3, psycopg): the same
+    with_to_thread        fix for a blocking driver: await asyncio.to_thread(blocking_query, ...)
+    with_run_in_executor  the same on the app's own thread pool: loop.run_in_executor(pool, ...)
+    with_async_driver     fix with an async driver: aiosqlite, psycopg.AsyncConnection
     cpu_bound             pure-Python computation in the coroutine: the loop stops too
     cpu_bound_in_thread   ...in a thread: the loop breathes, but the GIL lets one thread compute
                           (on free-threaded CPython, 3.13t/3.14t, the threads compute in parallel)
@@ -36,6 +38,8 @@ import threading
 import time
 from urllib.parse import parse_qs
 
+from .. import db
+
 DEFAULT_MS = 100.0
 
 
@@ -44,14 +48,44 @@ queries_run = 0
 _queries_lock = threading.Lock()  # several worker threads may finish a query at once
 
 
-def blocking_query(sql: str = "SELECT name FROM users WHERE id = 1", delay: float = 0.2) -> str:
-    """A stand-in for a synchronous database driver (psycopg2, sqlite3, requests...): the
-    calling thread waits `delay` seconds for the "database" and gets a row back."""
+def blocking_query(delay: float = 0.2) -> str:
+    """A real query through a blocking driver (`sqlite3`, or `psycopg` when `ASGI_LAB_DB` is a
+    PostgreSQL URL): the shop's report "who spent most over the latest N orders?", over as
+    many orders as take about `delay` seconds here (`asgi_lab.db.rows_for`). The calling
+    thread waits for the database; returns the top customer's name ("Ada Lovelace")."""
     global queries_run
-    time.sleep(delay)
+    name = db.report(db.thread_connection(), db.rows_for(delay * 1000))[0]
     with _queries_lock:
         queries_run += 1
-    return "Ada Lovelace"
+    return name
+
+
+async def async_query(delay: float = 0.2) -> str:
+    """The same query through an async driver (`aiosqlite`, or `psycopg.AsyncConnection`):
+    awaiting it gives the loop back while the database works. A connection per request keeps
+    it short; an app would open a pool at lifespan startup (exercise 6)."""
+    async with db.async_connection() as conn:
+        return (await db.report_async(conn, db.rows_for(delay * 1000)))[0]
+
+
+def warm_up_database() -> str:
+    """Create the shop if needed and calibrate the report (`rows_for`) before measuring, so
+    that no measurement includes either. Returns the database's name ("SQLite 3.40.1")."""
+    db.ensure_shop()
+    db.rows_per_ms()
+    return db.describe()
+
+
+_db_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def database_threads() -> concurrent.futures.ThreadPoolExecutor:
+    """The app's own pool of 4 threads for blocking database calls (`thread pool` variant):
+    its size bounds how many queries run at once, whatever the default executor does."""
+    global _db_pool
+    if _db_pool is None:
+        _db_pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="database")
+    return _db_pool
 
 
 # -- CPU work: a fixed amount of pure-Python computation ------------------------------------------
@@ -153,10 +187,11 @@ async def blocking_sleep(scope, receive, send):
 
 
 async def blocking_database(scope, receive, send):
-    """The same mistake, as it usually looks: a synchronous database driver."""
+    """The same mistake, as it usually looks: a real query through a blocking driver (sqlite3,
+    psycopg) in the coroutine. The loop waits with the thread."""
     if scope["type"] == "http":
-        name = blocking_query(delay=milliseconds(scope) / 1000)
-        await respond(send, name)
+        ms = milliseconds(scope)
+        await respond(send, blocking_query(ms / 1000) if ms else "no query")
 
 
 async def with_asyncio_sleep(scope, receive, send):
@@ -167,19 +202,28 @@ async def with_asyncio_sleep(scope, receive, send):
 
 
 async def with_to_thread(scope, receive, send):
-    """Fix, when the library is blocking: run it on a worker thread and await the result."""
+    """Fix, when the driver is blocking: run the query on a worker thread and await it."""
     if scope["type"] == "http":
-        name = await asyncio.to_thread(blocking_query, delay=milliseconds(scope) / 1000)
-        await respond(send, name)
+        ms = milliseconds(scope)
+        await respond(send, await asyncio.to_thread(blocking_query, ms / 1000) if ms else "no query")
 
 
 async def with_run_in_executor(scope, receive, send):
-    """The same fix, the pre-3.9 way: the loop's default ThreadPoolExecutor."""
+    """The same fix on a thread pool of the app's own (`loop.run_in_executor(pool, ...)`):
+    at most 4 queries at once, whatever else uses the loop's default executor."""
     if scope["type"] == "http":
-        loop = asyncio.get_running_loop()
-        delay = milliseconds(scope) / 1000
-        name = await loop.run_in_executor(None, blocking_query, "SELECT 1", delay)
-        await respond(send, name)
+        ms = milliseconds(scope)
+        if ms:
+            loop = asyncio.get_running_loop()
+            name = await loop.run_in_executor(database_threads(), blocking_query, ms / 1000)
+        await respond(send, name if ms else "no query")
+
+
+async def with_async_driver(scope, receive, send):
+    """Fix, with an async driver (aiosqlite, psycopg.AsyncConnection): the query is awaited."""
+    if scope["type"] == "http":
+        ms = milliseconds(scope)
+        await respond(send, await async_query(ms / 1000) if ms else "no query")
 
 
 async def cpu_bound(scope, receive, send):
@@ -291,10 +335,16 @@ async def with_kept_task(scope, receive, send):
 VARIANTS = {
     "time.sleep": blocking_sleep,
     "asyncio.sleep": with_asyncio_sleep,
-    "asyncio.to_thread": with_to_thread,
-    "run_in_executor": with_run_in_executor,
 }
-"""The blocking wait and its fixes, by the name a chart shows."""
+"""The blocking wait and its fix, by the name a chart shows."""
+
+DB_VARIANTS = {
+    "blocking driver": blocking_database,
+    "asyncio.to_thread": with_to_thread,
+    "thread pool": with_run_in_executor,
+    "async driver": with_async_driver,
+}
+"""A real query through a blocking driver, and its three fixes, by the name a chart shows."""
 
 CPU_VARIANTS = {
     "in the coroutine": cpu_bound,

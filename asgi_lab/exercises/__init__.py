@@ -13,17 +13,17 @@ a check cell, and a solution notebook beside it. The pieces:
   and for WSGI apps (we build the environ and play start_response);
 - `client.py`: small loopback clients for the checks that use our real servers;
 - `checks/`: one `check_*` per exercise, one module per topic;
-- `fakes.py`: stand-ins handed to students (`FakeDatabase`).
+- `fakes.py`: stand-ins handed to students (`PriceService`).
 """
 
 from .checks import (check_asgi_middleware, check_async_bridge, check_asyncio_server, check_chat, check_lifespan_middleware, check_lifespan_state, check_sse,
                      check_streamed_body, check_streaming, check_unblocked, check_wsgi_app,
                      check_wsgi_middleware)
-from .fakes import FakeDatabase, PriceService, prices
+from .fakes import PriceService, prices
 from .feedback import ExerciseFailed, hint, reset_hints
 from .harness import ASGIDriver, call_wsgi, http_request, run
 
-__all__ = ["ASGIDriver", "check_asgi_middleware", "check_async_bridge", "check_asyncio_server", "ExerciseFailed", "FakeDatabase", "call_wsgi", "check_chat", "hint",
+__all__ = ["ASGIDriver", "check_asgi_middleware", "check_async_bridge", "check_asyncio_server", "ExerciseFailed", "call_wsgi", "check_chat", "hint",
            "reset_hints", "PriceService", "prices",
            "check_lifespan_middleware", "check_lifespan_state", "check_sse", "check_streamed_body",
            "check_streaming", "check_unblocked", "check_wsgi_app", "check_wsgi_middleware",

@@ -1,7 +1,8 @@
 """Experiment: one blocking call in one coroutine makes *every* request wait.
 
-An event loop runs one callback at a time. A coroutine that calls `time.sleep(0.1)` (or a
-sync database driver, or 100 ms of computation) does not give the loop back for 100 ms: no
+An event loop runs one callback at a time. A coroutine that calls `time.sleep(0.1)` (or runs
+a real query through a blocking driver such as `sqlite3` or `psycopg`, or 100 ms of
+computation) does not give the loop back for 100 ms: no
 other request is read, answered, or even accepted meanwhile. This module measures it:
 
     run = measure(app, work_ms=100, concurrency=4)
@@ -355,8 +356,9 @@ def explain_one_by_one(runs: list[Run], blocked: str = "time.sleep",
         f"and the loop never stalled more than {_ms(f.loop_lag)}.")
 
 
-def explain_fixes(runs: list[Run], blocking=("sync database driver", "time.sleep"),
-                  fixes=("asyncio.sleep", "asyncio.to_thread", "run_in_executor")) -> str:
+def explain_fixes(runs: list[Run], blocking=("blocking driver", "time.sleep"),
+                  fixes=("asyncio.sleep", "asyncio.to_thread", "thread pool",
+                         "async driver")) -> str:
     """The lesson of the sweep: the probe's latency climbs with the work for the blocking
     variants and stays flat for the fixes; or "too noisy" when the medians do not show it."""
     typical = medians(runs)
@@ -471,6 +473,7 @@ def main(argv=None) -> None:
     """`python -m asgi_lab.experiments.blocking_loop`: print the sweep as a table."""
     import argparse
 
+    from .. import db
     from ..apps import pitfalls
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -479,11 +482,17 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians)")
     parser.add_argument("--cpu", action="store_true", help="the CPU-bound variants instead")
     parser.add_argument("--out", help="also save the runs to this JSON file")
+    parser.add_argument("--db", help="the database of the query variants: a SQLite path or a "
+                                     "postgresql:// URL (default: $ASGI_LAB_DB, else SQLite)")
     args = parser.parse_args(argv)
+    if args.db:
+        os.environ[db.ENV] = args.db  # the apps read it (asgi_lab.db.database_url)
     if args.cpu:
         pitfalls.warm_up_process_pool()
+    else:
+        print(f"database: {pitfalls.warm_up_database()}")
     variants = pitfalls.CPU_VARIANTS if args.cpu else {
-        "sync database driver": pitfalls.blocking_database, **pitfalls.VARIANTS}
+        "time.sleep": pitfalls.blocking_sleep, **pitfalls.DB_VARIANTS}
     runs = sweep(variants, args.work_ms, args.concurrency, args.rounds)
     print(table(runs, cores=args.cpu))
     if args.out:
