@@ -95,3 +95,16 @@ class Client:
 def status_of(raw: bytes) -> int:
     """The status code of the first response in raw bytes."""
     return int(raw.split(b" ", 2)[1])
+
+
+async def read_body(receive) -> bytes | None:
+    """An ASGI test app's whole request body (ASGI www spec: `http.request` messages until
+    `more_body` is false), or None if the client left first (`http.disconnect`)."""
+    body, more_body = b"", True
+    while more_body:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        more_body = message.get("more_body", False)
+    return body

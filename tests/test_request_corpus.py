@@ -60,6 +60,7 @@ import h11
 import pytest
 
 from asgi_lab import serve_in_background
+from rawhttp import read_body
 
 GUNICORN_VERSION = "27.0.1"
 SDIST_SHA256 = "b1514965361c8b7e8107a80aa2a92636878df1ccfac6dd204a676426e04d9e3e"
@@ -197,13 +198,9 @@ def wsgi_app(environ, start_response):
 async def asgi_app(scope, receive, send):
     if scope["type"] != "http":
         return
-    body, more_body = b"", True
-    while more_body:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        body += message.get("body", b"")
-        more_body = message.get("more_body", False)
+    body = await read_body(receive)
+    if body is None:
+        return
     said = {"method": scope["method"], "path": scope["raw_path"].decode("latin-1"),
             "query": scope["query_string"].decode("latin-1"), "version": "HTTP/" + scope["http_version"],
             "headers": [[name.decode("latin-1"), value.decode("latin-1")] for name, value in scope["headers"]],

@@ -20,7 +20,7 @@ import pytest
 
 from asgi_lab import serve_in_background
 
-from rawhttp import exchange, status_of
+from rawhttp import exchange, read_body, status_of
 
 
 def echoing_wsgi_app(environ, start_response):
@@ -137,11 +137,9 @@ def body_app(kind: str):
     async def asgi_app(scope, receive, send):
         if scope["type"] != "http":
             return
-        body, more_body = b"", True
-        while more_body:
-            message = await receive()
-            body += message.get("body", b"")
-            more_body = message.get("more_body", False)
+        body = await read_body(receive)
+        if body is None:
+            return
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": f"{scope['path']} {len(body)}\n".encode()})
     return asgi_app
@@ -402,11 +400,9 @@ def headers_app(kind: str):
     async def asgi_app(scope, receive, send):
         if scope["type"] != "http":
             return
-        body, more_body = b"", True
-        while more_body:
-            message = await receive()
-            body += message.get("body", b"")
-            more_body = message.get("more_body", False)
+        body = await read_body(receive)
+        if body is None:
+            return
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": repr((len(body), scope["headers"])).encode()})
     return asgi_app
