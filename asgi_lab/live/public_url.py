@@ -18,9 +18,9 @@ How the kernel learns which case it is in (the first rule that answers wins):
    word `local`;
 2. `JUPYTERHUB_SERVICE_PREFIX`, which JupyterHub (and so Binder) sets for the user's Jupyter
    server, and every kernel inherits: `/user/ada/` gives `/user/ada/proxy/<port>/`;
-3. the Jupyter server that started this kernel (the kernel is its child process: the server
-   whose pid is our parent's, among those `jupyter_server` lists in the runtime directory
-   that holds this kernel's connection file), if the browser cannot be on this machine's
+3. the Jupyter server that started this kernel (the kernel is its child process: the
+   running-server record named after our parent's pid, in the runtime directory that holds
+   this kernel's connection file), if the browser cannot be on this machine's
    loopback: the server runs under a base URL other than `/` (something in front routes by
    path), listens on an address other than loopback, or runs in a Codespace
    (`CODESPACES=true`), where the browser comes in through GitHub's port forwarding;
@@ -30,9 +30,11 @@ How the kernel learns which case it is in (the first rule that answers wins):
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 LOCAL = "http://{host}:{port}/"
 
@@ -104,18 +106,21 @@ def is_loopback(host: str) -> bool:
 
 
 def jupyter_server_of_this_kernel() -> dict | None:
-    """The running-server record (`jpserver-<pid>.json`: url, base_url, hostname, pid, ...) of
-    the Jupyter server that started this kernel, or None (no kernel, or a kernel started by
-    something else: nbclient, VS Code, `jupyter console`)."""
+    """The running-server record of the Jupyter server that started this kernel, or None (no
+    kernel, or a kernel started by something else: nbclient, VS Code, `jupyter console`).
+
+    A Jupyter server writes `jpserver-<its pid>.json` (url, base_url, hostname, port, pid, ...)
+    into its runtime directory, the folder that also holds its kernels' connection files;
+    `jupyter_server.serverapp.list_running_servers()` reads the same files. The kernel is the
+    server's child process, so its record is the one named after our parent's pid."""
     if "ipykernel" not in sys.modules:  # not running in a kernel at all
         return None
     try:
         from ipykernel.connect import get_connection_file
-        from jupyter_server.serverapp import list_running_servers
 
-        runtime_dir = os.path.dirname(get_connection_file())
-        servers = list(list_running_servers(runtime_dir or None))
-    except Exception:  # no kernel application, no jupyter_server, an unreadable file
+        runtime_dir = Path(get_connection_file()).parent
+        with open(runtime_dir / f"jpserver-{os.getppid()}.json", encoding="utf-8") as file:
+            info = json.load(file)
+    except Exception:  # no kernel application, no such server, an unreadable file
         return None
-    parent = os.getppid()
-    return next((info for info in servers if info.get("pid") == parent), None)
+    return info if info.get("pid") == os.getppid() else None

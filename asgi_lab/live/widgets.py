@@ -94,13 +94,6 @@ def server_events(tracer: Tracer | None, client: ChatClient,
     return []
 
 
-def server_events_text(tracer: Tracer | None, client: ChatClient) -> str:
-    lines = []
-    for e in server_events(tracer, client):
-        lines.append(f"{e.layer:8}  {e.kind}({_short(e.data)})")
-    return "\n".join(lines) or "(no server trace for this connection)"
-
-
 def transcript(client: ChatClient) -> str:
     return "\n".join(client.chat_lines)
 
