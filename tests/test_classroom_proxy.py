@@ -3,11 +3,15 @@
 1. The address rules of `asgi_lab/live/public_url.py`, one by one, without a browser.
 2. JupyterLab with jupyter-server-proxy runs under `--ServerApp.base_url=/user/student/`
    (no `JUPYTERHUB_SERVICE_PREFIX`: the kernel must find the base URL through the server that
-   started it). Headless Chromium opens notebook 04 and runs its first cells: the server, the
-   chat page's link and IFrame, the notebook's own chat member and its chat box. The IFrame
-   must point at `/user/student/proxy/<port>/`, the page in it must load through the proxy
-   and open its WebSocket through the proxy too; a line typed in the page must reach the
-   notebook's client (its chat box), and a line typed in the chat box must reach the page.
+   started it), one for the whole module.
+   - Both chats, the ASGI one of notebook 04 and the WSGI one (with our upgrade hatch) of
+     notebook 06, answer through the proxy: the page, and a WebSocket member from Python.
+     Without the login token the proxy refuses the WebSocket.
+   - Headless Chromium opens notebook 04 and runs its first cells: the server, the chat
+     page's link and IFrame, the notebook's own chat member and its chat box. The IFrame must
+     point at `/user/student/proxy/<port>/`, the page in it must load through the proxy and
+     open its WebSocket through the proxy too; a line typed in the page must reach the
+     notebook's client (its chat box), and a line typed in the chat box must reach the page.
 
 The browser only ever talks to JupyterLab's port; the chat server's port is reached through
 the proxy alone. Skips without Chromium (CI installs it) or without jupyter-server-proxy.
@@ -15,6 +19,7 @@ the proxy alone. Skips without Chromium (CI installs it) or without jupyter-serv
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -93,8 +98,73 @@ def test_outside_a_kernel_there_is_no_jupyter_server_to_find():
 
 # -- 2. JupyterLab under /user/student/ ---------------------------------------------------------
 
+BASE_URL = "/user/student/"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab with jupyter-server-proxy under BASE_URL, serving a copy of notebook 04. No
+    classroom variable in its environment: the kernel must find the base URL on its own."""
+    pytest.importorskip("jupyter_server_proxy", reason="jupyter-server-proxy is not installed "
+                        "(pip install -e '.[lab]')")
+    from labserver import start_jupyterlab
+
+    env = {"JUPYTERHUB_SERVICE_PREFIX": "", "ASGI_LAB_PUBLIC_URL": "", "CODESPACES": ""}
+    with start_jupyterlab(tmp_path_factory.mktemp("classroom"), [NOTEBOOK], base_url=BASE_URL,
+                          env=env) as lab:
+        yield lab
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_both_chats_page_and_websocket_answer_through_the_proxy_for_a_logged_in_user(lab, kind):
+    """The ASGI chat (notebook 04) and the WSGI chat with our upgrade hatch (notebook 06),
+    reached only through the proxy: the page, and a WebSocket member; without the token the
+    proxy refuses the WebSocket."""
+    import httpx
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    from asgi_lab import serve_in_background
+    from asgi_lab.apps.chat import ChatApp
+    from asgi_lab.apps.wsgi_chat import WSGIChat
+
+    settings = {"wsgi_upgrade": True, "threads": 4} if kind == "wsgi" else {}
+    app = ChatApp() if kind == "asgi" else WSGIChat()
+    login = {"Authorization": f"token {lab.token}"}
+    with serve_in_background(app, kind=kind, name=f"classroom-{kind}", access_log=False, **settings) as server:
+        proxied = f"{lab.url}proxy/{server.port}/"
+        page = httpx.get(proxied + "?room=lobby", headers=login, timeout=10)
+        assert page.status_code == 200 and "<title>asgi_lab chat</title>" in page.text
+        ws_url = "ws" + proxied[len("http"):] + "ws/lobby?name=py"
+        with pytest.raises(InvalidStatus) as refused:
+            connect(ws_url, open_timeout=10).close()
+        assert refused.value.response.status_code in (302, 401, 403)
+        with connect(ws_url, additional_headers=login, open_timeout=10, close_timeout=2) as member:
+            assert json.loads(member.recv(timeout=10))["type"] == "welcome"
+            member.send("through the proxy")
+            received = [json.loads(member.recv(timeout=10)) for _ in range(2)]  # its join, its line
+            assert [m["type"] for m in received] == ["join", "message"]
+            assert received[1]["text"] == "through the proxy" and received[1]["name"] == "py"
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                    reason="CHROMIUM IS NOT INSTALLED (no /usr/bin/chromium): the classroom test "
+                           "did NOT run. apt-get install -y --no-install-recommends chromium")
+@pytest.mark.timeout(120)
+def test_notebook_04_chat_page_and_its_websocket_go_through_jupyter_server_proxy(lab):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                             headless=True, timeout=30_000)
+        try:
+            run_chat_through_the_proxy(browser, lab, BASE_URL)
+        finally:
+            browser.close()
+
+
 #: Run the notebook's cells from the first one through the cell that shows the chat box (found
-#: by its source, not its number), one at a time, as a student pressing Shift+Enter would.
+#: by its source, not its number), as a student pressing Shift+Enter would.
 RUN_THROUGH = """async (marker) => {
     const app = window.jupyterapp;
     const panel = app.shell.currentWidget;
@@ -116,28 +186,6 @@ RAN_THROUGH = """(last) => {
     const cells = panel.content.widgets.slice(0, last + 1).filter(cell => cell.model.type === 'code');
     return kernel && kernel.status === 'idle' && cells.every(cell => cell.model.executionCount !== null);
 }"""
-
-
-@pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                    reason="CHROMIUM IS NOT INSTALLED (no /usr/bin/chromium): the classroom test "
-                           "did NOT run. apt-get install -y --no-install-recommends chromium")
-@pytest.mark.timeout(120)
-def test_notebook_04_chat_page_and_its_websocket_go_through_jupyter_server_proxy(tmp_path):
-    base_url = "/user/student/"
-    pytest.importorskip("jupyter_server_proxy", reason="jupyter-server-proxy is not installed "
-                        "(pip install -e '.[lab]')")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    from labserver import start_jupyterlab
-
-    env = {"JUPYTERHUB_SERVICE_PREFIX": "", "ASGI_LAB_PUBLIC_URL": "", "CODESPACES": ""}
-    with start_jupyterlab(tmp_path, [NOTEBOOK], base_url=base_url, env=env) as lab, \
-            sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                             headless=True, timeout=30_000)
-        try:
-            run_chat_through_the_proxy(browser, lab, base_url)
-        finally:
-            browser.close()
 
 
 def run_chat_through_the_proxy(browser, lab, base_url: str) -> None:
