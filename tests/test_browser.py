@@ -23,11 +23,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +30,7 @@ import pytest
 from asgi_lab import serve_in_background
 from asgi_lab.apps.chat import ChatApp
 from asgi_lab.live import ChatClient
+from labserver import start_jupyterlab
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -168,52 +164,12 @@ def test_the_chat_page_served_by_wsgi_cannot_open_its_websocket(browser):
 
 @pytest.fixture
 def jupyterlab(tmp_path):
-    """JupyterLab on a free port, serving a copy of notebook 04 (its autosave must not touch
-    the repository), with a token we choose and every Jupyter directory in tmp_path."""
-    shutil.copy(NOTEBOOK, tmp_path / NOTEBOOK.name)
-    # Render every cell, even off screen (JupyterLab 4 may otherwise skip hidden ones).
-    settings = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"
-    settings.mkdir(parents=True)
-    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
-    token = "asgi-lab-test-token"
-    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
-               JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_DATA_DIR=str(tmp_path / "data"),
-               JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"))
-    command = [str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser",
-               "--ServerApp.ip=127.0.0.1", "--ServerApp.port=0", f"--IdentityProvider.token={token}",
-               f"--ServerApp.root_dir={tmp_path}", "--LabApp.expose_app_in_browser=True",
-               "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        command.append("--allow-root")  # CI containers run as root; Jupyter refuses without this
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
-    found = threading.Event()
-    address: list[str] = []
-    log: list[str] = []
-
-    def read_log():
-        for line in process.stderr:
-            log.append(line)
-            match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-            if match and not found.is_set():
-                address.append(f"http://127.0.0.1:{match.group(1)}")
-                found.set()
-
-    threading.Thread(target=read_log, daemon=True).start()
+    """JupyterLab on a free port, serving a copy of notebook 04 (tests/labserver.py)."""
     try:
-        deadline = time.monotonic() + 60
-        while not found.wait(0.2):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("JupyterLab did not start:\n" + "".join(log[-30:]))
-        yield address[0], token, log
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)  # the server and the kernels it started
-            process.wait(15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
+        with start_jupyterlab(tmp_path, [NOTEBOOK]) as lab:
+            yield lab.url.rstrip("/"), lab.token, lab.log
+    except RuntimeError as error:  # it did not start: say why, with its log
+        pytest.fail(str(error))
 
 
 RUN_ALL = """async () => {

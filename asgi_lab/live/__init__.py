@@ -8,6 +8,9 @@
   with a plain-text rendering for a notebook run without a front end (nbval);
 - `wsgi_try.py`: the same chat tried on WSGI servers (ours, wsgiref, werkzeug, waitress,
   gunicorn), what the client sees on each, and what our non-portable escape hatch costs;
+- `public_url.py`: the address a link or IFrame must show so that the reader's browser
+  reaches a server of the notebook: 127.0.0.1 on a laptop, the Jupyter server's proxy
+  route on JupyterHub, Binder or a Codespace;
 - `split_chat.py`: the chat split over a WSGI app and a separate WebSocket server, two
   processes, started and stopped together.
 """

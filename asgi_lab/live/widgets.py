@@ -29,6 +29,7 @@ from ..trace import Tracer
 from .chat_client import ChatClient
 from .client import ClientEvent
 from .frames import WireFrame
+from .public_url import public_address
 
 REDRAW_EVERY = 0.2  # seconds
 MAX_ROWS = 100      # the inspector shows the most recent rows of each kind only
@@ -91,13 +92,6 @@ def server_events(tracer: Tracer | None, client: ChatClient,
         if peer and peer[1] == client.local_port:
             return tracer.filter(conn=event.conn, layer=layers)
     return []
-
-
-def server_events_text(tracer: Tracer | None, client: ChatClient) -> str:
-    lines = []
-    for e in server_events(tracer, client):
-        lines.append(f"{e.layer:8}  {e.kind}({_short(e.data)})")
-    return "\n".join(lines) or "(no server trace for this connection)"
 
 
 def transcript(client: ChatClient) -> str:
@@ -351,14 +345,33 @@ class CloseButton(_Static, widgets.HBox):
                 f"{html.escape(state)} <i>(when this cell ran)</i></div>")
 
 
-def chat_link(server, room: str = "lobby", height: int = 320):
-    """A link to the chat page (open it in several tabs) and the page itself in an IFrame."""
+def chat_link(server, room: str = "lobby", height: int = 320, template: str | None = None):
+    """A link to the chat page (open it in several tabs) and the page itself in an IFrame.
+
+    Both carry the address the reader's browser can reach (`public_url.py`): the server's
+    own on a laptop, the Jupyter server's proxy route on JupyterHub, Binder or a Codespace.
+    `template` overrides the choice (see `public_address`)."""
     from IPython.display import HTML, IFrame, display
 
-    url = f"{server.url}/?room={room}"
-    display(HTML(f'<p>Open <a href="{url}&name=tab" target="_blank">{url}</a> in a few browser '
-                 "tabs, or use the one below: every tab is another member of the room.</p>"))
+    where = public_address(template)
+    url = where.url(server, f"?room={room}")
+    note = ""
+    if where.proxied:
+        note = (f" <small>(through the Jupyter server's proxy, <code>{html.escape(where.template)}</code>:"
+                f" {html.escape(where.reason)}{proxy_missing()})</small>")
+    display(HTML(f'<p>Open <a href="{html.escape(url)}&amp;name=tab" target="_blank">'
+                 f"{html.escape(url)}</a> in a few browser tabs, or use the one below: every tab is "
+                 f"another member of the room.{note}</p>"))
     return IFrame(f"{url}&name=iframe", width="100%", height=height)
+
+
+def proxy_missing() -> str:
+    """A warning if jupyter-server-proxy is not installed here (then the proxied links 404)."""
+    import importlib.util
+
+    if importlib.util.find_spec("jupyter_server_proxy") is not None:
+        return ""
+    return "; <b>jupyter-server-proxy is not installed</b>: <code>pip install jupyter-server-proxy</code>, then restart the Jupyter server"
 
 
 def answer(markdown: str):
