@@ -56,7 +56,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows every option's default, except on on/off flags, where it says nothing useful."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.nargs == 0:  # a flag: --factory, --no-access-log
+        if action.nargs == 0 or "default:" in action.help:  # a flag, or said in words
             return action.help
         if action.default == "":
             return f"{action.help} (default: none)"
@@ -93,6 +93,16 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
                         help="request line + headers, in bytes; more gets 431")
     parser.add_argument("--max-body-size", type=int, default=defaults.max_body_bytes,
                         help="request body, in bytes; more gets 413; 0: no limit")
+    parser.add_argument("--reload", action="store_true",
+                        help="restart the server when a .py file changes (asgi_lab/reload.py; "
+                             "default: off)")
+    parser.add_argument("--reload-dir", action="append", default=None, metavar="DIR",
+                        help="with --reload: a directory to watch (repeat for more); "
+                             "default: the --app-dir")
+    parser.add_argument("--fd", type=int, default=None,
+                        help="serve on this already bound listening socket (a file descriptor "
+                             "inherited from --reload's supervisor or a process manager) "
+                             "instead of binding --host/--port; default: bind")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -302,22 +312,35 @@ def main(argv: list[str] | None = None) -> int:
         return run_trace(args)
     if args.command == "load":
         return args.run(args)
-    return serve(args)
+    return serve(args, argv)
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     """`asgi` / `wsgi`: load and check the app, bind, serve. One line and an exit code for
     each way it can fail before serving."""
     setup_logging(args.log_level)
     config = config_from(args)
+    if args.reload:  # the supervisor binds, and never imports the app: see reload.py
+        from .reload import run_with_reload
+
+        sock = bind(config)
+        if isinstance(sock, int):
+            return sock
+        argv = sys.argv[1:] if argv is None else argv
+        return run_with_reload(argv, sock, args.reload_dir or [args.app_dir],
+                               config.timeout_graceful_shutdown)
     try:
         app = load_app(args.app, args.command, factory=args.factory, app_dir=args.app_dir)
     except LoadError as exc:
         logger.error("%s", exc)
         return exc.exit_code
-    sock = bind(config)
-    if isinstance(sock, int):
-        return sock
+    if args.fd is not None:
+        sock = socket.socket(fileno=args.fd)
+        sock.setblocking(False)
+    else:
+        sock = bind(config)
+        if isinstance(sock, int):
+            return sock
     logger.info("Started server process [%d]", os.getpid())
     if args.command == "asgi":
         return run_asgi(app, config, sock)
