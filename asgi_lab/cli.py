@@ -93,6 +93,13 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
                         help="request line + headers, in bytes; more gets 431")
     parser.add_argument("--max-body-size", type=int, default=defaults.max_body_bytes,
                         help="request body, in bytes; more gets 413; 0: no limit")
+    parser.add_argument("--proxy-headers", action="store_true",
+                        help="believe Forwarded (RFC 7239) and X-Forwarded-For/-Proto from "
+                             "--forwarded-allow-ips peers: set the client address and scheme "
+                             "(asgi_lab/proxy_headers.py; default: off)")
+    parser.add_argument("--forwarded-allow-ips", default="127.0.0.1",
+                        help="with --proxy-headers: comma-separated proxy addresses or "
+                             "networks to trust, or '*' for any")
     parser.add_argument("--reload", action="store_true",
                         help="restart the server when a .py file changes (asgi_lab/reload.py; "
                              "default: off)")
@@ -207,6 +214,19 @@ def setup_logging(level: str) -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     root.propagate = False
+
+
+def with_proxy_headers(app, kind: str, trusted: str):
+    """The app behind the ASGI or WSGI proxy-headers middleware; None (after one ERROR line)
+    if `trusted` is not a list of addresses."""
+    from .proxy_headers import ProxyHeadersMiddleware, WSGIProxyHeadersMiddleware
+
+    middleware = ProxyHeadersMiddleware if kind == "asgi" else WSGIProxyHeadersMiddleware
+    try:
+        return middleware(app, trusted)
+    except ValueError as exc:
+        logger.error("--forwarded-allow-ips: %s", exc)
+        return None
 
 
 def bind(config: Config) -> socket.socket | int:
@@ -334,6 +354,10 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     except LoadError as exc:
         logger.error("%s", exc)
         return exc.exit_code
+    if args.proxy_headers:
+        app = with_proxy_headers(app, args.command, args.forwarded_allow_ips)
+        if app is None:
+            return 2
     if args.fd is not None:
         sock = socket.socket(fileno=args.fd)
         sock.setblocking(False)
