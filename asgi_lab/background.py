@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import logging
 import sys
 import threading
@@ -56,6 +57,8 @@ class ServerStopped(ConnectionRefusedError):
 def default_name(app, kind: str) -> str:
     """`kind:module.qualname` of the app if it is a function or a class, else of its class.
     Never `repr(app)`: that holds a memory address, new each time a cell builds the app."""
+    while isinstance(app, functools.partial):
+        app = app.func
     named = app if hasattr(app, "__qualname__") and hasattr(app, "__module__") else type(app)
     return f"{kind}:{named.__module__}.{named.__qualname__}"
 

@@ -359,8 +359,11 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         if app is None:
             return 2
     if args.fd is not None:
+        from .reload import watch_supervisor
+
         sock = socket.socket(fileno=args.fd)
         sock.setblocking(False)
+        watch_supervisor()
     else:
         sock = bind(config)
         if isinstance(sock, int):

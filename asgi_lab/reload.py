@@ -18,7 +18,8 @@ A module with a syntax error makes the server process print the error and exit (
 see `loader.py`); the supervisor says it is waiting for the next change, and restarts when the
 file is saved again. SIGINT/SIGTERM to the supervisor stops the server process gracefully,
 then the supervisor. The server process runs in a process group of its own, so a Ctrl-C in the
-terminal reaches the supervisor only, which passes it on once.
+terminal reaches the supervisor only, which passes it on once; and it watches its supervisor,
+so a supervisor killed without a chance to clean up (SIGKILL) does not leave it serving.
 
 File watching is `watchfiles` (inotify on Linux, FSEvents on macOS), filtered to Python
 source files with its `PythonFilter`.
@@ -33,9 +34,13 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 logger = logging.getLogger("asgi_lab.error")
+
+SUPERVISOR_ENV = "ASGI_LAB_RELOAD_SUPERVISOR"
+"""Set in the server process's environment to the supervisor's pid: see `watch_supervisor`."""
 
 RELOAD_OPTIONS = ("--reload",)
 RELOAD_OPTIONS_WITH_VALUE = ("--reload-dir",)
@@ -75,8 +80,9 @@ class Supervisor:
         self.signals: list[int] = []
 
     def start_server(self) -> None:
+        env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
         self.process = subprocess.Popen(self.command, pass_fds=[self.sock.fileno()],
-                                        process_group=0)
+                                        process_group=0, env=env)
 
     def stop_server(self) -> None:
         """SIGTERM, then wait for the graceful shutdown; SIGKILL if it outlives it."""
@@ -128,6 +134,23 @@ class Supervisor:
                 signal.signal(sig, handler)
             self.sock.close()
         return 0
+
+
+def watch_supervisor(interval: float = 0.5) -> None:
+    """In the server process: if the supervisor named in the environment goes away (our parent
+    changes), shut down gracefully by sending ourselves SIGTERM. A daemon thread; no-op when
+    not started by a supervisor."""
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if not supervisor or not supervisor.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(supervisor):
+            time.sleep(interval)
+        logger.warning("The --reload supervisor [%s] is gone; shutting down", supervisor)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="reload-supervisor-watch", daemon=True).start()
 
 
 def run_with_reload(argv: Sequence[str], sock: socket.socket, directories: Sequence[str],

@@ -122,3 +122,33 @@ def test_server_argv_drops_the_reload_options():
 
     assert server_argv(["asgi", "a:app", "--reload", "--reload-dir", "src", "--reload-dir=lib",
                         "--port", "0"], 7) == ["asgi", "a:app", "--port", "0", "--fd", "7"]
+
+
+def test_the_server_process_stops_when_its_supervisor_is_killed(tmp_path):
+    """SIGKILL leaves the supervisor no time to stop its server process: the server process
+    notices its parent is gone and shuts down itself, freeing the port."""
+    (tmp_path / "studentapp.py").write_text(ASGI_APP.format(text="one"))
+    proc = subprocess.Popen([sys.executable, "-m", "asgi_lab", "asgi", "studentapp:app",
+                             "--port", "0", "--reload", "--timeout-graceful-shutdown", "1"],
+                            cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    output = Output(proc)
+    url = output.wait_for(r"serving \w+ app on (http://127\.0\.0\.1:\d+)").group(1)
+    server_pid = int(output.wait_for(r"Started server process \[(\d+)\]").group(1))
+    proc.kill()
+    proc.wait(10)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.kill(server_pid, 0)
+            with open(f"/proc/{server_pid}/stat") as f:  # exited, not yet reaped by init: gone
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+        except (ProcessLookupError, FileNotFoundError):
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(server_pid, signal.SIGKILL)
+        raise AssertionError("the server process outlived its supervisor")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url, timeout=2)

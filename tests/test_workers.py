@@ -200,3 +200,18 @@ def test_a_wsgi_app_given_to_the_asgi_worker_stops_gunicorn_with_one_line(tmp_pa
         cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "found a WSGI app" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_max_requests_restarts_the_worker(tmp_path):
+    server = Gunicorn(tmp_path, "ASGIWorker", "pidapp:asgi_app", "--max-requests", "5")
+    try:
+        first = httpx.get(server.url, timeout=10).text
+        seen = {first}
+        deadline = time.monotonic() + 20
+        while len(seen) < 3 and time.monotonic() < deadline:  # 2 workers, then a fresh one
+            seen.add(httpx.get(server.url, timeout=10).text)
+            time.sleep(0.05)
+        assert len(seen) >= 3, seen
+        assert "served" in server.output and "--max-requests" in server.output
+    finally:
+        assert server.stop() == 0
