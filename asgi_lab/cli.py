@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "hands the app the raw socket (no other WSGI server knows it; default: off)")
 
     demo = commands.add_parser("demo", help="trace a GET and a POST through both servers; "
-                                            "write sequence diagrams and a timeline (PNG)")
+                                            "write sequence diagrams and a timeline (PNG)",
+                               formatter_class=formatter)
     demo.add_argument("--out", default="demo-output", help="folder for the PNG and JSON files")
 
     trace = commands.add_parser(
@@ -153,13 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve MODULE:ATTR on 127.0.0.1 (a free port) with the tracer on, send each "
                     "--request on a connection of its own, write the trace and one sequence "
                     "diagram per request. A request reads like curl: "
-                    "\"POST /echo -H 'content-type: text/plain' -d hello\" (-d @FILE reads a file).")
+                    "\"POST /echo -H 'content-type: text/plain' -d hello\" (-d @FILE reads a file).",
+        formatter_class=formatter)
     trace.add_argument("app", help="the application, as MODULE:ATTR")
     trace.add_argument("--wsgi", action="store_true", help="it is a WSGI app (default: ASGI)")
     trace.add_argument("--request", action="append", default=[], metavar="'METHOD TARGET [-H ..] [-d ..]'",
                        help="a request to send (repeat for more; default: 'GET /')")
     trace.add_argument("--onion", action="store_true",
-                       help="record every message at every middleware layer (Starlette, FastAPI, "
+                       help="record every message at every middleware layer (default: off; Starlette, FastAPI, "
                             "Flask's wsgi_app chain); says so where a framework hides its stack")
     trace.add_argument("--out", default="trace.json",
                        help="the trace file; the summary and NAME-1.png, ... go beside it "
