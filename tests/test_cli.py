@@ -217,3 +217,30 @@ def test_django_only_our_own_lines(command, target):
         unsupported = [line for line in out.splitlines() if "lifespan" in line and "unsupported" in line]
         assert len(unsupported) == 1 and unsupported[0].startswith("INFO:")
         assert "Django can only handle ASGI/HTTP connections, not lifespan" in unsupported[0]
+
+
+def test_detect_interface_reads_what_it_can_and_says_unknown_otherwise():
+    import functools
+
+    async def asgi(scope, receive, send): ...
+
+    def wsgi(environ, start_response): ...
+
+    class ASGIApp:
+        async def __call__(self, scope, receive, send): ...
+
+    class WSGIApp:
+        def __call__(self, environ, start_response): ...
+
+    class ASGI2:
+        def __init__(self, scope): ...
+
+    def returns_an_awaitable(scope, receive, send):
+        return asgi(scope, receive, send)
+
+    detect = loader.detect_interface
+    assert detect(asgi) == detect(ASGIApp()) == detect(functools.partial(asgi)) == "asgi"
+    assert detect(wsgi) == detect(WSGIApp()) == "wsgi"
+    # Cannot tell: served as asked, never refused.
+    assert detect(ASGI2) is detect(returns_an_awaitable) is detect(lambda *args: None) is None
+    assert detect(print) is None

@@ -39,6 +39,8 @@ APP = textwrap.dedent("""
         delay = float(scope["query_string"].decode().partition("=")[2] or 0)
         if delay > 1:
             print(f"slow request in {os.getpid()}", flush=True)
+        if scope["path"] == "/block":
+            time.sleep(delay)  # blocks the event loop: the heartbeat stops too
         await asyncio.sleep(delay)
         body = str(os.getpid()).encode()
         await send({"type": "http.response.start", "status": 200,
@@ -106,15 +108,16 @@ class Gunicorn:
 def pids_serving(url: str, requests: int = 40) -> set[str]:
     """Concurrent slow-ish requests, so that both workers get some."""
     seen: set[str] = set()
+    with httpx.Client(timeout=10) as client:  # one client: its pool opens a connection per thread
 
-    def one() -> None:
-        seen.add(httpx.get(url + "/?delay=0.05", timeout=10).text)
+        def one() -> None:
+            seen.add(client.get(url + "/?delay=0.05").text)
 
-    threads = [threading.Thread(target=one) for _ in range(requests)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(20)
+        threads = [threading.Thread(target=one) for _ in range(requests)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
     return seen
 
 
@@ -215,3 +218,21 @@ def test_max_requests_restarts_the_worker(tmp_path):
         assert "served" in server.output and "--max-requests" in server.output
     finally:
         assert server.stop() == 0
+
+
+def test_the_heartbeat_keeps_an_idle_worker_and_a_blocked_loop_gets_it_restarted(tmp_path):
+    """gunicorn kills a worker that has not notified for --timeout seconds. Our heartbeat runs
+    on the event loop: idle workers live on, and an app that blocks the loop is noticed."""
+    server = Gunicorn(tmp_path, "ASGIWorker", "pidapp:asgi_app", "--timeout", "2")
+    try:
+        before = pids_serving(server.url)
+        time.sleep(3)  # longer than --timeout, idle
+        assert "WORKER TIMEOUT" not in server.output
+        with pytest.raises(httpx.HTTPError):  # the worker is killed under the request
+            httpx.get(server.url + "/block?delay=30", timeout=20)
+        server.wait_for(r"WORKER TIMEOUT")
+        server.wait_for_count(r"asgi_lab \w+ worker serving", 3)  # a replacement booted
+        after = pids_serving(server.url)
+        assert len(after) == 2 and after != before
+    finally:
+        server.stop()
