@@ -94,11 +94,25 @@ class _Base(Worker):
 
     def init_signals(self) -> None:
         """Back to the defaults (the arbiter's handlers were inherited through fork); `run()`
-        installs ours. SIGUSR1 keeps gunicorn's meaning: reopen the log files."""
+        installs ours for SIGTERM, SIGINT and SIGQUIT. Two keep gunicorn's meaning: SIGUSR1
+        reopens the log files, SIGABRT (the arbiter's first blow to a worker that stopped
+        notifying) runs the `worker_abort` hook and exits."""
         for sig in self.SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGUSR1, self.handle_usr1)
+        signal.signal(signal.SIGABRT, self.abort_now)
         signal.siginterrupt(signal.SIGUSR1, False)
+
+    def abort_now(self, sig, frame) -> None:
+        """SIGABRT: the worker stopped notifying, most likely an app blocking the event loop.
+        Run the `worker_abort` hook, then exit at once with `os._exit`: gunicorn's own handler
+        raises SystemExit, which here would land inside the blocked app and could be caught
+        there (our server treats what an app raises as the app's error), leaving it running."""
+        self.alive = False
+        try:
+            self.cfg.worker_abort(self)
+        finally:
+            os._exit(1)
 
     def heartbeat_interval(self) -> float:
         return max(min(self.timeout / 2, 1.0), 0.1) if self.timeout else 1.0
