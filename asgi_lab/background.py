@@ -25,7 +25,8 @@ of one class side by side, give each a `name=`.
 A client that finds a stopped server (a cell run again after the notebook's clean-up) gets
 `ServerStopped`, one sentence naming the cell that starts the server again, not a page of
 `ConnectionRefusedError` traceback: see `refused()`. Asking a stopped server for its `url`
-(or `address`, `port`...) raises the same `ServerStopped` sentence.
+(or `ws_url`) raises the same `ServerStopped` sentence; its `address` and `port` still say
+where it was.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import sys
 import threading
 
 from .config import Config
+from .http11 import bind_socket
 
 _running: dict[str, "BackgroundServer"] = {}
 _stopped: dict[tuple[str, int], tuple[str, int | None]] = {}  # address -> (name, started_in)
@@ -94,6 +96,8 @@ class BackgroundServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._sock = None  # ASGI: bound in start(), before the lifespan startup
+        self._address: tuple[str, int] | None = None
         self.started_in: int | None = None  # the notebook cell that started it: its [N]
         self.stopped = False
 
@@ -101,13 +105,11 @@ class BackgroundServer:
 
     @property
     def address(self) -> tuple[str, int]:
-        """Where it listens. A stopped server raises `ServerStopped` (one sentence), one never
-        started a RuntimeError, instead of handing out an address nobody serves."""
-        if self.stopped:
-            raise ServerStopped(_stopped_message(self.name, self.started_in))
-        if self.server is None or self.server.address is None:
+        """Where it listens (or listened: still there after `stop()`, for a test that checks
+        what the scope said). RuntimeError before `start()`."""
+        if self._address is None:
             raise RuntimeError(f"the server {self.name!r} is not started yet: call .start()")
-        return self.server.address
+        return self._address
 
     @property
     def host(self) -> str:
@@ -119,6 +121,10 @@ class BackgroundServer:
 
     @property
     def url(self) -> str:
+        """The base URL; a stopped server raises `ServerStopped` (one sentence) instead of
+        handing out a URL nobody serves."""
+        if self.stopped:
+            raise ServerStopped(_stopped_message(self.name, self.started_in))
         host, port = self.address[:2]
         return f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
 
@@ -158,6 +164,7 @@ class BackgroundServer:
 
             self.server = WSGIServer(self.app, self.config, tracer=self.tracer)
             self.server.start()
+        self._address = tuple(self.server.address[:2])
         with _running_lock:
             _running[self.name] = self
             if self.server.address is not None:
@@ -168,6 +175,9 @@ class BackgroundServer:
     def _start_asgi(self, timeout: float) -> None:
         from .asgi.server import Server
 
+        # Bind here, before the app's lifespan startup runs on the server's thread: an address
+        # in use is an OSError for the caller, and no startup ran that would need undoing.
+        self._sock = bind_socket(self.config)
         self.server = Server(self.app, self.config, tracer=self.tracer)
         self._ready.clear()  # started again after a stop: wait for this run's start
         self._error = None
@@ -188,9 +198,10 @@ class BackgroundServer:
 
     async def _serve(self) -> None:
         try:
-            await self.server.start()
+            await self.server.start(self._sock)
         except BaseException as exc:  # report it to the thread that called start()
             self._error = exc
+            self._sock.close()
             return
         finally:
             self._ready.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import re
@@ -201,13 +202,38 @@ def test_a_stopped_server_url_says_it_is_stopped(kind):
 
     server = serve_in_background(hello if kind == "asgi" else wsgi_app, kind, name=f"test-url-{kind}")
     assert server.url.startswith("http://127.0.0.1:")
+    address = server.address
     server.stop()
-    for attribute in ("url", "ws_url", "port", "address"):
+    for attribute in ("url", "ws_url"):
         with pytest.raises(ServerStopped, match=f"'test-url-{kind}'\\) is stopped"):
             getattr(server, attribute)
+    assert server.address == address  # where it was: what a test compares a scope with
     assert "stopped" in repr(server)
     server.start()  # started again: a new port, a new url
     try:
         assert httpx.get(server.url).status_code == 200
     finally:
         server.stop()
+
+
+def test_a_background_server_binds_before_the_lifespan_startup():
+    """An address in use is an OSError for the caller, and the app's startup never ran."""
+    events = []
+
+    async def app(scope, receive, send):
+        assert scope["type"] == "lifespan"
+        await receive()
+        events.append("startup")
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        events.append("shutdown")
+        await send({"type": "lifespan.shutdown.complete"})
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError) as caught:
+            serve_in_background(app, name="test-bind-first", port=taken.getsockname()[1])
+    assert caught.value.errno == errno.EADDRINUSE
+    assert events == []
+    assert not [s for s in running_servers() if s.name == "test-bind-first"]
