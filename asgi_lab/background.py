@@ -13,13 +13,20 @@ is threads already. The same helper then works in a script, under pytest and in 
 Code on another thread (a widget callback, say) reaches the server's loop with
 `loop.call_soon_threadsafe` / `asyncio.run_coroutine_threadsafe(coro, server.loop)`.
 
-Re-running a cell must not leave a stray server: every background server has a `name`
-(by default the app's qualified name and the kind), and starting one stops the server
-already running under that name. All of them are stopped when the interpreter exits.
+Re-running a cell must not leave a stray server: every background server has a `name`,
+and starting one stops the server already running under that name (and says so in one INFO
+line on the `asgi_lab.error` logger). All of them are stopped when the interpreter exits.
+The default name is the kind and what the app *is*, never its `repr()` (which holds a
+memory address, new each time a cell rebuilds the app): `asgi:myapp.app` for a function,
+`asgi:fastapi.applications.FastAPI` for an instance, named after its class. So a cell that
+builds a FastAPI app and serves it replaces its own server when run again; to run two apps
+of one class side by side, give each a `name=`.
 
 A client that finds a stopped server (a cell run again after the notebook's clean-up) gets
 `ServerStopped`, one sentence naming the cell that starts the server again, not a page of
-`ConnectionRefusedError` traceback: see `refused()`.
+`ConnectionRefusedError` traceback: see `refused()`. Asking a stopped server for its `url`
+(or `ws_url`) raises the same `ServerStopped` sentence; its `address` and `port` still say
+where it was.
 """
 
 from __future__ import annotations
@@ -27,15 +34,18 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import logging
 import sys
 import threading
 
 from .config import Config
+from .http11 import bind_socket
 
 _running: dict[str, "BackgroundServer"] = {}
 _stopped: dict[tuple[str, int], tuple[str, int | None]] = {}  # address -> (name, started_in)
 _running_lock = threading.Lock()
+logger = logging.getLogger("asgi_lab.error")
 
 
 class ServerStopped(ConnectionRefusedError):
@@ -44,6 +54,20 @@ class ServerStopped(ConnectionRefusedError):
     def _render_traceback_(self) -> list[str]:
         """What IPython shows instead of a traceback: the sentence alone."""
         return [str(self)]
+
+
+def default_name(app, kind: str) -> str:
+    """`kind:module.qualname` of the app if it is a function or a class, else of its class.
+    Never `repr(app)`: that holds a memory address, new each time a cell builds the app."""
+    while isinstance(app, functools.partial):
+        app = app.func
+    named = app if hasattr(app, "__qualname__") and hasattr(app, "__module__") else type(app)
+    return f"{kind}:{named.__module__}.{named.__qualname__}"
+
+
+def _stopped_message(name: str, cell: int | None) -> str:
+    again = f"run cell [{cell}] again (the cell that started it)" if cell else "start it again"
+    return f"the server of this notebook ({name!r}) is stopped; {again}, then this one."
 
 
 def _cell_number() -> int | None:
@@ -66,19 +90,26 @@ class BackgroundServer:
         self.kind = kind
         self.config = config or Config(port=0)
         self.tracer = tracer
-        self.name = name or f"{kind}:{getattr(app, '__module__', '?')}.{getattr(app, '__qualname__', repr(app))}"
+        self.name = name or default_name(app, kind)
         self.server = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._sock = None  # ASGI: bound in start(), before the lifespan startup
+        self._address: tuple[str, int] | None = None
         self.started_in: int | None = None  # the notebook cell that started it: its [N]
+        self.stopped = False
 
     # -- where it listens ------------------------------------------------------------------------
 
     @property
     def address(self) -> tuple[str, int]:
-        return self.server.address
+        """Where it listens (or listened: still there after `stop()`, for a test that checks
+        what the scope said). RuntimeError before `start()`."""
+        if self._address is None:
+            raise RuntimeError(f"the server {self.name!r} is not started yet: call .start()")
+        return self._address
 
     @property
     def host(self) -> str:
@@ -90,7 +121,12 @@ class BackgroundServer:
 
     @property
     def url(self) -> str:
-        return self.server.url
+        """The base URL; a stopped server raises `ServerStopped` (one sentence) instead of
+        handing out a URL nobody serves."""
+        if self.stopped:
+            raise ServerStopped(_stopped_message(self.name, self.started_in))
+        host, port = self.address[:2]
+        return f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
 
     @property
     def ws_url(self) -> str:
@@ -102,7 +138,8 @@ class BackgroundServer:
             else self.server is not None and self.server.address is not None
 
     def __repr__(self) -> str:
-        where = self.url if self.server is not None and self.server.address else "not started"
+        where = "stopped" if self.stopped else self.url if self.server is not None \
+            and self.server.address else "not started"
         return f"<BackgroundServer {self.name!r} {self.kind} {where}>"
 
     # -- start and stop ------------------------------------------------------------------------
@@ -112,7 +149,14 @@ class BackgroundServer:
         with _running_lock:
             previous = _running.pop(self.name, None)
         if previous is not None and previous is not self:
+            try:
+                was = previous.url
+            except (ServerStopped, RuntimeError):
+                was = "stopped"
             previous.stop()
+            logger.info("Replaced the background server %r (%s%s) with a new one", self.name, was,
+                        f", started in cell [{previous.started_in}]" if previous.started_in else "")
+        self.stopped = False
         if self.kind == "asgi":
             self._start_asgi(timeout)
         else:
@@ -120,17 +164,23 @@ class BackgroundServer:
 
             self.server = WSGIServer(self.app, self.config, tracer=self.tracer)
             self.server.start()
+        self._address = tuple(self.server.address[:2])
         with _running_lock:
             _running[self.name] = self
             if self.server.address is not None:
-                _stopped.pop(tuple(self.address[:2]), None)
+                _stopped.pop(tuple(self.server.address[:2]), None)
         self.started_in = _cell_number()
         return self
 
     def _start_asgi(self, timeout: float) -> None:
         from .asgi.server import Server
 
+        # Bind here, before the app's lifespan startup runs on the server's thread: an address
+        # in use is an OSError for the caller, and no startup ran that would need undoing.
+        self._sock = bind_socket(self.config)
         self.server = Server(self.app, self.config, tracer=self.tracer)
+        self._ready.clear()  # started again after a stop: wait for this run's start
+        self._error = None
         self._thread = threading.Thread(target=self._run_loop, name=f"asgi-server-{self.name}",
                                         daemon=True)
         self._thread.start()
@@ -148,9 +198,10 @@ class BackgroundServer:
 
     async def _serve(self) -> None:
         try:
-            await self.server.start()
+            await self.server.start(self._sock)
         except BaseException as exc:  # report it to the thread that called start()
             self._error = exc
+            self._sock.close()
             return
         finally:
             self._ready.set()
@@ -163,9 +214,10 @@ class BackgroundServer:
             if _running.get(self.name) is self:
                 del _running[self.name]
             if self.server is not None and self.server.address is not None:
-                _stopped[tuple(self.address[:2])] = (self.name, self.started_in)
+                _stopped[tuple(self.server.address[:2])] = (self.name, self.started_in)
         if self.server is None:
             return
+        self.stopped = True
         grace = self.config.timeout_graceful_shutdown
         timeout = grace + 5.0 if timeout is None else timeout
         if self.kind == "asgi":
@@ -229,9 +281,7 @@ def refused(host: str, port: int) -> ServerStopped | None:
         stopped = _stopped.get((host, port))
     if stopped is None:
         return None
-    name, cell = stopped
-    again = f"run cell [{cell}] again (the cell that started it)" if cell else "start it again"
-    return ServerStopped(f"the server of this notebook ({name!r}) is stopped; {again}, then this one.")
+    return ServerStopped(_stopped_message(*stopped))
 
 
 def running_servers() -> list[BackgroundServer]:

@@ -7,88 +7,145 @@
 
 The server prints the address it actually listens on (useful with --port 0) and shuts down
 gracefully on SIGINT or SIGTERM; a second SIGINT exits at once.
+
+Order of start-up, so that a mistake costs nothing: load and check the app (`loader.py`),
+bind the socket, and only then run the app's lifespan startup. A port already in use is one
+ERROR line and exit code 8 before the app ever started, so there is no startup to undo. Each
+failure has its own exit code: see `loader.EXIT_CODES`.
+
+Logging: only the `asgi_lab` loggers get a handler here (`asgi_lab.error`, `asgi_lab.access`);
+the root logger is left to the app, so a framework's own log lines (Django's "Not Found") are
+printed only if the app configured them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
+import errno
 import logging
+import os
 import signal
+import socket
 import sys
 
+from . import __version__
 from .config import Config
+from .loader import (EXIT_ADDRESS_IN_USE, EXIT_BIND_FAILED, EXIT_LIFESPAN_FAILED,
+                     EXIT_PERMISSION, LoadError, import_from_string, load_app)
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
+logger = logging.getLogger("asgi_lab.error")
+
+
 def import_app(target: str):
-    """"package.module:attr" -> the object. A readable error for each way it can go wrong."""
-    module_name, _, attr = target.partition(":")
-    if not module_name or not attr:
-        raise SystemExit(f"error: app must look like MODULE:ATTR, got {target!r}")
-    if "" not in sys.path and "." not in sys.path:
-        sys.path.insert(0, "")  # like uvicorn: modules in the current directory can be served
+    """"package.module:attr" -> the object, or SystemExit with one readable line (for the
+    `trace` and `exercises` commands; the servers use `loader.load_app`, which also checks it)."""
+    from .loader import add_app_dir
+
+    add_app_dir("")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SystemExit(f"error: could not import module {module_name!r}: {exc}")
-    app = module
-    for part in attr.split("."):
-        try:
-            app = getattr(app, part)
-        except AttributeError:
-            raise SystemExit(f"error: module {module_name!r} has no attribute {attr!r}")
-    return app
+        return import_from_string(target)
+    except LoadError as exc:
+        raise SystemExit(f"error: {exc}")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default, except on on/off flags, where it says nothing useful."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.nargs == 0 or "default:" in action.help:  # a flag, or said in words
+            return action.help
+        if action.default == "":
+            return f"{action.help} (default: none)"
+        return super()._get_help_string(action)
 
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """The options both servers share. Every one has help text; the formatter adds its default."""
     defaults = Config()
-    parser.add_argument("app", help="the application, as MODULE:ATTR")
-    parser.add_argument("--host", default=defaults.host, help="address to bind (default: %(default)s)")
+    parser.add_argument("app", help="the application, as MODULE:ATTR (with --factory: a function "
+                                    "that returns it)")
+    parser.add_argument("--factory", action="store_true",
+                        help="MODULE:ATTR is a function with no arguments that returns the app "
+                             "(default: MODULE:ATTR is the app itself)")
+    parser.add_argument("--app-dir", default=".",
+                        help="directory put first on sys.path before importing the app")
+    parser.add_argument("--host", default=defaults.host, help="address to bind")
     parser.add_argument("--port", type=int, default=defaults.port,
-                        help="port to bind; 0 picks a free one (default: %(default)s)")
+                        help="port to bind; 0 picks a free one")
     parser.add_argument("--root-path", default="", help="ASGI root_path / WSGI SCRIPT_NAME")
-    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info",
+                        help="level of the asgi_lab loggers (never the root logger)")
     parser.add_argument("--no-access-log", dest="access_log", action="store_false",
-                        help="do not log a line per request")
-    parser.add_argument("--timeout-keep-alive", type=float, default=defaults.timeout_keep_alive)
+                        help="do not log a line per request (default: one line per request)")
+    parser.add_argument("--timeout-keep-alive", type=float, default=defaults.timeout_keep_alive,
+                        help="seconds an idle keep-alive connection stays open")
     parser.add_argument("--timeout-graceful-shutdown", type=float,
-                        default=defaults.timeout_graceful_shutdown)
+                        default=defaults.timeout_graceful_shutdown,
+                        help="seconds requests in flight get to finish at shutdown")
     parser.add_argument("--timeout-request-header", type=float,
                         default=defaults.timeout_request_header,
-                        help="seconds to send a request head, or to go silent mid-body (default: %(default)s)")
+                        help="seconds to send a request head, or to go silent mid-body")
     parser.add_argument("--max-header-size", type=int, default=defaults.max_header_bytes,
-                        help="request line + headers, in bytes; more gets 431 (default: %(default)s)")
+                        help="request line + headers, in bytes; more gets 431")
     parser.add_argument("--max-body-size", type=int, default=defaults.max_body_bytes,
-                        help="request body, in bytes; more gets 413; 0: no limit (default: %(default)s)")
+                        help="request body, in bytes; more gets 413; 0: no limit")
+    parser.add_argument("--proxy-headers", action="store_true",
+                        help="believe Forwarded (RFC 7239) and X-Forwarded-For/-Proto from "
+                             "--forwarded-allow-ips peers: set the client address and scheme "
+                             "(asgi_lab/proxy_headers.py; default: off)")
+    parser.add_argument("--forwarded-allow-ips", default="127.0.0.1",
+                        help="with --proxy-headers: comma-separated proxy addresses or "
+                             "networks to trust, or '*' for any")
+    parser.add_argument("--reload", action="store_true",
+                        help="restart the server when a .py file changes (asgi_lab/reload.py; "
+                             "default: off)")
+    parser.add_argument("--reload-dir", action="append", default=None, metavar="DIR",
+                        help="with --reload: a directory to watch (repeat for more); "
+                             "default: the --app-dir")
+    parser.add_argument("--fd", type=int, default=None,
+                        help="serve on this already bound listening socket (a file descriptor "
+                             "inherited from --reload's supervisor or a process manager) "
+                             "instead of binding --host/--port; default: bind")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m asgi_lab",
                                      description="asgi_lab: ASGI and WSGI servers for learning")
+    parser.add_argument("--version", action="version", version=f"asgi_lab {__version__} "
+                        f"(Python {sys.version.split()[0]})")
     commands = parser.add_subparsers(dest="command", required=True)
+    formatter = HelpFormatter
+    exit_codes = "exit codes: " + "; ".join(
+        f"{code} {meaning}" for code, meaning in sorted(_exit_codes().items()))
 
-    asgi = commands.add_parser("asgi", help="serve an ASGI 3 application")
+    asgi = commands.add_parser("asgi", help="serve an ASGI 3 application", epilog=exit_codes,
+                               formatter_class=formatter)
     add_server_options(asgi)
-    asgi.add_argument("--lifespan", choices=("auto", "on", "off"), default="auto")
+    asgi.add_argument("--lifespan", choices=("auto", "on", "off"), default="auto",
+                      help="ASGI lifespan: auto uses it if the app supports it")
     asgi.add_argument("--ws-max-size", type=int, default=Config().ws_max_message_bytes,
                       help="largest WebSocket message, in bytes")
     asgi.add_argument("--ws-ping-interval", type=float, default=None,
-                      help="send a keep-alive ping this often (seconds)")
-    asgi.add_argument("--ws-ping-timeout", type=float, default=Config().ws_ping_timeout)
+                      help="send a keep-alive ping this often (seconds); None: never")
+    asgi.add_argument("--ws-ping-timeout", type=float, default=Config().ws_ping_timeout,
+                      help="seconds to wait for the pong to a keep-alive ping")
 
-    wsgi = commands.add_parser("wsgi", help="serve a WSGI (PEP 3333) application")
+    wsgi = commands.add_parser("wsgi", help="serve a WSGI (PEP 3333) application",
+                               epilog=exit_codes, formatter_class=formatter)
     add_server_options(wsgi)
     wsgi.add_argument("--threads", type=int, default=Config().threads,
-                      help="worker threads; 0 means one thread per connection (default: %(default)s)")
+                      help="worker threads; 0 means one thread per connection")
     wsgi.add_argument("--wsgi-upgrade", action="store_true",
                       help="NON-PORTABLE: offer environ['asgi_lab.upgrade'], which sends a 101 and "
-                           "hands the app the raw socket (no other WSGI server knows it)")
+                           "hands the app the raw socket (no other WSGI server knows it; default: off)")
 
     demo = commands.add_parser("demo", help="trace a GET and a POST through both servers; "
-                                            "write sequence diagrams and a timeline (PNG)")
+                                            "write sequence diagrams and a timeline (PNG)",
+                               formatter_class=formatter)
     demo.add_argument("--out", default="demo-output", help="folder for the PNG and JSON files")
 
     trace = commands.add_parser(
@@ -97,13 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve MODULE:ATTR on 127.0.0.1 (a free port) with the tracer on, send each "
                     "--request on a connection of its own, write the trace and one sequence "
                     "diagram per request. A request reads like curl: "
-                    "\"POST /echo -H 'content-type: text/plain' -d hello\" (-d @FILE reads a file).")
+                    "\"POST /echo -H 'content-type: text/plain' -d hello\" (-d @FILE reads a file).",
+        formatter_class=formatter)
     trace.add_argument("app", help="the application, as MODULE:ATTR")
     trace.add_argument("--wsgi", action="store_true", help="it is a WSGI app (default: ASGI)")
     trace.add_argument("--request", action="append", default=[], metavar="'METHOD TARGET [-H ..] [-d ..]'",
                        help="a request to send (repeat for more; default: 'GET /')")
     trace.add_argument("--onion", action="store_true",
-                       help="record every message at every middleware layer (Starlette, FastAPI, "
+                       help="record every message at every middleware layer (default: off; Starlette, FastAPI, "
                             "Flask's wsgi_app chain); says so where a framework hides its stack")
     trace.add_argument("--out", default="trace.json",
                        help="the trace file; the summary and NAME-1.png, ... go beside it "
@@ -138,11 +196,63 @@ def config_from(args: argparse.Namespace) -> Config:
     return config
 
 
+def _exit_codes() -> dict[int, str]:
+    from .loader import EXIT_CODES
+
+    return EXIT_CODES
+
+
 def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(levelname)s:  %(message)s", stream=sys.stderr)
+    """A handler on the `asgi_lab` logger only (its children `asgi_lab.error` and
+    `asgi_lab.access` use it); `propagate = False` keeps our lines out of the root logger's
+    handlers, and we never add one there, so the app's own loggers stay as the app set them."""
+    root = logging.getLogger("asgi_lab")
+    for handler in list(root.handlers):
+        if getattr(handler, "asgi_lab_cli", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s:  %(message)s"))
+    handler.asgi_lab_cli = True
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    root.propagate = False
 
 
-def run_asgi(app, config: Config) -> int:
+def with_proxy_headers(app, kind: str, trusted: str):
+    """The app behind the ASGI or WSGI proxy-headers middleware; None (after one ERROR line)
+    if `trusted` is not a list of addresses."""
+    from .proxy_headers import ProxyHeadersMiddleware, WSGIProxyHeadersMiddleware
+
+    middleware = ProxyHeadersMiddleware if kind == "asgi" else WSGIProxyHeadersMiddleware
+    try:
+        return middleware(app, trusted)
+    except ValueError as exc:
+        logger.error("--forwarded-allow-ips: %s", exc)
+        return None
+
+
+def bind(config: Config) -> socket.socket | int:
+    """Bind the listening socket before the app starts: the socket, or the exit code after
+    one ERROR line naming the address (in use, permission denied, any other OSError)."""
+    from .http11 import bind_socket
+
+    address = f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
+    try:
+        return bind_socket(config)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            logger.error("Could not bind %s: address already in use (another server is running "
+                         "there? pick another --port, or 0 for a free one)", address)
+            return EXIT_ADDRESS_IN_USE
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            logger.error("Could not bind %s: permission denied (ports below 1024 need "
+                         "privileges; pick a port above 1023)", address)
+            return EXIT_PERMISSION
+        logger.error("Could not bind %s: %s", address, exc.strerror or exc)
+        return EXIT_BIND_FAILED
+
+
+def run_asgi(app, config: Config, sock: socket.socket | None = None) -> int:
     """Serve until SIGINT/SIGTERM. Returns the process exit code."""
     from .asgi.lifespan import LifespanFailure
     from .asgi.server import Server
@@ -150,13 +260,28 @@ def run_asgi(app, config: Config) -> int:
     async def main() -> int:
         server = Server(app, config)
         loop = asyncio.get_running_loop()
+        signals: list[int] = []
+
+        def on_signal(sig: int) -> None:
+            signals.append(sig)
+            if len(signals) == 1:
+                logger.info("Shutting down (%s); press CTRL+C again to force",
+                            signal.Signals(sig).name)
+            server.request_shutdown()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, server.request_shutdown)
+            loop.add_signal_handler(sig, on_signal, sig)
+        if config.lifespan != "off":
+            logger.info("Waiting for application startup (lifespan %s)", config.lifespan)
         try:
-            await server.start()
+            await server.start(sock)
         except LifespanFailure as exc:
-            logging.getLogger("asgi_lab.error").error("%s", exc)
-            return 3
+            logger.error("%s", exc)
+            if sock is not None:
+                sock.close()
+            return EXIT_LIFESPAN_FAILED
+        if config.lifespan != "off" and server.lifespan is not None and server.lifespan.supported:
+            logger.info("Application startup complete")
         print(f"asgi_lab: serving ASGI app on {server.url} (press CTRL+C to quit)", flush=True)
         await server._stop_requested.wait()
         await server.shutdown()
@@ -165,11 +290,11 @@ def run_asgi(app, config: Config) -> int:
     return asyncio.run(main())
 
 
-def run_wsgi(app, config: Config) -> int:
+def run_wsgi(app, config: Config, sock: socket.socket | None = None) -> int:
     from .wsgi.server import WSGIServer
 
     server = WSGIServer(app, config)
-    server.start()
+    server.start(sock)
 
     def ready() -> None:  # called once the signal handlers are in place
         print(f"asgi_lab: serving WSGI app on {server.url} with "
@@ -209,9 +334,43 @@ def main(argv: list[str] | None = None) -> int:
         return run_trace(args)
     if args.command == "load":
         return args.run(args)
+    return serve(args, argv)
+
+
+def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """`asgi` / `wsgi`: load and check the app, bind, serve. One line and an exit code for
+    each way it can fail before serving."""
     setup_logging(args.log_level)
     config = config_from(args)
-    app = import_app(args.app)
+    if args.reload:  # the supervisor binds, and never imports the app: see reload.py
+        from .reload import run_with_reload
+
+        sock = bind(config)
+        if isinstance(sock, int):
+            return sock
+        argv = sys.argv[1:] if argv is None else argv
+        return run_with_reload(argv, sock, args.reload_dir or [args.app_dir],
+                               config.timeout_graceful_shutdown)
+    try:
+        app = load_app(args.app, args.command, factory=args.factory, app_dir=args.app_dir)
+    except LoadError as exc:
+        logger.error("%s", exc)
+        return exc.exit_code
+    if args.proxy_headers:
+        app = with_proxy_headers(app, args.command, args.forwarded_allow_ips)
+        if app is None:
+            return 2
+    if args.fd is not None:
+        from .reload import watch_supervisor
+
+        sock = socket.socket(fileno=args.fd)
+        sock.setblocking(False)
+        watch_supervisor()
+    else:
+        sock = bind(config)
+        if isinstance(sock, int):
+            return sock
+    logger.info("Started server process [%d]", os.getpid())
     if args.command == "asgi":
-        return run_asgi(app, config)
-    return run_wsgi(app, config)
+        return run_asgi(app, config, sock)
+    return run_wsgi(app, config, sock)

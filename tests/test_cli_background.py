@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import os
 import re
 import signal
@@ -87,9 +89,10 @@ def test_cli_reports_a_bad_app_path_readably():
 def test_background_server_from_a_plain_script():
     with serve_in_background(hello, name="test-bg") as server:
         assert server.url.startswith("http://127.0.0.1:")
-        assert httpx.get(server.url).text == "Hello, world!"
+        url = server.url
+        assert httpx.get(url).text == "Hello, world!"
     with pytest.raises(httpx.ConnectError):
-        httpx.get(server.url)
+        httpx.get(url)
 
 
 def test_background_server_from_inside_a_running_event_loop():
@@ -143,3 +146,94 @@ def test_a_second_sigint_cuts_a_slow_lifespan_shutdown_short(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+CELL = """
+from fastapi import FastAPI
+
+app = FastAPI()
+
+@app.get("/")
+def home():
+    return {"built": BUILT}
+
+server = serve_in_background(app)
+"""
+
+
+def test_a_cell_that_rebuilds_a_fastapi_app_replaces_its_server_and_says_so(caplog):
+    """The same cell run twice: a new FastAPI object each time (a new memory address), no
+    name=. The second run must replace the first server, and log one INFO line."""
+    first, second = {"serve_in_background": serve_in_background, "BUILT": 1}, \
+        {"serve_in_background": serve_in_background, "BUILT": 2}
+    exec(CELL, first)
+    try:
+        assert httpx.get(first["server"].url).json() == {"built": 1}
+        first_url = first["server"].url
+        with caplog.at_level(logging.INFO, logger="asgi_lab.error"):
+            exec(CELL, second)
+        assert first["server"].name == second["server"].name == "asgi:fastapi.applications.FastAPI"
+        assert [s for s in running_servers() if s.name == second["server"].name] == [second["server"]]
+        assert httpx.get(second["server"].url).json() == {"built": 2}
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(first_url, timeout=2)
+        replaced = [r for r in caplog.records if "Replaced the background server" in r.getMessage()]
+        assert len(replaced) == 1 and replaced[0].levelno == logging.INFO
+        assert first_url in replaced[0].getMessage()
+    finally:
+        second.get("server", first["server"]).stop()
+
+
+def test_the_default_name_never_holds_a_memory_address():
+    from starlette.applications import Starlette
+
+    from asgi_lab.background import default_name
+
+    assert default_name(Starlette(), "asgi") == default_name(Starlette(), "asgi") \
+        == "asgi:starlette.applications.Starlette"
+    assert default_name(hello, "asgi") == "asgi:asgi_lab.apps.hello.app"
+    assert "0x" not in default_name(object(), "wsgi")
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_a_stopped_server_url_says_it_is_stopped(kind):
+    from asgi_lab.apps.hello import wsgi_app
+    from asgi_lab.background import ServerStopped
+
+    server = serve_in_background(hello if kind == "asgi" else wsgi_app, kind, name=f"test-url-{kind}")
+    assert server.url.startswith("http://127.0.0.1:")
+    address = server.address
+    server.stop()
+    for attribute in ("url", "ws_url"):
+        with pytest.raises(ServerStopped, match=f"'test-url-{kind}'\\) is stopped"):
+            getattr(server, attribute)
+    assert server.address == address  # where it was: what a test compares a scope with
+    assert "stopped" in repr(server)
+    server.start()  # started again: a new port, a new url
+    try:
+        assert httpx.get(server.url).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_a_background_server_binds_before_the_lifespan_startup():
+    """An address in use is an OSError for the caller, and the app's startup never ran."""
+    events = []
+
+    async def app(scope, receive, send):
+        assert scope["type"] == "lifespan"
+        await receive()
+        events.append("startup")
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        events.append("shutdown")
+        await send({"type": "lifespan.shutdown.complete"})
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError) as caught:
+            serve_in_background(app, name="test-bind-first", port=taken.getsockname()[1])
+    assert caught.value.errno == errno.EADDRINUSE
+    assert events == []
+    assert not [s for s in running_servers() if s.name == "test-bind-first"]

@@ -10,8 +10,9 @@ The app is called once with a `lifespan` scope and lives for as long as the serv
                  lifespan.shutdown.complete ◀── (or .failed)
 
 Modes: "on" requires the app to support lifespan; "auto" tolerates an app that raises on the
-lifespan scope (many simple apps only know "http"), but logs the exception so a real startup
-bug is not mistaken for "unsupported"; "off" never calls the app with it.
+lifespan scope (many simple apps only know "http"), but logs the exception in one INFO line
+(its traceback at DEBUG) so a real startup bug is not mistaken for "unsupported"; "off" never
+calls the app with it.
 """
 
 from __future__ import annotations
@@ -74,8 +75,11 @@ class Lifespan:
             if not self.startup_done.is_set() and self.mode == "auto":
                 # Not supported, most likely. Say so, with the exception, and serve anyway.
                 self.supported = False
+                # One INFO line naming the exception (Django: "Django can only handle ASGI/HTTP
+                # connections, not lifespan."); its traceback only at DEBUG.
                 logger.info("ASGI 'lifespan' protocol appears unsupported (the app raised %r); "
-                            "serving without it", exc, exc_info=exc)
+                            "serving without it", exc)
+                logger.debug("The app's lifespan exception:", exc_info=exc)
             else:
                 self.failure = self.failure or f"exception in lifespan: {exc!r}"
                 logger.error("Exception in 'lifespan' protocol", exc_info=exc)

@@ -5,6 +5,11 @@
 
 Its middleware (settings.MIDDLEWARE) run inside Django's handler: the server cannot see
 them one by one (see `asgi_lab/onion.py`).
+
+For `tests/test_frameworks.py`: a sync view (`/sync`) and an async view (`/async`) under both
+handlers (Django runs a sync view in a thread under ASGI, an async view in an event loop of
+its own under WSGI), and streaming responses from a sync generator (`/stream`, for WSGI) and
+an async one (`/astream`, for ASGI: Django warns when an ASGI server is given a sync one).
 """
 
 from django.conf import settings
@@ -28,7 +33,10 @@ django.setup()
 
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
-from django.http import HttpResponse  # noqa: E402
+import asyncio  # noqa: E402
+import threading  # noqa: E402
+
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from . import PAGE  # noqa: E402
@@ -42,7 +50,33 @@ def hello(request):
     return HttpResponse("Hello, world!", content_type="text/plain")
 
 
-urlpatterns = [path("", page), path("hello", hello)]
+def sync_view(request):
+    return JsonResponse({"view": "sync", "thread": threading.current_thread().name})
+
+
+async def async_view(request):
+    await asyncio.sleep(0.01)
+    return JsonResponse({"view": "async", "in_event_loop": asyncio.get_running_loop() is not None})
+
+
+def stream(request):
+    chunks = int(request.GET.get("chunks", 5))
+    return StreamingHttpResponse((f"chunk {i}\n" for i in range(chunks)), content_type="text/plain")
+
+
+def astream(request):
+    chunks = int(request.GET.get("chunks", 5))
+
+    async def parts():
+        for i in range(chunks):
+            await asyncio.sleep(0.01)
+            yield f"chunk {i}\n"
+
+    return StreamingHttpResponse(parts(), content_type="text/plain")
+
+
+urlpatterns = [path("", page), path("hello", hello), path("sync", sync_view),
+               path("async", async_view), path("stream", stream), path("astream", astream)]
 
 application = ASGIHandler()
 wsgi_application = WSGIHandler()
