@@ -173,8 +173,9 @@ def test_cli_rejects_unknown_servers_clearly():
 def test_servers_and_progress_helpers():
     assert [spec.name for spec in resolve_servers("asgi, wsgi-pool")] == ["asgi", "wsgi-pool"]
     assert set(SERVERS) == {"asgi", "wsgi-threads", "wsgi-pool", "uvicorn", "gunicorn", "hypercorn",
-                            "gevent"}
-    assert "--threads" in SERVERS["wsgi-pool"].command(0, 7) and "7" in SERVERS["wsgi-pool"].command(0, 7)
+                            "gevent", "waitress"}
+    command = SERVERS["wsgi-pool"].command(8123, 7)
+    assert command[command.index("--threads") + 1] == "7" and "8123" in command
     assert isinstance(make_progress(False), NoProgress)
     stream = io.StringIO()
     bar = TextProgress(stream)
@@ -289,10 +290,11 @@ def test_cli_sweep_records_the_machine_and_leaves_thread_servers_out_of_big_runs
                            "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     sweep = load_result(out)
-    env = sweep["environment"]
-    assert env["note"] == "a test" and env["cpus"] >= 1 and env["cpu_model"]
-    assert env["command"].startswith("python -m asgi_lab experiment sse --clients 4,8")
-    assert env["commit"] is None or len(env["commit"].split("+")[0]) == 40
+    machine = sweep["machine"]
+    assert sweep["note"] == "a test" and machine["cores"] >= 1 and machine["cpu_model"]
+    assert machine["date"] and machine["python"] and len(machine["load_average"]) == 3
+    assert sweep["command"].startswith("python -m asgi_lab experiment sse --clients 4,8")
+    assert machine["commit"] is None or len(machine["commit"].split("+")[0]) == 40
     assert [[run["server"]["name"] for run in r["runs"]] for r in sweep["results"]] == \
         [["asgi", "wsgi-pool"], ["asgi"]]
     first = sweep["results"][0]
@@ -310,10 +312,13 @@ def test_cli_sweep_records_the_machine_and_leaves_thread_servers_out_of_big_runs
 
 
 def test_source_line_names_file_commit_date_and_machine():
-    from asgi_lab.experiments.measure import environment, source_line
+    from asgi_lab.experiments.measure import source_line
+    from asgi_lab.experiments.results import stamp
 
-    env = environment("python -m asgi_lab experiment sse")
-    assert env["command"] == "python -m asgi_lab experiment sse" and env["cpus"] >= 1
+    result = stamp({}, "python -m asgi_lab experiment sse", note="shared")
+    assert result["command"] == "python -m asgi_lab experiment sse" and result["machine"]["cores"] >= 1
+    assert source_line(result).endswith("cores · Python " + result["machine"]["python"] + " · shared")
+    # A file written before results.py kept the machine under "environment": still read.
     line = source_line({"environment": {"commit": "a" * 40 + "+dirty", "time": "2026-12-02T10:00:00",
                                         "cpu_model": "AMD EPYC", "cpus": 2, "python": "3.11.7",
                                         "note": "shared machine"}}, "data/ref.json")

@@ -11,6 +11,15 @@ the servers that spend a thread per client out of the runs above N clients, `--s
 the summaries and drops the per-event lists (a result small enough to commit), `--note` is
 stored with the machine's description (commit, date, CPU model, cores, the exact command).
 
+`--server NAME="COMMAND"` (repeatable) adds a server of yours, started from a command template
+with `{host}` and `{port}` (and `{python}`), sampled and stopped like the built-in ones:
+
+    python -m asgi_lab experiment sse --clients 100 --servers asgi \
+        --server flask="gunicorn -k gthread --threads 32 -b {host}:{port} asgi_lab.apps.sse:wsgi_app"
+
+It must serve the experiment's paths (`/events?interval=S` for sse, `/poll?timeout=T&period=P`
+for longpoll, as `asgi_lab/apps/sse.py` does).
+
 `--charts DIR` also saves the charts as PNG files; `--replot FILE` draws them again from a
 saved result without running anything.
 """
@@ -38,6 +47,9 @@ def add_experiment_parser(commands) -> None:
                             help="seconds to hold the clients after they connected (default: 10)")
         parser.add_argument("--servers", default=",".join(SERVERS),
                             help=f"comma-separated, from {', '.join(SERVERS)} (default: all installed)")
+        parser.add_argument("--server", action="append", default=[], metavar='NAME="COMMAND"',
+                            help="one of your servers, a command template with {host} and {port} "
+                                 "(repeatable)")
         parser.add_argument("--pool-threads", type=int, default=POOL_THREADS,
                             help="threads of the small WSGI pools (default: %(default)s)")
         parser.add_argument("--load-processes", type=int, default=None,
@@ -67,7 +79,9 @@ def add_experiment_parser(commands) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     from . import long_polling, sse_concurrency
-    from .measure import environment, load_result, save_result
+    from .measure import load_result, save_result
+    from .results import stamp
+    from .servers import parse_server_option, resolve_servers
 
     if args.replot:
         result = load_result(args.replot)
@@ -76,7 +90,12 @@ def run_from_args(args: argparse.Namespace) -> int:
             clients = [int(n) for n in args.clients.split(",")]
         except ValueError:
             raise SystemExit(f"error: --clients must be numbers, got {args.clients!r}")
-        options = dict(servers=args.servers, pool_threads=args.pool_threads,
+        try:
+            servers = resolve_servers(args.servers, [parse_server_option(s) for s in args.server])
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        options = dict(servers=servers, pool_threads=args.pool_threads,
                        load_processes=args.load_processes)
         if args.experiment == "longpoll":
             options["period"] = args.period
@@ -93,15 +112,14 @@ def run_from_args(args: argparse.Namespace) -> int:
                 servers = options.pop("servers")
                 results = [module.run(n, args.duration, sse_concurrency.servers_for(
                     n, servers, args.thread_servers_up_to), **options) for n in clients]
-                result = {"experiment": f"{args.experiment}-sweep", "clients": clients,
-                          "duration": args.duration, "environment": environment(),
-                          "results": results}
+                result = stamp({"experiment": f"{args.experiment}-sweep", "clients": clients,
+                                "duration": args.duration, "results": results}, note=args.note)
             else:
                 result = module.run(clients[0], args.duration, **options)
                 if args.slim and module is sse_concurrency:
                     result = sse_concurrency.slim_result(result)
                 if args.note:
-                    result["environment"]["note"] = args.note
+                    result["note"] = args.note
         except (RuntimeError, ValueError) as exc:  # e.g. too many clients for the fd limit
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -115,7 +133,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         os.makedirs(args.charts, exist_ok=True)
         from .measure import source_line
 
-        source = source_line(result, args.replot) if "environment" in result else None
+        source = source_line(result, args.replot)
         for path in charts.save_charts(result, args.charts, source):
             print(f"chart: {path}", file=sys.stderr)
     return 0

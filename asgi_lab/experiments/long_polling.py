@@ -23,7 +23,8 @@ import math
 
 from ..load import SERVER_ADVICE, raise_open_files_limit
 from ..load.longpoll import run_longpoll_load
-from .measure import environment, measure_each, save_result, stats_ms
+from .measure import measure_each, stats_ms
+from .results import stamp, write_result
 from .servers import POOL_THREADS, resolve_servers
 from .sse_concurrency import render_table
 
@@ -62,9 +63,10 @@ def run(clients: int = 1000, duration: float = 10.0, servers=DEFAULT_SERVERS, *,
     result = {"experiment": "longpoll", "clients": clients, "duration": duration, "period": period,
               "spread": spread,
               "pool_threads": pool_threads, "load_processes": processes,
-              "environment": environment(), "runs": runs}
+              "runs": runs}
+    stamp(result)
     if out:
-        save_result(result, out)
+        write_result(result, out)
     return result
 
 

@@ -32,7 +32,8 @@ import threading
 import time
 
 from ..load.sse import run_sse_load
-from .measure import environment, percentile, save_result
+from .measure import percentile
+from .results import stamp, write_result
 from .servers import ServerProcess, resolve_servers
 
 DEFAULT_SERVERS = ("gevent", "wsgi-threads", "asgi")
@@ -44,9 +45,10 @@ def run(servers=DEFAULT_SERVERS, *, clients: int = 50, block_ms: float = 500.0,
     runs = [measure_stall(spec, clients, block_ms, interval, duration)
             for spec in resolve_servers(servers)]
     result = {"experiment": "stall", "clients": clients, "block_ms": block_ms, "interval": interval,
-              "duration": duration, "environment": environment(), "runs": runs}
+              "duration": duration, "runs": runs}
+    stamp(result)
     if out:
-        save_result(result, out)
+        write_result(result, out)
     return result
 
 
