@@ -45,12 +45,9 @@ import asyncio
 import json
 import os
 import random
-import re
 import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -60,57 +57,31 @@ import psutil
 import wsproto
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Request, TextMessage
 
+from asgi_lab.experiments.servers import ServerProcess, ours
+
 KEEP_ALIVE = 1.0  # the server's idle timeout in this run (seconds): "idle" comes soon after
+SOAK_APPS = {"asgi": "asgi_lab.apps.soak:app", "wsgi": "asgi_lab.apps.soak:wsgi_app"}
 
 
 # -- the server under test --------------------------------------------------------------------------
 
 
-class Server:
-    def __init__(self, kind: str, threads: int, grace: float, keep_alive: float = KEEP_ALIVE) -> None:
-        self.kind = kind
-        app = "asgi_lab.apps.soak:app" if kind == "asgi" else "asgi_lab.apps.soak:wsgi_app"
-        argv = [sys.executable, "-m", "asgi_lab", kind, app, "--port", "0", "--no-access-log",
-                "--log-level", "warning", "--timeout-keep-alive", str(keep_alive),
-                "--timeout-graceful-shutdown", str(grace)]
-        if kind == "wsgi":
-            argv += ["--threads", str(threads)]
-        self.log = tempfile.NamedTemporaryFile("w+", prefix=f"soak-{kind}-", suffix=".log", delete=False)
-        self.process = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
-        self.ps = psutil.Process(self.process.pid)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            found = re.search(r"serving .* on http://([\d.]+):(\d+)", self.output())
-            if found:
-                self.address = (found.group(1), int(found.group(2)))
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"{kind} server did not start:\n{self.output()}")
+def start_server(kind: str, threads: int, grace: float, keep_alive: float = KEEP_ALIVE) -> ServerProcess:
+    """Our `kind` server on the soak app, in a process of its own (the package's launcher)."""
+    options = ["--timeout-keep-alive", str(keep_alive), "--timeout-graceful-shutdown", str(grace),
+               *(["--threads", str(threads)] if kind == "wsgi" else [])]
+    return ServerProcess(ours(kind, *options), threads, app=SOAK_APPS[kind], ready_path="/").start()
 
-    def output(self) -> str:
-        with open(self.log.name) as log:
-            return log.read()
 
-    def figures(self) -> dict:
-        """What the process holds right now."""
-        connections = [c for c in self.ps.net_connections(kind="tcp") if c.status != psutil.CONN_LISTEN]
-        figures = {"fds": self.ps.num_fds(), "threads": self.ps.num_threads(),
-                   "tcp": len(connections), "rss_mib": self.ps.memory_info().rss / 2**20}
-        if self.kind == "asgi":
-            debug = json.loads(blocking_get(self.address, "/debug"))
-            figures["tasks"], figures["timers"] = debug["tasks"], debug["timers"]
-        return figures
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        os.unlink(self.log.name)
+def holdings(server) -> dict:
+    """What the server process holds right now (`server.name` is its kind, asgi or wsgi)."""
+    connections = [c for c in server.ps.net_connections(kind="tcp") if c.status != psutil.CONN_LISTEN]
+    held = {"fds": server.ps.num_fds(), "threads": server.ps.num_threads(),
+            "tcp": len(connections), "rss_mib": server.ps.memory_info().rss / 2**20}
+    if server.name == "asgi":
+        debug = json.loads(blocking_get(server.address, "/debug"))
+        held["tasks"], held["timers"] = debug["tasks"], debug["timers"]
+    return held
 
 
 def blocking_get(address, target: str) -> bytes:
@@ -358,9 +329,9 @@ async def run_client(name, function, address, stats: Stats) -> None:
             await asyncio.sleep(0.01)
 
 
-async def traffic(server: Server, stats: Stats, sigterm: bool, checkpoints: list,
+async def traffic(server, stats: Stats, sigterm: bool, checkpoints: list,
                   pause: float = 0.0) -> dict:
-    kinds = {name: spec for name, spec in CLIENTS.items() if server.kind == "asgi" or name != "ws-dropper"}
+    kinds = {name: spec for name, spec in CLIENTS.items() if server.name == "asgi" or name != "ws-dropper"}
     tasks = [asyncio.create_task(run_client(name, function, server.address, stats))
              for name, (function, count) in kinds.items() for _ in range(count)]
     shutdown: dict = {}
@@ -396,10 +367,10 @@ async def traffic(server: Server, stats: Stats, sigterm: bool, checkpoints: list
 
 def soak(kind: str, requests: int, seconds: float, threads: int, sigterm: bool, grace: float,
          pause: float = 0.0) -> bool:
-    server = Server(kind, threads, grace)
+    server = start_server(kind, threads, grace)
     try:
         time.sleep(0.5)
-        before = server.figures()
+        before = holdings(server)
         stats = Stats(target=requests, deadline=time.monotonic() + seconds)
         checkpoints: list = []
         started = time.monotonic()
@@ -425,9 +396,9 @@ def soak(kind: str, requests: int, seconds: float, threads: int, sigterm: bool, 
             print(f"   tracebacks/errors in the server log: {len(tail)}")
             return shutdown.get("exit_code") == 0 and shutdown.get("seconds", 99) < grace + 1 \
                 and sum(stats.errors.values()) == sum(c for w, c in stats.errors.items() if "shutdown" in w)
-        end = server.figures()
+        end = holdings(server)
         time.sleep(KEEP_ALIVE + 1.5)  # past the idle timeout: every keep-alive connection is gone
-        idle = server.figures()
+        idle = holdings(server)
         print(f"   {'':<10}" + "".join(f"{name:>10}" for name in before))
         for label, figures in (("before", before), ("end", end), ("idle", idle)):
             print(f"   {label:<10}" + "".join(f"{value:>10.1f}" if isinstance(value, float)
@@ -442,7 +413,7 @@ def soak(kind: str, requests: int, seconds: float, threads: int, sigterm: bool, 
         print(f"   back to idle: {'yes' if back else 'NO'}; tracebacks in the server log: {errors}")
         return back and errors == 0 and not stats.errors
     finally:
-        server.stop()
+        server.stop(15)
 
 
 class InProcessServer:
@@ -452,7 +423,7 @@ class InProcessServer:
         from asgi_lab.apps import soak as soak_app
         from asgi_lab.background import serve_in_background
 
-        self.kind = kind
+        self.name = kind
         self.ps = psutil.Process()
         self.background = serve_in_background(
             soak_app.app if kind == "asgi" else soak_app.wsgi_app, kind=kind, name=f"soak-{kind}",

@@ -26,11 +26,10 @@ import subprocess
 import sys
 import tracemalloc
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from asgi_lab.apps.sse import app  # noqa: E402
-from asgi_lab.asgi.server import Server  # noqa: E402
-from asgi_lab.config import Config  # noqa: E402
-from asgi_lab.load import raise_open_files_limit  # noqa: E402
+from asgi_lab.apps.sse import app
+from asgi_lab.asgi.server import Server
+from asgi_lab.config import Config
+from asgi_lab.load import raise_open_files_limit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -262,6 +262,7 @@ class ServerProcess:
         self.process: subprocess.Popen | None = None
         self.port = 0
         self.log = None
+        self._ps = None
 
     @property
     def pid(self) -> int:
@@ -324,6 +325,15 @@ class ServerProcess:
                 return sock.recv(16).startswith(b"HTTP/1.")
         except OSError:
             return False
+
+    @property
+    def ps(self):
+        """The server's `psutil.Process` (open files, threads, connections, memory)."""
+        import psutil
+
+        if self._ps is None or self._ps.pid != self.pid:
+            self._ps = psutil.Process(self.pid)
+        return self._ps
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pid)
