@@ -23,11 +23,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-import platform
-import shlex
-import subprocess
 import sys
-import time
 from urllib.parse import urlsplit
 
 from . import percentile
@@ -81,6 +77,7 @@ def run_load(kind: str, url: str, clients: int, duration: float, *, processes: i
     summary and where it came from. `progress`: True (a bar), False, or an object with
     update(fraction, text) and close()."""
     from ..experiments.measure import make_progress
+    from ..experiments.results import stamp
 
     check_url(kind, url, allow_remote)
     bar = make_progress(progress)
@@ -119,9 +116,8 @@ def run_load(kind: str, url: str, clients: int, duration: float, *, processes: i
                                processes=processes, progress=report)
     finally:
         bar.close()
-    return {"experiment": f"load-{kind}", "kind": kind, "url": url, "clients": clients,
-            "duration": duration, "load": load, "summary": summarize(kind, load),
-            "environment": provenance(command)}
+    return stamp({"experiment": f"load-{kind}", "kind": kind, "url": url, "clients": clients,
+                   "duration": duration, "load": load, "summary": summarize(kind, load)}, command)
 
 
 def summarize(kind: str, load: dict) -> dict:
@@ -160,26 +156,6 @@ def _stats(values) -> dict:
     data = [v for v in values if v is not None]
     return {"p50": percentile(data, 50), "p99": percentile(data, 99),
             "max": max(data) if data else None, "n": len(data)}
-
-
-def provenance(command: str | None = None) -> dict:
-    """Where a result came from: commit, date, machine (CPU model, cores), the command."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        commit = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    cpu = platform.processor() or None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"commit": commit, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()},
-            "python": sys.version.split()[0],
-            "command": command or " ".join(shlex.quote(a) for a in ["python", "-m", "asgi_lab", *sys.argv[1:]])}
 
 
 # -- a table ------------------------------------------------------------------------------------------
