@@ -11,8 +11,7 @@ import pytest
 from asgi_lab.background import serve_in_background
 from asgi_lab.cli import main
 from asgi_lab.load.command import RemoteTarget, check_url, is_loopback, run_load
-from asgi_lab.load.longpoll import published_stamp
-from asgi_lab.load.sse import stamped
+from asgi_lab.load.clients import stamp
 from asgi_lab.viz.load_charts import load_chart
 
 
@@ -38,9 +37,8 @@ def test_the_command_refuses_a_remote_target_before_loading(capsys):
 
 
 def test_events_in_another_format_count_without_a_lag():
-    assert stamped(b" 3 100.5 100.75") == (100.5, 100.75)
-    assert stamped(b" {\"price\": 3}") is None and stamped(b"a b c") is None
-    assert published_stamp(b"7 12.0 12.5") == 12.0 and published_stamp(b"hello") is None
+    assert stamp(b" 3 100.5 100.75") == (3, 100.5, 100.75)
+    assert stamp(b" {\"price\": 3}") is None and stamp(b"a b c") is None and stamp(b"hello") is None
 
 
 def test_sse_load_on_a_fastapi_stream(tmp_path):

@@ -30,7 +30,10 @@ import argparse
 import os
 import sys
 
-from .servers import POOL_THREADS, SERVERS
+from ..load.clients import add_options
+from ..load.longpoll import LongPollLoad
+from ..load.sse import SSELoad
+from .servers import EXPERIMENT_SERVERS, POOL_THREADS, SERVERS
 
 
 def add_experiment_parser(commands) -> None:
@@ -45,7 +48,7 @@ def add_experiment_parser(commands) -> None:
                             help="number of clients; a comma-separated list runs a sweep (default: 1000)")
         parser.add_argument("--duration", type=float, default=10.0,
                             help="seconds to hold the clients after they connected (default: 10)")
-        parser.add_argument("--servers", default=",".join(SERVERS),
+        parser.add_argument("--servers", default=",".join(EXPERIMENT_SERVERS),
                             help=f"comma-separated, from {', '.join(SERVERS)} (default: all installed)")
         parser.add_argument("--server", action="append", default=[], metavar='NAME="COMMAND"',
                             help="one of your servers, a command template with {host} and {port} "
@@ -68,12 +71,7 @@ def add_experiment_parser(commands) -> None:
                             help="keep summaries and samples, drop per-event lists (SSE)")
         parser.add_argument("--note", default=None,
                             help="a remark stored with the machine's description, e.g. 'shared machine'")
-        if name == "sse":
-            parser.add_argument("--interval", type=float, default=1.0,
-                                help="seconds between two events of one stream (default: 1)")
-        if name == "longpoll":
-            parser.add_argument("--period", type=float, default=2.0,
-                                help="seconds between two published messages (default: 2)")
+        add_options(parser, SSELoad if name == "sse" else LongPollLoad)  # --interval, --period
         parser.set_defaults(run=run_from_args)
 
 

@@ -17,9 +17,8 @@ A run has three acts, the same for every kind of client:
 3. *Leave*: close every connection (`leave()`; the WebSocket clients say goodbye first).
 
 Every client records its TCP connect time and its error, if any (the first one: refused,
-reset, closed by the server, a bad answer). `merge` puts the results of several generator
-processes together; `main` is the command line of a generator process, `run_in_processes`
-(process.py) starts them.
+reset, closed by the server, a bad answer). `run_generators` starts generator processes
+(process.py) and `merge`s what they measured; `main` is a generator process's command line.
 """
 
 from __future__ import annotations
@@ -31,7 +30,10 @@ import sys
 import time
 from urllib.parse import urlsplit
 
+import h11
+
 from . import TooManyClients, raise_open_files_limit
+from .process import run_in_processes
 
 PROGRESS_EVERY = 0.5
 """Seconds between two progress reports."""
@@ -67,6 +69,51 @@ class Client(asyncio.Protocol):
             run.errors[self.index] = f"connection lost: {exc!r}" if exc else "closed by the server"
 
 
+class HTTPClient(Client):
+    """A client over HTTP/1.1: h11 (the client side) frames its requests and parses the
+    answers; `event_received` handles each h11 event (False: stop reading this batch).
+    `pending` holds body bytes received and not handled yet (half an event, a partial body)."""
+
+    __slots__ = ("conn", "pending")
+
+    def __init__(self, run: "ClientLoad", index: int, connect_started: float) -> None:
+        super().__init__(run, index, connect_started)
+        self.conn = h11.Connection(h11.CLIENT)
+        self.pending = b""
+
+    def send_get(self, *headers: tuple[str, str]) -> None:
+        run = self.run
+        request = h11.Request(method="GET", target=run.target, headers=[("host", run.host_header), *headers])
+        self.transport.write(self.conn.send(request) + self.conn.send(h11.EndOfMessage()))
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        self.conn.receive_data(data)
+        while True:
+            try:
+                event = self.conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                self.fail(f"bad response: {exc}")
+                return
+            if event is h11.NEED_DATA or not self.event_received(event, now):
+                return
+
+    def event_received(self, event, now: float) -> bool:
+        raise NotImplementedError
+
+
+def stamp(data: bytes) -> tuple[float, float, float] | None:
+    """`SEQ T1 T2`, the format of our apps' events and messages (`asgi_lab/apps/sse.py`), as
+    numbers; None for any other data (an app of yours: its messages count, without a lag)."""
+    parts = data.split()
+    if len(parts) != 3:
+        return None
+    try:
+        return float(parts[0]), float(parts[1]), float(parts[2])
+    except ValueError:
+        return None
+
+
 class ClientLoad:
     """One process's share of the clients: ramp, hold, leave; what was measured about them."""
 
@@ -75,6 +122,8 @@ class ClientLoad:
     """What the progress reports count (`total`)."""
     per_client: tuple[str, ...] = ()
     """Result keys holding one value per client, or per event: `merge` joins them."""
+    options: dict[str, tuple[float, str]] = {}
+    """The kind's own numeric options: name -> (default, help), on its command line too."""
 
     def __init__(self, url: str, clients: int, duration: float, *, spread: float = 1.0,
                  connect_concurrency: int = 256, connect_timeout: float = 10.0,
@@ -173,19 +222,32 @@ def merge(results: list[dict], per_client: tuple[str, ...]) -> dict:
     return merged
 
 
-def ramp_arguments(options: dict) -> list[str]:
-    """The ramp options of `run_*_load` (None: the generator's default) as command-line words."""
-    words = []
+def run_generators(load_class: type[ClientLoad], url: str, clients: int, duration: float, *,
+                   processes: int = 1, progress=None, timeout: float | None = None,
+                   **options) -> dict:
+    """Run `clients` clients of `load_class` in `processes` generator processes (`python -m
+    <its module>`, see process.py), and merge what they measured. `options` are the kind's
+    own (`load_class.options`) and the ramp's (spread, connect_concurrency, connect_timeout,
+    ramp_timeout); None leaves one at the generator's default."""
+    args = ["--duration", str(duration)]
     for name, value in options.items():
         if value is not None:
-            words += [f"--{name.replace('_', '-')}", str(value)]
-    return words
+            args += [f"--{name.replace('_', '-')}", str(value)]
+    timeout = timeout or duration + (options.get("ramp_timeout") or 60) + 60
+    results = run_in_processes(load_class.__module__, url, clients, args, processes, progress, timeout)
+    return merge(results, load_class.per_client)
 
 
-def main(load_class: type[ClientLoad], argv: list[str] | None, add_arguments, options) -> int:
-    """The command line of a generator process: `python -m asgi_lab.load.<kind> URL ...`.
-    `add_arguments(parser)` adds the kind's own options, `options(args)` turns them into
-    keyword arguments of `load_class`."""
+def add_options(parser: argparse.ArgumentParser, load_class: type[ClientLoad]) -> None:
+    """The kind's own options (`load_class.options`) on a command line."""
+    for name, (default, text) in load_class.options.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=default,
+                            help=f"{text} (default: {default:g})")
+
+
+def main(load_class: type[ClientLoad], argv: list[str] | None = None) -> int:
+    """The command line of a generator process: `python -m asgi_lab.load.<kind> URL ...`,
+    with the ramp's options and the kind's own (`load_class.options`)."""
     module = load_class.__module__
     doc = sys.modules[module].__doc__ or ""
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n")[0])
@@ -199,7 +261,7 @@ def main(load_class: type[ClientLoad], argv: list[str] | None, add_arguments, op
     parser.add_argument("--connect-timeout", type=float, default=10.0)
     parser.add_argument("--ramp-timeout", type=float, default=60.0,
                         help="give up connecting a client this long after the start (default: 60)")
-    add_arguments(parser)
+    add_options(parser, load_class)
     parser.add_argument("--out", help="write the JSON result here (default: stdout)")
     parser.add_argument("--progress", action="store_true", help="print a JSON progress line now and then")
     args = parser.parse_args(argv)
@@ -212,7 +274,8 @@ def main(load_class: type[ClientLoad], argv: list[str] | None, add_arguments, op
     ramp = {name: getattr(args, name) for name in ("connect_concurrency", "connect_timeout", "ramp_timeout")}
     if args.spread is not None:
         ramp["spread"] = args.spread
-    load = load_class(args.url, args.clients, args.duration, progress=progress, **ramp, **options(args))
+    own = {name: getattr(args, name) for name in load_class.options}
+    load = load_class(args.url, args.clients, args.duration, progress=progress, **ramp, **own)
     result = asyncio.run(load.run())
     if args.out:
         with open(args.out, "w") as f:

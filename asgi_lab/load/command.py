@@ -27,6 +27,10 @@ import sys
 from urllib.parse import urlsplit
 
 from . import percentile
+from .clients import add_options
+from .longpoll import LongPollLoad
+from .sse import SSELoad
+from .ws import WSLoad
 
 KINDS = {
     "sse": ("http", "Server-Sent-Events clients: each holds one GET and counts the events"),
@@ -34,6 +38,9 @@ KINDS = {
     "http": ("http", "keep-alive clients sending GET after GET (a closed loop)"),
     "ws": ("ws", "WebSocket clients: a stamped message every --send-interval, count what comes back"),
 }
+
+GENERATORS = {"sse": SSELoad, "longpoll": LongPollLoad, "ws": WSLoad}
+"""The kinds with a generator of many clients (`clients.py`); http has its own (`http.py`)."""
 
 REMOTE_REFUSED = (
     "refusing to load {host!r}: it is not a loopback address (127.0.0.0/8, ::1, localhost). "
@@ -205,15 +212,8 @@ def add_load_parser(commands) -> None:
                                 help="load-generator processes to split the clients over")
             parser.add_argument("--spread", type=float, default=1.0,
                                 help="seconds over which to spread the connects (default: 1)")
-        if kind == "sse":
-            parser.add_argument("--interval", type=float, default=1.0,
-                                help="the server's seconds between events (default: 1)")
-        if kind == "longpoll":
-            parser.add_argument("--period", type=float, default=2.0,
-                                help="the server's seconds between messages (default: 2)")
-        if kind == "ws":
-            parser.add_argument("--send-interval", type=float, default=1.0,
-                                help="seconds between a client's messages; 0: send none (default: 1)")
+        if kind in GENERATORS:
+            add_options(parser, GENERATORS[kind])
         parser.add_argument("--allow-remote", action="store_true",
                             help="allow a target that is not loopback (a server of yours)")
         parser.add_argument("--out", default=None, help=f"the JSON result (default: load-{kind}.json)")

@@ -26,30 +26,11 @@ import time
 
 import h11
 
-from .clients import Client, ClientLoad, main as generator_main, merge, ramp_arguments
-from .process import run_in_processes
+from .clients import ClientLoad, HTTPClient, main as generator_main, run_generators, stamp
 
 
-def published_stamp(body: bytes) -> float | None:
-    """PUBLISHED from a message in our format, `SEQ PUBLISHED SENT`; None for any other."""
-    parts = body.split()
-    if len(parts) != 3:
-        return None
-    try:
-        return float(parts[1])
-    except ValueError:
-        return None
-
-
-class LongPollClient(Client):
+class LongPollClient(HTTPClient):
     """One client: a request, the (held) response, the next request, until the run ends."""
-
-    __slots__ = ("conn", "body")
-
-    def __init__(self, run: "LongPollLoad", index: int, connect_started: float) -> None:
-        super().__init__(run, index, connect_started)
-        self.conn = h11.Connection(h11.CLIENT)
-        self.body = b""
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -57,44 +38,35 @@ class LongPollClient(Client):
 
     def send_request(self) -> None:
         run = self.run
-        request = h11.Request(method="GET", target=run.target, headers=[("host", run.host_header)])
-        self.transport.write(self.conn.send(request) + self.conn.send(h11.EndOfMessage()))
+        self.send_get()
         run.requests[self.index] += 1
         if run.first_request[self.index] is None:
             run.first_request[self.index] = time.time()
 
-    def data_received(self, data: bytes) -> None:
-        now = time.time()
-        self.conn.receive_data(data)
-        while True:
-            try:
-                event = self.conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                self.fail(f"bad response: {exc}")
-                return
-            if event is h11.NEED_DATA:
-                return
-            event_type = type(event)
-            if event_type is h11.Response:
-                if event.status_code not in (200, 204):
-                    self.fail(f"status {event.status_code}")
-                    return
-                if event.status_code == 204:
-                    self.run.timeouts[self.index] += 1
-            elif event_type is h11.Data:
-                self.body += event.data
-            elif event_type is h11.EndOfMessage:
-                self.response_complete(now)
-                return
-            elif event_type is h11.ConnectionClosed:
-                return
+    def event_received(self, event, now: float) -> bool:
+        event_type = type(event)
+        if event_type is h11.Response:
+            if event.status_code not in (200, 204):
+                self.fail(f"status {event.status_code}")
+                return False
+            if event.status_code == 204:
+                self.run.timeouts[self.index] += 1
+        elif event_type is h11.Data:
+            self.pending += event.data
+        elif event_type is h11.EndOfMessage:
+            self.response_complete(now)
+            return False
+        elif event_type is h11.ConnectionClosed:
+            return False
+        return True
 
     def response_complete(self, now: float) -> None:
-        run, body = self.run, self.body
-        self.body = b""
+        run, body = self.run, self.pending
+        self.pending = b""
         if body:
-            published = published_stamp(body)
-            if published is not None:  # our format; another server's messages count, no lag
+            stamps = stamp(body)  # SEQ PUBLISHED SENT
+            if stamps is not None:  # our format; another server's messages count, no lag
+                published = stamps[1]
                 run.lags_ms.append(round((now - published) * 1000, 3))
                 run.published[self.index].append(published)
             run.received[self.index] += 1
@@ -116,6 +88,7 @@ class LongPollLoad(ClientLoad):
 
     counted = "messages"
     per_client = ("requests", "messages", "expected", "timeouts", "reconnects", "lags_ms", "received")
+    options = {"period": (2.0, "the server's seconds between messages")}
 
     def __init__(self, url: str, clients: int, duration: float, period: float = 2.0, **ramp) -> None:
         super().__init__(url, clients, duration, **ramp)
@@ -160,28 +133,17 @@ class LongPollLoad(ClientLoad):
                 "lags_ms": self.lags_ms, "received": self.received}
 
 
-def run_longpoll_load(url: str, clients: int, duration: float, *, period: float = 2.0,
-                      spread: float = 1.0, connect_concurrency: int | None = None,
-                      connect_timeout: float | None = None, ramp_timeout: float | None = None,
-                      processes: int = 1, progress=None, timeout: float | None = None) -> dict:
-    """Run `clients` long-polling clients in `processes` generator processes; merged result.
+def run_longpoll_load(url: str, clients: int, duration: float, **options) -> dict:
+    """Run `clients` long-polling clients in generator processes; the merged result.
 
-    The clients start over `spread` seconds (then hold for `duration`); the other ramp
-    options are the generator's (`clients.ClientLoad`)."""
-    args = ["--duration", str(duration), "--period", str(period), *ramp_arguments(
-        dict(spread=spread, connect_concurrency=connect_concurrency,
-             connect_timeout=connect_timeout, ramp_timeout=ramp_timeout))]
-    results = run_in_processes("asgi_lab.load.longpoll", url, clients, args, processes, progress,
-                               timeout or duration + (ramp_timeout or 60) + 60)
-    return merge(results, LongPollLoad.per_client)
+    `options`: period (default 2 s), processes, progress, timeout, and the ramp's spread
+    (default 1 s: the clients start over it, then hold for `duration`), connect_concurrency,
+    connect_timeout, ramp_timeout (see `clients.ClientLoad`)."""
+    return run_generators(LongPollLoad, url, clients, duration, **options)
 
 
 def main(argv: list[str] | None = None) -> int:
-    def add_arguments(parser):
-        parser.add_argument("--period", type=float, default=2.0,
-                            help="the server's seconds between messages (default: 2)")
-
-    return generator_main(LongPollLoad, argv, add_arguments, lambda args: {"period": args.period})
+    return generator_main(LongPollLoad, argv)
 
 
 if __name__ == "__main__":

@@ -31,73 +31,41 @@ import time
 
 import h11
 
-from .clients import Client, ClientLoad, main as generator_main, merge, ramp_arguments
-from .process import run_in_processes
+from .clients import ClientLoad, HTTPClient, main as generator_main, run_generators, stamp
 
 
-def stamped(data: bytes) -> tuple[float, float] | None:
-    """(DUE, SENT) from an event's data in our format, `SEQ DUE SENT`; None for any other
-    data (an app of yours that sends its own events: they count, without a lag)."""
-    parts = data.split()
-    if len(parts) != 3:
-        return None
-    try:
-        return float(parts[1]), float(parts[2])
-    except ValueError:
-        return None
-
-
-class SSEClient(Client):
+class SSEClient(HTTPClient):
     """One SSE client: sends its GET when connected, counts and times the events it receives."""
-
-    __slots__ = ("conn", "buffer")
-
-    def __init__(self, run: "SSELoad", index: int, connect_started: float) -> None:
-        super().__init__(run, index, connect_started)
-        self.conn = h11.Connection(h11.CLIENT)
-        self.buffer = b""
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
-        run = self.run
-        request = h11.Request(method="GET", target=run.target,
-                              headers=[("host", run.host_header), ("accept", "text/event-stream")])
-        transport.write(self.conn.send(request) + self.conn.send(h11.EndOfMessage()))
-        run.request_sent[self.index] = time.time()
+        self.send_get(("accept", "text/event-stream"))
+        self.run.request_sent[self.index] = time.time()
 
-    def data_received(self, data: bytes) -> None:
-        now = time.time()
-        self.conn.receive_data(data)
-        while True:
-            try:
-                event = self.conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                self.fail(f"bad response: {exc}")
-                return
-            if event is h11.NEED_DATA:
-                return
-            event_type = type(event)
-            if event_type is h11.Data:
-                self.events_received(event.data, now)
-            elif event_type is h11.Response:
-                if event.status_code != 200:
-                    self.fail(f"status {event.status_code}")
-                    return
-            elif event_type is h11.EndOfMessage or event_type is h11.ConnectionClosed:
-                self.fail("stream ended by the server")
-                return
+    def event_received(self, event, now: float) -> bool:
+        event_type = type(event)
+        if event_type is h11.Data:
+            self.events_received(event.data, now)
+        elif event_type is h11.Response:
+            if event.status_code != 200:
+                self.fail(f"status {event.status_code}")
+                return False
+        elif event_type is h11.EndOfMessage or event_type is h11.ConnectionClosed:
+            self.fail("stream ended by the server")
+            return False
+        return True
 
     def events_received(self, data: bytes, now: float) -> None:
         """Split the text/event-stream into events (a blank line ends one) and time them."""
         run, i = self.run, self.index
-        buffer = self.buffer + data
-        *events, self.buffer = buffer.split(b"\n\n")
+        buffer = self.pending + data
+        *events, self.pending = buffer.split(b"\n\n")
         for event in events:
             for line in event.split(b"\n"):
                 if line.startswith(b"data:"):
-                    stamps = stamped(line[5:])
+                    stamps = stamp(line[5:])  # SEQ DUE SENT
                     if stamps is not None:  # our format; any other server's events just count
-                        due, sent = stamps
+                        _, due, sent = stamps
                         late = round((sent - due) * 1000, 3)
                         run.lags_ms.append(round((now - sent) * 1000, 3))
                         run.lateness_ms.append(late)
@@ -114,6 +82,7 @@ class SSELoad(ClientLoad):
 
     counted = "events"
     per_client = ("ttfe_ms", "events", "expected", "worst_late_ms", "lags_ms", "lateness_ms")
+    options = {"interval": (1.0, "the server's seconds between events")}
 
     def __init__(self, url: str, clients: int, duration: float, interval: float = 1.0,
                  spread: float | None = None, **ramp) -> None:
@@ -148,30 +117,18 @@ def fully_served(result: dict) -> list[bool]:
             for error, events, expected in zip(result["errors"], result["events"], result["expected"])]
 
 
-def run_sse_load(url: str, clients: int, duration: float, *, interval: float = 1.0,
-                 spread: float | None = None, connect_concurrency: int | None = None,
-                 connect_timeout: float | None = None, ramp_timeout: float | None = None,
-                 processes: int = 1, progress=None, timeout: float | None = None) -> dict:
-    """Run `clients` SSE clients in `processes` separate generator processes; merged result.
+def run_sse_load(url: str, clients: int, duration: float, **options) -> dict:
+    """Run `clients` SSE clients in separate generator processes; the merged result.
 
-    `spread` is the ramp (default: one interval); the other ramp options are the
-    generator's (`clients.ClientLoad`). `progress(report)` is called now and then with the
-    totals so far: open connections, events, errors, elapsed seconds.
-    """
-    args = ["--duration", str(duration), "--interval", str(interval), *ramp_arguments(
-        dict(spread=spread, connect_concurrency=connect_concurrency,
-             connect_timeout=connect_timeout, ramp_timeout=ramp_timeout))]
-    results = run_in_processes("asgi_lab.load.sse", url, clients, args, processes, progress,
-                               timeout or duration + (ramp_timeout or 60) + 60)
-    return merge(results, SSELoad.per_client)
+    `options`: interval (default 1 s), processes (1), progress (called now and then with the
+    totals so far: open connections, events, errors, elapsed seconds), timeout, and the ramp's
+    spread (default: one interval), connect_concurrency, connect_timeout, ramp_timeout
+    (see `clients.ClientLoad`)."""
+    return run_generators(SSELoad, url, clients, duration, **options)
 
 
 def main(argv: list[str] | None = None) -> int:
-    def add_arguments(parser):
-        parser.add_argument("--interval", type=float, default=1.0,
-                            help="the server's seconds between events (default: 1)")
-
-    return generator_main(SSELoad, argv, add_arguments, lambda args: {"interval": args.interval})
+    return generator_main(SSELoad, argv)
 
 
 if __name__ == "__main__":

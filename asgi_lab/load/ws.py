@@ -35,8 +35,7 @@ from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Pin
                             RejectData, Request, TextMessage)
 from wsproto.utilities import RemoteProtocolError
 
-from .clients import Client, ClientLoad, main as generator_main, merge, ramp_arguments
-from .process import run_in_processes
+from .clients import Client, ClientLoad, main as generator_main, run_generators
 
 STAMP = re.compile(r"asgi_lab (\d+) (\d+\.\d+)")
 
@@ -133,6 +132,7 @@ class WSLoad(ClientLoad):
     scheme = "ws"
     counted = "messages"
     per_client = ("handshake_ms", "ttfe_ms", "sent", "received", "lags_ms")
+    options = {"send_interval": (1.0, "seconds between a client's messages (0: send nothing)")}
 
     def __init__(self, url: str, clients: int, duration: float, send_interval: float = 1.0,
                  **ramp) -> None:
@@ -166,25 +166,14 @@ class WSLoad(ClientLoad):
         }
 
 
-def run_ws_load(url: str, clients: int, duration: float, *, send_interval: float = 1.0,
-                spread: float = 1.0, connect_concurrency: int | None = None,
-                connect_timeout: float | None = None, ramp_timeout: float | None = None,
-                processes: int = 1, progress=None, timeout: float | None = None) -> dict:
-    """Run `clients` WebSocket clients in `processes` generator processes; merged result."""
-    args = ["--duration", str(duration), "--send-interval", str(send_interval), *ramp_arguments(
-        dict(spread=spread, connect_concurrency=connect_concurrency,
-             connect_timeout=connect_timeout, ramp_timeout=ramp_timeout))]
-    results = run_in_processes("asgi_lab.load.ws", url, clients, args, processes, progress,
-                               timeout or duration + (ramp_timeout or 60) + 60)
-    return merge(results, WSLoad.per_client)
+def run_ws_load(url: str, clients: int, duration: float, **options) -> dict:
+    """Run `clients` WebSocket clients in generator processes; the merged result. `options`:
+    send_interval (default 1 s), processes, progress, timeout, and the ramp's (`clients.py`)."""
+    return run_generators(WSLoad, url, clients, duration, **options)
 
 
 def main(argv: list[str] | None = None) -> int:
-    def add_arguments(parser):
-        parser.add_argument("--send-interval", type=float, default=1.0,
-                            help="seconds between a client's messages (0: send nothing)")
-
-    return generator_main(WSLoad, argv, add_arguments, lambda args: {"send_interval": args.send_interval})
+    return generator_main(WSLoad, argv)
 
 
 if __name__ == "__main__":
