@@ -190,58 +190,52 @@ class HTTPClient:
             pass
 
 
-async def keep_alive(address, stats: Stats) -> None:
+async def on_connections(address, stats: Stats, name: str, per_connection: int, request) -> None:
+    """Open a connection, send up to `per_connection` requests on it one after the other
+    (`await request(client)` sends one and checks the answer), close it; again and again."""
     while stats.more():
-        client = await HTTPClient.open(address, stats, "keep-alive")
+        client = await HTTPClient.open(address, stats, name)
         try:
-            for _ in range(200):
+            for _ in range(per_connection):
                 if not stats.more():
                     break
-                status, size = await client.request("GET", "/")
-                assert (status, size) == (200, 2), (status, size)
-                stats.served["keep-alive"] += 1
+                await request(client)
+                stats.served[name] += 1
         finally:
             await client.close()
+
+
+async def keep_alive(address, stats: Stats) -> None:
+    async def get(client):
+        status, size = await client.request("GET", "/")
+        assert (status, size) == (200, 2), (status, size)
+
+    await on_connections(address, stats, "keep-alive", 200, get)
 
 
 async def new_connection(address, stats: Stats) -> None:
-    while stats.more():
-        client = await HTTPClient.open(address, stats, "new-connection")
-        try:
-            status, _ = await client.request("GET", "/", close=True)
-            assert status == 200
-            stats.served["new-connection"] += 1
-        finally:
-            await client.close()
+    async def get_and_close(client):
+        status, _ = await client.request("GET", "/", close=True)
+        assert status == 200
+
+    await on_connections(address, stats, "new-connection", 1, get_and_close)
 
 
 async def echo(address, stats: Stats) -> None:
-    while stats.more():
-        client = await HTTPClient.open(address, stats, "echo")
-        try:
-            for _ in range(50):
-                if not stats.more():
-                    break
-                body = os.urandom(random.randint(1, 8192))
-                status, size = await client.request("POST", "/echo", body)
-                assert status == 200 and size == len(str(len(body)))
-                stats.served["echo"] += 1
-        finally:
-            await client.close()
+    async def post(client):
+        body = os.urandom(random.randint(1, 8192))
+        status, size = await client.request("POST", "/echo", body)
+        assert status == 200 and size == len(str(len(body)))
+
+    await on_connections(address, stats, "echo", 50, post)
 
 
 async def stream(address, stats: Stats) -> None:
-    while stats.more():
-        client = await HTTPClient.open(address, stats, "stream")
-        try:
-            for _ in range(20):
-                if not stats.more():
-                    break
-                status, size = await client.request("GET", "/stream?chunks=20&size=4096")
-                assert (status, size) == (200, 20 * 4096)
-                stats.served["stream"] += 1
-        finally:
-            await client.close()
+    async def chunked(client):
+        status, size = await client.request("GET", "/stream?chunks=20&size=4096")
+        assert (status, size) == (200, 20 * 4096)
+
+    await on_connections(address, stats, "stream", 20, chunked)
 
 
 async def sse_leaver(address, stats: Stats) -> None:
@@ -267,14 +261,11 @@ async def sse_leaver(address, stats: Stats) -> None:
 
 
 async def slow_reader(address, stats: Stats) -> None:
-    while stats.more():
-        client = await HTTPClient.open(address, stats, "slow-reader")
-        try:
-            status, size = await client.request("GET", f"/big?size={1024 * 1024}", read_pause=0.002)
-            assert (status, size) == (200, 1024 * 1024)
-            stats.served["slow-reader"] += 1
-        finally:
-            await client.close()
+    async def read_slowly(client):
+        status, size = await client.request("GET", f"/big?size={1024 * 1024}", read_pause=0.002)
+        assert (status, size) == (200, 1024 * 1024)
+
+    await on_connections(address, stats, "slow-reader", 1, read_slowly)
 
 
 async def ws_dropper(address, stats: Stats) -> None:
