@@ -325,3 +325,106 @@ def test_source_line_names_file_commit_date_and_machine():
     assert line == ("source: data/ref.json · commit aaaaaaaaaa+dirty · 2026-12-02 · AMD EPYC, "
                     "2 cores · Python 3.11.7 · shared machine")
     assert source_line({}) == "source: this run"
+
+
+# -- the one launcher (experiments/servers.py) and the result files (experiments/results.py) ------
+
+FAKE_MAIN = """
+import socket, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+print("imported from", __file__, flush=True)
+with socket.create_server(("127.0.0.1", port)) as listener:
+    while True:
+        connection, _ = listener.accept()
+        connection.recv(1024)
+        connection.sendall(b"HTTP/1.1 200 OK\\r\\ncontent-length: 0\\r\\n\\r\\n")
+        connection.close()
+"""
+
+
+def test_a_server_from_another_checkout_imports_that_checkout(tmp_path):
+    """--baseline DIR: `python -m asgi_lab` would import this tree (or the editable
+    install); from_checkout puts DIR first, whatever the current directory."""
+    from asgi_lab.experiments.servers import ServerProcess, from_checkout, ours, with_baseline
+
+    package = tmp_path / "checkout" / "asgi_lab"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(FAKE_MAIN)
+    specs = with_baseline([ours("asgi", name="asgi_lab"), SERVERS["uvicorn"]], str(package.parent))
+    assert [spec.name for spec in specs] == ["asgi_lab", "baseline", "uvicorn"]
+    with ServerProcess(specs[1], app="asgi_lab.apps.hello:app", ready_path="/") as server:
+        assert server.answers()
+        assert f"imported from {package / '__main__.py'}" in server.output()
+    with pytest.raises(ValueError, match="no asgi_lab package"):
+        from_checkout(specs[0], str(tmp_path))
+    with pytest.raises(ValueError, match="not one of our servers"):
+        from_checkout(SERVERS["uvicorn"], str(package.parent))
+
+
+def test_a_user_template_is_started_pinned_sampled_and_stopped_like_a_built_in():
+    from asgi_lab.experiments.servers import ServerProcess, parse_server_option
+
+    spec = parse_server_option('mine={python} -m asgi_lab asgi asgi_lab.apps.hello:app '
+                               '--host {host} --port {port} --log-level warning')
+    assert spec.name == "mine" and "{port}" in spec.label
+    server = ServerProcess(spec, ready_path="/", pin="0").start()
+    try:
+        assert server.ps.cpu_affinity() == [0]  # taskset --cpu-list 0
+        with server.sampler() as sampler:
+            time.sleep(0.25)
+        assert sampler.samples and sampler.samples[-1].threads >= 1 and sampler.samples[-1].rss > 2**20
+        assert server.cpu_seconds() > 0
+    finally:
+        assert server.stop() == 0  # SIGTERM: a graceful exit
+    with pytest.raises(ValueError, match="{port}"):
+        parse_server_option("mine=gunicorn myapp:app")
+    with pytest.raises(ValueError, match="NAME="):
+        parse_server_option("gunicorn -b {host}:{port} myapp:app")
+
+
+def test_a_server_that_exits_at_once_is_reported_with_its_output():
+    from asgi_lab.experiments.servers import ServerProcess, from_template
+
+    spec = from_template("broken", "{python} -c 'import sys; print(\"no app here\"); sys.exit(3)' {port}")
+    with pytest.raises(RuntimeError, match="broken exited with 3:\nno app here"):
+        ServerProcess(spec).start()
+
+
+def test_experiment_cli_runs_a_user_template_beside_a_built_in(tmp_path):
+    """`--server NAME="COMMAND"`: a gunicorn command of the user's, in the same table."""
+    out = tmp_path / "mine.json"
+    template = ("gthread=gunicorn -k gthread --threads 2 -b {host}:{port} --log-level warning "
+                "asgi_lab.apps.sse:wsgi_app")
+    done = subprocess.run([sys.executable, "-m", "asgi_lab", "experiment", "sse", "--clients", "4",
+                           "--duration", "0.6", "--interval", "0.3", "--servers", "asgi",
+                           "--server", template, "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = load_result(out)
+    runs = {run["server"]["name"]: run for run in result["runs"]}
+    assert list(runs) == ["asgi", "gthread"]
+    mine = runs["gthread"]
+    assert mine["server"]["label"].startswith("gunicorn -k gthread")
+    assert mine["summary"]["served"] == 2 and mine["summary"]["never"] == 2  # 2 threads, 4 clients
+    assert mine["summary"]["peak_threads"] >= 3 and mine["summary"]["peak_rss_mb"] > 5
+    assert "gthread" in done.stdout and "asgi" in done.stdout
+    assert result["command"].startswith("python -m asgi_lab experiment sse") and "--server" in result["command"]
+
+
+def test_result_files_record_command_and_machine_and_read_old_ones(tmp_path):
+    from asgi_lab.experiments.results import command_line, machine_of, read_result, write_result
+
+    path = write_result({"benchmark": "x", "runs": [{"round": 0, "rps": 1.0}]}, tmp_path / "r" / "x.json",
+                        note="shared")
+    result = read_result(path)
+    assert set(result["machine"]) == {"commit", "date", "cpu_model", "cores", "python",
+                                      "load_average", "platform"}
+    assert result["command"] == command_line() and result["note"] == "shared"
+    assert result["runs"] == [{"round": 0, "rps": 1.0}]
+    again = read_result(write_result(result, tmp_path / "y.json"))
+    assert again["machine"] == result["machine"]  # stamped once, when it was measured
+    old = {"environment": {"commit": "c" * 40, "time": "2026-12-02T16:25:58+0000", "cpus": 2,
+                           "cpu_model": "AMD EPYC", "python": "3.11.7", "command": "python -m x"}}
+    facts = machine_of(old)
+    assert (facts["cores"], facts["date"][:10], facts["command"]) == (2, "2026-12-02", "python -m x")
