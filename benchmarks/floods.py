@@ -30,6 +30,7 @@ import time
 import wsproto
 from wsproto.events import AcceptConnection, BytesMessage, Request
 
+from asgi_lab.experiments.results import write_result
 from asgi_lab.experiments.servers import ServerProcess, ours
 
 MiB = 1024 * 1024
@@ -190,7 +191,9 @@ def start_server(kind: str, threads: int, keep_alive: float = 1.0) -> ServerProc
     return ServerProcess(ours(kind, *options), threads, app=app, ready_path="/").start()
 
 
-def run(kind: str, idle_count: int, threads: int) -> None:
+def run(kind: str, idle_count: int, threads: int) -> list[dict]:
+    """Every scenario on a fresh `kind` server: the table's rows, printed and returned."""
+    rows = []
     print(f"\n== {kind.upper()} server")
     print(f"   {'scenario':<12} {'pushed':>20} {'peak RSS growth':>17}  complete")
     scenarios = [upload, slow_reader, pipeline] + ([ws_flood] if kind == "asgi" else [])
@@ -202,16 +205,21 @@ def run(kind: str, idle_count: int, threads: int) -> None:
                 pushed, complete = scenario(server)
             print(f"   {scenario.__name__:<12} {pushed:>20} {rss.growth_mib:>13.1f} MiB  "
                   f"{'yes' if complete else 'NO'}", flush=True)
+            rows.append({"server": kind, "scenario": scenario.__name__, "pushed": pushed,
+                         "peak_rss_growth_mib": round(rss.growth_mib, 2), "complete": complete})
         finally:
             server.stop()
     timeout = 2.0
     server = start_server(kind, threads, keep_alive=timeout)
     try:
-        print("   idle:", idle(server, idle_count, timeout), flush=True)
-        if kind == "wsgi":
-            print("   pool:", pool(server, threads), flush=True)
+        for name, check in (("idle", lambda: idle(server, idle_count, timeout)),
+                            *((("pool", lambda: pool(server, threads)),) if kind == "wsgi" else ())):
+            text = check()
+            print(f"   {name}:", text, flush=True)
+            rows.append({"server": kind, "scenario": name, "result": text})
     finally:
         server.stop()
+    return rows
 
 
 def main() -> int:
@@ -219,9 +227,14 @@ def main() -> int:
     parser.add_argument("--server", choices=("asgi", "wsgi", "both"), default="both")
     parser.add_argument("--idle", type=int, default=5000, help="idle connections to open")
     parser.add_argument("--threads", type=int, default=8, help="WSGI worker threads")
+    parser.add_argument("--json", metavar="FILE", help="write every row and the machine here")
     args = parser.parse_args()
-    for kind in (("asgi", "wsgi") if args.server == "both" else (args.server,)):
-        run(kind, args.idle, args.threads)
+    rows = [row for kind in (("asgi", "wsgi") if args.server == "both" else (args.server,))
+            for row in run(kind, args.idle, args.threads)]
+    if args.json:
+        write_result({"benchmark": "floods", "idle": args.idle, "threads": args.threads, "runs": rows},
+                     args.json, indent=1)
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -357,7 +357,10 @@ async def traffic(server, stats: Stats, sigterm: bool, checkpoints: list,
 
 
 def soak(kind: str, requests: int, seconds: float, threads: int, sigterm: bool, grace: float,
-         pause: float = 0.0) -> bool:
+         pause: float = 0.0, record: dict | None = None) -> bool:
+    """One soak of our `kind` server; prints its report, fills `record` (for --json) with
+    the raw figures, and says whether it passed."""
+    record = {} if record is None else record
     server = start_server(kind, threads, grace)
     try:
         time.sleep(0.5)
@@ -367,6 +370,9 @@ def soak(kind: str, requests: int, seconds: float, threads: int, sigterm: bool, 
         started = time.monotonic()
         shutdown = asyncio.run(traffic(server, stats, sigterm, checkpoints, pause))
         elapsed = time.monotonic() - started
+        record.update(server=kind, requests=stats.total, seconds=round(elapsed, 3), threads=threads,
+                      served=dict(stats.served), errors=dict(stats.errors), before=before,
+                      rss_checkpoints=checkpoints, paused_at=stats.paused_at)
         print(f"\n== {kind.upper()} server: {stats.total:,} requests in {elapsed:.1f} s "
               f"({stats.total / elapsed:,.0f}/s)" + (f", {threads} threads" if kind == "wsgi" else ""))
         if stats.paused_at is not None:
@@ -384,6 +390,8 @@ def soak(kind: str, requests: int, seconds: float, threads: int, sigterm: bool, 
             for (client, outcome), count in sorted(stats.at_sigterm.items()):
                 print(f"      {client:<15} {outcome:<30} {count:>5}")
             tail = [line for line in server.output().splitlines() if "Traceback" in line or "ERROR" in line]
+            record.update(shutdown=shutdown, at_sigterm={f"{c}: {o}": n for (c, o), n in stats.at_sigterm.items()},
+                          log_errors=len(tail))
             print(f"   tracebacks/errors in the server log: {len(tail)}")
             return shutdown.get("exit_code") == 0 and shutdown.get("seconds", 99) < grace + 1 \
                 and sum(stats.errors.values()) == sum(c for w, c in stats.errors.items() if "shutdown" in w)
@@ -401,6 +409,7 @@ def soak(kind: str, requests: int, seconds: float, threads: int, sigterm: bool, 
         back = idle["tcp"] == 0 and all(idle[name] <= before[name]
                                          for name in ("fds", "threads", "tasks", "timers") if name in idle)
         errors = server.output().count("Traceback")
+        record.update(end=end, idle=idle, back_to_idle=back, tracebacks=errors)
         print(f"   back to idle: {'yes' if back else 'NO'}; tracebacks in the server log: {errors}")
         return back and errors == 0 and not stats.errors
     finally:
@@ -468,15 +477,25 @@ def main() -> int:
     parser.add_argument("--grace", type=float, default=3.0, help="graceful shutdown timeout")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="run the server in this process and report what its code left allocated")
+    parser.add_argument("--json", metavar="FILE", help="write each server's raw figures and the machine here")
     args = parser.parse_args()
     ok = True
+    runs = []
     for kind in (("asgi", "wsgi") if args.server == "both" else (args.server,)):
         if args.tracemalloc:
             ok &= tracemalloc_check(kind, args.requests, args.threads)
         else:
+            runs.append({})
             ok &= soak(kind, args.requests, args.seconds, args.threads, args.sigterm, args.grace,
-                       args.pause)
+                       args.pause, runs[-1])
     print("\nresult:", "PASS" if ok else "FAIL")
+    if args.json:
+        from asgi_lab.experiments.results import write_result
+
+        write_result({"benchmark": "soak", "requests": args.requests, "sigterm": args.sigterm,
+                      "pause": args.pause, "grace": args.grace, "keep_alive": KEEP_ALIVE,
+                      "passed": bool(ok), "runs": runs}, args.json, indent=1)
+        print(f"wrote {args.json}")
     return 0 if ok else 1
 
 

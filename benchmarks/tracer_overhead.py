@@ -151,12 +151,14 @@ def paired(results, name: str, reference: str, scenario: str, cpu: bool) -> list
 
 
 def main() -> None:
-    from harness import client_name, interleaved, print_table
+    from asgi_lab.experiments.results import write_result
+    from harness import client_name, interleaved, print_table, raw_rounds
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--seconds", type=float, default=2)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--json", metavar="FILE", help="write the per-round numbers and the machine here")
     args = parser.parse_args()
 
     reference = "no tracer code"
@@ -189,6 +191,12 @@ def main() -> None:
             print(f"{scenario:<12} {measure:<14} " + " ".join(f"{c:>24}" for c in cells))
     print("(CPU per request is the server's user+system time per request, inverted: "
           "higher is better, like req/s)")
+    if args.json:
+        write_result({"benchmark": "tracer_overhead", "app": APP, "rounds": args.rounds,
+                      "seconds": args.seconds, "connections": args.connections,
+                      "client": client_name(), "tracer_blocks_removed": removed,
+                      "reference": reference, "runs": raw_rounds(results)}, args.json, indent=1)
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
