@@ -428,3 +428,18 @@ def test_result_files_record_command_and_machine_and_read_old_ones(tmp_path):
                            "cpu_model": "AMD EPYC", "python": "3.11.7", "command": "python -m x"}}
     facts = machine_of(old)
     assert (facts["cores"], facts["date"][:10], facts["command"]) == (2, "2026-12-02", "python -m x")
+
+
+def test_websocket_experiment_holds_clients_on_one_thread_and_refuses_wsgi_servers():
+    from asgi_lab.experiments import ws_concurrency
+
+    result = ws_concurrency.run(clients=6, duration=0.8, send_interval=0.2, spread=0.2,
+                                servers="asgi", progress=False)
+    (run,) = result["runs"]
+    summary = run["summary"]
+    assert summary["served"] == 6 and summary["errors"] == 0 and summary["peak_threads"] == 1
+    assert summary["sent"] >= 6 * 3 and summary["received"] >= summary["sent"] - 6
+    assert summary["lag_ms"]["n"] == summary["received"] and summary["handshake_ms"]["n"] == 6
+    assert "6/6" in ws_concurrency.format_table(result) and result["machine"]["cores"] >= 1
+    with pytest.raises(ValueError, match="cannot hold a WebSocket"):
+        ws_concurrency.run(clients=2, duration=0.1, servers="asgi,wsgi-pool", progress=False)

@@ -1,8 +1,9 @@
-"""`python -m asgi_lab experiment sse|longpoll ...`: run an experiment, print its table, save JSON.
+"""`python -m asgi_lab experiment sse|longpoll|ws ...`: run an experiment, print its table, save JSON.
 
     python -m asgi_lab experiment sse --clients 1000 --duration 10
     python -m asgi_lab experiment sse --clients 100,500,1000,2000,5000 --servers asgi,wsgi-threads
     python -m asgi_lab experiment longpoll --clients 1000 --duration 10 --period 2
+    python -m asgi_lab experiment ws --clients 1000 --duration 10 --send-interval 1 --servers asgi,uvicorn
     python -m asgi_lab experiment sse --replot sse-1000.json --charts charts/
     python -m asgi_lab experiment sse --clients 100,1000,10000 --thread-servers-up-to 5000 --slim
 
@@ -31,9 +32,8 @@ import os
 import sys
 
 from ..load.clients import add_options
-from ..load.longpoll import LongPollLoad
-from ..load.sse import SSELoad
-from .servers import EXPERIMENT_SERVERS, POOL_THREADS, SERVERS
+from ..load.command import GENERATORS
+from .servers import EXPERIMENT_SERVERS, POOL_THREADS, SERVERS, WEBSOCKET_SERVERS
 
 
 def add_experiment_parser(commands) -> None:
@@ -42,13 +42,14 @@ def add_experiment_parser(commands) -> None:
                                      "(SSE clients, long polling)")
     kinds = experiment.add_subparsers(dest="experiment", required=True)
     for name, help_text in (("sse", "N concurrent Server-Sent-Events clients"),
-                            ("longpoll", "N concurrent long-polling clients")):
+                            ("longpoll", "N concurrent long-polling clients"),
+                            ("ws", "N concurrent WebSocket clients (echo, ASGI servers)")):
         parser = kinds.add_parser(name, help=help_text)
         parser.add_argument("--clients", default="1000",
                             help="number of clients; a comma-separated list runs a sweep (default: 1000)")
         parser.add_argument("--duration", type=float, default=10.0,
                             help="seconds to hold the clients after they connected (default: 10)")
-        parser.add_argument("--servers", default=",".join(EXPERIMENT_SERVERS),
+        parser.add_argument("--servers", default=",".join(WEBSOCKET_SERVERS if name == "ws" else EXPERIMENT_SERVERS),
                             help=f"comma-separated, from {', '.join(SERVERS)} (default: all installed)")
         parser.add_argument("--server", action="append", default=[], metavar='NAME="COMMAND"',
                             help="one of your servers, a command template with {host} and {port} "
@@ -71,12 +72,12 @@ def add_experiment_parser(commands) -> None:
                             help="keep summaries and samples, drop per-event lists (SSE)")
         parser.add_argument("--note", default=None,
                             help="a remark stored with the machine's description, e.g. 'shared machine'")
-        add_options(parser, SSELoad if name == "sse" else LongPollLoad)  # --interval, --period
+        add_options(parser, GENERATORS[name])  # --interval, --period, --send-interval
         parser.set_defaults(run=run_from_args)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from . import long_polling, sse_concurrency
+    from . import long_polling, sse_concurrency, ws_concurrency
     from .measure import load_result, save_result
     from .results import stamp
     from .servers import parse_server_option, resolve_servers
@@ -98,6 +99,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         if args.experiment == "longpoll":
             options["period"] = args.period
             module = long_polling
+        elif args.experiment == "ws":
+            options["send_interval"] = args.send_interval
+            module = ws_concurrency
         else:
             options["interval"] = args.interval
             module = sse_concurrency
@@ -138,9 +142,10 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def print_tables(result: dict) -> None:
-    from . import long_polling, sse_concurrency
+    from . import long_polling, sse_concurrency, ws_concurrency
 
+    modules = {"longpoll": long_polling, "ws": ws_concurrency}
     for single in result.get("results", [result]):
-        module = long_polling if single["experiment"] == "longpoll" else sse_concurrency
+        module = modules.get(single["experiment"], sse_concurrency)
         print(module.format_table(single))
         print()

@@ -28,8 +28,10 @@ from .servers import ServerProcess, ServerSpec
 IDLE_SECONDS = 0.5
 
 
-def measure_server(spec: ServerSpec, run_load, clients: int, pool_threads: int) -> dict:
-    """Run `run_load(url)` against a fresh `spec` server; returns the raw measurements.
+def measure_server(spec: ServerSpec, run_load, clients: int, pool_threads: int,
+                   app: str | None = None) -> dict:
+    """Run `run_load(url)` against a fresh `spec` server (serving `app`, by default the SSE
+    app for its interface); returns the raw measurements.
 
     The result: `server` (name, label, ...), `samples` (t, rss, vms, threads, cpu rows),
     `marks` (when the load started and ended, on the samples' clock), `process` (the summary
@@ -37,7 +39,7 @@ def measure_server(spec: ServerSpec, run_load, clients: int, pool_threads: int) 
     """
     # The server (our child) inherits our open-files limit: make room for every client.
     raise_open_files_limit(clients, SERVER_ADVICE)
-    server = ServerProcess(spec, pool_threads).start()
+    server = ServerProcess(spec, pool_threads, app=app).start()
     sampler = server.sampler().start()
     try:
         time.sleep(IDLE_SECONDS)
@@ -61,7 +63,8 @@ def measure_server(spec: ServerSpec, run_load, clients: int, pool_threads: int) 
 
 
 def measure_each(specs: list[ServerSpec], start_load, summarize, *, clients: int,
-                 pool_threads: int, expected_time: float, counted: str, progress=True) -> list[dict]:
+                 pool_threads: int, expected_time: float, counted: str, progress=True,
+                 app: str | None = None) -> list[dict]:
     """Both experiments' main loop: each server in turn, in its own process, under the same
     load, with a progress line. `start_load(url, report)` runs the load generator and calls
     `report(totals)` as it goes; `counted` names what it counts ("events", "messages")."""
@@ -77,7 +80,7 @@ def measure_each(specs: list[ServerSpec], start_load, summarize, *, clients: int
 
         stage.update(0.0, f"{spec.name}: starting")
         measured = measure_server(spec, lambda url, report=report: start_load(url, report),
-                                  clients, pool_threads)
+                                  clients, pool_threads, app)
         measured["summary"] = summarize(measured)
         runs.append(measured)
     bar.close()

@@ -180,6 +180,8 @@ SERVERS: dict[str, ServerSpec] = {spec.name: spec for spec in [
                "waitress, pool of {threads}", "wsgi", "thread", requires="waitress"),
 ]}
 EXPERIMENT_SERVERS = ("asgi", "wsgi-threads", "wsgi-pool", "uvicorn", "gunicorn", "hypercorn", "gevent")
+WEBSOCKET_SERVERS = ("asgi", "uvicorn", "hypercorn")
+"""The built-ins that speak WebSocket (ASGI servers: PEP 3333 has no way to hold one)."""
 
 
 def resolve_servers(names, extra: list[ServerSpec] = ()) -> list[ServerSpec]:
