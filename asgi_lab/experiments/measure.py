@@ -22,7 +22,7 @@ import time
 
 from ..load import SERVER_ADVICE, percentile, raise_open_files_limit
 from .procstats import ProcessSampler
-from .results import machine_of, read_result, write_result
+from .results import machine_of, read_result, stamp, write_result
 from .servers import ServerProcess, ServerSpec
 
 IDLE_SECONDS = 0.5
@@ -85,6 +85,16 @@ def measure_each(specs: list[ServerSpec], start_load, summarize, *, clients: int
         runs.append(measured)
     bar.close()
     return runs
+
+
+def experiment_result(kind: str, runs: list[dict], out=None, **parameters) -> dict:
+    """An experiment's result: its kind, parameters and runs, stamped with the command and
+    the machine (`results.py`), and saved to `out` when given."""
+    result = {"experiment": kind, **parameters, "runs": runs}
+    stamp(result)
+    if out:
+        write_result(result, out)
+    return result
 
 
 def process_summary(sampler: ProcessSampler, clients: int) -> dict:

@@ -28,7 +28,7 @@ import math
 
 from ..load import SERVER_ADVICE, raise_open_files_limit
 from ..load.sse import fully_served, run_sse_load
-from .measure import PartProgress, make_progress, measure_each, stats_ms
+from .measure import PartProgress, experiment_result, make_progress, measure_each, stats_ms
 from .results import stamp, write_result
 from .servers import POOL_THREADS, resolve_servers
 
@@ -64,13 +64,8 @@ def run(clients: int = 1000, duration: float = 10.0, servers=DEFAULT_SERVERS, *,
 
     runs = measure_each(specs, start_load, summarize, clients=clients, pool_threads=pool_threads,
                         expected_time=spread + duration, counted="events", progress=progress)
-    result = {"experiment": "sse", "clients": clients, "duration": duration, "interval": interval,
-              "spread": spread, "pool_threads": pool_threads, "load_processes": processes,
-              "runs": runs}
-    stamp(result)
-    if out:
-        write_result(result, out)
-    return result
+    return experiment_result("sse", runs, out, clients=clients, duration=duration, interval=interval,
+                             spread=spread, pool_threads=pool_threads, load_processes=processes)
 
 
 def run_sweep(clients=(100, 500, 1000), duration: float = 10.0, servers=DEFAULT_SERVERS, *,

@@ -23,8 +23,7 @@ from __future__ import annotations
 
 from ..load import SERVER_ADVICE, raise_open_files_limit
 from ..load.ws import run_ws_load
-from .measure import measure_each, stats_ms
-from .results import stamp, write_result
+from .measure import experiment_result, measure_each, stats_ms
 from .servers import POOL_THREADS, WEBSOCKET_SERVERS, resolve_servers
 from .sse_concurrency import render_table
 
@@ -52,13 +51,8 @@ def run(clients: int = 1000, duration: float = 10.0, servers=DEFAULT_SERVERS, *,
     runs = measure_each(specs, start_load, summarize, clients=clients, pool_threads=pool_threads,
                         expected_time=spread + duration, counted="messages", progress=progress,
                         app=ECHO_APP)
-    result = {"experiment": "ws", "clients": clients, "duration": duration,
-              "send_interval": send_interval, "spread": spread, "load_processes": processes,
-              "runs": runs}
-    stamp(result)
-    if out:
-        write_result(result, out)
-    return result
+    return experiment_result("ws", runs, out, clients=clients, duration=duration,
+                             send_interval=send_interval, spread=spread, load_processes=processes)
 
 
 def summarize(measured: dict) -> dict:
