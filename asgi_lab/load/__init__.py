@@ -5,7 +5,8 @@ event loop (or, on the standard GIL build of CPython, its GIL; a free-threaded 3
 build removes that one, not the first) and measure itself. The experiment runner starts these modules with
 `python -m asgi_lab.load.sse ...` / `longpoll` / `ws`.
 
-Each client is an `asyncio.Protocol` with an `h11.Connection(h11.CLIENT)`: no task and no
+Each client is an `asyncio.Protocol` with an `h11.Connection(h11.CLIENT)` (a wsproto one for
+WebSocket): no task and no
 stream objects per client, so one process holds thousands of them. h11 parses the responses
 (we never parse HTTP by hand); the SSE lines inside the body are split here, they are text.
 
