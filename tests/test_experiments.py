@@ -295,6 +295,8 @@ def test_cli_sweep_records_the_machine_and_leaves_thread_servers_out_of_big_runs
     assert machine["date"] and machine["python"] and len(machine["load_average"]) == 3
     assert sweep["command"].startswith("python -m asgi_lab experiment sse --clients 4,8")
     assert machine["commit"] is None or len(machine["commit"].split("+")[0]) == 40
+    env = sweep["environment"]  # the older keys, still there for the notebooks that read them
+    assert env["note"] == "a test" and env["cpus"] == machine["cores"] and env["command"] == sweep["command"]
     assert [[run["server"]["name"] for run in r["runs"]] for r in sweep["results"]] == \
         [["asgi", "wsgi-pool"], ["asgi"]]
     first = sweep["results"][0]

@@ -115,13 +115,14 @@ def run_from_args(args: argparse.Namespace) -> int:
                 results = [module.run(n, args.duration, sse_concurrency.servers_for(
                     n, servers, args.thread_servers_up_to), **options) for n in clients]
                 result = stamp({"experiment": f"{args.experiment}-sweep", "clients": clients,
-                                "duration": args.duration, "results": results}, note=args.note)
+                                "duration": args.duration, "results": results}, note=args.note,
+                               environment=True)
             else:
                 result = module.run(clients[0], args.duration, **options)
                 if args.slim and module is sse_concurrency:
                     result = sse_concurrency.slim_result(result)
                 if args.note:
-                    result["note"] = args.note
+                    stamp(result, result["command"], args.note, environment=True)
         except (RuntimeError, ValueError) as exc:  # e.g. too many clients for the fd limit
             print(f"error: {exc}", file=sys.stderr)
             return 1

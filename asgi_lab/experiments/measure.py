@@ -91,7 +91,7 @@ def experiment_result(kind: str, runs: list[dict], out=None, **parameters) -> di
     """An experiment's result: its kind, parameters and runs, stamped with the command and
     the machine (`results.py`), and saved to `out` when given."""
     result = {"experiment": kind, **parameters, "runs": runs}
-    stamp(result)
+    stamp(result, environment=True)
     if out:
         write_result(result, out)
     return result

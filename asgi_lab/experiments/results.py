@@ -20,8 +20,10 @@ file is one JSON object with these keys at the top (the docs' renderer reads the
       "rounds" / "runs": [...]                   # per-round (per-server) numbers, unaggregated
     }
 
-Older experiment files (before this module) kept the same facts under `environment`, with
-`cpus` for `cores` and `time` for `date`; `machine_of(result)` reads both.
+Experiment results (`python -m asgi_lab experiment ...`, `experiments/*.py`) also keep the
+older `environment` dict they always had (`cpus` for `cores`, `time` for `date`, with
+`command` and `note` inside), which notebook 03 and committed reference files use; new
+readers should use `machine` and `command`. `machine_of(result)` reads both.
 
     result = {"benchmark": "wsgi_hello", ..., "rounds": rounds}
     write_result(result, "benchmarks/results/wsgi-hello.json")   # adds command and machine
@@ -67,12 +69,21 @@ def command_line(argv: list[str] | None = None) -> str:
     return command
 
 
-def stamp(result: dict, command: str | None = None, note: str | None = None) -> dict:
-    """`result` with `command` (default: this process's) and `machine` filled in."""
+def stamp(result: dict, command: str | None = None, note: str | None = None,
+          environment: bool = False) -> dict:
+    """`result` with `command` (default: this process's) and `machine` filled in; with
+    `environment`, the older `environment` dict of the experiments too."""
     result["command"] = command or result.get("command") or command_line()
     result["machine"] = machine()
     if note:
         result["note"] = note
+    if environment:
+        m = result["machine"]
+        result["environment"] = {
+            "python": m["python"], "platform": m["platform"], "cpu_model": m["cpu_model"],
+            "cpus": m["cores"], "commit": m["commit"], "time": m["date"],
+            "load_average": m["load_average"], "command": result["command"],
+            **({"note": result["note"]} if result.get("note") else {})}
     return result
 
 
@@ -81,7 +92,7 @@ def write_result(result: dict, path, command: str | None = None, note: str | Non
     """Write `result` as JSON to `path`, stamped first (command, machine) unless it already
     is (an experiment stamps its result when the run ends); returns the path."""
     if "machine" not in result or command or note:
-        stamp(result, command, note)
+        stamp(result, command, note, environment="environment" in result)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:

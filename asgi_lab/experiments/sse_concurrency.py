@@ -88,7 +88,7 @@ def run_sweep(clients=(100, 500, 1000), duration: float = 10.0, servers=DEFAULT_
     bar.close()
     sweep = {"experiment": "sse-sweep", "clients": list(clients), "duration": duration,
              "thread_servers_up_to": thread_servers_up_to, "results": results}
-    stamp(sweep, command, note)
+    stamp(sweep, command, note, environment=True)
     if out:
         write_result(sweep, out)
     return sweep
