@@ -25,18 +25,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import PYTHON, cpu_seconds, free_port, stop_process  # noqa: E402
+from asgi_lab.experiments.results import write_result
+from asgi_lab.experiments.servers import SERVERS, ServerProcess, ours
+
+PYTHON = sys.executable
 
 APP = "asgi_lab.apps.chat:app"
 
@@ -118,46 +117,17 @@ def client_main(argv: list[str]) -> None:
 
 # -- the benchmark ---------------------------------------------------------------------------
 
-class ServerProcess:
-    """A server in its own process on a port we chose; its output goes to a log file (read
-    on failure), never to a pipe: uvicorn logs every WebSocket, and an unread pipe that fills
-    up freezes the server mid-benchmark."""
-
-    def __init__(self, name: str, argv: list[str]) -> None:
-        self.name, self.argv = name, argv
-        self.port = free_port()
-        self.log = tempfile.TemporaryFile()
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 20.0) -> "ServerProcess":
-        self.proc = subprocess.Popen(self.argv + ["--port", str(self.port)], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        self.log.seek(0)
-        raise RuntimeError(f"{self.name} did not start:\n{self.log.read().decode(errors='replace')}")
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-
-
 def servers() -> list[ServerProcess]:
-    found = [ServerProcess("asgi_lab", [PYTHON, "-m", "asgi_lab", "asgi", APP,
-                                        "--log-level", "warning", "--no-access-log"])]
-    if importlib.util.find_spec("uvicorn"):
-        found.append(ServerProcess("uvicorn-wsproto", [PYTHON, "-m", "uvicorn", APP, "--ws", "wsproto",
-                                                       "--log-level", "warning", "--no-access-log"]))
-    return found
+    """Ours and uvicorn on wsproto, each logging to a file (uvicorn logs every WebSocket);
+    ready when the port accepts."""
+    specs = [ours("asgi", name="asgi_lab")]
+    if SERVERS["uvicorn"].available:
+        specs.append(SERVERS["uvicorn"].variant("uvicorn-wsproto", "--ws", "wsproto"))
+    return [ServerProcess(spec, app=APP, ready_path=None) for spec in specs]
 
 
 def measure(server: ServerProcess, clients: int, senders: int, rate: float, seconds: float) -> dict:
-    cpu_before = cpu_seconds(server.proc.pid)
+    cpu_before = server.cpu_seconds()
     out = subprocess.run([PYTHON, os.path.abspath(__file__), "--client", f"ws://127.0.0.1:{server.port}",
                           str(clients), str(senders), str(rate), str(seconds)],
                          capture_output=True, text=True, timeout=seconds + 180)
@@ -167,7 +137,7 @@ def measure(server: ServerProcess, clients: int, senders: int, rate: float, seco
     # The server's CPU time covers the joins too; they are broadcasts like the rest, so the
     # time is divided by every delivery: the measured messages plus the join notices.
     joins = clients * (clients + 1) // 2 + clients
-    result["cpu_us"] = (cpu_seconds(server.proc.pid) - cpu_before) / (result["delivered"] + joins) * 1e6
+    result["cpu_us"] = (server.cpu_seconds() - cpu_before) / (result["delivered"] + joins) * 1e6
     return result
 
 
@@ -181,12 +151,15 @@ def main() -> None:
     parser.add_argument("--rates", default="10,40", help="messages/s offered, comma-separated")
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", metavar="FILE", help="write the per-round numbers and the machine here")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
 
-    procs = [p.start() for p in servers()]
+    procs = servers()
     results: dict = {}
     try:
+        for proc in procs:
+            proc.start()
         print(f"chat: {args.clients} members in one room, {args.senders} of them sending; "
               f"{args.rounds} interleaved rounds of {args.seconds:g} s per rate; clients in one process")
         for round_ in range(args.rounds):
@@ -225,6 +198,13 @@ def main() -> None:
             ref = statistics.median(r["cpu_us"] for r in results[(procs[1].name, rate)])
             print(f"at {rate:g} msg/s: asgi_lab uses {ours / ref:.2f}x the server CPU per delivery "
                   f"of {procs[1].name}")
+    if args.json:
+        runs = [{"server": name, "rate": rate, "round": i, **run}
+                for (name, rate), rounds in results.items() for i, run in enumerate(rounds)]
+        write_result({"benchmark": "chat_load", "clients": args.clients, "senders": args.senders,
+                      "rates": rates, "seconds": args.seconds, "rounds": args.rounds, "runs": runs},
+                     args.json, indent=1)
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

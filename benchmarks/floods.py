@@ -30,7 +30,8 @@ import time
 import wsproto
 from wsproto.events import AcceptConnection, BytesMessage, Request
 
-from soak import Server  # benchmarks/soak.py
+from asgi_lab.experiments.results import write_result
+from asgi_lab.experiments.servers import ServerProcess, ours
 
 MiB = 1024 * 1024
 
@@ -38,7 +39,7 @@ MiB = 1024 * 1024
 class PeakRSS:
     """Samples the server's RSS in a thread: the peak growth over the value at start."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ServerProcessProcess) -> None:
         self.server, self.start = server, server.ps.memory_info().rss
         self.peak, self._stop = self.start, threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -71,7 +72,7 @@ def read_all(sock: socket.socket, size: int) -> int:
     return received
 
 
-def upload(server: Server) -> tuple[str, bool]:
+def upload(server: ServerProcessProcess) -> tuple[str, bool]:
     size = 96 * MiB  # under the default max_body_bytes (100 MiB)
     with socket.create_connection(server.address) as sock:
         sock.sendall(b"POST /slow-read?delay=0.0005 HTTP/1.1\r\nhost: f\r\ncontent-length: %d\r\n\r\n" % size)
@@ -82,7 +83,7 @@ def upload(server: Server) -> tuple[str, bool]:
     return "96 MiB body", answer.endswith(str(size).encode())
 
 
-def slow_reader(server: Server) -> tuple[str, bool]:
+def slow_reader(server: ServerProcessProcess) -> tuple[str, bool]:
     size = 256 * MiB
     with socket.create_connection(server.address) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
@@ -92,7 +93,7 @@ def slow_reader(server: Server) -> tuple[str, bool]:
     return "256 MiB response", received > size
 
 
-def pipeline(server: Server) -> tuple[str, bool]:
+def pipeline(server: ServerProcessProcess) -> tuple[str, bool]:
     count = 100_000
     with socket.create_connection(server.address) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
@@ -111,7 +112,7 @@ def pipeline(server: Server) -> tuple[str, bool]:
     return f"{count:,} requests", answers == count
 
 
-def ws_flood(server: Server) -> tuple[str, bool]:
+def ws_flood(server: ServerProcessProcess) -> tuple[str, bool]:
     """Send 64 MiB of 64 KiB messages to the echo and never read: the server stops reading
     once its queue and write buffer are full, so our sendall blocks; then we read it all."""
     total, size = 64 * MiB, 64 * 1024
@@ -138,7 +139,7 @@ def ws_flood(server: Server) -> tuple[str, bool]:
     return "64 MiB of messages", echoed == total
 
 
-def idle(server: Server, count: int, timeout: float) -> str:
+def idle(server: ServerProcess, count: int, timeout: float) -> str:
     before = server.ps.num_fds()
     first = time.monotonic()
     sockets = [socket.create_connection(server.address) for _ in range(count)]
@@ -158,7 +159,7 @@ def idle(server: Server, count: int, timeout: float) -> str:
             f"{last - first:.1f} s); server fds {before} -> {with_them} -> {after}")
 
 
-def pool(server: Server, threads: int) -> str:
+def pool(server: ServerProcess, threads: int) -> str:
     count = threads * 10
     results: list[bytes] = []
 
@@ -182,28 +183,43 @@ def pool(server: Server, threads: int) -> str:
             f"in {took:.1f} s (ideal {count / threads * 0.2:.1f} s)")
 
 
-def run(kind: str, idle_count: int, threads: int) -> None:
+def start_server(kind: str, threads: int, keep_alive: float = 1.0) -> ServerProcess:
+    """Our `kind` server on the soak app (`asgi_lab/apps/soak.py`), in its own process."""
+    options = ["--timeout-graceful-shutdown", "1", "--timeout-keep-alive", str(keep_alive),
+               *(["--threads", str(threads)] if kind == "wsgi" else [])]
+    app = "asgi_lab.apps.soak:" + ("app" if kind == "asgi" else "wsgi_app")
+    return ServerProcess(ours(kind, *options), threads, app=app, ready_path="/").start()
+
+
+def run(kind: str, idle_count: int, threads: int) -> list[dict]:
+    """Every scenario on a fresh `kind` server: the table's rows, printed and returned."""
+    rows = []
     print(f"\n== {kind.upper()} server")
     print(f"   {'scenario':<12} {'pushed':>20} {'peak RSS growth':>17}  complete")
     scenarios = [upload, slow_reader, pipeline] + ([ws_flood] if kind == "asgi" else [])
     for scenario in scenarios:
-        server = Server(kind, threads, grace=1.0)
+        server = start_server(kind, threads)
         try:
             time.sleep(0.3)
             with PeakRSS(server) as rss:
                 pushed, complete = scenario(server)
             print(f"   {scenario.__name__:<12} {pushed:>20} {rss.growth_mib:>13.1f} MiB  "
                   f"{'yes' if complete else 'NO'}", flush=True)
+            rows.append({"server": kind, "scenario": scenario.__name__, "pushed": pushed,
+                         "peak_rss_growth_mib": round(rss.growth_mib, 2), "complete": complete})
         finally:
             server.stop()
     timeout = 2.0
-    server = Server(kind, threads, grace=1.0, keep_alive=timeout)
+    server = start_server(kind, threads, keep_alive=timeout)
     try:
-        print("   idle:", idle(server, idle_count, timeout), flush=True)
-        if kind == "wsgi":
-            print("   pool:", pool(server, threads), flush=True)
+        for name, check in (("idle", lambda: idle(server, idle_count, timeout)),
+                            *((("pool", lambda: pool(server, threads)),) if kind == "wsgi" else ())):
+            text = check()
+            print(f"   {name}:", text, flush=True)
+            rows.append({"server": kind, "scenario": name, "result": text})
     finally:
         server.stop()
+    return rows
 
 
 def main() -> int:
@@ -211,9 +227,14 @@ def main() -> int:
     parser.add_argument("--server", choices=("asgi", "wsgi", "both"), default="both")
     parser.add_argument("--idle", type=int, default=5000, help="idle connections to open")
     parser.add_argument("--threads", type=int, default=8, help="WSGI worker threads")
+    parser.add_argument("--json", metavar="FILE", help="write every row and the machine here")
     args = parser.parse_args()
-    for kind in (("asgi", "wsgi") if args.server == "both" else (args.server,)):
-        run(kind, args.idle, args.threads)
+    rows = [row for kind in (("asgi", "wsgi") if args.server == "both" else (args.server,))
+            for row in run(kind, args.idle, args.threads)]
+    if args.json:
+        write_result({"benchmark": "floods", "idle": args.idle, "threads": args.threads, "runs": rows},
+                     args.json, indent=1)
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -13,45 +13,24 @@ takes a good part of one, so 2x is out of reach here.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
-import shlex
 import statistics
-import subprocess
 import sys
 
-from harness import (PYTHON, ServerProcess, client_name, free_port, interleaved, median_result,
-                     print_table)
+from asgi_lab.experiments.results import write_result
+from asgi_lab.experiments.servers import ServerProcess, ServerSpec
+from harness import client_name, interleaved, median_result, print_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = "asgi_lab.apps.hello:app"
 
 
 def gunicorn_server(workers: int) -> ServerProcess:
-    return ServerProcess(f"{workers} worker{'s' if workers > 1 else ''}", [
-        PYTHON, "-m", "gunicorn", "-k", "asgi_lab.workers.ASGIWorker", "-w", str(workers),
-        "-b", f"127.0.0.1:{free_port()}", "--log-level", "info", "--no-control-socket", APP],
-        env={"PYTHONPATH": ROOT})
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True,
-                                text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    return {"commit": commit,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "cpu_model": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "load_average_before": os.getloadavg(), "shared": True}
+    spec = ServerSpec(f"{workers} worker{'s' if workers > 1 else ''}",
+                      ("{python}", "-m", "gunicorn", "-k", "asgi_lab.workers.ASGIWorker", "-w", str(workers),
+                       "-b", "{host}:{port}", "--log-level", "info", "--no-control-socket", "{app}"),
+                      requires="gunicorn")
+    return ServerProcess(spec, app=APP, ready_path="/", env={"PYTHONPATH": ROOT})
 
 
 def main() -> None:
@@ -68,15 +47,13 @@ def main() -> None:
     scenarios = {"keep-alive": {"connections": args.connections, "close": False},
                  "close": {"connections": args.connections, "close": True}}
     servers = [gunicorn_server(1), gunicorn_server(2)]
-    where = machine()
     print(f"load: {client_name()}; {args.rounds} rounds x {args.seconds:g} s; "
-          f"{where['cores']} cores ({where['cpu_model']}), shared", file=sys.stderr)
+          f"{os.cpu_count()} cores", file=sys.stderr)
     results = interleaved(servers, scenarios, args.rounds, args.seconds)
     ratios = print_table(results, servers, scenarios, reference=servers[0].name)
     if args.json:
         out = {
-            "command": "python benchmarks/gunicorn_workers.py " + shlex.join(sys.argv[1:]),
-            "machine": where, "client": client_name(), "app": APP,
+            "benchmark": "gunicorn_workers", "client": client_name(), "app": APP,
             "rounds": args.rounds, "seconds": args.seconds, "connections": args.connections,
             "samples": {f"{name}/{scenario}": [vars(r) for r in runs]
                         for (name, scenario), runs in results.items()},
@@ -90,9 +67,7 @@ def main() -> None:
                                                     max(r.requests_per_s for r in runs)]
                              for (name, scenario), runs in results.items()},
         }
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+        write_result(out, args.json, indent=1)
         print(f"wrote {args.json}", file=sys.stderr)
 
 

@@ -1,4 +1,6 @@
-"""Shared pieces of the HTTP benchmarks: start a server in its own process, load it, print a table.
+"""Shared pieces of the HTTP benchmarks: load servers in interleaved rounds, print a table.
+
+The servers are started by the package's one launcher (`asgi_lab/experiments/servers.py`).
 
 Load comes from `wrk` (Debian package `wrk`) when it is installed: a C load generator that will
 not be the bottleneck. Without it, a small asyncio client in a separate process is used; it
@@ -12,76 +14,15 @@ and noisy: a burst of noise then hits every server, and the median of the rounds
 from __future__ import annotations
 
 import os
-import re
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import threading
-import time
 from dataclasses import dataclass
 
+from asgi_lab.experiments.servers import ServerProcess
+from asgi_lab.load.wrk import have_wrk, run_wrk
+
 PYTHON = sys.executable
-URL_RE = re.compile(rb"(https?)://(127\.0\.0\.1|localhost|\[::1\]):(\d+)")
-PORT_RE = re.compile(rb"(?:127\.0\.0\.1|0\.0\.0\.0|localhost):(\d+)")
-
-
-@dataclass
-class ServerProcess:
-    """A server started as a subprocess; `port` is read from what it prints."""
-
-    name: str
-    argv: list[str]
-    env: dict | None = None
-    proc: subprocess.Popen | None = None
-    port: int = 0
-
-    def start(self, timeout: float = 20.0) -> "ServerProcess":
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(self.env or {})})
-        deadline = time.monotonic() + timeout
-        seen = b""
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            seen += line
-            match = PORT_RE.search(line)
-            if match:
-                self.port = int(match.group(1))
-                # Read the rest of its output in the background, so that a server that logs a
-                # lot (uvicorn logs each WebSocket) never blocks on a full pipe.
-                threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-                return self
-        self.stop()
-        raise RuntimeError(f"{self.name} did not report a port:\n{seen.decode(errors='replace')}")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-
-
-def stop_process(proc: subprocess.Popen | None) -> None:
-    """Stop a server the way a user would (SIGINT: graceful shutdown); kill it after 10 s."""
-    if proc is not None and proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -95,45 +36,6 @@ class LoadResult:
     """Server CPU time (user + system) per request: steadier than req/s on a busy machine."""
 
 
-def cpu_seconds(pid: int) -> float:
-    """user + system CPU time of a process and its children (hypercorn serves from a child)."""
-    import psutil
-
-    total = 0.0
-    process = psutil.Process(pid)
-    for p in [process, *process.children(recursive=True)]:
-        times = p.cpu_times()
-        total += times.user + times.system
-    return total
-
-
-def run_wrk(url: str, seconds: float, connections: int, close: bool) -> LoadResult:
-    argv = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--latency", url]
-    if close:
-        argv[1:1] = ["-H", "Connection: close"]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if match is None:
-        raise RuntimeError(f"wrk failed against {url}:\n{out}")
-    rps = float(match.group(1))
-
-    def pct(label: str) -> float:
-        m = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)\b", out)
-        value, unit = float(m.group(1)), m.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    errors = 0
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        # wrk counts a server closing after "Connection: close" as a read error; not ours to count.
-        errors = int(m.group(1)) + int(m.group(3)) + int(m.group(4)) + (0 if close else int(m.group(2)))
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        errors += int(m.group(1))
-    return LoadResult(rps, pct("50"), pct("99"), errors, requests)
-
-
 def run_python_client(url: str, seconds: float, connections: int, close: bool) -> LoadResult:
     out = subprocess.run([PYTHON, os.path.join(os.path.dirname(__file__), "pyload.py"), url,
                           str(seconds), str(connections), "close" if close else "keep-alive"],
@@ -142,33 +44,37 @@ def run_python_client(url: str, seconds: float, connections: int, close: bool) -
     return LoadResult(float(rps), float(p50), float(p99), int(errors), int(requests))
 
 
-def load(url: str, seconds: float, connections: int, close: bool, pid: int | None = None) -> LoadResult:
-    """Load `url`; with the server's `pid`, also measure its CPU time per request."""
-    cpu_before = cpu_seconds(pid) if pid else 0.0
-    run = run_wrk if shutil.which("wrk") else run_python_client
-    result = run(url, seconds, connections, close)
-    if pid and result.requests:
-        result.cpu_us_per_request = (cpu_seconds(pid) - cpu_before) / result.requests * 1e6
+def load(url: str, seconds: float, connections: int, close: bool,
+         server: ServerProcess | None = None) -> LoadResult:
+    """Load `url`; with the `server`, also measure its CPU time per request."""
+    cpu_before = server.cpu_seconds() if server else 0.0
+    if have_wrk():
+        w = run_wrk(url, seconds, connections, close)
+        result = LoadResult(w["requests_per_s"], w["p50_ms"], w["p99_ms"], w["errors"], w["requests"])
+    else:
+        result = run_python_client(url, seconds, connections, close)
+    if server and result.requests:
+        result.cpu_us_per_request = (server.cpu_seconds() - cpu_before) / result.requests * 1e6
     return result
 
 
 def client_name() -> str:
-    return "wrk" if shutil.which("wrk") else "asyncio client (install wrk for accurate figures)"
+    return "wrk" if have_wrk() else "asyncio client (install wrk for accurate figures)"
 
 
 def interleaved(servers: list[ServerProcess], scenarios: dict[str, dict], rounds: int,
                 seconds: float) -> dict[tuple[str, str], list[LoadResult]]:
     """Run every scenario on every server, `rounds` times, interleaved. Servers stay up."""
     results: dict[tuple[str, str], list[LoadResult]] = {}
-    for server in servers:
-        server.start()
     try:
+        for server in servers:
+            server.start()
         for server in servers:  # warm-up
-            load(server.url, 1, 10, False)
+            load(server.url + "/", 1, 10, False)
         for r in range(rounds):
             for scenario, options in scenarios.items():
                 for server in servers:
-                    result = load(server.url, seconds, pid=server.proc.pid, **options)
+                    result = load(server.url + "/", seconds, server=server, **options)
                     results.setdefault((server.name, scenario), []).append(result)
                     print(f"  round {r + 1}/{rounds} {scenario:<11} {server.name:<14} "
                           f"{result.requests_per_s:>9.0f} req/s", file=sys.stderr, flush=True)
@@ -210,3 +116,9 @@ def print_table(results, servers: list[ServerProcess], scenarios, reference: str
                   f"{m.p50_ms:>8.2f} {m.p99_ms:>8.2f} {m.errors:>7}  {spread}")
     print(f"(ratios against {reference}; 'CPU us/req' is the server process's CPU time per request)")
     return ratios
+
+
+def raw_rounds(results: dict) -> list[dict]:
+    """The per-round numbers of `interleaved`, for a result file."""
+    return [{"server": name, "scenario": scenario, "round": number, **vars(result)}
+            for (name, scenario), runs in results.items() for number, result in enumerate(runs)]

@@ -26,22 +26,15 @@ command; `--markdown FILE` prints the table of such a file as Markdown (for the 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import selectors
-import shlex
-import shutil
 import socket
-import statistics
-import subprocess
 import sys
 import threading
 import time
 
-from harness import PYTHON, ServerProcess, free_port
-
+# This file is also the app every server imports (a baseline checkout's too, which may not
+# have the modules below): asgi_lab is imported inside the functions that run here only.
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 APP = "slow_clients:app"   # this file, imported by each server (PYTHONPATH=benchmarks)
@@ -69,32 +62,27 @@ def app(environ, start_response):
 
 # -- the servers --------------------------------------------------------------------------------
 
-def server_process(name: str, baseline: str | None = None) -> ServerProcess | None:
+def server_process(name: str, baseline: str | None = None):
     """A server at its default settings but for the pool size (None if not installed).
-    "baseline" is our server imported from the checkout `baseline` (an A/B of a change)."""
-    bindir = os.path.dirname(PYTHON)
-    env = {"PYTHONPATH": os.pathsep.join([HERE, ROOT, os.environ.get("PYTHONPATH", "")])}
-    ours = ["wsgi", APP, "--port", "0", "--threads", str(THREADS), "--log-level", "warning", "--no-access-log"]
-    if name == "asgi_lab":
-        argv = [PYTHON, "-m", "asgi_lab", *ours]
-    elif name == "baseline":  # `python -m` would import the package in the current directory first
-        run = (f"import runpy, sys; sys.path.insert(0, {os.path.abspath(baseline)!r}); "
-               "runpy.run_module('asgi_lab', run_name='__main__', alter_sys=True)")
-        argv = [PYTHON, "-c", run, *ours]
-    elif name == "waitress":
-        tool = shutil.which("waitress-serve", path=bindir) or shutil.which("waitress-serve")
-        if tool is None:
-            return None
-        argv = [tool, f"--threads={THREADS}", f"--listen=127.0.0.1:{free_port()}", APP]
-    elif name == "gunicorn":
-        tool = shutil.which("gunicorn", path=bindir) or shutil.which("gunicorn")
-        if tool is None:
-            return None
-        argv = [tool, "-k", "gthread", "-w", "1", "--threads", str(THREADS), "--log-level", "info",
-                "-b", f"127.0.0.1:{free_port()}", APP]
+    "baseline" is our server imported from the checkout `baseline` (an A/B of a change).
+    gunicorn keeps its default timeouts (the experiments' gunicorn waits 300 s, not 30)."""
+    from asgi_lab.experiments.servers import SERVERS, ServerProcess, ServerSpec, from_checkout, ours
+
+    gunicorn = ServerSpec("gunicorn", ("gunicorn", "-k", "gthread", "-w", "1", "--threads", "{threads}",
+                                       "--log-level", "info", "-b", "{host}:{port}", "{app}"),
+                          interface="wsgi", requires="gunicorn")
+    specs = {"asgi_lab": ours("wsgi", "--threads", "{threads}", name="asgi_lab"),
+             "waitress": SERVERS["waitress"], "gunicorn": gunicorn}
+    if name == "baseline":
+        spec = from_checkout(specs["asgi_lab"], baseline)
+    elif name in specs:
+        spec = specs[name]
     else:
         raise ValueError(name)
-    return ServerProcess(name, argv, env)
+    if not spec.available:
+        return None
+    env = {"PYTHONPATH": os.pathsep.join([HERE, ROOT, os.environ.get("PYTHONPATH", "")])}
+    return ServerProcess(spec, THREADS, app=APP, ready_path="/", env=env)
 
 
 # -- the attacks ----------------------------------------------------------------------------------
@@ -247,26 +235,6 @@ def summary(samples: list[dict]) -> dict:
 
 # -- the report -------------------------------------------------------------------------------------
 
-def commit_of(directory: str) -> str | None:
-    try:
-        return subprocess.run(["git", "-C", directory, "rev-parse", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"commit": commit_of(ROOT), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "cpu_model": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
-
-
 def ms(value: float | None) -> str:
     return "failed" if value is None else f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
 
@@ -307,13 +275,15 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
+    from asgi_lab.experiments.results import git_commit, write_result
+    from asgi_lab.experiments.servers import BASELINE_HELP
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--attacks", default=",".join(ATTACKS), help=f"some of {', '.join(ATTACKS)}, none")
     parser.add_argument("--servers", default="asgi_lab,waitress,gunicorn")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of normal GETs per attack")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds the attack runs before the GETs")
-    parser.add_argument("--baseline", metavar="DIR",
-                        help="also run the asgi_lab package under DIR (an older checkout), as 'baseline'")
+    parser.add_argument("--baseline", metavar="DIR", help=BASELINE_HELP)
     parser.add_argument("--json", metavar="FILE", help="write the raw samples and the machine here")
     parser.add_argument("--markdown", metavar="FILE", help="print the table of a result FILE as Markdown, and stop")
     args = parser.parse_args()
@@ -340,17 +310,10 @@ def main() -> None:
     print(f"\n(a GET that failed or took over {PROBE_TIMEOUT:g} s counts as slower than any answered one;"
           " 'failed': at least that share failed)")
     if args.json:
-        command = shlex.join(["python", *sys.argv])
-        if os.path.abspath(os.getcwd()) != ROOT:  # as typed, from where it was typed
-            command = f"cd {os.path.relpath(os.getcwd(), ROOT)} && {command}"
-        result = {"benchmark": "slow_clients", "command": command, "threads": THREADS,
-                  "duration": args.duration, "settle": args.settle, "probe_timeout": PROBE_TIMEOUT,
-                  "machine": machine(), "runs": runs,
-                  "baseline_commit": commit_of(args.baseline) if args.baseline else None}
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-            f.write("\n")
+        write_result({"benchmark": "slow_clients", "threads": THREADS, "duration": args.duration,
+                      "settle": args.settle, "probe_timeout": PROBE_TIMEOUT, "runs": runs,
+                      "baseline_commit": git_commit(args.baseline) if args.baseline else None},
+                     args.json, indent=1)
         print(f"wrote {args.json}")
 
 

@@ -45,12 +45,9 @@ import asyncio
 import json
 import os
 import random
-import re
 import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -60,57 +57,31 @@ import psutil
 import wsproto
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Request, TextMessage
 
+from asgi_lab.experiments.servers import ServerProcess, ours
+
 KEEP_ALIVE = 1.0  # the server's idle timeout in this run (seconds): "idle" comes soon after
+SOAK_APPS = {"asgi": "asgi_lab.apps.soak:app", "wsgi": "asgi_lab.apps.soak:wsgi_app"}
 
 
 # -- the server under test --------------------------------------------------------------------------
 
 
-class Server:
-    def __init__(self, kind: str, threads: int, grace: float, keep_alive: float = KEEP_ALIVE) -> None:
-        self.kind = kind
-        app = "asgi_lab.apps.soak:app" if kind == "asgi" else "asgi_lab.apps.soak:wsgi_app"
-        argv = [sys.executable, "-m", "asgi_lab", kind, app, "--port", "0", "--no-access-log",
-                "--log-level", "warning", "--timeout-keep-alive", str(keep_alive),
-                "--timeout-graceful-shutdown", str(grace)]
-        if kind == "wsgi":
-            argv += ["--threads", str(threads)]
-        self.log = tempfile.NamedTemporaryFile("w+", prefix=f"soak-{kind}-", suffix=".log", delete=False)
-        self.process = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
-        self.ps = psutil.Process(self.process.pid)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            found = re.search(r"serving .* on http://([\d.]+):(\d+)", self.output())
-            if found:
-                self.address = (found.group(1), int(found.group(2)))
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"{kind} server did not start:\n{self.output()}")
+def start_server(kind: str, threads: int, grace: float, keep_alive: float = KEEP_ALIVE) -> ServerProcess:
+    """Our `kind` server on the soak app, in a process of its own (the package's launcher)."""
+    options = ["--timeout-keep-alive", str(keep_alive), "--timeout-graceful-shutdown", str(grace),
+               *(["--threads", str(threads)] if kind == "wsgi" else [])]
+    return ServerProcess(ours(kind, *options), threads, app=SOAK_APPS[kind], ready_path="/").start()
 
-    def output(self) -> str:
-        with open(self.log.name) as log:
-            return log.read()
 
-    def figures(self) -> dict:
-        """What the process holds right now."""
-        connections = [c for c in self.ps.net_connections(kind="tcp") if c.status != psutil.CONN_LISTEN]
-        figures = {"fds": self.ps.num_fds(), "threads": self.ps.num_threads(),
-                   "tcp": len(connections), "rss_mib": self.ps.memory_info().rss / 2**20}
-        if self.kind == "asgi":
-            debug = json.loads(blocking_get(self.address, "/debug"))
-            figures["tasks"], figures["timers"] = debug["tasks"], debug["timers"]
-        return figures
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        os.unlink(self.log.name)
+def holdings(server) -> dict:
+    """What the server process holds right now (`server.name` is its kind, asgi or wsgi)."""
+    connections = [c for c in server.ps.net_connections(kind="tcp") if c.status != psutil.CONN_LISTEN]
+    held = {"fds": server.ps.num_fds(), "threads": server.ps.num_threads(),
+            "tcp": len(connections), "rss_mib": server.ps.memory_info().rss / 2**20}
+    if server.name == "asgi":
+        debug = json.loads(blocking_get(server.address, "/debug"))
+        held["tasks"], held["timers"] = debug["tasks"], debug["timers"]
+    return held
 
 
 def blocking_get(address, target: str) -> bytes:
@@ -219,58 +190,52 @@ class HTTPClient:
             pass
 
 
-async def keep_alive(address, stats: Stats) -> None:
+async def on_connections(address, stats: Stats, name: str, per_connection: int, request) -> None:
+    """Open a connection, send up to `per_connection` requests on it one after the other
+    (`await request(client)` sends one and checks the answer), close it; again and again."""
     while stats.more():
-        client = await HTTPClient.open(address, stats, "keep-alive")
+        client = await HTTPClient.open(address, stats, name)
         try:
-            for _ in range(200):
+            for _ in range(per_connection):
                 if not stats.more():
                     break
-                status, size = await client.request("GET", "/")
-                assert (status, size) == (200, 2), (status, size)
-                stats.served["keep-alive"] += 1
+                await request(client)
+                stats.served[name] += 1
         finally:
             await client.close()
+
+
+async def keep_alive(address, stats: Stats) -> None:
+    async def get(client):
+        status, size = await client.request("GET", "/")
+        assert (status, size) == (200, 2), (status, size)
+
+    await on_connections(address, stats, "keep-alive", 200, get)
 
 
 async def new_connection(address, stats: Stats) -> None:
-    while stats.more():
-        client = await HTTPClient.open(address, stats, "new-connection")
-        try:
-            status, _ = await client.request("GET", "/", close=True)
-            assert status == 200
-            stats.served["new-connection"] += 1
-        finally:
-            await client.close()
+    async def get_and_close(client):
+        status, _ = await client.request("GET", "/", close=True)
+        assert status == 200
+
+    await on_connections(address, stats, "new-connection", 1, get_and_close)
 
 
 async def echo(address, stats: Stats) -> None:
-    while stats.more():
-        client = await HTTPClient.open(address, stats, "echo")
-        try:
-            for _ in range(50):
-                if not stats.more():
-                    break
-                body = os.urandom(random.randint(1, 8192))
-                status, size = await client.request("POST", "/echo", body)
-                assert status == 200 and size == len(str(len(body)))
-                stats.served["echo"] += 1
-        finally:
-            await client.close()
+    async def post(client):
+        body = os.urandom(random.randint(1, 8192))
+        status, size = await client.request("POST", "/echo", body)
+        assert status == 200 and size == len(str(len(body)))
+
+    await on_connections(address, stats, "echo", 50, post)
 
 
 async def stream(address, stats: Stats) -> None:
-    while stats.more():
-        client = await HTTPClient.open(address, stats, "stream")
-        try:
-            for _ in range(20):
-                if not stats.more():
-                    break
-                status, size = await client.request("GET", "/stream?chunks=20&size=4096")
-                assert (status, size) == (200, 20 * 4096)
-                stats.served["stream"] += 1
-        finally:
-            await client.close()
+    async def chunked(client):
+        status, size = await client.request("GET", "/stream?chunks=20&size=4096")
+        assert (status, size) == (200, 20 * 4096)
+
+    await on_connections(address, stats, "stream", 20, chunked)
 
 
 async def sse_leaver(address, stats: Stats) -> None:
@@ -296,14 +261,11 @@ async def sse_leaver(address, stats: Stats) -> None:
 
 
 async def slow_reader(address, stats: Stats) -> None:
-    while stats.more():
-        client = await HTTPClient.open(address, stats, "slow-reader")
-        try:
-            status, size = await client.request("GET", f"/big?size={1024 * 1024}", read_pause=0.002)
-            assert (status, size) == (200, 1024 * 1024)
-            stats.served["slow-reader"] += 1
-        finally:
-            await client.close()
+    async def read_slowly(client):
+        status, size = await client.request("GET", f"/big?size={1024 * 1024}", read_pause=0.002)
+        assert (status, size) == (200, 1024 * 1024)
+
+    await on_connections(address, stats, "slow-reader", 1, read_slowly)
 
 
 async def ws_dropper(address, stats: Stats) -> None:
@@ -358,9 +320,9 @@ async def run_client(name, function, address, stats: Stats) -> None:
             await asyncio.sleep(0.01)
 
 
-async def traffic(server: Server, stats: Stats, sigterm: bool, checkpoints: list,
+async def traffic(server, stats: Stats, sigterm: bool, checkpoints: list,
                   pause: float = 0.0) -> dict:
-    kinds = {name: spec for name, spec in CLIENTS.items() if server.kind == "asgi" or name != "ws-dropper"}
+    kinds = {name: spec for name, spec in CLIENTS.items() if server.name == "asgi" or name != "ws-dropper"}
     tasks = [asyncio.create_task(run_client(name, function, server.address, stats))
              for name, (function, count) in kinds.items() for _ in range(count)]
     shutdown: dict = {}
@@ -395,16 +357,22 @@ async def traffic(server: Server, stats: Stats, sigterm: bool, checkpoints: list
 
 
 def soak(kind: str, requests: int, seconds: float, threads: int, sigterm: bool, grace: float,
-         pause: float = 0.0) -> bool:
-    server = Server(kind, threads, grace)
+         pause: float = 0.0, record: dict | None = None) -> bool:
+    """One soak of our `kind` server; prints its report, fills `record` (for --json) with
+    the raw figures, and says whether it passed."""
+    record = {} if record is None else record
+    server = start_server(kind, threads, grace)
     try:
         time.sleep(0.5)
-        before = server.figures()
+        before = holdings(server)
         stats = Stats(target=requests, deadline=time.monotonic() + seconds)
         checkpoints: list = []
         started = time.monotonic()
         shutdown = asyncio.run(traffic(server, stats, sigterm, checkpoints, pause))
         elapsed = time.monotonic() - started
+        record.update(server=kind, requests=stats.total, seconds=round(elapsed, 3), threads=threads,
+                      served=dict(stats.served), errors=dict(stats.errors), before=before,
+                      rss_checkpoints=checkpoints, paused_at=stats.paused_at)
         print(f"\n== {kind.upper()} server: {stats.total:,} requests in {elapsed:.1f} s "
               f"({stats.total / elapsed:,.0f}/s)" + (f", {threads} threads" if kind == "wsgi" else ""))
         if stats.paused_at is not None:
@@ -422,12 +390,14 @@ def soak(kind: str, requests: int, seconds: float, threads: int, sigterm: bool, 
             for (client, outcome), count in sorted(stats.at_sigterm.items()):
                 print(f"      {client:<15} {outcome:<30} {count:>5}")
             tail = [line for line in server.output().splitlines() if "Traceback" in line or "ERROR" in line]
+            record.update(shutdown=shutdown, at_sigterm={f"{c}: {o}": n for (c, o), n in stats.at_sigterm.items()},
+                          log_errors=len(tail))
             print(f"   tracebacks/errors in the server log: {len(tail)}")
             return shutdown.get("exit_code") == 0 and shutdown.get("seconds", 99) < grace + 1 \
                 and sum(stats.errors.values()) == sum(c for w, c in stats.errors.items() if "shutdown" in w)
-        end = server.figures()
+        end = holdings(server)
         time.sleep(KEEP_ALIVE + 1.5)  # past the idle timeout: every keep-alive connection is gone
-        idle = server.figures()
+        idle = holdings(server)
         print(f"   {'':<10}" + "".join(f"{name:>10}" for name in before))
         for label, figures in (("before", before), ("end", end), ("idle", idle)):
             print(f"   {label:<10}" + "".join(f"{value:>10.1f}" if isinstance(value, float)
@@ -439,10 +409,11 @@ def soak(kind: str, requests: int, seconds: float, threads: int, sigterm: bool, 
         back = idle["tcp"] == 0 and all(idle[name] <= before[name]
                                          for name in ("fds", "threads", "tasks", "timers") if name in idle)
         errors = server.output().count("Traceback")
+        record.update(end=end, idle=idle, back_to_idle=back, tracebacks=errors)
         print(f"   back to idle: {'yes' if back else 'NO'}; tracebacks in the server log: {errors}")
         return back and errors == 0 and not stats.errors
     finally:
-        server.stop()
+        server.stop(15)
 
 
 class InProcessServer:
@@ -452,7 +423,7 @@ class InProcessServer:
         from asgi_lab.apps import soak as soak_app
         from asgi_lab.background import serve_in_background
 
-        self.kind = kind
+        self.name = kind
         self.ps = psutil.Process()
         self.background = serve_in_background(
             soak_app.app if kind == "asgi" else soak_app.wsgi_app, kind=kind, name=f"soak-{kind}",
@@ -506,15 +477,25 @@ def main() -> int:
     parser.add_argument("--grace", type=float, default=3.0, help="graceful shutdown timeout")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="run the server in this process and report what its code left allocated")
+    parser.add_argument("--json", metavar="FILE", help="write each server's raw figures and the machine here")
     args = parser.parse_args()
     ok = True
+    runs = []
     for kind in (("asgi", "wsgi") if args.server == "both" else (args.server,)):
         if args.tracemalloc:
             ok &= tracemalloc_check(kind, args.requests, args.threads)
         else:
+            runs.append({})
             ok &= soak(kind, args.requests, args.seconds, args.threads, args.sigterm, args.grace,
-                       args.pause)
+                       args.pause, runs[-1])
     print("\nresult:", "PASS" if ok else "FAIL")
+    if args.json:
+        from asgi_lab.experiments.results import write_result
+
+        write_result({"benchmark": "soak", "requests": args.requests, "sigterm": args.sigterm,
+                      "pause": args.pause, "grace": args.grace, "keep_alive": KEEP_ALIVE,
+                      "passed": bool(ok), "runs": runs}, args.json, indent=1)
+        print(f"wrote {args.json}")
     return 0 if ok else 1
 
 

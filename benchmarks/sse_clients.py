@@ -1,6 +1,7 @@
 """1000 SSE clients per server, then 10,000 on our ASGI server: the issue-6 targets, checked.
 
     python benchmarks/sse_clients.py [--rounds 3] [--clients 1000] [--duration 10] [--big 10000]
+    python benchmarks/sse_clients.py --servers asgi,uvicorn --baseline DIR --json sse-clients.json
 
 Part 1 runs `asgi_lab.experiments.sse_concurrency` `--rounds` times over the same servers,
 in a rotated order each round (so no server always runs first, or right after the heaviest
@@ -21,23 +22,23 @@ the spread across rounds before believing a difference.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 
 from asgi_lab.experiments import sse_concurrency
-from asgi_lab.experiments.servers import resolve_servers
+from asgi_lab.experiments.results import git_commit, write_result
+from asgi_lab.experiments.servers import BASELINE_HELP, SERVERS, from_checkout, resolve_servers
 
-SERVERS = ("asgi", "uvicorn", "hypercorn", "gevent", "wsgi-threads", "wsgi-pool", "gunicorn")
+DEFAULT_SERVERS = ("asgi", "uvicorn", "hypercorn", "gevent", "wsgi-threads", "wsgi-pool", "gunicorn")
 TARGET_LAG_P99_MS = 50.0
 TARGET_KB_PER_CLIENT = 6.0
 
 
-def rounds(clients: int, duration: float, names: list[str], count: int, pool_threads: int) -> list[dict]:
+def rounds(clients: int, duration: float, specs: list, count: int, pool_threads: int) -> list[dict]:
     results = []
     for i in range(count):
-        order = names[i % len(names):] + names[:i % len(names)]
-        print(f"round {i + 1}/{count}: {', '.join(order)}", file=sys.stderr)
+        order = specs[i % len(specs):] + specs[:i % len(specs)]
+        print(f"round {i + 1}/{count}: {', '.join(spec.name for spec in order)}", file=sys.stderr)
         results.append(sse_concurrency.run(clients, duration, order, pool_threads=pool_threads))
     return results
 
@@ -109,6 +110,20 @@ def check_targets(results: list[dict], clients: int) -> None:
         print(f"  round {i}: " + "; ".join(checks))
 
 
+def compare_baseline(results: list[dict]) -> None:
+    """Ours against the baseline checkout, round by round (the A/B of a change)."""
+    print("\nasgi / baseline, round by round (peak RSS, KB per client, CPU s: lower is better):")
+    for i, result in enumerate(results, 1):
+        runs = {run["server"]["name"]: run["summary"] for run in result["runs"]}
+        ours, base = runs.get("asgi"), runs.get("baseline")
+        if ours and base:
+            print(f"  round {i}: peak RSS {ours['peak_rss_mb'] / base['peak_rss_mb']:.3f}x, "
+                  f"KB/client {ours['per_client_kb']:.2f} vs {base['per_client_kb']:.2f}, "
+                  f"CPU s {ours['cpu_s']:.2f} vs {base['cpu_s']:.2f}, lag p99 "
+                  f"{ours['lag_ms']['p99']:.1f} vs {base['lag_ms']['p99']:.1f} ms, served "
+                  f"{ours['served']} vs {base['served']}")
+
+
 def big_run(clients: int, duration: float) -> dict:
     print(f"\n{clients} clients on our ASGI server (one thread), load from 2 processes:", file=sys.stderr)
     result = sse_concurrency.run(clients, duration, ["asgi"], load_processes=2)
@@ -125,21 +140,31 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument("--servers", default=",".join(DEFAULT_SERVERS))
     parser.add_argument("--pool-threads", type=int, default=32)
     parser.add_argument("--big", type=int, default=10_000, help="clients for the ASGI-only run (0: skip)")
-    parser.add_argument("--out", help="save every round as JSON here")
+    parser.add_argument("--baseline", metavar="DIR", help=BASELINE_HELP)
+    parser.add_argument("--out", "--json", help="save every round as JSON here, with the machine")
     args = parser.parse_args()
 
-    names = [spec.name for spec in resolve_servers(args.servers)]
-    results = rounds(args.clients, args.duration, names, args.rounds, args.pool_threads)
+    specs = resolve_servers(args.servers)
+    if args.baseline:  # right after ours, so both see the same neighbours in the rotation
+        at = next((i + 1 for i, spec in enumerate(specs) if spec.name == "asgi"), 0)
+        specs.insert(at, from_checkout(SERVERS["asgi"], args.baseline))
+    results = rounds(args.clients, args.duration, specs, args.rounds, args.pool_threads)
     print()
     print_table(by_server(results), args.clients)
     check_targets(results, args.clients)
     big = big_run(args.big, args.duration) if args.big else None
+    if args.baseline:
+        compare_baseline(results)
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"rounds": results, "big": big}, f)
+        write_result({"benchmark": "sse_clients", "clients": args.clients, "duration": args.duration,
+                      "pool_threads": args.pool_threads, "baseline": args.baseline,
+                      "baseline_commit": git_commit(args.baseline) if args.baseline else None,
+                      "rounds": [sse_concurrency.slim_result(r) for r in results],
+                      "big": big and sse_concurrency.slim_result(big)}, args.out)
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

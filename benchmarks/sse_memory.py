@@ -26,11 +26,10 @@ import subprocess
 import sys
 import tracemalloc
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from asgi_lab.apps.sse import app  # noqa: E402
-from asgi_lab.asgi.server import Server  # noqa: E402
-from asgi_lab.config import Config  # noqa: E402
-from asgi_lab.load import raise_open_files_limit  # noqa: E402
+from asgi_lab.apps.sse import app
+from asgi_lab.asgi.server import Server
+from asgi_lab.config import Config
+from asgi_lab.load import raise_open_files_limit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,6 +71,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--top", type=int, default=25, help="how many allocation sites to list")
+    parser.add_argument("--json", metavar="FILE", help="write the allocation sites and the machine here")
     args = parser.parse_args()
     raise_open_files_limit(args.clients)
     stats, total = asyncio.run(measure(args.clients))
@@ -84,6 +84,14 @@ def main() -> int:
         print(f"{stat.size_diff / args.clients:6.0f} {stat.count_diff / args.clients:6.1f}  "
               f"{short(frame.filename)}:{frame.lineno}  {line[:70]}")
     print("\nbytes, blocks: per client. Compare with KB/client in benchmarks/sse_clients.py (RSS).")
+    if args.json:
+        from asgi_lab.experiments.results import write_result
+
+        sites = [{"file": short(stat.traceback[0].filename), "line": stat.traceback[0].lineno,
+                  "bytes": stat.size_diff, "blocks": stat.count_diff} for stat in stats[:args.top]]
+        write_result({"benchmark": "sse_memory", "clients": args.clients,
+                      "bytes_per_client": total, "sites": sites}, args.json, indent=1)
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -31,8 +31,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import PYTHON, ServerProcess, client_name, interleaved, print_table  # noqa: E402
+# The server processes run this file too (`serve()`, with another copy of asgi_lab first on
+# sys.path): the benchmark's own imports are in the functions that run here only.
 
 PACKAGE = Path(__file__).resolve().parent.parent / "asgi_lab"
 APP = "asgi_lab.apps.hello:app"
@@ -97,14 +97,16 @@ def copy_package(destination: Path, strip: bool) -> int:
 
 # -- the servers ------------------------------------------------------------------------------------
 
-def launcher(package_root: Path, traced: bool) -> list[str]:
-    """argv for a server process that imports asgi_lab from `package_root` (not from the
-    working tree or the editable install: it goes first on sys.path)."""
-    code = (f"import sys; sys.path.insert(0, {str(package_root)!r}); "
-            f"sys.argv = ['tracer_overhead', {'--serve-traced' if traced else '--serve'!r}]; "
-            f"sys.path.insert(1, {os.path.dirname(os.path.abspath(__file__))!r}); "
-            "import tracer_overhead; tracer_overhead.serve()")
-    return [PYTHON, "-c", code]
+def server(name: str, package_root: Path, traced: bool):
+    """A server process that imports asgi_lab from `package_root` (not from the working tree
+    or the editable install: it goes first on sys.path), then runs `serve()` of this file."""
+    from asgi_lab.experiments.servers import ServerProcess, ServerSpec
+
+    mode = "--serve-traced" if traced else "--serve"
+    code = (f"import runpy, sys; sys.path.insert(0, {str(package_root)!r}); "
+            f"sys.argv = ['tracer_overhead', {mode!r}, *sys.argv[1:]]; "
+            f"runpy.run_path({os.path.abspath(__file__)!r}, run_name='tracer_overhead')['serve']()")
+    return ServerProcess(ServerSpec(name, ("{python}", "-c", code, "{port}")), app=APP, ready_path="/")
 
 
 def serve() -> None:
@@ -127,7 +129,7 @@ def serve() -> None:
         tracer.events = collections.deque(maxlen=50_000)  # bounded memory under load
 
     async def main() -> None:
-        server = Server(app, Config(port=0, access_log=False), tracer=tracer)
+        server = Server(app, Config(port=int(sys.argv[2]), access_log=False), tracer=tracer)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, server.request_shutdown)
@@ -149,10 +151,14 @@ def paired(results, name: str, reference: str, scenario: str, cpu: bool) -> list
 
 
 def main() -> None:
+    from asgi_lab.experiments.results import write_result
+    from harness import client_name, interleaved, print_table, raw_rounds
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--seconds", type=float, default=2)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--json", metavar="FILE", help="write the per-round numbers and the machine here")
     args = parser.parse_args()
 
     reference = "no tracer code"
@@ -160,10 +166,10 @@ def main() -> None:
         stripped, shipped = Path(tmp) / "stripped", Path(tmp) / "shipped"
         removed = copy_package(stripped, strip=True)
         copy_package(shipped, strip=False)
-        servers = [ServerProcess(reference, launcher(stripped, traced=False)),
-                   ServerProcess("same, again", launcher(stripped, traced=False)),
-                   ServerProcess("tracer=None", launcher(shipped, traced=False)),
-                   ServerProcess("tracer on", launcher(shipped, traced=True))]
+        servers = [server(reference, stripped, traced=False),
+                   server("same, again", stripped, traced=False),
+                   server("tracer=None", shipped, traced=False),
+                   server("tracer on", shipped, traced=True)]
         scenarios = {"keep-alive": {"connections": args.connections, "close": False},
                      "close": {"connections": args.connections, "close": True}}
         print(f"hello world on the ASGI server; {removed} tracer blocks removed for the reference; "
@@ -185,6 +191,12 @@ def main() -> None:
             print(f"{scenario:<12} {measure:<14} " + " ".join(f"{c:>24}" for c in cells))
     print("(CPU per request is the server's user+system time per request, inverted: "
           "higher is better, like req/s)")
+    if args.json:
+        write_result({"benchmark": "tracer_overhead", "app": APP, "rounds": args.rounds,
+                      "seconds": args.seconds, "connections": args.connections,
+                      "client": client_name(), "tracer_blocks_removed": removed,
+                      "reference": reference, "runs": raw_rounds(results)}, args.json, indent=1)
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """WebSocket echo: round trips/s with many clients, and the time of a 1 MiB round trip.
 
-    python benchmarks/ws_echo.py [--rounds 8] [--seconds 2.5] [--clients 100] [--client-processes 1]
+    python benchmarks/ws_echo.py [--rounds 8] [--seconds 2.5] [--clients 100] [--baseline DIR] [--json FILE]
 
 Every server runs in its own process with access logs off, serving the same app
 (`asgi_lab.apps.echo:app`). uvicorn runs with `--ws wsproto`, the library we use too, so the
@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,9 +32,11 @@ import time
 from wsproto import Connection, ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Message, Request
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import PYTHON, free_port, stop_process  # noqa: E402
+from asgi_lab.experiments.results import git_commit, write_result
+from asgi_lab.experiments.servers import (BASELINE_HELP, SERVERS, ServerProcess, ours,
+                                          with_baseline)
 
+PYTHON = sys.executable
 APP = "asgi_lab.apps.echo:app"
 MESSAGE = "0123456789abcdef"
 BIG = 1024 * 1024
@@ -44,52 +44,16 @@ BIG = 1024 * 1024
 
 # -- the servers -------------------------------------------------------------------------------
 
-class ServerProcess:
-    """A server in a subprocess on a known port; `start()` returns once it accepts connections."""
-
-    def __init__(self, name: str, argv: list[str], port: int) -> None:
-        self.name, self.argv, self.port = name, argv, port
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 20.0) -> None:
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.argv}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"{self.name} did not start listening on port {self.port}")
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/"
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-
-
-def servers() -> list[ServerProcess]:
-    # asgi_lab gets a fixed port too (rather than --port 0) so all servers start the same way.
-    port = free_port()
-    found = [ServerProcess("asgi_lab", [PYTHON, "-m", "asgi_lab", "asgi", APP, "--port", str(port),
-                                        "--log-level", "warning", "--no-access-log"], port)]
-    if importlib.util.find_spec("uvicorn"):
-        port = free_port()
-        found.append(ServerProcess("uvicorn-wsproto", [
-            PYTHON, "-m", "uvicorn", APP, "--port", str(port), "--ws", "wsproto",
-            "--log-level", "warning", "--no-access-log", "--lifespan", "off",
-            "--ws-ping-interval", "0"], port))  # no keep-alive pings: ours are off by default too
-    if importlib.util.find_spec("hypercorn"):
-        port = free_port()
-        found.append(ServerProcess("hypercorn", [
-            PYTHON, "-m", "hypercorn", APP, "--bind", f"127.0.0.1:{port}",
-            "--log-level", "warning"], port))
-    return found
+def servers(baseline: str | None = None) -> list[ServerProcess]:
+    """Ours, uvicorn on wsproto (no keep-alive pings: ours are off by default too), hypercorn.
+    An echo app has no HTTP route: ready as soon as the port accepts."""
+    specs = [ours("asgi", name="asgi_lab")]
+    if SERVERS["uvicorn"].available:
+        specs.append(SERVERS["uvicorn"].variant("uvicorn-wsproto", "--ws", "wsproto",
+                                                "--ws-ping-interval", "0"))
+    if SERVERS["hypercorn"].available:
+        specs.append(SERVERS["hypercorn"])
+    return [ServerProcess(spec, app=APP, ready_path=None) for spec in with_baseline(specs, baseline)]
 
 
 # -- the load client (one process per server, kept running across rounds) -------------------------
@@ -216,7 +180,8 @@ class LoadProcess:
     """The parent's handle on one `load_process` child."""
 
     def __init__(self, server: ServerProcess, clients: int) -> None:
-        self.proc = subprocess.Popen([PYTHON, __file__, "--client", server.url, str(clients)],
+        self.proc = subprocess.Popen([PYTHON, __file__, "--client", f"ws://127.0.0.1:{server.port}/",
+                                      str(clients)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         ready = self.proc.stdout.readline()
         if not ready:
@@ -241,42 +206,18 @@ class LoadProcess:
 
 # -- measuring -------------------------------------------------------------------------------
 
-def cpu_seconds(proc: ServerProcess) -> float:
-    """CPU time used so far by the server process and its children (hypercorn forks a worker).
-
-    Read from /proc/PID/task/TID/schedstat (nanoseconds) where Linux offers it: psutil's
-    figures come in 10 ms clock ticks, too coarse for a few 1 MiB round trips.
-    """
-    import psutil
-
-    root = psutil.Process(proc.proc.pid)
-    total = 0.0
-    for p in [root, *root.children(recursive=True)]:
-        try:
-            tasks = os.listdir(f"/proc/{p.pid}/task")
-            total += sum(int(open(f"/proc/{p.pid}/task/{tid}/schedstat").read().split()[0])
-                         for tid in tasks) / 1e9
-        except FileNotFoundError:  # not Linux, or the process just ended
-            try:
-                times = p.cpu_times()
-                total += times.user + times.system
-            except psutil.NoSuchProcess:
-                pass
-    return total
-
-
 def measure(server: ServerProcess, load: LoadProcess, seconds: float, repeat: int) -> dict:
     """One slot of one round: round trips/s and the server's CPU per round trip, then the
     median 1 MiB round trip and the server's CPU per 1 MiB round trip."""
-    cpu = cpu_seconds(server)
+    cpu = server.cpu_seconds()
     echo = load.ask(f"echo {seconds}")
-    echo_cpu = cpu_seconds(server) - cpu
+    echo_cpu = server.cpu_seconds() - cpu
     if echo["errors"]:
         print(f"  {server.name}: {echo['errors']} client(s) failed, e.g. {echo['first_error']}",
               file=sys.stderr)
-    cpu = cpu_seconds(server)
+    cpu = server.cpu_seconds()
     big = load.ask(f"big {repeat}")
-    big_cpu = cpu_seconds(server) - cpu
+    big_cpu = server.cpu_seconds() - cpu
     trips = max(echo["round_trips"], 1)
     return {"rps": echo["round_trips"] / echo["seconds"], "cpu": echo_cpu / trips * 1e6,
             "big": statistics.median(big["times"]) * 1000, "big_cpu": big_cpu / repeat * 1000,
@@ -289,9 +230,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0, help="echo time per server per round")
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--big-repeat", type=int, default=20, help="1 MiB round trips per round")
+    parser.add_argument("--baseline", metavar="DIR", help=BASELINE_HELP)
+    parser.add_argument("--json", metavar="FILE", help="write the per-round numbers and the machine here")
     args = parser.parse_args()
 
-    procs = servers()
+    procs = servers(args.baseline)
     print(f"WebSocket echo, {args.rounds} interleaved rounds: {args.clients} clients echoing for "
           f"{args.seconds:g} s, then {args.big_repeat} x 1 MiB round trips, on each server")
     metrics = ("rps", "cpu", "big", "big_cpu")
@@ -322,12 +265,15 @@ def main() -> None:
 
     reference = "uvicorn-wsproto" if any(p.name == "uvicorn-wsproto" for p in procs) else procs[0].name
 
-    def ratio(name: str, metric: str) -> float:
-        """Median over rounds of (server / reference) measured in the same round: the two ran
+    def paired(name: str, other: str, metric: str) -> float:
+        """Median over rounds of (name / other) measured in the same round: the two ran
         a second or two apart, so they saw much the same background load."""
-        pairs = zip(results[(name, metric)], results[(reference, metric)])
+        pairs = zip(results[(name, metric)], results[(other, metric)])
         ratios = [a / b for a, b in pairs if a and b]  # a round where a client failed is left out
         return statistics.median(ratios) if ratios else float("nan")
+
+    def ratio(name: str, metric: str) -> float:
+        return paired(name, reference, metric)
 
     def median(name: str, metric: str) -> float:
         return statistics.median(results[(name, metric)])
@@ -350,6 +296,20 @@ def main() -> None:
               f"server CPU per round trip {ratio(ours, 'cpu'):.2f}x;\n"
               f"1 MiB round trip time {ratio(ours, 'big'):.2f}x (target <= 1.0x), "
               f"server CPU per 1 MiB round trip {ratio(ours, 'big_cpu'):.2f}x")
+    if args.baseline:
+        print(f"\nasgi_lab / baseline (median of per-round ratios): round trips/s "
+              f"{paired('asgi_lab', 'baseline', 'rps'):.3f}x, server CPU per round trip "
+              f"{paired('asgi_lab', 'baseline', 'cpu'):.3f}x, 1 MiB time "
+              f"{paired('asgi_lab', 'baseline', 'big'):.3f}x")
+    if args.json:
+        runs = [{"server": name, "metric": metric, "values": values}
+                for (name, metric), values in results.items()]
+        write_result({"benchmark": "ws_echo", "app": APP, "rounds": args.rounds,
+                      "seconds": args.seconds, "clients": args.clients,
+                      "big_repeat": args.big_repeat, "baseline": args.baseline,
+                      "baseline_commit": git_commit(args.baseline) if args.baseline else None,
+                      "errors": errors, "runs": runs}, args.json, indent=1)
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

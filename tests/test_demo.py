@@ -1,4 +1,4 @@
-"""The client helpers of `asgi_lab.demo`, and the two WSGI facts notebook 01 measures with
+"""The socket clients of `asgi_lab.wire`, and the two WSGI facts notebook 01 measures with
 them: a streaming app learns at its next write that the client left; a waiting long poll
 never learns it and keeps its thread until its own timeout."""
 
@@ -8,7 +8,7 @@ import threading
 import time
 
 from asgi_lab import serve_in_background
-from asgi_lab.demo import GET_REQUEST, leave_early, time_to_first_byte
+from asgi_lab.wire import GET_REQUEST, leave_early, time_to_first_byte
 
 
 def test_time_to_first_byte_waits_for_a_late_head_and_reads_the_whole_answer():

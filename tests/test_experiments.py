@@ -173,8 +173,9 @@ def test_cli_rejects_unknown_servers_clearly():
 def test_servers_and_progress_helpers():
     assert [spec.name for spec in resolve_servers("asgi, wsgi-pool")] == ["asgi", "wsgi-pool"]
     assert set(SERVERS) == {"asgi", "wsgi-threads", "wsgi-pool", "uvicorn", "gunicorn", "hypercorn",
-                            "gevent"}
-    assert "--threads" in SERVERS["wsgi-pool"].command(0, 7) and "7" in SERVERS["wsgi-pool"].command(0, 7)
+                            "gevent", "waitress"}
+    command = SERVERS["wsgi-pool"].command(8123, 7)
+    assert command[command.index("--threads") + 1] == "7" and "8123" in command
     assert isinstance(make_progress(False), NoProgress)
     stream = io.StringIO()
     bar = TextProgress(stream)
@@ -289,10 +290,13 @@ def test_cli_sweep_records_the_machine_and_leaves_thread_servers_out_of_big_runs
                            "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     sweep = load_result(out)
-    env = sweep["environment"]
-    assert env["note"] == "a test" and env["cpus"] >= 1 and env["cpu_model"]
-    assert env["command"].startswith("python -m asgi_lab experiment sse --clients 4,8")
-    assert env["commit"] is None or len(env["commit"].split("+")[0]) == 40
+    machine = sweep["machine"]
+    assert sweep["note"] == "a test" and machine["cores"] >= 1 and machine["cpu_model"]
+    assert machine["date"] and machine["python"] and len(machine["load_average"]) == 3
+    assert sweep["command"].startswith("python -m asgi_lab experiment sse --clients 4,8")
+    assert machine["commit"] is None or len(machine["commit"].split("+")[0]) == 40
+    env = sweep["environment"]  # the older keys, still there for the notebooks that read them
+    assert env["note"] == "a test" and env["cpus"] == machine["cores"] and env["command"] == sweep["command"]
     assert [[run["server"]["name"] for run in r["runs"]] for r in sweep["results"]] == \
         [["asgi", "wsgi-pool"], ["asgi"]]
     first = sweep["results"][0]
@@ -310,13 +314,134 @@ def test_cli_sweep_records_the_machine_and_leaves_thread_servers_out_of_big_runs
 
 
 def test_source_line_names_file_commit_date_and_machine():
-    from asgi_lab.experiments.measure import environment, source_line
+    from asgi_lab.experiments.measure import source_line
+    from asgi_lab.experiments.results import stamp
 
-    env = environment("python -m asgi_lab experiment sse")
-    assert env["command"] == "python -m asgi_lab experiment sse" and env["cpus"] >= 1
+    result = stamp({}, "python -m asgi_lab experiment sse", note="shared")
+    assert result["command"] == "python -m asgi_lab experiment sse" and result["machine"]["cores"] >= 1
+    assert source_line(result).endswith("cores · Python " + result["machine"]["python"] + " · shared")
+    # A file written before results.py kept the machine under "environment": still read.
     line = source_line({"environment": {"commit": "a" * 40 + "+dirty", "time": "2026-12-02T10:00:00",
                                         "cpu_model": "AMD EPYC", "cpus": 2, "python": "3.11.7",
                                         "note": "shared machine"}}, "data/ref.json")
     assert line == ("source: data/ref.json · commit aaaaaaaaaa+dirty · 2026-12-02 · AMD EPYC, "
                     "2 cores · Python 3.11.7 · shared machine")
     assert source_line({}) == "source: this run"
+
+
+# -- the one launcher (experiments/servers.py) and the result files (experiments/results.py) ------
+
+FAKE_MAIN = """
+import socket, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+print("imported from", __file__, flush=True)
+with socket.create_server(("127.0.0.1", port)) as listener:
+    while True:
+        connection, _ = listener.accept()
+        connection.recv(1024)
+        connection.sendall(b"HTTP/1.1 200 OK\\r\\ncontent-length: 0\\r\\n\\r\\n")
+        connection.close()
+"""
+
+
+def test_a_server_from_another_checkout_imports_that_checkout(tmp_path):
+    """--baseline DIR: `python -m asgi_lab` would import this tree (or the editable
+    install); from_checkout puts DIR first, whatever the current directory."""
+    from asgi_lab.experiments.servers import ServerProcess, from_checkout, ours, with_baseline
+
+    package = tmp_path / "checkout" / "asgi_lab"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(FAKE_MAIN)
+    specs = with_baseline([ours("asgi", name="asgi_lab"), SERVERS["uvicorn"]], str(package.parent))
+    assert [spec.name for spec in specs] == ["asgi_lab", "baseline", "uvicorn"]
+    with ServerProcess(specs[1], app="asgi_lab.apps.hello:app", ready_path="/") as server:
+        assert server.answers()
+        assert f"imported from {package / '__main__.py'}" in server.output()
+    with pytest.raises(ValueError, match="no asgi_lab package"):
+        from_checkout(specs[0], str(tmp_path))
+    with pytest.raises(ValueError, match="not one of our servers"):
+        from_checkout(SERVERS["uvicorn"], str(package.parent))
+
+
+def test_a_user_template_is_started_pinned_sampled_and_stopped_like_a_built_in():
+    from asgi_lab.experiments.servers import ServerProcess, parse_server_option
+
+    spec = parse_server_option('mine={python} -m asgi_lab asgi asgi_lab.apps.hello:app '
+                               '--host {host} --port {port} --log-level warning')
+    assert spec.name == "mine" and "{port}" in spec.label
+    server = ServerProcess(spec, ready_path="/", pin="0").start()
+    try:
+        assert server.ps.cpu_affinity() == [0]  # taskset --cpu-list 0
+        with server.sampler() as sampler:
+            time.sleep(0.25)
+        assert sampler.samples and sampler.samples[-1].threads >= 1 and sampler.samples[-1].rss > 2**20
+        assert server.cpu_seconds() > 0
+    finally:
+        assert server.stop() == 0  # SIGTERM: a graceful exit
+    with pytest.raises(ValueError, match="{port}"):
+        parse_server_option("mine=gunicorn myapp:app")
+    with pytest.raises(ValueError, match="NAME="):
+        parse_server_option("gunicorn -b {host}:{port} myapp:app")
+
+
+def test_a_server_that_exits_at_once_is_reported_with_its_output():
+    from asgi_lab.experiments.servers import ServerProcess, from_template
+
+    spec = from_template("broken", "{python} -c 'import sys; print(\"no app here\"); sys.exit(3)' {port}")
+    with pytest.raises(RuntimeError, match="broken exited with 3:\nno app here"):
+        ServerProcess(spec).start()
+
+
+def test_experiment_cli_runs_a_user_template_beside_a_built_in(tmp_path):
+    """`--server NAME="COMMAND"`: a gunicorn command of the user's, in the same table."""
+    out = tmp_path / "mine.json"
+    template = ("gthread=gunicorn -k gthread --threads 2 -b {host}:{port} --log-level warning "
+                "asgi_lab.apps.sse:wsgi_app")
+    done = subprocess.run([sys.executable, "-m", "asgi_lab", "experiment", "sse", "--clients", "4",
+                           "--duration", "0.6", "--interval", "0.3", "--servers", "asgi",
+                           "--server", template, "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = load_result(out)
+    runs = {run["server"]["name"]: run for run in result["runs"]}
+    assert list(runs) == ["asgi", "gthread"]
+    mine = runs["gthread"]
+    assert mine["server"]["label"].startswith("gunicorn -k gthread")
+    assert mine["summary"]["served"] == 2 and mine["summary"]["never"] == 2  # 2 threads, 4 clients
+    assert mine["summary"]["peak_threads"] >= 3 and mine["summary"]["peak_rss_mb"] > 5
+    assert "gthread" in done.stdout and "asgi" in done.stdout
+    assert result["command"].startswith("python -m asgi_lab experiment sse") and "--server" in result["command"]
+
+
+def test_result_files_record_command_and_machine_and_read_old_ones(tmp_path):
+    from asgi_lab.experiments.results import command_line, machine_of, read_result, write_result
+
+    path = write_result({"benchmark": "x", "runs": [{"round": 0, "rps": 1.0}]}, tmp_path / "r" / "x.json",
+                        note="shared")
+    result = read_result(path)
+    assert set(result["machine"]) == {"commit", "date", "cpu_model", "cores", "python",
+                                      "load_average", "platform"}
+    assert result["command"] == command_line() and result["note"] == "shared"
+    assert result["runs"] == [{"round": 0, "rps": 1.0}]
+    again = read_result(write_result(result, tmp_path / "y.json"))
+    assert again["machine"] == result["machine"]  # stamped once, when it was measured
+    old = {"environment": {"commit": "c" * 40, "time": "2026-12-02T16:25:58+0000", "cpus": 2,
+                           "cpu_model": "AMD EPYC", "python": "3.11.7", "command": "python -m x"}}
+    facts = machine_of(old)
+    assert (facts["cores"], facts["date"][:10], facts["command"]) == (2, "2026-12-02", "python -m x")
+
+
+def test_websocket_experiment_holds_clients_on_one_thread_and_refuses_wsgi_servers():
+    from asgi_lab.experiments import ws_concurrency
+
+    result = ws_concurrency.run(clients=6, duration=0.8, send_interval=0.2, spread=0.2,
+                                servers="asgi", progress=False)
+    (run,) = result["runs"]
+    summary = run["summary"]
+    assert summary["served"] == 6 and summary["errors"] == 0 and summary["peak_threads"] == 1
+    assert summary["sent"] >= 6 * 3 and summary["received"] >= summary["sent"] - 6
+    assert summary["lag_ms"]["n"] == summary["received"] and summary["handshake_ms"]["n"] == 6
+    assert "6/6" in ws_concurrency.format_table(result) and result["machine"]["cores"] >= 1
+    with pytest.raises(ValueError, match="cannot hold a WebSocket"):
+        ws_concurrency.run(clients=2, duration=0.1, servers="asgi,wsgi-pool", progress=False)

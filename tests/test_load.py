@@ -239,3 +239,25 @@ def test_block_route_spends_the_time_in_one_c_call(interface):
 
 def test_block_ms_is_bounded():
     assert sse.block_ms("ms=50") == 50 and sse.block_ms("") == 500 and sse.block_ms("ms=1e9") == 10_000
+
+
+@pytest.mark.parametrize("kind", ["sse", "longpoll", "ws"])
+def test_every_generator_honours_the_same_ramp_options(kind, asgi_server):
+    """One ramp for all (load/clients.py): spread, connect concurrency, ramp timeout."""
+    from asgi_lab.load.longpoll import LongPollLoad
+    from asgi_lab.load.sse import SSELoad
+    from asgi_lab.load.ws import WSLoad
+
+    from asgi_lab.apps import echo
+
+    with serve_in_background(echo.app, name="test_load-echo", access_log=False) as echo_server:
+        load_class, url = {"sse": (SSELoad, asgi_server.url + "/events?interval=0.1"),
+                           "longpoll": (LongPollLoad, asgi_server.url + "/poll?period=0.1"),
+                           "ws": (WSLoad, echo_server.ws_url + "/")}[kind]
+        # Four clients spread over 2 s, one handshake at a time, but only 0.3 s to connect
+        # them: the first is due at once, the others at 0.5, 1.0 and 1.5 s, too late.
+        load = load_class(url, 4, 0.3, spread=2.0, connect_concurrency=1, ramp_timeout=0.3)
+        result = asyncio.run(load.run())
+    assert result["errors"] == [None] + ["not connected: ramp timeout"] * 3
+    assert result["connect_ms"][0] is not None and result["connect_ms"][1:] == [None] * 3
+    assert result["ramp_s"] < 0.3

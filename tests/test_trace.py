@@ -8,7 +8,8 @@ import threading
 import pytest
 
 from asgi_lab import Tracer, serve_in_background
-from asgi_lab.demo import GET_REQUEST, POST_REQUEST, asgi_app, exchange, trace_exchange
+from asgi_lab.apps.pair import asgi_app
+from asgi_lab.wire import GET_REQUEST, POST_REQUEST, exchange, trace_exchange
 from asgi_lab.trace import (TraceEvent, details, jsonable, label, listing, merge_chunks, preview,
                             route)
 
@@ -204,7 +205,7 @@ def test_brief_listing_and_filtering_by_message_type(traced):
 
 
 def test_the_wsgi_server_records_the_call_on_one_worker_thread():
-    from asgi_lab.demo import wsgi_app
+    from asgi_lab.apps.pair import wsgi_app
 
     tracer = Tracer()
     with serve_in_background(wsgi_app, "wsgi", name="test-trace-wsgi", tracer=tracer, threads=2,

@@ -246,19 +246,21 @@ def pick(runs: list[Run], variant: str, work_ms: float | None = None) -> Run:
 
 
 def save(runs: list[Run], path) -> None:
-    """Write the runs as JSON (one object per run), to plot or compare later."""
-    import json
+    """Write the runs as a result file (`results.py`: the command and the machine, and one
+    object per run under "runs"), to plot or compare later."""
     from dataclasses import asdict
-    from pathlib import Path
 
-    Path(path).write_text(json.dumps([asdict(run) for run in runs], indent=1), encoding="utf-8")
+    from .results import write_result
+
+    write_result({"experiment": "blocking-loop", "runs": [asdict(run) for run in runs]}, path, indent=1)
 
 
 def load(path) -> list[Run]:
-    import json
-    from pathlib import Path
+    """The runs of a file `save` wrote (or of an older file: a bare list of runs)."""
+    from .results import read_result
 
-    return [Run(**fields) for fields in json.loads(Path(path).read_text(encoding="utf-8"))]
+    data = read_result(path)
+    return [Run(**fields) for fields in (data["runs"] if isinstance(data, dict) else data)]
 
 
 def table(runs: list[Run], cores: bool = False) -> str:

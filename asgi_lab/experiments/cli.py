@@ -1,8 +1,9 @@
-"""`python -m asgi_lab experiment sse|longpoll ...`: run an experiment, print its table, save JSON.
+"""`python -m asgi_lab experiment sse|longpoll|ws ...`: run an experiment, print its table, save JSON.
 
     python -m asgi_lab experiment sse --clients 1000 --duration 10
     python -m asgi_lab experiment sse --clients 100,500,1000,2000,5000 --servers asgi,wsgi-threads
     python -m asgi_lab experiment longpoll --clients 1000 --duration 10 --period 2
+    python -m asgi_lab experiment ws --clients 1000 --duration 10 --send-interval 1 --servers asgi,uvicorn
     python -m asgi_lab experiment sse --replot sse-1000.json --charts charts/
     python -m asgi_lab experiment sse --clients 100,1000,10000 --thread-servers-up-to 5000 --slim
 
@@ -10,6 +11,15 @@ Several client counts make a sweep (one run per count); `--thread-servers-up-to 
 the servers that spend a thread per client out of the runs above N clients, `--slim` keeps
 the summaries and drops the per-event lists (a result small enough to commit), `--note` is
 stored with the machine's description (commit, date, CPU model, cores, the exact command).
+
+`--server NAME="COMMAND"` (repeatable) adds a server of yours, started from a command template
+with `{host}` and `{port}` (and `{python}`), sampled and stopped like the built-in ones:
+
+    python -m asgi_lab experiment sse --clients 100 --servers asgi \
+        --server flask="gunicorn -k gthread --threads 32 -b {host}:{port} asgi_lab.apps.sse:wsgi_app"
+
+It must serve the experiment's paths (`/events?interval=S` for sse, `/poll?timeout=T&period=P`
+for longpoll, as `asgi_lab/apps/sse.py` does).
 
 `--charts DIR` also saves the charts as PNG files; `--replot FILE` draws them again from a
 saved result without running anything.
@@ -21,7 +31,9 @@ import argparse
 import os
 import sys
 
-from .servers import POOL_THREADS, SERVERS
+from ..load.clients import add_options
+from ..load.command import GENERATORS
+from .servers import EXPERIMENT_SERVERS, POOL_THREADS, SERVERS, WEBSOCKET_SERVERS
 
 
 def add_experiment_parser(commands) -> None:
@@ -30,14 +42,18 @@ def add_experiment_parser(commands) -> None:
                                      "(SSE clients, long polling)")
     kinds = experiment.add_subparsers(dest="experiment", required=True)
     for name, help_text in (("sse", "N concurrent Server-Sent-Events clients"),
-                            ("longpoll", "N concurrent long-polling clients")):
+                            ("longpoll", "N concurrent long-polling clients"),
+                            ("ws", "N concurrent WebSocket clients (echo, ASGI servers)")):
         parser = kinds.add_parser(name, help=help_text)
         parser.add_argument("--clients", default="1000",
                             help="number of clients; a comma-separated list runs a sweep (default: 1000)")
         parser.add_argument("--duration", type=float, default=10.0,
                             help="seconds to hold the clients after they connected (default: 10)")
-        parser.add_argument("--servers", default=",".join(SERVERS),
+        parser.add_argument("--servers", default=",".join(WEBSOCKET_SERVERS if name == "ws" else EXPERIMENT_SERVERS),
                             help=f"comma-separated, from {', '.join(SERVERS)} (default: all installed)")
+        parser.add_argument("--server", action="append", default=[], metavar='NAME="COMMAND"',
+                            help="one of your servers, a command template with {host} and {port} "
+                                 "(repeatable)")
         parser.add_argument("--pool-threads", type=int, default=POOL_THREADS,
                             help="threads of the small WSGI pools (default: %(default)s)")
         parser.add_argument("--load-processes", type=int, default=None,
@@ -56,18 +72,15 @@ def add_experiment_parser(commands) -> None:
                             help="keep summaries and samples, drop per-event lists (SSE)")
         parser.add_argument("--note", default=None,
                             help="a remark stored with the machine's description, e.g. 'shared machine'")
-        if name == "sse":
-            parser.add_argument("--interval", type=float, default=1.0,
-                                help="seconds between two events of one stream (default: 1)")
-        if name == "longpoll":
-            parser.add_argument("--period", type=float, default=2.0,
-                                help="seconds between two published messages (default: 2)")
+        add_options(parser, GENERATORS[name])  # --interval, --period, --send-interval
         parser.set_defaults(run=run_from_args)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from . import long_polling, sse_concurrency
-    from .measure import environment, load_result, save_result
+    from . import long_polling, sse_concurrency, ws_concurrency
+    from .measure import load_result, save_result
+    from .results import stamp
+    from .servers import parse_server_option, resolve_servers
 
     if args.replot:
         result = load_result(args.replot)
@@ -76,11 +89,19 @@ def run_from_args(args: argparse.Namespace) -> int:
             clients = [int(n) for n in args.clients.split(",")]
         except ValueError:
             raise SystemExit(f"error: --clients must be numbers, got {args.clients!r}")
-        options = dict(servers=args.servers, pool_threads=args.pool_threads,
+        try:
+            servers = resolve_servers(args.servers, [parse_server_option(s) for s in args.server])
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        options = dict(servers=servers, pool_threads=args.pool_threads,
                        load_processes=args.load_processes)
         if args.experiment == "longpoll":
             options["period"] = args.period
             module = long_polling
+        elif args.experiment == "ws":
+            options["send_interval"] = args.send_interval
+            module = ws_concurrency
         else:
             options["interval"] = args.interval
             module = sse_concurrency
@@ -93,15 +114,15 @@ def run_from_args(args: argparse.Namespace) -> int:
                 servers = options.pop("servers")
                 results = [module.run(n, args.duration, sse_concurrency.servers_for(
                     n, servers, args.thread_servers_up_to), **options) for n in clients]
-                result = {"experiment": f"{args.experiment}-sweep", "clients": clients,
-                          "duration": args.duration, "environment": environment(),
-                          "results": results}
+                result = stamp({"experiment": f"{args.experiment}-sweep", "clients": clients,
+                                "duration": args.duration, "results": results}, note=args.note,
+                               environment=True)
             else:
                 result = module.run(clients[0], args.duration, **options)
                 if args.slim and module is sse_concurrency:
                     result = sse_concurrency.slim_result(result)
                 if args.note:
-                    result["environment"]["note"] = args.note
+                    stamp(result, result["command"], args.note, environment=True)
         except (RuntimeError, ValueError) as exc:  # e.g. too many clients for the fd limit
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -115,16 +136,17 @@ def run_from_args(args: argparse.Namespace) -> int:
         os.makedirs(args.charts, exist_ok=True)
         from .measure import source_line
 
-        source = source_line(result, args.replot) if "environment" in result else None
+        source = source_line(result, args.replot)
         for path in charts.save_charts(result, args.charts, source):
             print(f"chart: {path}", file=sys.stderr)
     return 0
 
 
 def print_tables(result: dict) -> None:
-    from . import long_polling, sse_concurrency
+    from . import long_polling, sse_concurrency, ws_concurrency
 
+    modules = {"longpoll": long_polling, "ws": ws_concurrency}
     for single in result.get("results", [result]):
-        module = long_polling if single["experiment"] == "longpoll" else sse_concurrency
+        module = modules.get(single["experiment"], sse_concurrency)
         print(module.format_table(single))
         print()

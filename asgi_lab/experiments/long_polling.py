@@ -23,7 +23,7 @@ import math
 
 from ..load import SERVER_ADVICE, raise_open_files_limit
 from ..load.longpoll import run_longpoll_load
-from .measure import environment, measure_each, save_result, stats_ms
+from .measure import experiment_result, measure_each, stats_ms
 from .servers import POOL_THREADS, resolve_servers
 from .sse_concurrency import render_table
 
@@ -59,13 +59,8 @@ def run(clients: int = 1000, duration: float = 10.0, servers=DEFAULT_SERVERS, *,
 
     runs = measure_each(specs, start_load, summarize, clients=clients, pool_threads=pool_threads,
                         expected_time=spread + duration, counted="messages", progress=progress)
-    result = {"experiment": "longpoll", "clients": clients, "duration": duration, "period": period,
-              "spread": spread,
-              "pool_threads": pool_threads, "load_processes": processes,
-              "environment": environment(), "runs": runs}
-    if out:
-        save_result(result, out)
-    return result
+    return experiment_result("longpoll", runs, out, clients=clients, duration=duration, period=period,
+                             spread=spread, pool_threads=pool_threads, load_processes=processes)
 
 
 def summarize(measured: dict) -> dict:

@@ -9,27 +9,29 @@
 4. stop the server, and summarise what the process spent *because of the clients*: peak
    RSS minus idle RSS, divided by the number of clients, is the memory one client costs.
 
-Also here: the progress display (a widget bar in Jupyter, a line on a terminal) and JSON
-save/load, so a result can be re-plotted without re-running anything.
+Also here: the progress display (a widget bar in Jupyter, a line on a terminal) and the
+caption line naming where a result came from; results are saved by `results.write_result`
+(also as `save_result` here) and re-plotted from the file without re-running anything.
 """
 
 from __future__ import annotations
 
 import html
-import json
-import platform
 import sys
 import time
 
 from ..load import SERVER_ADVICE, percentile, raise_open_files_limit
 from .procstats import ProcessSampler
+from .results import machine_of, read_result, stamp, write_result
 from .servers import ServerProcess, ServerSpec
 
 IDLE_SECONDS = 0.5
 
 
-def measure_server(spec: ServerSpec, run_load, clients: int, pool_threads: int) -> dict:
-    """Run `run_load(url)` against a fresh `spec` server; returns the raw measurements.
+def measure_server(spec: ServerSpec, run_load, clients: int, pool_threads: int,
+                   app: str | None = None) -> dict:
+    """Run `run_load(url)` against a fresh `spec` server (serving `app`, by default the SSE
+    app for its interface); returns the raw measurements.
 
     The result: `server` (name, label, ...), `samples` (t, rss, vms, threads, cpu rows),
     `marks` (when the load started and ended, on the samples' clock), `process` (the summary
@@ -37,8 +39,8 @@ def measure_server(spec: ServerSpec, run_load, clients: int, pool_threads: int) 
     """
     # The server (our child) inherits our open-files limit: make room for every client.
     raise_open_files_limit(clients, SERVER_ADVICE)
-    server = ServerProcess(spec, pool_threads).start()
-    sampler = ProcessSampler(server.pid).start()
+    server = ServerProcess(spec, pool_threads, app=app).start()
+    sampler = server.sampler().start()
     try:
         time.sleep(IDLE_SECONDS)
         sampler.mark("load")
@@ -51,7 +53,7 @@ def measure_server(spec: ServerSpec, run_load, clients: int, pool_threads: int) 
         server.stop(grace=0.5)  # its shutdown is not what we measure
         sampler.stop()
     return {
-        "server": {"name": spec.name, "label": spec.label.format(threads=pool_threads),
+        "server": {"name": spec.name, "label": server.label,
                    "interface": spec.interface, "waits_in": spec.waits_in},
         "samples": [list(sample) for sample in sampler.samples],
         "marks": sampler.marks,
@@ -61,7 +63,8 @@ def measure_server(spec: ServerSpec, run_load, clients: int, pool_threads: int) 
 
 
 def measure_each(specs: list[ServerSpec], start_load, summarize, *, clients: int,
-                 pool_threads: int, expected_time: float, counted: str, progress=True) -> list[dict]:
+                 pool_threads: int, expected_time: float, counted: str, progress=True,
+                 app: str | None = None) -> list[dict]:
     """Both experiments' main loop: each server in turn, in its own process, under the same
     load, with a progress line. `start_load(url, report)` runs the load generator and calls
     `report(totals)` as it goes; `counted` names what it counts ("events", "messages")."""
@@ -77,11 +80,21 @@ def measure_each(specs: list[ServerSpec], start_load, summarize, *, clients: int
 
         stage.update(0.0, f"{spec.name}: starting")
         measured = measure_server(spec, lambda url, report=report: start_load(url, report),
-                                  clients, pool_threads)
+                                  clients, pool_threads, app)
         measured["summary"] = summarize(measured)
         runs.append(measured)
     bar.close()
     return runs
+
+
+def experiment_result(kind: str, runs: list[dict], out=None, **parameters) -> dict:
+    """An experiment's result: its kind, parameters and runs, stamped with the command and
+    the machine (`results.py`), and saved to `out` when given."""
+    result = {"experiment": kind, **parameters, "runs": runs}
+    stamp(result, environment=True)
+    if out:
+        write_result(result, out)
+    return result
 
 
 def process_summary(sampler: ProcessSampler, clients: int) -> dict:
@@ -117,78 +130,16 @@ def stats_ms(values) -> dict:
             "max": max(data) if data else None, "n": len(data)}
 
 
-def environment(command: str | None = None) -> dict:
-    """Where the numbers came from: they mean little without the machine.
-
-    `commit` is the asgi_lab checkout's `git rev-parse HEAD` (with `+dirty` when files were
-    changed), `cpu_model` the first "model name" of /proc/cpuinfo, `load_average` the
-    machine's 1/5/15-minute load when this is called, at the end of a run (a busy, shared
-    machine shows here),
-    `command` the exact command line (or what the caller passes, e.g. a notebook call).
-    """
-    import os
-
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        load = None
-    return {"python": sys.version.split()[0], "platform": platform.platform(),
-            "cpu_model": cpu_model(), "cpus": os.cpu_count(),
-            "commit": git_commit(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "load_average": load,
-            "command": command or shell_command()}
-
-
-def shell_command() -> str:
-    """This process's command line as one would type it: `python -m asgi_lab experiment ...`."""
-    import shlex
-
-    argv = list(getattr(sys, "orig_argv", sys.argv))
-    if argv and "python" in argv[0].rsplit("/", 1)[-1]:
-        argv[0] = "python"
-    return " ".join(shlex.quote(arg) for arg in argv)
-
-
-def cpu_model() -> str:
-    """The processor's name, e.g. "AMD EPYC 7B13" (Linux; the platform's guess elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def git_commit() -> str | None:
-    """The commit of the asgi_lab checkout these numbers were measured with, or None."""
-    import os
-    import subprocess
-
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    try:
-        head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10)
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def source_line(result: dict, path: str | None = None) -> str:
     """One caption line naming where a result came from: file, commit, date, machine."""
-    env = result.get("environment") or {}
+    env = machine_of(result)
     parts = [f"source: {path}" if path else "source: this run"]
     if env.get("commit"):
         sha, _, dirty = env["commit"].partition("+")
         parts.append(f"commit {sha[:10]}" + (f"+{dirty}" if dirty else ""))
-    if env.get("time"):
-        parts.append(env["time"][:10])
-    machine = ", ".join(str(x) for x in (env.get("cpu_model"), env.get("cpus") and f"{env['cpus']} cores")
+    if env.get("date"):
+        parts.append(env["date"][:10])
+    machine = ", ".join(str(x) for x in (env.get("cpu_model"), env.get("cores") and f"{env['cores']} cores")
                         if x)
     if machine:
         parts.append(machine)
@@ -289,17 +240,7 @@ def in_notebook() -> bool:
     return ipython is not None and hasattr(ipython, "kernel")
 
 
-# -- JSON -------------------------------------------------------------------------------------
+# -- JSON: see results.py ------------------------------------------------------------------------
 
-
-def save_result(result: dict, path) -> str:
-    """Write an experiment result (or a sweep) as JSON; returns the path."""
-    with open(path, "w") as f:
-        json.dump(result, f, separators=(",", ":"))
-    return str(path)
-
-
-def load_result(path) -> dict:
-    """Read back what `save_result` wrote."""
-    with open(path) as f:
-        return json.load(f)
+save_result = write_result
+load_result = read_result

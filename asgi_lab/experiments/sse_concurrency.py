@@ -28,7 +28,8 @@ import math
 
 from ..load import SERVER_ADVICE, raise_open_files_limit
 from ..load.sse import fully_served, run_sse_load
-from .measure import PartProgress, environment, make_progress, measure_each, save_result, stats_ms
+from .measure import PartProgress, experiment_result, make_progress, measure_each, stats_ms
+from .results import stamp, write_result
 from .servers import POOL_THREADS, resolve_servers
 
 DEFAULT_SERVERS = ("asgi", "wsgi-threads", "wsgi-pool", "uvicorn", "gunicorn", "hypercorn", "gevent")
@@ -63,12 +64,8 @@ def run(clients: int = 1000, duration: float = 10.0, servers=DEFAULT_SERVERS, *,
 
     runs = measure_each(specs, start_load, summarize, clients=clients, pool_threads=pool_threads,
                         expected_time=spread + duration, counted="events", progress=progress)
-    result = {"experiment": "sse", "clients": clients, "duration": duration, "interval": interval,
-              "spread": spread, "pool_threads": pool_threads, "load_processes": processes,
-              "environment": environment(), "runs": runs}
-    if out:
-        save_result(result, out)
-    return result
+    return experiment_result("sse", runs, out, clients=clients, duration=duration, interval=interval,
+                             spread=spread, pool_threads=pool_threads, load_processes=processes)
 
 
 def run_sweep(clients=(100, 500, 1000), duration: float = 10.0, servers=DEFAULT_SERVERS, *,
@@ -89,23 +86,21 @@ def run_sweep(clients=(100, 500, 1000), duration: float = 10.0, servers=DEFAULT_
         result = run(n, duration, names, progress=PartProgress(bar, i, len(clients)), **options)
         results.append(slim_result(result) if slim else result)
     bar.close()
-    env = environment(command)
-    if note:
-        env["note"] = note
     sweep = {"experiment": "sse-sweep", "clients": list(clients), "duration": duration,
-             "thread_servers_up_to": thread_servers_up_to, "environment": env, "results": results}
+             "thread_servers_up_to": thread_servers_up_to, "results": results}
+    stamp(sweep, command, note, environment=True)
     if out:
-        save_result(sweep, out)
+        write_result(sweep, out)
     return sweep
 
 
-def servers_for(clients: int, servers, thread_servers_up_to: int | None) -> list[str]:
-    """The server names to run at `clients`: all of them, or past `thread_servers_up_to`
-    only those that do not spend an OS thread per waiting client."""
+def servers_for(clients: int, servers, thread_servers_up_to: int | None) -> list:
+    """The servers to run at `clients`: all of them, or past `thread_servers_up_to` only
+    those that do not spend an OS thread per waiting client."""
     specs = resolve_servers(servers)
     if thread_servers_up_to is not None and clients > thread_servers_up_to:
         specs = [spec for spec in specs if spec.waits_in != "thread"]
-    return [spec.name for spec in specs]
+    return specs
 
 
 def slim_result(result: dict) -> dict:

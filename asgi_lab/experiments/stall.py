@@ -32,7 +32,7 @@ import threading
 import time
 
 from ..load.sse import run_sse_load
-from .measure import environment, percentile, save_result
+from .measure import experiment_result, percentile
 from .servers import ServerProcess, resolve_servers
 
 DEFAULT_SERVERS = ("gevent", "wsgi-threads", "asgi")
@@ -43,11 +43,8 @@ def run(servers=DEFAULT_SERVERS, *, clients: int = 50, block_ms: float = 500.0,
     """Measure the stall on each server in turn; returns (and saves to `out`) the result."""
     runs = [measure_stall(spec, clients, block_ms, interval, duration)
             for spec in resolve_servers(servers)]
-    result = {"experiment": "stall", "clients": clients, "block_ms": block_ms, "interval": interval,
-              "duration": duration, "environment": environment(), "runs": runs}
-    if out:
-        save_result(result, out)
-    return result
+    return experiment_result("stall", runs, out, clients=clients, block_ms=block_ms,
+                             interval=interval, duration=duration)
 
 
 def measure_stall(spec, clients: int, block_ms: float, interval: float, duration: float) -> dict:

@@ -3,13 +3,17 @@
 A load generator must never run inside the server's process: it would share the server's
 event loop (or, on the standard GIL build of CPython, its GIL; a free-threaded 3.13t/3.14t
 build removes that one, not the first) and measure itself. The experiment runner starts these modules with
-`python -m asgi_lab.load.sse ...` / `python -m asgi_lab.load.longpoll ...`.
+`python -m asgi_lab.load.sse ...` / `longpoll` / `ws`.
 
-Each client is an `asyncio.Protocol` with an `h11.Connection(h11.CLIENT)`: no task and no
+Each client is an `asyncio.Protocol` with an `h11.Connection(h11.CLIENT)` (a wsproto one for
+WebSocket): no task and no
 stream objects per client, so one process holds thousands of them. h11 parses the responses
 (we never parse HTTP by hand); the SSE lines inside the body are split here, they are text.
 
-This module holds what both generators share: the open-files limit and the statistics.
+`clients.py` holds what the SSE, long-polling and WebSocket generators share (the ramp, the
+hold, the leave, merging processes' results, the command line), `process.py` starts them,
+`http.py` is the plain request/response generator and `wrk.py` runs wrk. This module holds
+the open-files limit and the statistics.
 """
 
 from __future__ import annotations

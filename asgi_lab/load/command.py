@@ -23,14 +23,14 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-import platform
-import shlex
-import subprocess
 import sys
-import time
 from urllib.parse import urlsplit
 
 from . import percentile
+from .clients import add_options
+from .longpoll import LongPollLoad
+from .sse import SSELoad
+from .ws import WSLoad
 
 KINDS = {
     "sse": ("http", "Server-Sent-Events clients: each holds one GET and counts the events"),
@@ -38,6 +38,9 @@ KINDS = {
     "http": ("http", "keep-alive clients sending GET after GET (a closed loop)"),
     "ws": ("ws", "WebSocket clients: a stamped message every --send-interval, count what comes back"),
 }
+
+GENERATORS = {"sse": SSELoad, "longpoll": LongPollLoad, "ws": WSLoad}
+"""The kinds with a generator of many clients (`clients.py`); http has its own (`http.py`)."""
 
 REMOTE_REFUSED = (
     "refusing to load {host!r}: it is not a loopback address (127.0.0.0/8, ::1, localhost). "
@@ -81,6 +84,7 @@ def run_load(kind: str, url: str, clients: int, duration: float, *, processes: i
     summary and where it came from. `progress`: True (a bar), False, or an object with
     update(fraction, text) and close()."""
     from ..experiments.measure import make_progress
+    from ..experiments.results import stamp
 
     check_url(kind, url, allow_remote)
     bar = make_progress(progress)
@@ -119,9 +123,8 @@ def run_load(kind: str, url: str, clients: int, duration: float, *, processes: i
                                processes=processes, progress=report)
     finally:
         bar.close()
-    return {"experiment": f"load-{kind}", "kind": kind, "url": url, "clients": clients,
-            "duration": duration, "load": load, "summary": summarize(kind, load),
-            "environment": provenance(command)}
+    return stamp({"experiment": f"load-{kind}", "kind": kind, "url": url, "clients": clients,
+                   "duration": duration, "load": load, "summary": summarize(kind, load)}, command)
 
 
 def summarize(kind: str, load: dict) -> dict:
@@ -160,26 +163,6 @@ def _stats(values) -> dict:
     data = [v for v in values if v is not None]
     return {"p50": percentile(data, 50), "p99": percentile(data, 99),
             "max": max(data) if data else None, "n": len(data)}
-
-
-def provenance(command: str | None = None) -> dict:
-    """Where a result came from: commit, date, machine (CPU model, cores), the command."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        commit = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    cpu = platform.processor() or None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"commit": commit, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()},
-            "python": sys.version.split()[0],
-            "command": command or " ".join(shlex.quote(a) for a in ["python", "-m", "asgi_lab", *sys.argv[1:]])}
 
 
 # -- a table ------------------------------------------------------------------------------------------
@@ -229,15 +212,8 @@ def add_load_parser(commands) -> None:
                                 help="load-generator processes to split the clients over")
             parser.add_argument("--spread", type=float, default=1.0,
                                 help="seconds over which to spread the connects (default: 1)")
-        if kind == "sse":
-            parser.add_argument("--interval", type=float, default=1.0,
-                                help="the server's seconds between events (default: 1)")
-        if kind == "longpoll":
-            parser.add_argument("--period", type=float, default=2.0,
-                                help="the server's seconds between messages (default: 2)")
-        if kind == "ws":
-            parser.add_argument("--send-interval", type=float, default=1.0,
-                                help="seconds between a client's messages; 0: send none (default: 1)")
+        if kind in GENERATORS:
+            add_options(parser, GENERATORS[kind])
         parser.add_argument("--allow-remote", action="store_true",
                             help="allow a target that is not loopback (a server of yours)")
         parser.add_argument("--out", default=None, help=f"the JSON result (default: load-{kind}.json)")

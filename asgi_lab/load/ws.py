@@ -25,47 +25,37 @@ server). Per stamped message: the lag.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import re
 import sys
 import time
-from urllib.parse import urlsplit
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Ping, RejectConnection,
                             RejectData, Request, TextMessage)
 from wsproto.utilities import RemoteProtocolError
 
-from . import TooManyClients, raise_open_files_limit
-from .process import run_in_processes
+from .clients import Client, ClientLoad, main as generator_main, run_generators
 
-PROGRESS_EVERY = 0.5
 STAMP = re.compile(r"asgi_lab (\d+) (\d+\.\d+)")
 
 
-class WSClient(asyncio.Protocol):
+class WSClient(Client):
     """One WebSocket client: handshake, a message now and then, count what comes back."""
 
+    __slots__ = ("ws", "open", "seq", "timer", "handshake_started")
+
     def __init__(self, run: "WSLoad", index: int, connect_started: float) -> None:
-        self.run = run
-        self.index = index
-        self.connect_started = connect_started
+        super().__init__(run, index, connect_started)
         self.ws = WSConnection(ConnectionType.CLIENT)
-        self.transport: asyncio.Transport | None = None
         self.open = False
         self.seq = 0
         self.timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        run, i = self.run, self.index
-        self.transport = transport
-        now = time.perf_counter()
-        run.connect[i] = now - self.connect_started
-        self.handshake_started = now
-        run.open_clients[i] = self
-        transport.write(self.ws.send(Request(host=run.host_header, target=run.target)))
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.handshake_started = time.perf_counter()
+        transport.write(self.ws.send(Request(host=self.run.host_header, target=self.run.target)))
 
     def data_received(self, data: bytes) -> None:
         now = time.time()
@@ -103,7 +93,7 @@ class WSClient(asyncio.Protocol):
         if run.first_message[i] is None:
             run.first_message[i] = now
         run.received[i] += 1
-        run.total_received += 1
+        run.total += 1
         text = data if isinstance(data, str) else data.decode("latin-1")
         match = STAMP.search(text)
         if match is not None:
@@ -126,154 +116,64 @@ class WSClient(asyncio.Protocol):
             self.transport.write(self.ws.send(CloseConnection(code=1000)))
 
     def fail(self, error: str) -> None:
-        if self.run.errors[self.index] is None:
-            self.run.errors[self.index] = error
         if self.timer is not None:
             self.timer.cancel()
-        self.transport.abort()
+        super().fail(error)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        run = self.run
-        run.open_clients.pop(self.index, None)
         if self.timer is not None:
             self.timer.cancel()
-        if not run.leaving and run.errors[self.index] is None:
-            run.errors[self.index] = f"connection lost: {exc!r}" if exc else "closed by the server"
+        super().connection_lost(exc)
 
 
-class WSLoad:
+class WSLoad(ClientLoad):
     """One process's share of the clients, and everything measured about them."""
 
+    scheme = "ws"
+    counted = "messages"
+    per_client = ("handshake_ms", "ttfe_ms", "sent", "received", "lags_ms")
+    options = {"send_interval": (1.0, "seconds between a client's messages (0: send nothing)")}
+
     def __init__(self, url: str, clients: int, duration: float, send_interval: float = 1.0,
-                 spread: float = 1.0, connect_concurrency: int = 256, connect_timeout: float = 10.0,
-                 progress=None) -> None:
-        parts = urlsplit(url)
-        if parts.scheme != "ws" or not parts.hostname:
-            raise ValueError(f"expected a ws:// URL, got {url!r}")
-        self.host, self.port = parts.hostname, parts.port or 80
-        self.host_header = parts.netloc
-        self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self.clients, self.duration, self.send_interval = clients, duration, send_interval
-        self.spread, self.connect_concurrency = spread, connect_concurrency
-        self.connect_timeout, self.progress = connect_timeout, progress
-        self.connect: list[float | None] = [None] * clients
+                 **ramp) -> None:
+        super().__init__(url, clients, duration, **ramp)
+        self.send_interval = send_interval
         self.handshake: list[float | None] = [None] * clients
         self.accepted_at: list[float | None] = [None] * clients
         self.first_message: list[float | None] = [None] * clients
         self.sent = [0] * clients
         self.received = [0] * clients
-        self.errors: list[str | None] = [None] * clients
         self.lags_ms: list[float] = []
-        self.total_received = 0
-        self.open_clients: dict[int, WSClient] = {}
-        self.leaving = False
 
-    async def run(self) -> dict:
-        started = time.time()
-        reporter = asyncio.ensure_future(self.report_progress(started))
-        await self.ramp(started)
-        ramp_end = time.time()
-        await asyncio.sleep(self.duration)
-        end = time.time()
-        self.leaving = True
+    def client(self, index: int, connect_started: float) -> WSClient:
+        return WSClient(self, index, connect_started)
+
+    async def leave(self) -> None:
+        """Close frames first (code 1000), a moment for the server's answers, then abort."""
         for client in list(self.open_clients.values()):
             client.close()
-        await asyncio.sleep(0.2)  # let the close frames go out and the server answer
-        for client in list(self.open_clients.values()):
-            client.transport.abort()
-        reporter.cancel()
-        return self.result(started, ramp_end, end)
+        await asyncio.sleep(0.2)
+        await super().leave()
 
-    async def ramp(self, started: float) -> None:
-        loop = asyncio.get_running_loop()
-        queue = list(range(self.clients))
-
-        async def worker():
-            while queue:
-                i = queue.pop(0)
-                delay = started + self.spread * i / max(self.clients, 1) - time.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                begun = time.perf_counter()
-                try:
-                    async with asyncio.timeout(self.connect_timeout):
-                        await loop.create_connection(lambda: WSClient(self, i, begun),
-                                                     self.host, self.port)
-                except (OSError, TimeoutError) as exc:
-                    self.errors[i] = f"connect: {type(exc).__name__}: {exc}"
-
-        await asyncio.gather(*(worker() for _ in range(min(self.connect_concurrency, self.clients))))
-
-    async def report_progress(self, started: float) -> None:
-        while self.progress is not None:
-            await asyncio.sleep(PROGRESS_EVERY)
-            self.progress({"open": len(self.open_clients), "messages": self.total_received,
-                           "errors": sum(e is not None for e in self.errors),
-                           "elapsed": round(time.time() - started, 2)})
-
-    def result(self, started: float, ramp_end: float, end: float) -> dict:
+    def measurements(self, end: float) -> dict:
         ms = lambda seconds: round(seconds * 1000, 3) if seconds is not None else None  # noqa: E731
         return {
-            "clients": self.clients, "duration": self.duration, "send_interval": self.send_interval,
-            "started": started, "ramp_s": round(ramp_end - started, 3), "ended": end,
-            "connect_ms": [ms(c) for c in self.connect],
+            "send_interval": self.send_interval,
             "handshake_ms": [ms(h) for h in self.handshake],
             "ttfe_ms": [ms(first - accepted) if first is not None and accepted is not None else None
                         for first, accepted in zip(self.first_message, self.accepted_at)],
-            "sent": self.sent, "received": self.received, "errors": self.errors,
-            "lags_ms": self.lags_ms,
+            "sent": self.sent, "received": self.received, "lags_ms": self.lags_ms,
         }
 
 
-def merge(results: list[dict]) -> dict:
-    """Put the shares of several generator processes together."""
-    merged = dict(results[0])
-    merged["clients"] = sum(r["clients"] for r in results)
-    merged["started"] = min(r["started"] for r in results)
-    merged["ended"] = max(r["ended"] for r in results)
-    merged["ramp_s"] = max(r["ramp_s"] for r in results)
-    for key in ("connect_ms", "handshake_ms", "ttfe_ms", "sent", "received", "errors", "lags_ms"):
-        merged[key] = [value for r in results for value in r[key]]
-    merged["processes"] = len(results)
-    return merged
-
-
-def run_ws_load(url: str, clients: int, duration: float, *, send_interval: float = 1.0,
-                spread: float = 1.0, processes: int = 1, progress=None,
-                timeout: float | None = None) -> dict:
-    """Run `clients` WebSocket clients in `processes` generator processes; merged result."""
-    args = ["--duration", str(duration), "--send-interval", str(send_interval),
-            "--spread", str(spread)]
-    return merge(run_in_processes("asgi_lab.load.ws", url, clients, args, processes, progress,
-                                  timeout or duration + spread + 120))
+def run_ws_load(url: str, clients: int, duration: float, **options) -> dict:
+    """Run `clients` WebSocket clients in generator processes; the merged result. `options`:
+    send_interval (default 1 s), processes, progress, timeout, and the ramp's (`clients.py`)."""
+    return run_generators(WSLoad, url, clients, duration, **options)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m asgi_lab.load.ws", description=__doc__.split("\n")[0])
-    parser.add_argument("url", help="the WebSocket endpoint, e.g. ws://127.0.0.1:8000/")
-    parser.add_argument("--clients", type=int, default=100)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds to hold after the ramp")
-    parser.add_argument("--send-interval", type=float, default=1.0,
-                        help="seconds between a client's messages (0: send nothing)")
-    parser.add_argument("--spread", type=float, default=1.0, help="seconds over which to spread the connects")
-    parser.add_argument("--out", help="write the JSON result here (default: stdout)")
-    parser.add_argument("--progress", action="store_true", help="print a JSON progress line now and then")
-    args = parser.parse_args(argv)
-    try:
-        raise_open_files_limit(args.clients)
-    except TooManyClients as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    progress = (lambda report: print(json.dumps({"progress": report}), flush=True)) if args.progress else None
-    load = WSLoad(args.url, args.clients, args.duration, args.send_interval, spread=args.spread,
-                  progress=progress)
-    result = asyncio.run(load.run())
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f)
-    else:
-        json.dump(result, sys.stdout)
-    return 0
+    return generator_main(WSLoad, argv)
 
 
 if __name__ == "__main__":
