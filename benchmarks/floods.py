@@ -39,7 +39,7 @@ MiB = 1024 * 1024
 class PeakRSS:
     """Samples the server's RSS in a thread: the peak growth over the value at start."""
 
-    def __init__(self, server: ServerProcessProcess) -> None:
+    def __init__(self, server: ServerProcess) -> None:
         self.server, self.start = server, server.ps.memory_info().rss
         self.peak, self._stop = self.start, threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -72,7 +72,7 @@ def read_all(sock: socket.socket, size: int) -> int:
     return received
 
 
-def upload(server: ServerProcessProcess) -> tuple[str, bool]:
+def upload(server: ServerProcess) -> tuple[str, bool]:
     size = 96 * MiB  # under the default max_body_bytes (100 MiB)
     with socket.create_connection(server.address) as sock:
         sock.sendall(b"POST /slow-read?delay=0.0005 HTTP/1.1\r\nhost: f\r\ncontent-length: %d\r\n\r\n" % size)
@@ -83,7 +83,7 @@ def upload(server: ServerProcessProcess) -> tuple[str, bool]:
     return "96 MiB body", answer.endswith(str(size).encode())
 
 
-def slow_reader(server: ServerProcessProcess) -> tuple[str, bool]:
+def slow_reader(server: ServerProcess) -> tuple[str, bool]:
     size = 256 * MiB
     with socket.create_connection(server.address) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
@@ -93,7 +93,7 @@ def slow_reader(server: ServerProcessProcess) -> tuple[str, bool]:
     return "256 MiB response", received > size
 
 
-def pipeline(server: ServerProcessProcess) -> tuple[str, bool]:
+def pipeline(server: ServerProcess) -> tuple[str, bool]:
     count = 100_000
     with socket.create_connection(server.address) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
@@ -112,7 +112,7 @@ def pipeline(server: ServerProcessProcess) -> tuple[str, bool]:
     return f"{count:,} requests", answers == count
 
 
-def ws_flood(server: ServerProcessProcess) -> tuple[str, bool]:
+def ws_flood(server: ServerProcess) -> tuple[str, bool]:
     """Send 64 MiB of 64 KiB messages to the echo and never read: the server stops reading
     once its queue and write buffer are full, so our sendall blocks; then we read it all."""
     total, size = 64 * MiB, 64 * 1024
