@@ -89,7 +89,7 @@ def copy_package(destination: Path, strip: bool) -> int:
                 path.write_text(ast.unparse(tree), encoding="utf-8")
                 removed += remover.removed
         leftovers = [p for p in target.rglob("*.py") if p.name != "trace.py"
-                     and ".emit(" in p.read_text(encoding="utf-8")]
+                     and "tracer.emit(" in p.read_text(encoding="utf-8")]
         if leftovers:
             raise RuntimeError(f"tracer calls left after stripping: {leftovers}")
     return removed
