@@ -26,21 +26,27 @@ What a run does:
 3. A thin ASGI wrapper around your app notes each request (method, path, the task that serves
    it, start and end), so a stall and a slow callback lead back to the request that caused it.
 4. `clients` threads send `GET` for each `--path` in turn, each on its own keep-alive
-   connection, for `duration` seconds: light, concurrent load.
+   connection, for `duration` seconds: light, concurrent load. Before that, unmeasured, each
+   sends one request per path (a warm-up: thread pools start their threads on first use).
 
 The result (plain JSON, `save_result`/`load_result`) holds every probe sample, every stall
 above the threshold with the request and the stack, every slow callback asyncio reported and
 every request; `format_table` prints the verdict and `lag_chart` draws the loop lag over the
 run, stalls marked. `--replot FILE` draws a saved run again.
 
-A stall whose stack holds none of your code (the loop was in `select()`, ready to run) means
-the loop's thread did not get the CPU or the GIL: a busy machine or a computing thread, not a
-blocking call in the app. Such stalls are kept and marked `in_app: false`.
+Not every stall is the app's doing, and the result says which are not (`in_app: false`, with
+a `cause`): a garbage collection on the loop's thread stops the loop wherever it strikes
+(timed with `gc.callbacks`, and named when it covers half the stall or more); a stall whose
+stack holds none of your code (the loop was in `select()`, ready to run) means the loop's
+thread did not get the CPU or the GIL: a busy machine or a computing thread. A thread that
+waits for the GIL in the middle of your code cannot be told apart from one your code blocks,
+by sampling alone: on a machine that is busy with other work, run again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import http.client
 import logging
 import os
@@ -130,6 +136,8 @@ class StallWatch(LoopLagProbe):
                                           name="stall-watchdog")
         self._handler = _Collector(self)
         self._saved_debug = None
+        self.collections: list[tuple[float, float, int]] = []  # (start, ms, generation) on the loop
+        self._gc_started = 0.0
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -158,7 +166,11 @@ class StallWatch(LoopLagProbe):
         stall = {"start": round(start, 4), "end": round(start + lag, 4),
                  "duration_ms": round(lag * 1000, 1), "request": None, "candidates": [],
                  "stack": [], "blocking_line": None, "in_app": False, "samples": len(seen),
-                 "also": []}
+                 "also": [], "gc_ms": 0.0, "cause": ""}
+        # Garbage collection on the loop's thread stops the loop too, wherever it happens to
+        # strike: time it (gc.callbacks) rather than blame the line it interrupted.
+        stall["gc_ms"] = round(sum(max(0.0, min(start + lag, t + ms / 1000) - max(start, t)) * 1000
+                                   for t, ms, _ in self.collections), 1)
         distinct = {}
         for sample in seen:
             distinct.setdefault((sample["request"], sample["blocking_line"]), sample)
@@ -171,7 +183,27 @@ class StallWatch(LoopLagProbe):
             stall["also"] = [{"request": s["request"] or " or ".join(s["candidates"]),
                               "blocking_line": s["blocking_line"]}
                              for s in mine if s is not first]
+        if stall["gc_ms"] >= stall["duration_ms"] / 2:
+            generation = max((g for t, ms, g in self.collections if start <= t <= start + lag),
+                             default=2)
+            stall["in_app"] = False
+            stall["cause"] = f"garbage collection (generation {generation}), {stall['gc_ms']:.0f} ms"
+        elif stall["in_app"]:
+            stall["cause"] = "your code"
+        else:
+            stall["cause"] = ("none of your code on the stack: the loop's thread waited for the "
+                              "CPU or the GIL (a busy machine, or another thread computing)")
         self.stalls.append(stall)
+
+    def _gc_callback(self, phase: str, info: dict) -> None:
+        if threading.get_ident() != self.loop_thread.ident:
+            return
+        if phase == "start":
+            self._gc_started = time.monotonic()
+        elif self._gc_started:
+            self.collections.append((self._gc_started - self.t0,
+                                     (time.monotonic() - self._gc_started) * 1000,
+                                     info["generation"]))
 
     # the watchdog, on its own thread
     def _watch_from_outside(self) -> None:
@@ -225,6 +257,7 @@ class StallWatch(LoopLagProbe):
 
         self.loop.call_soon_threadsafe(debug_on)
         done.wait(5)
+        gc.callbacks.append(self._gc_callback)
         super().start()
         self._watchdog.start()
         return self
@@ -232,6 +265,8 @@ class StallWatch(LoopLagProbe):
     def stop(self) -> float:
         lag = super().stop()
         self._watchdog.join(5)
+        if self._gc_callback in gc.callbacks:
+            gc.callbacks.remove(self._gc_callback)
         debug, duration = self._saved_debug
 
         def debug_back():
@@ -322,11 +357,38 @@ def _client(address, paths: list[str], deadline: float, watch: StallWatch, out: 
         connection.close()
 
 
+def _warm_up(address, paths: list[str], clients: int) -> None:
+    """Every client at once: one request per path, on a connection of its own."""
+    threads = [threading.Thread(target=_client_once, args=(address, paths), daemon=True)
+               for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+
+def _client_once(address, paths: list[str]) -> None:
+    connection = http.client.HTTPConnection(*address, timeout=30)
+    try:
+        for path in paths:
+            connection.request("GET", path)
+            connection.getresponse().read()
+    except (OSError, http.client.HTTPException):
+        pass  # the measured run will meet it again, and count it
+    finally:
+        connection.close()
+
+
 def run(app, paths=("/",), *, clients: int = 4, duration: float = 3.0,
         threshold: float = THRESHOLD, name: str | None = None, lifespan: str = "auto",
-        out=None, command: str | None = None) -> dict:
+        warmup: bool = True, out=None, command: str | None = None) -> dict:
     """Serve `app` (ASGI) on our server, load `paths` with `clients` threads for `duration`
-    seconds, watch the loop; returns (and saves to `out`) the result."""
+    seconds, watch the loop; returns (and saves to `out`) the result.
+
+    `warmup`: first, unmeasured, every client sends one request per path at once. A thread
+    pool starts its threads on first use (a thread start can hold the loop for a moment on a
+    busy machine), a framework builds its caches: a one-time cost, not what "does my app
+    block the loop" asks about. `warmup=False` measures from the very first request."""
     if isinstance(paths, str):
         paths = [paths]
     paths = [p if p.startswith("/") else "/" + p for p in paths]
@@ -338,6 +400,10 @@ def run(app, paths=("/",), *, clients: int = 4, duration: float = 3.0,
                              access_log=False) as server:
         watch = StallWatch(server, log, threshold)
         clock["watch"] = watch
+        if warmup:  # not measured: the first requests start the default executor's threads,
+            _warm_up(server.address, paths, clients)  # open connections, fill caches
+        log.requests.clear()
+        gc.collect()  # start-up garbage is collected now, not on the loop in the middle of the run
         with watch:
             time.sleep(0.1)  # a few quiet samples first: the loop's lag when nothing runs
             deadline = time.monotonic() + duration
@@ -350,10 +416,11 @@ def run(app, paths=("/",), *, clients: int = 4, duration: float = 3.0,
                 thread.join(duration + 60)
             time.sleep(0.05)
     result = {"experiment": "blocking", "app": name, "paths": paths, "clients": clients,
-              "duration": duration, "threshold_ms": round(threshold * 1000, 1),
+              "duration": duration, "threshold_ms": round(threshold * 1000, 1), "warmup": warmup,
               "probe_interval_ms": PROBE_INTERVAL * 1000,
               "samples": watch.samples, "stalls": watch.stalls,
               "slow_callbacks": watch.slow_callbacks,
+              "collections": [[round(t, 4), round(ms, 2), g] for t, ms, g in watch.collections],
               "requests": [{k: r[k] for k in ("id", "method", "path", "status", "task")}
                            | {"start": round(r["start"], 4),
                               "end": None if r["end"] is None else round(r["end"], 4)}
@@ -419,8 +486,8 @@ def format_table(result: dict) -> str:
         lines.append(f"BLOCKS THE LOOP: {s['stalls_in_app']} stalls in your code, the longest "
                      f"{s['longest_stall_ms']:.0f} ms, {s['stalled_ms_total']:.0f} ms stalled in all")
     elif s["stalls"]:
-        lines.append(f"no stall in your code; {s['stalls']} stalls with none of your code on the "
-                     f"stack (a busy machine?), the longest {s['longest_stall_ms']:.0f} ms")
+        lines.append(f"no stall in your code ({s['stalls']} elsewhere, see below; longest lag "
+                     f"{s['max_lag_ms']:.0f} ms)")
     else:
         lines.append(f"no stall of {threshold:g} ms or more: the loop stayed free "
                      f"(longest lag {s['max_lag_ms']:.0f} ms)")
@@ -429,6 +496,10 @@ def format_table(result: dict) -> str:
         lines.append(f"  {culprit['request']}: {culprit['stalls']} stalls, longest "
                      f"{culprit['longest_ms']:.0f} ms")
         lines.append(f"    at {culprit['blocking_line']}")
+    for stall in result["stalls"]:
+        if not stall["in_app"]:
+            lines.append(f"  not the app: {stall['duration_ms']:.0f} ms at t={stall['start']:.2f} s, "
+                         f"{stall['cause']}")
     lines.append(f"{'path':<24} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'max ms':>8}")
     for path, p in s["paths"].items():
         lines.append(f"{path:<24} {p['requests']:>8} {p['errors']:>6} {_num(p['p50_ms']):>8} "
@@ -549,6 +620,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threshold-ms", type=float, default=THRESHOLD * 1000,
                         help="report stalls this long or longer (default: %(default)g, asyncio's own)")
     parser.add_argument("--lifespan", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false",
+                        help="measure from the first request (default: one unmeasured request "
+                             "per client and path first)")
     parser.add_argument("--out", default="experiment-blocking.json", help="the JSON result")
     parser.add_argument("--charts", metavar="DIR", default=None, help="also save the chart as PNG here")
     parser.add_argument("--replot", metavar="FILE", default=None,
@@ -568,7 +642,8 @@ def run_from_args(args) -> int:
             raise SystemExit("error: name your app as MODULE:ATTR (or --replot FILE)")
         app = import_app(args.app)
         result = run(app, args.path or ["/"], clients=args.clients, duration=args.duration,
-                     threshold=args.threshold_ms / 1000, name=args.app, lifespan=args.lifespan)
+                     threshold=args.threshold_ms / 1000, name=args.app, lifespan=args.lifespan,
+                     warmup=args.warmup)
         save_result(result, args.out)
         print(f"saved {args.out}", file=sys.stderr)
     print(format_table(result))
