@@ -242,6 +242,8 @@ class StallWatch(LoopLagProbe):
         return (routes[0] if len(routes) == 1 else None), routes
 
     def start(self) -> "StallWatch":
+        self.t0, self.wall0 = time.monotonic(), time.time()  # t = 0: the measured run begins
+        self._last_wake = self.t0
         logger = logging.getLogger("asyncio")
         self._saved_logger = (logger.propagate, logger.level)
         logger.addHandler(self._handler)
@@ -323,11 +325,15 @@ def blocking_line(stack: list[dict]) -> str | None:
 
 
 def _short(path: str) -> str:
-    try:
-        relative = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if relative.startswith("..") else relative
+    """A file as its import path shows it (`starlette/routing.py`, `myapp/routes.py`): relative
+    to the longest `sys.path` entry that holds it, else as it is."""
+    real = os.path.realpath(path)
+    roots = sorted({os.path.realpath(entry or os.getcwd()) for entry in sys.path}, key=len,
+                   reverse=True)
+    for root in roots:
+        if real.startswith(root + os.sep):
+            return real[len(root) + 1:]
+    return path
 
 
 # -- the load -----------------------------------------------------------------------------------
@@ -492,10 +498,12 @@ def format_table(result: dict) -> str:
         lines.append(f"no stall of {threshold:g} ms or more: the loop stayed free "
                      f"(longest lag {s['max_lag_ms']:.0f} ms)")
     lines.append(f"asyncio debug mode: {s['slow_callbacks']} slow callbacks (>= {threshold:g} ms)")
-    for culprit in s["culprits"]:
-        lines.append(f"  {culprit['request']}: {culprit['stalls']} stalls, longest "
-                     f"{culprit['longest_ms']:.0f} ms")
-        lines.append(f"    at {culprit['blocking_line']}")
+    for request in dict.fromkeys(c["request"] for c in s["culprits"]):
+        mine = [c for c in s["culprits"] if c["request"] == request]
+        lines.append(f"  {request}: the loop was stuck at")
+        for culprit in mine:
+            lines.append(f"    {culprit['blocking_line']}  ({culprit['stalls']} stalls, longest "
+                         f"{culprit['longest_ms']:.0f} ms)")
     for stall in result["stalls"]:
         if not stall["in_app"]:
             lines.append(f"  not the app: {stall['duration_ms']:.0f} ms at t={stall['start']:.2f} s, "
