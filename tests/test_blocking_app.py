@@ -156,8 +156,8 @@ def test_summary_and_chart_from_a_saved_result(tmp_path):
     assert summary["paths"]["/ok"] == {"requests": 2, "errors": 1, "p50_ms": 280.0, "max_ms": 280.0}
     result["summary"] = summary
     table = blocking_app.format_table(result)
-    assert "BLOCKS THE LOOP: 1 stalls in your code, the longest 300 ms" in table
-    assert "  GET /slow: the loop was stuck at\n    myapp.py:7 in slow: q()  (1 stalls, longest 300 ms)" in table
+    assert "BLOCKS THE LOOP: 1 stall in your code, the longest 300 ms" in table
+    assert "  GET /slow: the loop was stuck at\n    myapp.py:7 in slow: q()  (1 stall, longest 300 ms)" in table
     assert "not the app: 150 ms at t=0.70 s, garbage collection (generation 2), 140 ms" in table
     fig = blocking_app.lag_chart(result)
     assert fig.axes[0].get_title(loc="left").startswith("GET /slow blocks the loop")

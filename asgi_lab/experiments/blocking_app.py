@@ -471,7 +471,7 @@ def summarize(result: dict) -> dict:
         "max_lag_ms": max(lags, default=0.0),
         "p50_lag_ms": _pct(sorted(lags), 50),
         "slow_callbacks": len(result["slow_callbacks"]),
-        "culprits": sorted(culprits.values(), key=lambda c: -c["longest_ms"]),
+        "culprits": sorted(culprits.values(), key=lambda c: (-c["stalls"], -c["longest_ms"])),
         "paths": by_path,
     }
 
@@ -489,7 +489,7 @@ def format_table(result: dict) -> str:
             f"{', '.join(result['paths'])}; stalls of {threshold:g} ms or more")
     lines = [head, "-" * len(head)]
     if s["blocks"]:
-        lines.append(f"BLOCKS THE LOOP: {s['stalls_in_app']} stalls in your code, the longest "
+        lines.append(f"BLOCKS THE LOOP: {_n(s['stalls_in_app'], 'stall')} in your code, the longest "
                      f"{s['longest_stall_ms']:.0f} ms, {s['stalled_ms_total']:.0f} ms stalled in all")
     elif s["stalls"]:
         lines.append(f"no stall in your code ({s['stalls']} elsewhere, see below; longest lag "
@@ -497,12 +497,12 @@ def format_table(result: dict) -> str:
     else:
         lines.append(f"no stall of {threshold:g} ms or more: the loop stayed free "
                      f"(longest lag {s['max_lag_ms']:.0f} ms)")
-    lines.append(f"asyncio debug mode: {s['slow_callbacks']} slow callbacks (>= {threshold:g} ms)")
+    lines.append(f"asyncio debug mode: {_n(s['slow_callbacks'], 'slow callback')} (>= {threshold:g} ms)")
     for request in dict.fromkeys(c["request"] for c in s["culprits"]):
         mine = [c for c in s["culprits"] if c["request"] == request]
         lines.append(f"  {request}: the loop was stuck at")
         for culprit in mine:
-            lines.append(f"    {culprit['blocking_line']}  ({culprit['stalls']} stalls, longest "
+            lines.append(f"    {culprit['blocking_line']}  ({_n(culprit['stalls'], 'stall')}, longest "
                          f"{culprit['longest_ms']:.0f} ms)")
     for stall in result["stalls"]:
         if not stall["in_app"]:
@@ -513,6 +513,10 @@ def format_table(result: dict) -> str:
         lines.append(f"{path:<24} {p['requests']:>8} {p['errors']:>6} {_num(p['p50_ms']):>8} "
                      f"{_num(p['max_ms']):>8}")
     return "\n".join(lines)
+
+
+def _n(count: int, thing: str) -> str:
+    return f"{count} {thing}" + ("" if count == 1 else "s")
 
 
 def _num(value) -> str:
@@ -550,7 +554,7 @@ def lag_chart(result: dict, source: str | None = None, ax=None):
     for i, stall in enumerate(result["stalls"]):
         ax.axvspan(stall["start"], stall["end"], color="#d62728" if stall["in_app"] else "#999999",
                    alpha=0.18, lw=0)
-    for culprit in result["summary"]["culprits"][:2]:
+    for culprit in result["summary"]["culprits"][:1]:  # the line most stalls were stuck at
         first = next((s for s in result["stalls"] if s["in_app"] and culprit["blocking_line"] in
                       [s["blocking_line"]] + [a["blocking_line"] for a in s.get("also", [])]),
                      None)
@@ -562,7 +566,7 @@ def lag_chart(result: dict, source: str | None = None, ax=None):
                     bbox=dict(boxstyle="round", fc="white", ec="none", alpha=0.8))
     s = result["summary"]
     culprit = s["culprits"][0]["request"] if s["culprits"] else ", ".join(result["paths"])
-    title = (f"{culprit} blocks the loop: {s['stalls_in_app']} stalls, up to "
+    title = (f"{culprit} blocks the loop: {_n(s['stalls_in_app'], 'stall')}, up to "
              f"{s['longest_stall_ms']:.0f} ms" if s["blocks"] else
              f"The loop stayed free: longest lag {s['max_lag_ms']:.0f} ms, under "
              f"{result['threshold_ms']:g} ms")

@@ -32,6 +32,7 @@ import sys
 from dataclasses import dataclass
 
 from ..load.sse import run_sse_load
+from . import servers as _servers
 from .measure import environment, measure_each, save_result
 from .servers import ServerSpec
 from .sse_concurrency import format_table, summarize  # noqa: F401  (format_table: the same table)
@@ -45,7 +46,7 @@ class CommandSpec(ServerSpec):
 
     template: str = ""
 
-    def command(self, port: int, pool_threads: int) -> list[str]:
+    def command(self, port: int, pool_threads: int = 0, *_) -> list[str]:
         words = shlex.split(self.template.format(host=HOST, port=port))
         if not words:
             raise ValueError(f"{self.name}: empty command")
@@ -63,8 +64,15 @@ def resolve_program(word: str) -> str:
     return shutil.which(word) or word
 
 
-def specs_from(servers: dict[str, str], waits_in: dict[str, str] | None = None) -> list[CommandSpec]:
+def specs_from(servers: dict[str, str], waits_in: dict[str, str] | None = None) -> list:
+    """One spec per server. Where the launcher (`servers.py`) reads templates itself
+    (`servers.from_template`, behind `experiment sse --server`), its specs; else ours."""
     waits_in = waits_in or {}
+    if hasattr(_servers, "from_template"):
+        return [_servers.from_template(
+            name, template, waits_in=waits_in.get(name, "?"),
+            interface="wsgi" if waits_in.get(name) == "thread" else "asgi")
+            for name, template in servers.items()]
     return [CommandSpec(name=name, label=name, interface="?", waits_in=waits_in.get(name, "?"),
                         template=template) for name, template in servers.items()]
 
@@ -83,8 +91,8 @@ def run_sse(servers: dict[str, str], path: str = "/events", *, clients: int = 20
 
     runs = measure_each(specs, start_load, summarize, clients=clients, pool_threads=0,
                         expected_time=spread + duration, counted="events", progress=progress)
-    for run, spec in zip(runs, specs):
-        run["server"]["command"] = spec.template
+    for run, template in zip(runs, servers.values()):
+        run["server"]["command"] = template
     result = {"experiment": "sse", "clients": clients, "duration": duration, "interval": interval,
               "spread": spread, "pool_threads": None, "load_processes": 1, "path": path,
               "servers": dict(servers), "environment": environment(command), "runs": runs}
