@@ -177,7 +177,8 @@ def test_cli_runs_saves_and_replots(tmp_path):
     assert "Executing" not in run.stderr  # asyncio's reports are data, not log lines
     saved = json.loads(out.read_text())
     assert saved["experiment"] == "blocking" and saved["summary"]["blocks"]
-    assert saved["environment"]["command"].startswith("python -m asgi_lab experiment blocking")
+    stamped = saved.get("environment") or saved  # measure.environment, or results.stamp
+    assert stamped["command"].startswith("python -m asgi_lab experiment blocking")
     assert (charts / "blocking-lag.png").stat().st_size > 10_000
     replot = subprocess.run(
         [sys.executable, "-m", "asgi_lab", "experiment", "blocking", "--replot", str(out),

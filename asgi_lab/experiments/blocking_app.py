@@ -59,7 +59,7 @@ import traceback
 
 from ..background import serve_in_background
 from .blocking_loop import PROBE_INTERVAL, LoopLagProbe
-from .measure import environment, save_result
+from .measure import save_result
 
 THRESHOLD = 0.1
 """Seconds: a stall this long or longer is reported (asyncio's default slow_callback_duration)."""
@@ -67,7 +67,7 @@ SLOW_CALLBACK = re.compile(r"name='([^']*)'")
 _LIBRARY_DIRS = tuple(os.path.realpath(p) + os.sep for p in {
     sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"],
     sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
-_SERVER_DIRS = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), d)
+_SERVER_DIRS = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), d)
                      for d in ("asgi", "experiments", "background.py", "wsgi", "onion.py",
                                "trace.py"))
 
@@ -218,27 +218,29 @@ class StallWatch(LoopLagProbe):
             frame = sys._current_frames().get(ident)
             if frame is None:
                 continue
-            stack = [{"file": f.filename, "line": f.lineno, "function": f.name, "code": f.line}
-                     for f in traceback.extract_stack(frame)]
-            del frame
+            # Who is running, first: reading the source lines below may let the loop run on.
+            at = self.now()
             try:  # which task the loop is running now (None between two callbacks)
                 task = asyncio.current_task(self.loop)
             except RuntimeError:
                 task = None
-            request, candidates = self._who(task)
+            request, candidates = self._who(task, at)
+            stack = [{"file": f.filename, "line": f.lineno, "function": f.name, "code": f.line}
+                     for f in traceback.extract_stack(frame)]
+            del frame
             with self._lock:
-                self._pending.append({"t": self.now(), "stack": stack, "request": request,
+                self._pending.append({"t": at, "stack": stack, "request": request,
                                       "candidates": candidates,
                                       "blocking_line": blocking_line(stack)})
             last_sample = now
 
-    def _who(self, task) -> tuple[str | None, list[str]]:
+    def _who(self, task, at: float) -> tuple[str | None, list[str]]:
         """The request the running task serves; else the routes in flight (a framework may run
         your handler in a task of its own, which the wrapper does not see)."""
         known = self.requests.by_task.get(task) if task is not None else None
         if known is not None:
             return f"{known['method']} {known['path']}", []
-        routes = sorted({f"{r['method']} {r['path']}" for r in self.requests.in_flight(self.now())})
+        routes = sorted({f"{r['method']} {r['path']}" for r in self.requests.in_flight(at)})
         return (routes[0] if len(routes) == 1 else None), routes
 
     def start(self) -> "StallWatch":
@@ -431,12 +433,36 @@ def run(app, paths=("/",), *, clients: int = 4, duration: float = 3.0,
                            | {"start": round(r["start"], 4),
                               "end": None if r["end"] is None else round(r["end"], 4)}
                            for r in log.requests],
-              "client_requests": sorted(done, key=lambda r: r["start"]),
-              "environment": environment(command)}
+              "client_requests": sorted(done, key=lambda r: r["start"])}
+    provenance(result, command)
     result["summary"] = summarize(result)
     if out:
         save_result(result, out)
     return result
+
+
+def provenance(result: dict, command: str | None = None) -> dict:
+    """Stamp `result` with where it came from (commit, date, CPU model, cores, the command):
+    through the experiments' one result writer (`results.stamp`, a `machine` entry) where it
+    exists, else as `environment` (`measure.environment`)."""
+    try:
+        from .results import stamp
+    except ImportError:
+        from .measure import environment
+
+        result["environment"] = environment(command)
+        return result
+    return stamp(result, command)
+
+
+def machine(result: dict) -> dict:
+    """The machine a result was measured on, either way it was stamped: `cores`,
+    `load_average`, `cpu_model`, `commit`."""
+    if isinstance(result.get("machine"), dict):
+        return result["machine"]
+    env = result.get("environment") or {}
+    return {"cores": env.get("cpus"), "load_average": env.get("load_average"),
+            "cpu_model": env.get("cpu_model"), "commit": env.get("commit")}
 
 
 # -- what it says -------------------------------------------------------------------------------
@@ -455,8 +481,8 @@ def summarize(result: dict) -> dict:
                          "p50_ms": _pct(times, 50), "max_ms": times[-1] if times else None}
     culprits: dict[str, dict] = {}
     for stall in in_app:
-        first = (stall["request"] or " or ".join(stall["candidates"]) or "?", stall["blocking_line"])
-        seen = [first] + [(a["request"] or "?", a["blocking_line"]) for a in stall.get("also", [])]
+        first = (_request_of(stall), stall["blocking_line"])
+        seen = [first] + [(a["request"] or UNKNOWN, a["blocking_line"]) for a in stall.get("also", [])]
         for key in dict.fromkeys(seen):
             entry = culprits.setdefault(" | ".join(key), {
                 "request": key[0], "blocking_line": key[1], "stalls": 0, "longest_ms": 0.0})
@@ -474,6 +500,14 @@ def summarize(result: dict) -> dict:
         "culprits": sorted(culprits.values(), key=lambda c: (-c["stalls"], -c["longest_ms"])),
         "paths": by_path,
     }
+
+
+UNKNOWN = "a request not known"
+
+
+def _request_of(stall: dict) -> str:
+    """The request a stall is blamed on, or the routes that were in flight, or UNKNOWN."""
+    return stall["request"] or " or ".join(stall["candidates"]) or UNKNOWN
 
 
 def _pct(sorted_values, q):
@@ -526,7 +560,7 @@ def _num(value) -> str:
 def format_stack(stall: dict, limit: int = 8) -> str:
     """The last `limit` frames of a stall's stack, innermost last, like a traceback."""
     lines = [f"stall of {stall['duration_ms']:.0f} ms at t={stall['start']:.2f} s, "
-             f"during {stall['request'] or ' or '.join(stall['candidates']) or '?'}:"]
+             f"during {_request_of(stall)}:"]
     for frame in stall["stack"][-limit:]:
         mark = ">" if is_your_code(frame["file"]) else " "
         lines.append(f"{mark} {_short(frame['file'])}:{frame['line']} in {frame['function']}")

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 from ..load.sse import run_sse_load
 from . import servers as _servers
-from .measure import environment, measure_each, save_result
+from .blocking_app import provenance
+from .measure import measure_each, save_result
 from .servers import ServerSpec
 from .sse_concurrency import format_table, summarize  # noqa: F401  (format_table: the same table)
 
@@ -95,7 +96,8 @@ def run_sse(servers: dict[str, str], path: str = "/events", *, clients: int = 20
         run["server"]["command"] = template
     result = {"experiment": "sse", "clients": clients, "duration": duration, "interval": interval,
               "spread": spread, "pool_threads": None, "load_processes": 1, "path": path,
-              "servers": dict(servers), "environment": environment(command), "runs": runs}
+              "servers": dict(servers), "runs": runs}
+    provenance(result, command)
     if out:
         save_result(result, out)
     return result
