@@ -6,6 +6,7 @@
     python -m asgi_lab experiment ws --clients 1000 --duration 10 --send-interval 1 --servers asgi,uvicorn
     python -m asgi_lab experiment sse --replot sse-1000.json --charts charts/
     python -m asgi_lab experiment sse --clients 100,1000,10000 --thread-servers-up-to 5000 --slim
+    python -m asgi_lab experiment blocking myapp:app --path /slow   (see blocking_app.py)
 
 Several client counts make a sweep (one run per count); `--thread-servers-up-to N` leaves
 the servers that spend a thread per client out of the runs above N clients, `--slim` keeps
@@ -74,6 +75,12 @@ def add_experiment_parser(commands) -> None:
                             help="a remark stored with the machine's description, e.g. 'shared machine'")
         add_options(parser, GENERATORS[name])  # --interval, --period, --send-interval
         parser.set_defaults(run=run_from_args)
+    blocking = kinds.add_parser("blocking", help="does your ASGI app block the event loop? "
+                                "(asyncio debug mode, a loop-lag probe, the stack that ran)")
+    from . import blocking_app
+
+    blocking_app.add_arguments(blocking)
+    blocking.set_defaults(run=blocking_app.run_from_args)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
