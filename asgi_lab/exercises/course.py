@@ -48,7 +48,8 @@ COURSE = [
          "The seed chapter's claim, \"1000 SSE connections = 1000 blocked threads\", measured: "
          "OS threads, memory per client and clients never served, live and from a committed "
          "100-10,000-client reference run; where a thread's address space goes; gevent and its "
-         "price."),
+         "price; two of your own apps side by side on a real database, and whether yours blocks "
+         "its loop."),
     Step("04-live-websockets.ipynb", "Live WebSockets",
          "Two-way traffic on one connection, which WSGI cannot express: a chat whose server "
          "pushes every line to every member; frames on the wire, ping/pong, the closing "
