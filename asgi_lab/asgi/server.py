@@ -18,9 +18,11 @@ import logging
 import socket
 
 from ..config import Config
+from ..core import ResponseHeads, tick_interval, url
 from ..http11 import bind_socket
 from .http import HTTPProtocol
 from .lifespan import Lifespan
+from .websocket import upgrade_to_websocket
 
 logger = logging.getLogger("asgi_lab.error")
 
@@ -36,30 +38,24 @@ class Server:
         self.app = app
         self.config = config or Config()
         self.tracer = tracer
+        self.heads = ResponseHeads()  # the `date` header and the cache of checked response heads
         self.connections: set = set()
         self.tasks: set[asyncio.Task] = set()  # running app calls (asyncio keeps only weak refs)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.lifespan: Lifespan | None = None
         self.state: dict = {}
         self.address: tuple[str, int] | None = None
-        self.websocket_handler = None
+        self.websocket_handler = upgrade_to_websocket  # replaceable: None serves no WebSocket
         self._ids = itertools.count(1)
         self._listener: asyncio.base_events.Server | None = None
         self._housekeeping: asyncio.TimerHandle | None = None
         self._stop_requested: asyncio.Event | None = None
         self._force_exit = False
         self._lifespan_shutdown: asyncio.Future | None = None
-        try:
-            from .websocket import upgrade_to_websocket
-        except ImportError:  # built without WebSocket support
-            pass
-        else:
-            self.websocket_handler = upgrade_to_websocket
 
     @property
     def url(self) -> str:
-        host, port = self.address
-        return f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+        return url(self.address)
 
     def new_connection_id(self) -> int:
         return next(self._ids)
@@ -83,10 +79,7 @@ class Server:
     def _schedule_housekeeping(self) -> None:
         """One timer for the whole server, not one per connection: every tick, each connection
         checks its own idle and slow-header deadlines. Cheap at 10,000 connections."""
-        config = self.config
-        interval = min(config.timeout_keep_alive, config.timeout_request_header) / 4
-        interval = min(max(interval, 0.05), 1.0)
-        self._housekeeping = self.loop.call_later(interval, self._tick)
+        self._housekeeping = self.loop.call_later(tick_interval(self.config), self._tick)
 
     def _tick(self) -> None:
         now = self.loop.time()

@@ -50,9 +50,9 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
-from ..http11 import default_headers, error_response
+from ..core import ClientDisconnected, log_access
+from ..http11 import error_response
 from ..trace import describe_event, preview
-from .http import ClientDisconnected, access_logger
 from .scope import build_websocket_scope
 
 logger = logging.getLogger("asgi_lab.error")
@@ -114,6 +114,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.client = http_protocol.client
         self.server_addr = http_protocol.server_addr
         self.scope: dict = {}
+        self.request = None  # the h11.Request that asked for the upgrade (for the access log)
         self.state = CONNECTING
         # wsproto: the handshake object until the app accepts, then the frame `Connection`.
         self.handshake = WSConnection(ConnectionType.SERVER)
@@ -147,6 +148,7 @@ class WebSocketProtocol(asyncio.Protocol):
     def start(self, request, trailing_data: bytes) -> None:
         """Hand the request to wsproto's handshake, then start the app with websocket.connect."""
         self.resume_reading()
+        self.request = request
         try:
             self.handshake.initiate_upgrade_connection(request.headers, request.target)
             for event in self.handshake.events():  # the validated wsproto `Request`
@@ -170,7 +172,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def reject(self, status: int, extra_headers=()) -> None:
         """Answer the handshake with a plain HTTP error (403, 500, 503...) and close."""
-        response, body = error_response(status)
+        response, body = error_response(status, self.server.heads.default_headers())
         self.write(self.handshake.send(RejectConnection(
             status_code=status, headers=list(response.headers) + list(extra_headers), has_body=True)))
         self.write(self.handshake.send(RejectData(data=body)))
@@ -493,7 +495,7 @@ class WebSocketProtocol(asyncio.Protocol):
         """The app's answer to websocket.connect: accept, close (403) or an HTTP response."""
         message_type = message["type"]
         if message_type == "websocket.accept":
-            headers = default_headers()
+            headers = self.server.heads.default_headers()
             for name, value in message.get("headers") or ():
                 if name.lower() == b"sec-websocket-protocol":
                     raise ValueError("set the subprotocol with 'subprotocol', not a header")
@@ -517,7 +519,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self.session_ended(1006, "")
         elif message_type == "websocket.http.response.start":
             status = message["status"]
-            headers = default_headers()
+            headers = self.server.heads.default_headers()
             headers.extend(message.get("headers") or ())
             self.write(self.handshake.send(RejectConnection(
                 status_code=status, headers=headers, has_body=True)))
@@ -565,7 +567,6 @@ class WebSocketProtocol(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def log_access(self, outcome: str) -> None:
-        if self.config.access_log and access_logger.isEnabledFor(logging.INFO):
-            client = self.client
-            access_logger.info('%s:%s - "WebSocket %s" %s', client[0] if client else "-",
-                               client[1] if client else "-", self.scope["path"], outcome)
+        if self.config.access_log:
+            request = self.request
+            log_access(self.client, request.method, request.target, request.http_version, outcome)
