@@ -46,6 +46,7 @@ logger = logging.getLogger("asgi_lab.error")
 access_logger = logging.getLogger("asgi_lab.access")
 
 NEED_DATA = h11.NEED_DATA
+PAUSED = h11.PAUSED
 END_OF_MESSAGE = h11.EndOfMessage()  # immutable, so one serves every response
 
 
@@ -255,9 +256,9 @@ class ConnectionCore:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
             return Refused(status_for(exc), f"malformed request: {exc}")
-        event_type = type(event)
-        if event_type is type:  # NEED_DATA or PAUSED: h11's sentinels are classes; not traced
+        if event is NEED_DATA or event is PAUSED:  # "wait for more" sentinels, not messages: untraced
             return event
+        event_type = type(event)
         if self.tracer is not None:
             self.tracer.emit(self.id, "h11", event_type.__name__, describe_event(event))
         if event_type is h11.Request:
@@ -287,6 +288,10 @@ class ConnectionCore:
         `end`), in one string for one write. h11 frames the body: Content-Length if the head
         has one, chunked for HTTP/1.1, until the close for HTTP/1.0. A HEAD request's body is
         not sent (RFC 9110 §9.3.2)."""
+        state = self.state
+        new = COMPLETE if end else SENDING
+        if state is not new or new is COMPLETE:  # checked first: h11 would refuse less clearly
+            self.state = advance(state, new, ALLOWED)
         send = self.conn.send
         tracer = self.tracer
         pieces = []
@@ -308,9 +313,6 @@ class ConnectionCore:
             if tracer is not None:
                 tracer.emit(self.id, "h11", "EndOfMessage", describe_event(END_OF_MESSAGE))
             pieces.append(send(END_OF_MESSAGE))
-            self.state = advance(self.state, COMPLETE, ALLOWED)
-        elif self.state is not SENDING:
-            self.state = advance(self.state, SENDING, ALLOWED)
         out = b"".join(pieces)
         if tracer is not None and out:
             tracer.emit(self.id, "socket", "bytes_out", {"bytes": preview(out), "size": len(out)})
