@@ -158,8 +158,7 @@ def run_asgi(app, config: Config) -> int:
             logging.getLogger("asgi_lab.error").error("%s", exc)
             return 3
         print(f"asgi_lab: serving ASGI app on {server.url} (press CTRL+C to quit)", flush=True)
-        await server._stop_requested.wait()
-        await server.shutdown()
+        await server.serve()
         return 0
 
     return asyncio.run(main())

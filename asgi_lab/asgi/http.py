@@ -158,13 +158,10 @@ class HTTPProtocol(asyncio.Protocol):
         # wrapper coroutine around it, because a suspended wrapper would live as long as the
         # request does, about 0.2 KB more for each of thousands of waiting SSE clients.
         try:
-            task = self.loop.create_task(self.app(scope, cycle.receive, cycle.send))
+            self.server.run_app(self.app(scope, cycle.receive, cycle.send), cycle.app_finished)
         except Exception as exc:  # the app raised at once, or did not return a coroutine
             logger.error("Exception in ASGI application", exc_info=exc)
             cycle.fail()
-            return
-        task.add_done_callback(cycle.app_finished)
-        self.server.tasks.add(task)  # asyncio keeps only a weak reference to tasks
 
     def reject(self, status: int, reason: str = "") -> None:
         """Answer a request the app never sees (malformed, too large, too slow) and close."""

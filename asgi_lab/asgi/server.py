@@ -6,7 +6,7 @@
     await server.shutdown()       # stop accepting, let in-flight work finish, lifespan shutdown
 
 `serve()` does both and waits in between for `request_shutdown()` (the CLI's signal handlers
-call it). Each accepted connection gets an `HTTPProtocol` (see `asgi/http.py`); a WebSocket
+call it); `wait_stopped()` returns once the shutdown is over. Each accepted connection gets an `HTTPProtocol` (see `asgi/http.py`); a WebSocket
 upgrade hands the connection to `WebSocketProtocol` (see `asgi/websocket.py`).
 """
 
@@ -50,6 +50,7 @@ class Server:
         self._listener: asyncio.base_events.Server | None = None
         self._housekeeping: asyncio.TimerHandle | None = None
         self._stop_requested: asyncio.Event | None = None
+        self._stopped: asyncio.Event | None = None
         self._force_exit = False
         self._lifespan_shutdown: asyncio.Future | None = None
 
@@ -60,13 +61,27 @@ class Server:
     def new_connection_id(self) -> int:
         return next(self._ids)
 
+    def run_app(self, call, finished=None, name: str | None = None, track: bool = True) -> asyncio.Task:
+        """The one way this server runs an app call, for HTTP, WebSocket and lifespan alike:
+        the coroutine `call` (the app's own, or a small wrapper) becomes a task. Tracked tasks
+        (requests, sessions) are held in `tasks` (asyncio keeps only a weak reference) and
+        waited for at shutdown; `finished(task)` runs when it ends and must drop it from
+        `tasks` (one done-callback per request, not two: it costs a loop turn each).
+        Lifespan's task is not tracked: it outlives the connections' shutdown."""
+        task = self.loop.create_task(call, name=name)
+        if track:
+            self.tasks.add(task)
+            task.add_done_callback(finished or self.tasks.discard)
+        return task
+
     # -- start ---------------------------------------------------------------------------------
 
     async def start(self, sock: socket.socket | None = None) -> None:
         """Lifespan startup, then listen. Raises LifespanFailure if the app refuses to start."""
         self.loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
-        self.lifespan = Lifespan(self.app, self.config.lifespan, self.tracer)
+        self._stopped = asyncio.Event()
+        self.lifespan = Lifespan(self.app, self.config.lifespan, self.tracer, self.run_app)
         await self.lifespan.startup()
         self.state = self.lifespan.state
         sock = sock or bind_socket(self.config)
@@ -90,9 +105,16 @@ class Server:
     # -- run until told to stop ------------------------------------------------------------------
 
     async def serve(self, sock: socket.socket | None = None) -> None:
-        await self.start(sock)
+        """Start (unless `start()` already ran), serve until `request_shutdown()`, then shut
+        down gracefully. The whole life of a server, for the CLI and `background.py`."""
+        if self._listener is None:
+            await self.start(sock)
         await self._stop_requested.wait()
         await self.shutdown()
+
+    async def wait_stopped(self) -> None:
+        """Return once `shutdown()` has finished (lifespan shutdown included)."""
+        await self._stopped.wait()
 
     def request_shutdown(self) -> None:
         """Ask `serve()` to shut down gracefully. A second request forces it to hurry."""
@@ -116,6 +138,8 @@ class Server:
         4. run the app's lifespan shutdown.
         """
         if self._listener is None:
+            if self._stopped is not None:
+                self._stopped.set()
             return
         self._listener.close()
         if self._housekeeping is not None:
@@ -142,4 +166,5 @@ class Server:
                 if not self._force_exit:
                     raise  # cancelled from outside, not by a second Ctrl-C
                 logger.warning("Lifespan shutdown cut short by a second interrupt")
+        self._stopped.set()
         logger.info("asgi_lab ASGI server stopped")

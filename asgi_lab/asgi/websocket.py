@@ -31,6 +31,7 @@ connection because the peer broke the protocol, and 1001 when the server shuts d
 from __future__ import annotations
 
 import asyncio
+import enum
 import io
 import logging
 from collections import deque
@@ -50,19 +51,40 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
-from ..core import ClientDisconnected, log_access
+from ..core import ClientDisconnected, advance, log_access
 from ..http11 import error_response
 from ..trace import describe_event, preview
 from .scope import build_websocket_scope
 
 logger = logging.getLogger("asgi_lab.error")
 
-# The session, as the ASGI app sees it. Plain strings, compared with `is`.
-CONNECTING = "connecting"  # websocket.connect delivered; waiting for the app's answer
-ACCEPTED = "accepted"      # 101 sent: messages flow both ways
-RESPONDING = "responding"  # denial extension: an HTTP response instead of the WebSocket
-CLOSING = "closing"        # we sent a Close frame (or a rejection) and wait for the end
-CLOSED = "closed"          # the TCP connection is gone
+
+
+class SessionState(enum.Enum):
+    r"""The session, as the ASGI app sees it (ASGI www spec, "WebSocket"):
+
+        CONNECTING --accept--> ACCEPTED --Close sent/received--> CLOSING --TCP gone--> CLOSED
+            |  \--websocket.http.response.start--> RESPONDING --last body--> CLOSING
+            \--websocket.close (403) / bad handshake--> CLOSING
+    (and from any state straight to CLOSED when the TCP connection is lost)."""
+
+    CONNECTING = "connecting"  # websocket.connect delivered; waiting for the app's answer
+    ACCEPTED = "accepted"      # 101 sent: messages flow both ways
+    RESPONDING = "responding"  # denial extension: an HTTP response instead of the WebSocket
+    CLOSING = "closing"        # we sent a Close frame (or a rejection) and wait for the end
+    CLOSED = "closed"          # the TCP connection is gone
+
+
+CONNECTING, ACCEPTED, RESPONDING, CLOSING, CLOSED = SessionState
+
+ALLOWED = {
+    CONNECTING: (ACCEPTED, RESPONDING, CLOSING, CLOSED),
+    ACCEPTED: (CLOSING, CLOSED),
+    RESPONDING: (CLOSING, CLOSED),
+    CLOSING: (CLOSING, CLOSED),
+    CLOSED: (CLOSED,),
+}
+"""The transitions `SessionState` allows; any other raises `core.IllegalTransition`."""
 
 MAX_QUEUED_MESSAGES = 64
 """Received messages waiting for the app's receive(). Above this (or above
@@ -115,7 +137,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.server_addr = http_protocol.server_addr
         self.scope: dict = {}
         self.request = None  # the h11.Request that asked for the upgrade (for the access log)
-        self.state = CONNECTING
+        self.state = CONNECTING  # see SessionState: changed only through `advance`
         # wsproto: the handshake object until the app accepts, then the frame `Connection`.
         self.handshake = WSConnection(ConnectionType.SERVER)
         self.conn = None
@@ -159,16 +181,14 @@ class WebSocketProtocol(asyncio.Protocol):
             logger.info("Connection %s from %s: bad WebSocket handshake: %s", self.id, self.client, exc)
             hint = getattr(exc, "event_hint", None)
             self.reject(hint.status_code if hint else 400, list(hint.headers) if hint else [])
-            self.state = CLOSING
+            self.state = advance(self.state, CLOSING, ALLOWED)
             self.session_ended(1006, "")
             return
         self.early_data += trailing_data
         self.scope = build_websocket_scope(request, self.client, self.server_addr,
                                            self.config.root_path, state=self.server.state)
         self.queue.append(({"type": "websocket.connect"}, 0))
-        task = self.loop.create_task(self.run_asgi())
-        self.server.tasks.add(task)
-        task.add_done_callback(self.server.tasks.discard)
+        self.server.run_app(self.run_asgi())
 
     def reject(self, status: int, extra_headers=()) -> None:
         """Answer the handshake with a plain HTTP error (403, 500, 503...) and close."""
@@ -202,7 +222,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.server.connections.discard(self)
         if self.tracer is not None:
             self.tracer.emit(self.id, "socket", "connection_lost", {"error": repr(exc) if exc else None})
-        self.state = CLOSED
+        self.state = advance(self.state, CLOSED, ALLOWED)
         if self.close_timer is not None:
             self.close_timer.cancel()
             self.close_timer = None
@@ -316,7 +336,7 @@ class WebSocketProtocol(asyncio.Protocol):
         if self.disconnect is None:
             self.disconnect = {"type": "websocket.disconnect", "code": code, "reason": reason}
             if self.state is not CLOSED:
-                self.state = CLOSING
+                self.state = advance(self.state, CLOSING, ALLOWED)
             self.partial = None
             self.resume_reading()
             self.wake()
@@ -334,7 +354,7 @@ class WebSocketProtocol(asyncio.Protocol):
         """Start the closing handshake (RFC 6455 §7.1.2): Close now, TCP close after the reply."""
         if self.conn.state is ConnectionState.OPEN:
             self.write(self.conn.send(CloseConnection(code=code, reason=reason)))
-        self.state = CLOSING
+        self.state = advance(self.state, CLOSING, ALLOWED)
         self.resume_reading()  # the peer's answering Close must get through
         self.start_close_timer()
 
@@ -400,7 +420,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self.session_ended(close_code, "")
         elif self.state is CONNECTING:
             self.reject(status)
-            self.state = CLOSING
+            self.state = advance(self.state, CLOSING, ALLOWED)
             self.session_ended(1006, "")
         elif self.state is RESPONDING:
             self.close_transport()
@@ -504,7 +524,7 @@ class WebSocketProtocol(asyncio.Protocol):
                 subprotocol=message.get("subprotocol"), extra_headers=headers)))
             self.conn = self.handshake.connection
             self.handshake = None  # its work is done: free its h11 state (idle sockets add up)
-            self.state = ACCEPTED
+            self.state = advance(self.state, ACCEPTED, ALLOWED)
             self.last_pong_at = self.loop.time()
             self.log_access("[accepted]")
             if self.early_data:  # frames the client sent before our 101 arrived
@@ -515,7 +535,7 @@ class WebSocketProtocol(asyncio.Protocol):
         elif message_type == "websocket.close":
             self.log_access("403")
             self.reject(403)
-            self.state = CLOSING
+            self.state = advance(self.state, CLOSING, ALLOWED)
             self.session_ended(1006, "")
         elif message_type == "websocket.http.response.start":
             status = message["status"]
@@ -523,7 +543,7 @@ class WebSocketProtocol(asyncio.Protocol):
             headers.extend(message.get("headers") or ())
             self.write(self.handshake.send(RejectConnection(
                 status_code=status, headers=headers, has_body=True)))
-            self.state = RESPONDING
+            self.state = advance(self.state, RESPONDING, ALLOWED)
             self.log_access(str(status))
         else:
             raise RuntimeError(f"Expected 'websocket.accept', 'websocket.close' or "
@@ -537,7 +557,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.write(self.handshake.send(RejectData(data=message.get("body", b""),
                                                   body_finished=not more_body)))
         if not more_body:
-            self.state = CLOSING
+            self.state = advance(self.state, CLOSING, ALLOWED)
             self.close_transport()
             self.session_ended(1006, "")
 

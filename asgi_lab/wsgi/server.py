@@ -112,6 +112,8 @@ class WSGIServer:
         self._stopping = False
         self._stopped = False
         self._force_exit = False
+        self._stop_requested = threading.Event()         # see request_shutdown
+        self._shutdown_done = threading.Event()          # see wait_stopped
 
     @property
     def url(self) -> str:
@@ -436,6 +438,7 @@ class WSGIServer:
         self._wake_r.close()
         self._wake_w.close()
         self.address = None
+        self._shutdown_done.set()
         logger.info("asgi_lab WSGI server stopped")
 
     def _wake(self) -> None:
@@ -444,6 +447,26 @@ class WSGIServer:
             self._wake_w.send(b"\0")
         except OSError:  # the pipe is full (the acceptor will wake anyway) or closed
             pass
+
+    def serve(self, sock: socket.socket | None = None) -> None:
+        """Start (unless `start()` already ran), serve until `request_shutdown()`, then shut
+        down gracefully. Blocks the calling thread for the server's whole life."""
+        if self.address is None:
+            self.start(sock)
+        while not self._stop_requested.wait(0.1):  # a timeout, so signal handlers get to run
+            pass
+        self.shutdown()
+
+    def request_shutdown(self) -> None:
+        """(any thread, or a signal handler) Ask `serve()` to shut down gracefully. A second
+        request cuts the grace period short: every connection is cut at once."""
+        if self._stop_requested.is_set():
+            self._force_exit = True  # shutdown() stops waiting and cuts every connection
+        self._stop_requested.set()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Block until `shutdown()` has finished; False if `timeout` passed first."""
+        return self._shutdown_done.wait(timeout)
 
     def serve_until_signal(self, ready: Callable[[], None] | None = None) -> int:
         """For the command line's main thread, after `start()`: serve until SIGINT or SIGTERM,
@@ -458,20 +481,17 @@ class WSGIServer:
 
         def on_signal(signum, frame) -> None:
             received.append(signum)
-            if len(received) > 1:
-                self._force_exit = True  # shutdown() stops waiting and cuts every connection
+            if len(received) == 1:
+                logger.info("Shutting down (%s); press CTRL+C again to force",
+                            signal.Signals(signum).name)
+            self.request_shutdown()
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             if ready is not None:
                 ready()
-            while not received:
-                time.sleep(0.1)  # signal handlers run on this thread, between sleeps
-            logger.info("Shutting down (%s); press CTRL+C again to force",
-                        signal.Signals(received[0]).name)
-            self.shutdown()
+            self.serve()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return 0
-
