@@ -280,7 +280,10 @@ class ConnectionCore:
 
     def start(self, head: h11.Response) -> None:
         """The app's response head, to be sent with the first piece of body (`respond`)."""
-        self.state = advance(self.state, STARTED, ALLOWED)
+        state = self.state
+        if state is not NOT_STARTED and state is not STARTED:  # `advance`, inlined: hot path
+            advance(state, STARTED, ALLOWED)
+        self.state = STARTED
         self.head = head
 
     def respond(self, data=b"", end: bool = False) -> bytes:
@@ -289,9 +292,9 @@ class ConnectionCore:
         has one, chunked for HTTP/1.1, until the close for HTTP/1.0. A HEAD request's body is
         not sent (RFC 9110 §9.3.2)."""
         state = self.state
-        new = COMPLETE if end else SENDING
-        if state is not new or new is COMPLETE:  # checked first: h11 would refuse less clearly
-            self.state = advance(state, new, ALLOWED)
+        if state is not STARTED and state is not SENDING:  # `advance`, inlined: the hot path;
+            advance(state, SENDING, ALLOWED)  # raises, before h11 would (less clearly)
+        self.state = COMPLETE if end else SENDING
         send = self.conn.send
         tracer = self.tracer
         pieces = []

@@ -9,8 +9,8 @@ import pytest
 
 from asgi_lab import Tracer, serve_in_background
 from asgi_lab.demo import GET_REQUEST, POST_REQUEST, asgi_app, exchange, trace_exchange
-from asgi_lab.trace import (TraceEvent, details, jsonable, label, listing, merge_chunks, preview,
-                            route)
+from asgi_lab.trace import TraceEvent, jsonable, merge_chunks, preview
+from asgi_lab.viz.labels import details, label, listing, route
 
 POST_FLOW = [
     ("socket", "connection_made"), ("socket", "bytes_in"),

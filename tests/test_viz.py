@@ -17,7 +17,8 @@ from matplotlib.text import Annotation  # noqa: E402
 from asgi_lab import Tracer, serve_in_background  # noqa: E402
 from asgi_lab.demo import (GET_REQUEST, POST_REQUEST, asgi_app, concurrent_requests,  # noqa: E402
                            slow_asgi_app, trace_exchange)
-from asgi_lab.trace import TraceEvent, merge_chunks, route  # noqa: E402
+from asgi_lab.trace import TraceEvent, merge_chunks  # noqa: E402
+from asgi_lab.viz.labels import route  # noqa: E402
 from asgi_lab.viz import Stepper, sequence_diagram, side_by_side, timeline  # noqa: E402
 from asgi_lab.viz.timeline import compare_timelines, spans  # noqa: E402
 
