@@ -277,7 +277,7 @@ class RequestResponseCycle:
         response half-done (www spec: the app must finish its response before returning)."""
         self.protocol.server.tasks.discard(task)
         exc = None if task.cancelled() else task.exception()
-        state = self.state
+        state = self.core.state if self.protocol.cycle is self else COMPLETE  # = self.state, inlined
         if exc is not None and not self.disconnected:  # after a disconnect, a failing send() is expected
             logger.error("Exception in ASGI application", exc_info=exc)
         elif exc is None and state is not COMPLETE:
@@ -295,7 +295,7 @@ class RequestResponseCycle:
         """The app broke: 500 if nothing has been written yet, otherwise cut the connection
         (never pretend an unfinished response was complete)."""
         transport = self.protocol.transport
-        if self.state is COMPLETE or transport.is_closing():
+        if self.protocol.cycle is not self or self.core.state is COMPLETE or transport.is_closing():
             return
         if not (self.disconnected or self.disconnect_delivered):  # else a 500 would be for nobody
             transport.write(self.core.refuse(500))
@@ -351,7 +351,7 @@ class RequestResponseCycle:
                 raise ClientDisconnected(f"client {protocol.client} disconnected")
 
         message_type = message["type"]
-        state = self.state
+        state = self.core.state if self.protocol.cycle is self else COMPLETE  # = self.state, inlined
         if state is NOT_STARTED:
             if message_type != "http.response.start":
                 raise RuntimeError(f"Expected 'http.response.start', but got {message_type!r}: "

@@ -97,10 +97,16 @@ class Server:
         self._housekeeping = self.loop.call_later(tick_interval(self.config), self._tick)
 
     def _tick(self) -> None:
+        self.check_deadlines()
+        self._schedule_housekeeping()
+
+    def check_deadlines(self) -> None:
+        """(on the loop) One sweep of every connection's deadlines, as the housekeeping tick
+        makes (`ConnectionCore.past_deadline`: a connection is closed at the second sweep
+        that finds it past its deadline). Public, so a test can sweep when it chooses."""
         now = self.loop.time()
         for connection in list(self.connections):
             connection.check_timeouts(now)
-        self._schedule_housekeeping()
 
     # -- run until told to stop ------------------------------------------------------------------
 

@@ -193,9 +193,9 @@ class WebSocketProtocol(asyncio.Protocol):
     def reject(self, status: int, extra_headers=()) -> None:
         """Answer the handshake with a plain HTTP error (403, 500, 503...) and close."""
         response, body = error_response(status, self.server.heads.default_headers())
-        self.write(self.handshake.send(RejectConnection(
-            status_code=status, headers=list(response.headers) + list(extra_headers), has_body=True)))
-        self.write(self.handshake.send(RejectData(data=body)))
+        self.send_event(self.handshake, RejectConnection(
+            status_code=status, headers=list(response.headers) + list(extra_headers), has_body=True))
+        self.send_event(self.handshake, RejectData(data=body))
         self.transport.close()
 
     # -- asyncio.Protocol callbacks -------------------------------------------------------------
@@ -238,7 +238,7 @@ class WebSocketProtocol(asyncio.Protocol):
         ping, self.unanswered_ping = self.unanswered_ping, None
         if ping is not None and self.conn.state is ConnectionState.OPEN \
                 and not self.transport.is_closing():
-            self.write(self.conn.send(ping.response()))
+            self.send_event(self.conn, ping.response())
         waiter = self.drain_waiter
         if waiter is not None:
             self.drain_waiter = None
@@ -262,7 +262,7 @@ class WebSocketProtocol(asyncio.Protocol):
                     # flood cannot grow our write buffer without bound.
                     self.unanswered_ping = event
                 elif self.conn.state is ConnectionState.OPEN:
-                    self.write(self.conn.send(event.response()))  # RFC 6455 §5.5.3
+                    self.send_event(self.conn, event.response())  # RFC 6455 §5.5.3
             elif event_type is Pong:
                 if event.payload == KEEPALIVE_PAYLOAD:
                     self.ping_sent_at = None
@@ -309,7 +309,7 @@ class WebSocketProtocol(asyncio.Protocol):
         if state is ConnectionState.REMOTE_CLOSING:
             # The peer started the closing handshake: answer with the same code, then close
             # the TCP connection (RFC 6455 §7.1.1: the server closes it first).
-            self.write(self.conn.send(event.response()))
+            self.send_event(self.conn, event.response())
             self.close_transport()
             self.session_ended(code, reason)
         elif state is ConnectionState.CLOSED:
@@ -325,7 +325,7 @@ class WebSocketProtocol(asyncio.Protocol):
         """Fail the WebSocket connection (RFC 6455 §7.1.7): send Close with `code`, drop TCP."""
         logger.info("Connection %s from %s: closing with %d: %s", self.id, self.client, code, reason)
         if self.conn.state is ConnectionState.OPEN:
-            self.write(self.conn.send(CloseConnection(code=code, reason=reason)))
+            self.send_event(self.conn, CloseConnection(code=code, reason=reason))
         self.close_transport()
         self.session_ended(code, reason)
 
@@ -353,7 +353,7 @@ class WebSocketProtocol(asyncio.Protocol):
     def send_close(self, code: int, reason: str) -> None:
         """Start the closing handshake (RFC 6455 §7.1.2): Close now, TCP close after the reply."""
         if self.conn.state is ConnectionState.OPEN:
-            self.write(self.conn.send(CloseConnection(code=code, reason=reason)))
+            self.send_event(self.conn, CloseConnection(code=code, reason=reason))
         self.state = advance(self.state, CLOSING, ALLOWED)
         self.resume_reading()  # the peer's answering Close must get through
         self.start_close_timer()
@@ -369,14 +369,14 @@ class WebSocketProtocol(asyncio.Protocol):
         if self.ping_sent_at is None:
             if now - self.last_pong_at >= interval:
                 self.ping_sent_at = now
-                self.write(self.conn.send(Ping(payload=KEEPALIVE_PAYLOAD)))
+                self.send_event(self.conn, Ping(payload=KEEPALIVE_PAYLOAD))
         elif now - self.ping_sent_at > self.config.ws_ping_timeout and not self.reading_paused:
             # (while we do not read, a missing pong is our doing, not the peer's)
             if self.tracer is not None:
                 self.tracer.emit(self.id, "server", "timeout", {"reason": "no pong"})
             logger.info("Connection %s from %s: no pong within %s s, dropping it",
                         self.id, self.client, self.config.ws_ping_timeout)
-            self.write(self.conn.send(CloseConnection(code=1011, reason="keep-alive ping timeout")))
+            self.send_event(self.conn, CloseConnection(code=1011, reason="keep-alive ping timeout"))
             self.session_ended(1006, "")  # the peer sent no Close: for the app, it just vanished
             self.transport.abort()
 
@@ -475,7 +475,7 @@ class WebSocketProtocol(asyncio.Protocol):
                 if data is None:
                     raise TypeError("websocket.send needs 'bytes' or 'text' that is not None")
             if len(data) <= FRAME_SIZE:
-                self.write(self.conn.send(Message(data=data)))
+                self.send_event(self.conn, Message(data=data))
             else:
                 self.send_fragmented(data)
         elif self.state is CONNECTING:
@@ -509,7 +509,7 @@ class WebSocketProtocol(asyncio.Protocol):
         conn, size = self.conn, len(data)
         for start in range(0, size, FRAME_SIZE):
             end = start + FRAME_SIZE
-            self.write(conn.send(Message(data=data[start:end], message_finished=end >= size)))
+            self.send_event(conn, Message(data=data[start:end], message_finished=end >= size))
 
     def send_handshake_answer(self, message: dict) -> None:
         """The app's answer to websocket.connect: accept, close (403) or an HTTP response."""
@@ -520,8 +520,8 @@ class WebSocketProtocol(asyncio.Protocol):
                 if name.lower() == b"sec-websocket-protocol":
                     raise ValueError("set the subprotocol with 'subprotocol', not a header")
                 headers.append((name, value))
-            self.write(self.handshake.send(AcceptConnection(
-                subprotocol=message.get("subprotocol"), extra_headers=headers)))
+            self.send_event(self.handshake, AcceptConnection(
+                subprotocol=message.get("subprotocol"), extra_headers=headers))
             self.conn = self.handshake.connection
             self.handshake = None  # its work is done: free its h11 state (idle sockets add up)
             self.state = advance(self.state, ACCEPTED, ALLOWED)
@@ -541,8 +541,8 @@ class WebSocketProtocol(asyncio.Protocol):
             status = message["status"]
             headers = self.server.heads.default_headers()
             headers.extend(message.get("headers") or ())
-            self.write(self.handshake.send(RejectConnection(
-                status_code=status, headers=headers, has_body=True)))
+            self.send_event(self.handshake, RejectConnection(
+                status_code=status, headers=headers, has_body=True))
             self.state = advance(self.state, RESPONDING, ALLOWED)
             self.log_access(str(status))
         else:
@@ -554,14 +554,21 @@ class WebSocketProtocol(asyncio.Protocol):
         if message["type"] != "websocket.http.response.body":
             raise RuntimeError(f"Expected 'websocket.http.response.body', but got {message['type']!r}")
         more_body = message.get("more_body", False)
-        self.write(self.handshake.send(RejectData(data=message.get("body", b""),
-                                                  body_finished=not more_body)))
+        self.send_event(self.handshake, RejectData(data=message.get("body", b""),
+                                                  body_finished=not more_body))
         if not more_body:
             self.state = advance(self.state, CLOSING, ALLOWED)
             self.close_transport()
             self.session_ended(1006, "")
 
     # -- small helpers ---------------------------------------------------------------------------
+
+    def send_event(self, machine, event) -> None:
+        """Hand `event` to wsproto (`machine`: the handshake, or the frame connection once
+        accepted), trace it as an outgoing wsproto event, and write the bytes it makes."""
+        if self.tracer is not None:
+            self.tracer.emit(self.id, "wsproto", type(event).__name__, describe_event(event))
+        self.write(machine.send(event))
 
     def write(self, data: bytes) -> None:
         if self.tracer is not None:
