@@ -345,3 +345,23 @@ def test_the_two_servers_produce_the_same_socket_and_h11_layers():
             traces[kind] = layers(trace_exchange(server, tracer, POST_REQUEST))
     assert traces["asgi"] == traces["wsgi"]
     assert ("h11", "Response") in traces["asgi"]
+
+
+# -- the access line ---------------------------------------------------------------------------------
+
+def test_one_access_line_per_response_with_status_bytes_and_time_also_for_refusals(caplog):
+    core, clock = make(Config(access_log=True))
+    with caplog.at_level("INFO", "asgi_lab.access"):
+        core.receive_data(GET)
+        events(core)
+        clock.now += 0.002
+        core.start(ok_head(core))
+        assert not caplog.records  # logged when the response is complete, not at its head
+        out = core.respond(b"ok", end=True)
+        core.cycle_done()
+        core.receive_data(b"BROKEN\r\n\r\n")
+        refused = events(core)[-1]
+        refusal = core.refuse(refused.status)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == [f'127.0.0.1:5000 - "GET /a?b=1 HTTP/1.1" 200 OK {len(out)} B 2.0 ms',
+                     f'127.0.0.1:5000 - "- - HTTP/1.1" 400 Bad Request {len(refusal)} B 0.0 ms']

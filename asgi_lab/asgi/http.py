@@ -203,13 +203,15 @@ class HTTPProtocol(asyncio.Protocol):
                 self.cycle.client_disconnected()
 
     def shutdown(self) -> None:
-        """Graceful shutdown: close if idle; otherwise finish this response, then close, and
-        tell a streaming app (response under way) that the client is going away."""
+        """Graceful shutdown: close if idle; otherwise let the response in flight finish (a
+        download completes), then close. An app waiting in `receive()` after its request body
+        (a long-poll, an SSE stream watching for the client to leave) gets `http.disconnect`
+        now, the one way the ASGI spec gives to say "stop": such responses end at once."""
         self.core.keep_alive = False
         if self.cycle is None:
             self.transport.close()
-        elif self.core.state is not NOT_STARTED:
-            self.cycle.client_disconnected()
+        else:
+            self.cycle.server_going_away()
 
 
 class RequestResponseCycle:
@@ -220,7 +222,7 @@ class RequestResponseCycle:
     """
 
     __slots__ = ("protocol", "core", "scope", "tracer", "body", "more_body", "body_delivered",
-                 "input_closed", "waiter", "disconnected", "disconnect_delivered")
+                 "input_closed", "waiter", "disconnected", "disconnect_delivered", "going_away")
 
     def __init__(self, protocol: HTTPProtocol, scope: dict) -> None:
         self.protocol = protocol
@@ -235,6 +237,7 @@ class RequestResponseCycle:
         self.waiter: asyncio.Future | None = None
         self.disconnected = False
         self.disconnect_delivered = False  # receive() has returned http.disconnect to the app
+        self.going_away = False  # the server shuts down: receive() after the body says disconnect
 
     @property
     def state(self) -> ResponseState:
@@ -264,6 +267,10 @@ class RequestResponseCycle:
         not at the next failed write. The response may still be written: a client that only
         half-closed its socket (`shutdown(SHUT_WR)`) still gets it."""
         self.input_closed = True
+        self.wake()
+
+    def server_going_away(self) -> None:
+        self.going_away = True
         self.wake()
 
     def wake(self) -> None:
@@ -310,7 +317,7 @@ class RequestResponseCycle:
             # give it only now, when the app first asks for the body.
             protocol.transport.write(core.go_ahead())
         if not self.disconnected and self.state is not COMPLETE and not self.body \
-                and (self.more_body or self.body_delivered and not self.input_closed):
+                and (self.more_body or self.body_delivered and not (self.input_closed or self.going_away)):
             # Nothing to hand over yet: wait for more body, or (all of it delivered) for the
             # client to leave or the response to complete.
             if self.more_body:

@@ -138,8 +138,10 @@ class Server:
         """Graceful shutdown, in the order a client would want it:
 
         1. stop accepting new connections;
-        2. close idle keep-alive connections; let requests in flight finish, then close;
-           tell long-lived ones (a streaming response, a WebSocket) that we are going away;
+        2. close idle keep-alive connections; let responses in flight finish (a download
+           completes), then close; tell long-lived ones that we are going away: a `receive()`
+           after the request body returns `http.disconnect` (an SSE stream or long-poll that
+           listens ends at once), a WebSocket gets Close 1001;
         3. after `timeout_graceful_shutdown`, close whatever is still open;
         4. run the app's lifespan shutdown.
         """
@@ -160,7 +162,8 @@ class Server:
             connection.transport.abort()
         await asyncio.sleep(0)  # let aborted connections deliver their disconnect to the apps
         if self.tasks:  # apps still running after the grace period (and their disconnect)
-            await asyncio.wait(self.tasks, timeout=0 if self._force_exit else 1.0)
+            # A moment for their `finally:` blocks, then cancel: the grace period is over.
+            await asyncio.wait(self.tasks, timeout=0 if self._force_exit else 0.25)
             for task in self.tasks:
                 task.cancel()
         self._listener = None

@@ -425,7 +425,8 @@ class WSGIServer:
 
         if self._pool:                                      # 4.
             self._pool.stop()
-        join_until = time.monotonic() + (0.2 if self._force_exit else 2.0)
+        # Within the grace period (a stuck app's daemon thread is left behind, not waited for).
+        join_until = time.monotonic() + 0.05 if self._force_exit else max(deadline, time.monotonic() + 0.05)
         threads = (self._pool.threads if self._pool else []) + list(self._connection_threads)
         for thread in threads:
             thread.join(max(join_until - time.monotonic(), 0))
