@@ -216,7 +216,7 @@ class ConnectionCore:
     # One per open connection, thousands at once: slots, and the whole state in one place.
     __slots__ = ("config", "tracer", "id", "client", "clock", "heads", "conn", "wait", "since",
                  "head_bytes", "body_bytes", "overdue", "keep_alive", "request", "state", "head",
-                 "status", "started", "sent")
+                 "status", "started", "sent", "last_request")
 
     def __init__(self, config: Config, heads: ResponseHeads, tracer=None, conn_id: int = 0,
                  client: tuple[str, int] | None = None, clock=time.monotonic) -> None:
@@ -233,6 +233,7 @@ class ConnectionCore:
         self.body_bytes = 0              # bytes of the current request body so far
         self.overdue = False             # a sweep found the deadline passed (see `past_deadline`)
         self.keep_alive = True           # False: close after this response (shutdown)
+        self.last_request = False        # the client's request said it is its last
         self.request: h11.Request | None = None  # the request being answered
         self.state = NOT_STARTED         # of its response (`ResponseState`)
         self.head: h11.Response | None = None  # STARTED: the head to send with the first body
@@ -258,9 +259,9 @@ class ConnectionCore:
         `EndOfMessage`, `ConnectionClosed`), `NEED_DATA` (or h11's `PAUSED`: the request is
         complete and we are still answering it), or `Refused`. A `Request` has passed
         `refuse_request` and has an origin-form target (`http11.origin_form`)."""
+        if self.last_request:
+            return NEED_DATA  # it said "Connection: close" (or HTTP/1.0): ignore the rest
         conn = self.conn
-        if conn.their_state is h11.MUST_CLOSE:
-            return NEED_DATA  # its last request is complete ("Connection: close"): ignore the rest
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
@@ -285,6 +286,8 @@ class ConnectionCore:
             limit = self.config.max_body_bytes
             if limit is not None and self.body_bytes > limit:  # a chunked body grown too big
                 return Refused(413, "request body over the limit")
+        elif event_type is h11.EndOfMessage and conn.their_state is h11.MUST_CLOSE:
+            self.last_request = True  # checked once a request, not at every call
         return event
 
     # -- what we send: bytes out ------------------------------------------------------------

@@ -163,6 +163,7 @@ class Connection:
             if self.pending is not None:
                 try:
                     if not self.early_body_arrived():
+                        core.waiting_for(Wait.BODY)  # its body gets the silent-body deadline
                         return True
                 except RequestBodyError as exc:
                     self.reject(exc.status, str(exc))
@@ -180,8 +181,7 @@ class Connection:
                 return True
             event_type = type(event)
             if event_type is h11.Request:
-                self.pending = event
-                core.waiting_for(Wait.BODY)  # its body gets the silent-body deadline
+                self.pending = event  # run once the start of its body is here (just below)
             elif event_type is Refused:
                 self.reject(event.status, event.reason)
                 return False
