@@ -205,8 +205,7 @@ class BackgroundServer:
             return
         finally:
             self._ready.set()
-        await self.server._stop_requested.wait()
-        await self.server.shutdown()
+        await self.server.serve()
 
     def stop(self, timeout: float | None = None) -> None:
         """Graceful shutdown (the same as Ctrl-C on the command line); waits until done."""

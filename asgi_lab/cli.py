@@ -283,8 +283,7 @@ def run_asgi(app, config: Config, sock: socket.socket | None = None) -> int:
         if config.lifespan != "off" and server.lifespan is not None and server.lifespan.supported:
             logger.info("Application startup complete")
         print(f"asgi_lab: serving ASGI app on {server.url} (press CTRL+C to quit)", flush=True)
-        await server._stop_requested.wait()
-        await server.shutdown()
+        await server.serve()
         return 0
 
     return asyncio.run(main())

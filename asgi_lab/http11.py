@@ -5,28 +5,30 @@ few things around h11 that both servers need in exactly the same form:
 
 - `bind_socket(config)`: the listening socket;
 - `new_h11_connection(config)`: the server side of an h11 connection with our header limit;
-- `error_response(status)`: the one place an error response (400, 413, 431, 500, ...) is built,
-  with no traceback or internal detail in it (the log gets those);
+- `error_response(status, headers)`: the one place an error response (400, 413, 431, 500, ...)
+  is built, with no traceback or internal detail in it (the log gets those);
 - `refuse_request(request, ...)` and `origin_form(request)`: the checks and the one rewrite
   every request head goes through before an app sees it;
 - `check_status(status_code, reason)`: what an app may put on the status line, checked where h11
   does not check it (h11 writes the reason phrase as given: see the function);
-- `default_headers()`: the `server` and `date` headers every response carries (RFC 9110 §6.6.1),
-  with the date formatted once per second rather than once per request.
+- `SERVER_HEADER`: the `server` header every response carries (the `date` header, and the
+  cache of checked response heads, belong to a server: `core.ResponseHeads`).
+
+The rules applied to a whole connection (deadlines, keep-alive, 100 Continue, the trace)
+live in `core.py`, the sans-IO connection core both servers are shells around.
 """
 
 from __future__ import annotations
 
 import re
 import socket
-import time
-from email.utils import formatdate
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
 import h11
 
 from .config import Config
+from .trace import describe_event
 
 SERVER_HEADER = (b"server", b"asgi_lab")
 
@@ -48,50 +50,7 @@ def new_h11_connection(config: Config) -> h11.Connection:
     return h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_bytes)
 
 
-_date_second = 0
-_date_header = (b"date", b"")
-
-
-def default_headers() -> list[tuple[bytes, bytes]]:
-    """`server` and `date` for a response. The date string is cached for the current second."""
-    global _date_second, _date_header
-    now = int(time.time())
-    if now != _date_second:
-        _date_second = now
-        _date_header = (b"date", formatdate(now, usegmt=True).encode("ascii"))
-    return [SERVER_HEADER, _date_header]
-
-
 _REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
-
-
-_heads: dict = {}
-_heads_date = None  # the `date` header every cached head carries
-
-
-def response_head(key, build, *args) -> h11.Response:
-    """`build(*args)`, an h11.Response, made at most once per second for each `key`.
-
-    h11 checks every header of every Response it is given: about 5 us for a small head, a
-    tenth of a hello-world request. Most apps answer with a few identical heads ("200 OK", the
-    same Content-Type...), and an h11 event is immutable, so a head checked once can be sent
-    again and again. Each carries the current second's `date` header, so the cache is emptied
-    when the date changes (and when it holds 64 heads: varied heads gain nothing here). Both
-    servers call this with `key` = the app's status and headers; an unhashable key (an app
-    using lists for headers) is simply built every time.
-    """
-    global _heads_date
-    date = default_headers()[1]  # the same tuple object for a whole second
-    if date is not _heads_date or len(_heads) >= 64:
-        _heads.clear()
-        _heads_date = date
-    try:
-        head = _heads.get(key)
-    except TypeError:
-        return build(*args)
-    if head is None:
-        head = _heads[key] = build(*args)  # a bad status or header raises here, uncached
-    return head
 
 
 _REASON_PHRASE = re.compile(rb"[\x20-\x7e\x80-\xff]*")
@@ -123,14 +82,16 @@ def reason_phrase(status: int) -> bytes:
     return _REASONS.get(status, b"")
 
 
-def error_response(status: int, message: str | None = None) -> tuple[h11.Response, bytes]:
-    """The response a server sends when it, not the app, answers: a short plain-text body.
+def error_response(status: int, headers: list[tuple[bytes, bytes]],
+                   message: str | None = None) -> tuple[h11.Response, bytes]:
+    """The response a server sends when it, not the app, answers: a short plain-text body,
+    after `headers` (the server's `server` and `date`, see `core.ResponseHeads`).
 
     The body names the status only (e.g. "400 Bad Request"): details stay in the server log.
     """
     phrase = reason_phrase(status).decode("ascii")
     body = f"{status} {message or phrase}\n".encode("utf-8")
-    headers = default_headers() + [
+    headers = headers + [
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", str(len(body)).encode("ascii")),
         (b"connection", b"close"),
@@ -138,18 +99,23 @@ def error_response(status: int, message: str | None = None) -> tuple[h11.Respons
     return h11.Response(status_code=status, headers=headers, reason=phrase), body
 
 
-def send_error(conn: h11.Connection, status: int, message: str | None = None) -> bytes:
-    """Bytes for a complete error response on `conn`, or b"" when h11 cannot send one now
-    (for example, the response had already started): then the caller just closes."""
+def send_error(conn: h11.Connection, status: int, headers: list[tuple[bytes, bytes]],
+               tracer=None, conn_id: int = 0) -> bytes:
+    """Bytes for a complete error response on `conn` (each h11 event traced, if `tracer`),
+    or b"" when h11 cannot send one now (for example, the response had already started):
+    then the caller just closes."""
     if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
         return b""
-    response, body = error_response(status, message)
+    response, body = error_response(status, headers)
+    events = (response, h11.Data(data=body), h11.EndOfMessage())
     try:
-        return b"".join(
-            [conn.send(response), conn.send(h11.Data(data=body)), conn.send(h11.EndOfMessage())]
-        )
+        pieces = [conn.send(event) for event in events]
     except h11.LocalProtocolError:
         return b""
+    if tracer is not None:
+        for event in events:
+            tracer.emit(conn_id, "h11", type(event).__name__, describe_event(event))
+    return b"".join(pieces)
 
 
 def status_for(exc: h11.RemoteProtocolError) -> int:

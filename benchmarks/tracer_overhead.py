@@ -135,8 +135,7 @@ def serve() -> None:
             loop.add_signal_handler(sig, server.request_shutdown)
         await server.start()
         print(f"serving {asgi_lab.__file__} on {server.url}", flush=True)
-        await server._stop_requested.wait()
-        await server.shutdown()
+        await server.serve()
 
     asyncio.run(main())
 

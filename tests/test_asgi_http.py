@@ -511,7 +511,7 @@ def test_a_request_that_arrives_while_the_server_is_stalled_is_answered_not_rese
             def stall_then_tick():  # on the loop: nothing else runs meanwhile
                 sent.wait(3)
                 time.sleep(0.5)  # past the idle timeout, the request unread in the socket
-                server.server._tick()
+                server.server.check_deadlines()  # the sweep a tick would make
 
             server.loop.call_soon_threadsafe(stall_then_tick)
             client.request("GET", "/after-the-stall")
@@ -684,3 +684,55 @@ def test_a_half_closed_client_still_gets_its_response():
         sock.shutdown(socket.SHUT_WR)
         raw = read_until_closed(sock)
     assert status_of(raw) == 200 and b"still here" in raw
+
+
+# -- graceful shutdown: what is in flight finishes ------------------------------------------------
+
+async def download_and_stream(scope, receive, send):
+    """/download: 15 chunks, 0.1 s apart (a finite response); /events: an SSE-like stream that
+    ends when receive() says the client (or the server) is going away."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    if scope["path"] == "/download":
+        for i in range(15):
+            await send({"type": "http.response.body", "body": b"%02d\n" % i, "more_body": True})
+            await asyncio.sleep(0.1)
+        await send({"type": "http.response.body", "body": b"done\n"})
+        return
+    await send({"type": "http.response.body", "body": b"data: hello\n\n", "more_body": True})
+    await receive()  # the (empty) request body
+    message = await receive()  # waits until the client leaves, or the server goes away
+    await send({"type": "http.response.body", "body": f"data: {message['type']}\n\n".encode()})
+
+
+def test_shutdown_lets_a_download_finish_and_ends_a_stream_at_once():
+    server = serve_in_background(download_and_stream, name="test-graceful", access_log=False,
+                                 timeout_graceful_shutdown=5)
+    results, under_way = {}, {"/download": threading.Event(), "/events": threading.Event()}
+
+    def fetch(path):
+        with httpx.Client(timeout=10) as client:
+            with client.stream("GET", server.url + path) as response:
+                chunks = response.iter_raw()
+                body = next(chunks)
+                under_way[path].set()
+                stopping = time.monotonic()
+                body += b"".join(chunks)
+                results[path] = (body, time.monotonic() - stopping)
+
+    threads = [threading.Thread(target=fetch, args=(path,)) for path in under_way]
+    for thread in threads:
+        thread.start()
+    assert all(event.wait(10) for event in under_way.values())  # both responses have begun
+    stopping = time.monotonic()
+    server.stop()
+    stopped_after = time.monotonic() - stopping
+    for thread in threads:
+        thread.join(10)
+    body, _ = results["/download"]
+    assert body == b"".join(b"%02d\n" % i for i in range(15)) + b"done\n"  # complete, not cut
+    stream, took = results["/events"]
+    assert stream == b"data: hello\n\ndata: http.disconnect\n\n"  # told, and ended cleanly
+    assert took < 1.5  # at once, not after the grace period
+    assert 1.0 < stopped_after < 4.0  # waited for the download, not for the whole grace period

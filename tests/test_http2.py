@@ -9,7 +9,8 @@ import h2.events
 import pytest
 
 from asgi_lab import http2
-from asgi_lab.trace import TraceEvent, label, listing, route
+from asgi_lab.trace import TraceEvent
+from asgi_lab.viz.labels import label, listing, route
 from asgi_lab.viz import sequence_diagram
 
 pytestmark = pytest.mark.timeout(30)

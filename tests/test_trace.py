@@ -10,13 +10,15 @@ import pytest
 from asgi_lab import Tracer, serve_in_background
 from asgi_lab.apps.pair import asgi_app
 from asgi_lab.wire import GET_REQUEST, POST_REQUEST, exchange, trace_exchange
-from asgi_lab.trace import (TraceEvent, details, jsonable, label, listing, merge_chunks, preview,
-                            route)
+from asgi_lab.trace import TraceEvent, jsonable, merge_chunks, preview
+from asgi_lab.viz.labels import details, label, listing, route
 
 POST_FLOW = [
     ("socket", "connection_made"), ("socket", "bytes_in"),
     ("h11", "Request"), ("h11", "Data"), ("h11", "EndOfMessage"),
     ("asgi", "receive"), ("asgi", "send"), ("asgi", "send"),
+    # Outgoing h11 events are traced too (the connection core, both servers): then the bytes.
+    ("h11", "Response"), ("h11", "Data"), ("h11", "EndOfMessage"),
     ("socket", "bytes_out"), ("socket", "connection_lost"),
 ]
 
@@ -63,8 +65,11 @@ def test_a_post_is_recorded_in_order_with_monotonic_times(traced):
 def test_each_event_names_its_thread_and_task(traced):
     _, post, _, server_thread = traced
     assert {e.thread for e in post} == {server_thread}
-    # Protocol callbacks run on the loop outside any task; the app runs in one task.
-    assert all(e.task is None for e in post if e.layer in ("socket", "h11") and e.kind != "bytes_out")
+    # Protocol callbacks run on the loop outside any task; the app runs in one task, and what
+    # its send() makes (the outgoing h11 events, then the bytes) is traced from that task.
+    outgoing = post.index(next(e for e in post if e.kind == "Response"))
+    assert all(e.task is None for e in post[:outgoing] if e.layer in ("socket", "h11"))
+    assert {e.task for e in post[outgoing:-1]} == {e.task for e in post if e.layer == "asgi"}
     app_tasks = {e.task for e in post if e.layer == "asgi"}
     assert len(app_tasks) == 1 and None not in app_tasks
 
@@ -198,7 +203,7 @@ def test_brief_listing_and_filtering_by_message_type(traced):
     tracer, post, _, _ = traced
     brief = listing(post, brief=True).splitlines()
     assert brief[5].split() == ["6", "conn", "1", "asgi", "receive", "http.request"]
-    assert brief[-1].split() == ["10", "conn", "1", "socket", "connection_lost"]
+    assert brief[-1].split() == ["13", "conn", "1", "socket", "connection_lost"]
     starts = tracer.filter(message_type="http.response.start")
     assert [e.conn for e in starts] == [1, 2] and all(e.kind == "send" for e in starts)
     assert tracer.wait_for(message_type="lifespan.startup").conn == 0
@@ -216,6 +221,7 @@ def test_the_wsgi_server_records_the_call_on_one_worker_thread():
         ("h11", "Data"), ("h11", "EndOfMessage"),  # a small body is read before the call
         ("wsgi", "environ"), ("wsgi", "app_call"),
         ("wsgi", "start_response"), ("wsgi", "app_return"), ("wsgi", "body_chunk"),
+        ("h11", "Response"), ("h11", "Data"), ("h11", "EndOfMessage"),
         ("socket", "bytes_out"), ("socket", "connection_lost")]
     environ = next(e for e in post if e.kind == "environ").data
     assert environ["REQUEST_METHOD"] == "POST" and environ["CONTENT_LENGTH"] == "11"

@@ -9,7 +9,8 @@ import pytest
 
 from asgi_lab.cli import main
 from asgi_lab.onion import MiddlewareOnion, changes
-from asgi_lab.trace import Tracer, label, route
+from asgi_lab.trace import Tracer
+from asgi_lab.viz.labels import label, route
 from asgi_lab.trace_app import BadRequestSpec, parse_request, trace_app
 
 GZIP_AND_CORS = "GET / -H 'accept-encoding: gzip' -H 'origin: http://example.org'"

@@ -17,7 +17,8 @@ from matplotlib.text import Annotation  # noqa: E402
 from asgi_lab import Tracer, serve_in_background  # noqa: E402
 from asgi_lab.apps.pair import asgi_app, slow_asgi_app  # noqa: E402
 from asgi_lab.wire import GET_REQUEST, POST_REQUEST, concurrent_requests, trace_exchange  # noqa: E402
-from asgi_lab.trace import TraceEvent, merge_chunks, route  # noqa: E402
+from asgi_lab.trace import TraceEvent, merge_chunks  # noqa: E402
+from asgi_lab.viz.labels import route  # noqa: E402
 from asgi_lab.viz import Stepper, sequence_diagram, side_by_side, timeline  # noqa: E402
 from asgi_lab.viz.timeline import compare_timelines, spans  # noqa: E402
 

@@ -931,4 +931,31 @@ def test_access_log(caplog):
     with serving(hello, access_log=True) as server:
         with caplog.at_level(logging.INFO, "asgi_lab.access"):
             get(server, "/logged?x=1")
-    assert '"GET /logged HTTP/1.1" 200' in caplog.text
+    assert '"GET /logged?x=1 HTTP/1.1" 200' in caplog.text  # the target as sent, in both servers
+
+
+def test_shutdown_returns_within_the_grace_period_even_with_a_stuck_app():
+    """A WSGI app cannot be interrupted: after the grace period its thread is left behind
+    (a daemon), and shutdown() returns, rather than waiting seconds more for it."""
+    release = threading.Event()
+
+    def stuck(environ, start_response):
+        release.wait(30)
+        start_response("200 OK", [("Content-Length", "0")])
+        return [b""]
+
+    server = WSGIServer(stuck, Config(port=0, timeout_graceful_shutdown=1.0, access_log=False, threads=2))
+    server.start()
+    try:
+        sock = socket.create_connection(server.address)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + 5
+        while server.stats()["busy"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        server.shutdown()
+        assert time.monotonic() - started < 1.5
+        assert server.wait_stopped(0)
+    finally:
+        release.set()
+        sock.close()

@@ -30,8 +30,9 @@ class LifespanFailure(RuntimeError):
 
 
 class Lifespan:
-    def __init__(self, app, mode: str = "auto", tracer=None) -> None:
+    def __init__(self, app, mode: str = "auto", tracer=None, run_app=None) -> None:
         self.app = app
+        self.run_app = run_app  # the server's `run_app` (None: a plain task, for tests)
         self.mode = mode
         self.tracer = tracer
         self.state: dict = {}
@@ -47,7 +48,10 @@ class Lifespan:
         if not self.supported:
             return
         scope = {"type": "lifespan", "asgi": ASGI_VERSION, "state": self.state}
-        self.task = asyncio.get_running_loop().create_task(self.main(scope), name="lifespan")
+        if self.run_app is not None:
+            self.task = self.run_app(self.main(scope), name="lifespan", track=False)
+        else:
+            self.task = asyncio.get_running_loop().create_task(self.main(scope), name="lifespan")
         await self.inbox.put({"type": "lifespan.startup"})
         await self.startup_done.wait()
         if self.failure is not None:

@@ -13,7 +13,7 @@ import h11
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 """We implement ASGI 3 (single-callable apps) and www spec 2.4, which says a send() after the
 client left *should* raise an OSError subclass (older servers return silently); ours raises
-`ClientDisconnected`, see `asgi/http.py`."""
+`ClientDisconnected`, see `core.py`."""
 
 METHODS = {name.encode(): name for name in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 """The usual methods, decoded once: every scope shares these strings instead of its own copy."""

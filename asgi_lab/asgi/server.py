@@ -6,7 +6,7 @@
     await server.shutdown()       # stop accepting, let in-flight work finish, lifespan shutdown
 
 `serve()` does both and waits in between for `request_shutdown()` (the CLI's signal handlers
-call it). Each accepted connection gets an `HTTPProtocol` (see `asgi/http.py`); a WebSocket
+call it); `wait_stopped()` returns once the shutdown is over. Each accepted connection gets an `HTTPProtocol` (see `asgi/http.py`); a WebSocket
 upgrade hands the connection to `WebSocketProtocol` (see `asgi/websocket.py`).
 """
 
@@ -18,9 +18,11 @@ import logging
 import socket
 
 from ..config import Config
+from ..core import ResponseHeads, tick_interval, url
 from ..http11 import bind_socket
 from .http import HTTPProtocol
 from .lifespan import Lifespan
+from .websocket import upgrade_to_websocket
 
 logger = logging.getLogger("asgi_lab.error")
 
@@ -36,33 +38,41 @@ class Server:
         self.app = app
         self.config = config or Config()
         self.tracer = tracer
+        self.heads = ResponseHeads()  # the `date` header and the cache of checked response heads
         self.connections: set = set()
         self.tasks: set[asyncio.Task] = set()  # running app calls (asyncio keeps only weak refs)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.lifespan: Lifespan | None = None
         self.state: dict = {}
         self.address: tuple[str, int] | None = None
-        self.websocket_handler = None
+        self.websocket_handler = upgrade_to_websocket  # replaceable: None serves no WebSocket
         self._ids = itertools.count(1)
         self._listener: asyncio.base_events.Server | None = None
         self._housekeeping: asyncio.TimerHandle | None = None
         self._stop_requested: asyncio.Event | None = None
+        self._stopped: asyncio.Event | None = None
         self._force_exit = False
         self._lifespan_shutdown: asyncio.Future | None = None
-        try:
-            from .websocket import upgrade_to_websocket
-        except ImportError:  # built without WebSocket support
-            pass
-        else:
-            self.websocket_handler = upgrade_to_websocket
 
     @property
     def url(self) -> str:
-        host, port = self.address
-        return f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+        return url(self.address)
 
     def new_connection_id(self) -> int:
         return next(self._ids)
+
+    def run_app(self, call, finished=None, name: str | None = None, track: bool = True) -> asyncio.Task:
+        """The one way this server runs an app call, for HTTP, WebSocket and lifespan alike:
+        the coroutine `call` (the app's own, or a small wrapper) becomes a task. Tracked tasks
+        (requests, sessions) are held in `tasks` (asyncio keeps only a weak reference) and
+        waited for at shutdown; `finished(task)` runs when it ends and must drop it from
+        `tasks` (one done-callback per request, not two: it costs a loop turn each).
+        Lifespan's task is not tracked: it outlives the connections' shutdown."""
+        task = self.loop.create_task(call, name=name)
+        if track:
+            self.tasks.add(task)
+            task.add_done_callback(finished or self.tasks.discard)
+        return task
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -70,7 +80,8 @@ class Server:
         """Lifespan startup, then listen. Raises LifespanFailure if the app refuses to start."""
         self.loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
-        self.lifespan = Lifespan(self.app, self.config.lifespan, self.tracer)
+        self._stopped = asyncio.Event()
+        self.lifespan = Lifespan(self.app, self.config.lifespan, self.tracer, self.run_app)
         await self.lifespan.startup()
         self.state = self.lifespan.state
         sock = sock or bind_socket(self.config)
@@ -83,23 +94,33 @@ class Server:
     def _schedule_housekeeping(self) -> None:
         """One timer for the whole server, not one per connection: every tick, each connection
         checks its own idle and slow-header deadlines. Cheap at 10,000 connections."""
-        config = self.config
-        interval = min(config.timeout_keep_alive, config.timeout_request_header) / 4
-        interval = min(max(interval, 0.05), 1.0)
-        self._housekeeping = self.loop.call_later(interval, self._tick)
+        self._housekeeping = self.loop.call_later(tick_interval(self.config), self._tick)
 
     def _tick(self) -> None:
+        self.check_deadlines()
+        self._schedule_housekeeping()
+
+    def check_deadlines(self) -> None:
+        """(on the loop) One sweep of every connection's deadlines, as the housekeeping tick
+        makes (`ConnectionCore.past_deadline`: a connection is closed at the second sweep
+        that finds it past its deadline). Public, so a test can sweep when it chooses."""
         now = self.loop.time()
         for connection in list(self.connections):
             connection.check_timeouts(now)
-        self._schedule_housekeeping()
 
     # -- run until told to stop ------------------------------------------------------------------
 
     async def serve(self, sock: socket.socket | None = None) -> None:
-        await self.start(sock)
+        """Start (unless `start()` already ran), serve until `request_shutdown()`, then shut
+        down gracefully. The whole life of a server, for the CLI and `background.py`."""
+        if self._listener is None:
+            await self.start(sock)
         await self._stop_requested.wait()
         await self.shutdown()
+
+    async def wait_stopped(self) -> None:
+        """Return once `shutdown()` has finished (lifespan shutdown included)."""
+        await self._stopped.wait()
 
     def request_shutdown(self) -> None:
         """Ask `serve()` to shut down gracefully. A second request forces it to hurry."""
@@ -117,12 +138,16 @@ class Server:
         """Graceful shutdown, in the order a client would want it:
 
         1. stop accepting new connections;
-        2. close idle keep-alive connections; let requests in flight finish, then close;
-           tell long-lived ones (a streaming response, a WebSocket) that we are going away;
+        2. close idle keep-alive connections; let responses in flight finish (a download
+           completes), then close; tell long-lived ones that we are going away: a `receive()`
+           after the request body returns `http.disconnect` (an SSE stream or long-poll that
+           listens ends at once), a WebSocket gets Close 1001;
         3. after `timeout_graceful_shutdown`, close whatever is still open;
         4. run the app's lifespan shutdown.
         """
         if self._listener is None:
+            if self._stopped is not None:
+                self._stopped.set()
             return
         self._listener.close()
         if self._housekeeping is not None:
@@ -137,7 +162,8 @@ class Server:
             connection.transport.abort()
         await asyncio.sleep(0)  # let aborted connections deliver their disconnect to the apps
         if self.tasks:  # apps still running after the grace period (and their disconnect)
-            await asyncio.wait(self.tasks, timeout=0 if self._force_exit else 1.0)
+            # A moment for their `finally:` blocks, then cancel: the grace period is over.
+            await asyncio.wait(self.tasks, timeout=0 if self._force_exit else 0.25)
             for task in self.tasks:
                 task.cancel()
         self._listener = None
@@ -149,4 +175,5 @@ class Server:
                 if not self._force_exit:
                     raise  # cancelled from outside, not by a second Ctrl-C
                 logger.warning("Lifespan shutdown cut short by a second interrupt")
+        self._stopped.set()
         logger.info("asgi_lab ASGI server stopped")

@@ -31,6 +31,7 @@ connection because the peer broke the protocol, and 1001 when the server shuts d
 from __future__ import annotations
 
 import asyncio
+import enum
 import io
 import logging
 from collections import deque
@@ -50,19 +51,40 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
-from ..http11 import default_headers, error_response
+from ..core import ClientDisconnected, advance, log_access
+from ..http11 import error_response
 from ..trace import describe_event, preview
-from .http import ClientDisconnected, access_logger
 from .scope import build_websocket_scope
 
 logger = logging.getLogger("asgi_lab.error")
 
-# The session, as the ASGI app sees it. Plain strings, compared with `is`.
-CONNECTING = "connecting"  # websocket.connect delivered; waiting for the app's answer
-ACCEPTED = "accepted"      # 101 sent: messages flow both ways
-RESPONDING = "responding"  # denial extension: an HTTP response instead of the WebSocket
-CLOSING = "closing"        # we sent a Close frame (or a rejection) and wait for the end
-CLOSED = "closed"          # the TCP connection is gone
+
+
+class SessionState(enum.Enum):
+    r"""The session, as the ASGI app sees it (ASGI www spec, "WebSocket"):
+
+        CONNECTING --accept--> ACCEPTED --Close sent/received--> CLOSING --TCP gone--> CLOSED
+            |  \--websocket.http.response.start--> RESPONDING --last body--> CLOSING
+            \--websocket.close (403) / bad handshake--> CLOSING
+    (and from any state straight to CLOSED when the TCP connection is lost)."""
+
+    CONNECTING = "connecting"  # websocket.connect delivered; waiting for the app's answer
+    ACCEPTED = "accepted"      # 101 sent: messages flow both ways
+    RESPONDING = "responding"  # denial extension: an HTTP response instead of the WebSocket
+    CLOSING = "closing"        # we sent a Close frame (or a rejection) and wait for the end
+    CLOSED = "closed"          # the TCP connection is gone
+
+
+CONNECTING, ACCEPTED, RESPONDING, CLOSING, CLOSED = SessionState
+
+ALLOWED = {
+    CONNECTING: (ACCEPTED, RESPONDING, CLOSING, CLOSED),
+    ACCEPTED: (CLOSING, CLOSED),
+    RESPONDING: (CLOSING, CLOSED),
+    CLOSING: (CLOSING, CLOSED),
+    CLOSED: (CLOSED,),
+}
+"""The transitions `SessionState` allows; any other raises `core.IllegalTransition`."""
 
 MAX_QUEUED_MESSAGES = 64
 """Received messages waiting for the app's receive(). Above this (or above
@@ -114,7 +136,8 @@ class WebSocketProtocol(asyncio.Protocol):
         self.client = http_protocol.client
         self.server_addr = http_protocol.server_addr
         self.scope: dict = {}
-        self.state = CONNECTING
+        self.request = None  # the h11.Request that asked for the upgrade (for the access log)
+        self.state = CONNECTING  # see SessionState: changed only through `advance`
         # wsproto: the handshake object until the app accepts, then the frame `Connection`.
         self.handshake = WSConnection(ConnectionType.SERVER)
         self.conn = None
@@ -147,6 +170,7 @@ class WebSocketProtocol(asyncio.Protocol):
     def start(self, request, trailing_data: bytes) -> None:
         """Hand the request to wsproto's handshake, then start the app with websocket.connect."""
         self.resume_reading()
+        self.request = request
         try:
             self.handshake.initiate_upgrade_connection(request.headers, request.target)
             for event in self.handshake.events():  # the validated wsproto `Request`
@@ -157,23 +181,21 @@ class WebSocketProtocol(asyncio.Protocol):
             logger.info("Connection %s from %s: bad WebSocket handshake: %s", self.id, self.client, exc)
             hint = getattr(exc, "event_hint", None)
             self.reject(hint.status_code if hint else 400, list(hint.headers) if hint else [])
-            self.state = CLOSING
+            self.state = advance(self.state, CLOSING, ALLOWED)
             self.session_ended(1006, "")
             return
         self.early_data += trailing_data
         self.scope = build_websocket_scope(request, self.client, self.server_addr,
                                            self.config.root_path, state=self.server.state)
         self.queue.append(({"type": "websocket.connect"}, 0))
-        task = self.loop.create_task(self.run_asgi())
-        self.server.tasks.add(task)
-        task.add_done_callback(self.server.tasks.discard)
+        self.server.run_app(self.run_asgi())
 
     def reject(self, status: int, extra_headers=()) -> None:
         """Answer the handshake with a plain HTTP error (403, 500, 503...) and close."""
-        response, body = error_response(status)
-        self.write(self.handshake.send(RejectConnection(
-            status_code=status, headers=list(response.headers) + list(extra_headers), has_body=True)))
-        self.write(self.handshake.send(RejectData(data=body)))
+        response, body = error_response(status, self.server.heads.default_headers())
+        self.send_event(self.handshake, RejectConnection(
+            status_code=status, headers=list(response.headers) + list(extra_headers), has_body=True))
+        self.send_event(self.handshake, RejectData(data=body))
         self.transport.close()
 
     # -- asyncio.Protocol callbacks -------------------------------------------------------------
@@ -200,7 +222,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.server.connections.discard(self)
         if self.tracer is not None:
             self.tracer.emit(self.id, "socket", "connection_lost", {"error": repr(exc) if exc else None})
-        self.state = CLOSED
+        self.state = advance(self.state, CLOSED, ALLOWED)
         if self.close_timer is not None:
             self.close_timer.cancel()
             self.close_timer = None
@@ -216,7 +238,7 @@ class WebSocketProtocol(asyncio.Protocol):
         ping, self.unanswered_ping = self.unanswered_ping, None
         if ping is not None and self.conn.state is ConnectionState.OPEN \
                 and not self.transport.is_closing():
-            self.write(self.conn.send(ping.response()))
+            self.send_event(self.conn, ping.response())
         waiter = self.drain_waiter
         if waiter is not None:
             self.drain_waiter = None
@@ -240,7 +262,7 @@ class WebSocketProtocol(asyncio.Protocol):
                     # flood cannot grow our write buffer without bound.
                     self.unanswered_ping = event
                 elif self.conn.state is ConnectionState.OPEN:
-                    self.write(self.conn.send(event.response()))  # RFC 6455 §5.5.3
+                    self.send_event(self.conn, event.response())  # RFC 6455 §5.5.3
             elif event_type is Pong:
                 if event.payload == KEEPALIVE_PAYLOAD:
                     self.ping_sent_at = None
@@ -287,7 +309,7 @@ class WebSocketProtocol(asyncio.Protocol):
         if state is ConnectionState.REMOTE_CLOSING:
             # The peer started the closing handshake: answer with the same code, then close
             # the TCP connection (RFC 6455 §7.1.1: the server closes it first).
-            self.write(self.conn.send(event.response()))
+            self.send_event(self.conn, event.response())
             self.close_transport()
             self.session_ended(code, reason)
         elif state is ConnectionState.CLOSED:
@@ -303,7 +325,7 @@ class WebSocketProtocol(asyncio.Protocol):
         """Fail the WebSocket connection (RFC 6455 §7.1.7): send Close with `code`, drop TCP."""
         logger.info("Connection %s from %s: closing with %d: %s", self.id, self.client, code, reason)
         if self.conn.state is ConnectionState.OPEN:
-            self.write(self.conn.send(CloseConnection(code=code, reason=reason)))
+            self.send_event(self.conn, CloseConnection(code=code, reason=reason))
         self.close_transport()
         self.session_ended(code, reason)
 
@@ -314,7 +336,7 @@ class WebSocketProtocol(asyncio.Protocol):
         if self.disconnect is None:
             self.disconnect = {"type": "websocket.disconnect", "code": code, "reason": reason}
             if self.state is not CLOSED:
-                self.state = CLOSING
+                self.state = advance(self.state, CLOSING, ALLOWED)
             self.partial = None
             self.resume_reading()
             self.wake()
@@ -331,8 +353,8 @@ class WebSocketProtocol(asyncio.Protocol):
     def send_close(self, code: int, reason: str) -> None:
         """Start the closing handshake (RFC 6455 §7.1.2): Close now, TCP close after the reply."""
         if self.conn.state is ConnectionState.OPEN:
-            self.write(self.conn.send(CloseConnection(code=code, reason=reason)))
-        self.state = CLOSING
+            self.send_event(self.conn, CloseConnection(code=code, reason=reason))
+        self.state = advance(self.state, CLOSING, ALLOWED)
         self.resume_reading()  # the peer's answering Close must get through
         self.start_close_timer()
 
@@ -347,14 +369,14 @@ class WebSocketProtocol(asyncio.Protocol):
         if self.ping_sent_at is None:
             if now - self.last_pong_at >= interval:
                 self.ping_sent_at = now
-                self.write(self.conn.send(Ping(payload=KEEPALIVE_PAYLOAD)))
+                self.send_event(self.conn, Ping(payload=KEEPALIVE_PAYLOAD))
         elif now - self.ping_sent_at > self.config.ws_ping_timeout and not self.reading_paused:
             # (while we do not read, a missing pong is our doing, not the peer's)
             if self.tracer is not None:
                 self.tracer.emit(self.id, "server", "timeout", {"reason": "no pong"})
             logger.info("Connection %s from %s: no pong within %s s, dropping it",
                         self.id, self.client, self.config.ws_ping_timeout)
-            self.write(self.conn.send(CloseConnection(code=1011, reason="keep-alive ping timeout")))
+            self.send_event(self.conn, CloseConnection(code=1011, reason="keep-alive ping timeout"))
             self.session_ended(1006, "")  # the peer sent no Close: for the app, it just vanished
             self.transport.abort()
 
@@ -398,7 +420,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self.session_ended(close_code, "")
         elif self.state is CONNECTING:
             self.reject(status)
-            self.state = CLOSING
+            self.state = advance(self.state, CLOSING, ALLOWED)
             self.session_ended(1006, "")
         elif self.state is RESPONDING:
             self.close_transport()
@@ -453,7 +475,7 @@ class WebSocketProtocol(asyncio.Protocol):
                 if data is None:
                     raise TypeError("websocket.send needs 'bytes' or 'text' that is not None")
             if len(data) <= FRAME_SIZE:
-                self.write(self.conn.send(Message(data=data)))
+                self.send_event(self.conn, Message(data=data))
             else:
                 self.send_fragmented(data)
         elif self.state is CONNECTING:
@@ -487,22 +509,22 @@ class WebSocketProtocol(asyncio.Protocol):
         conn, size = self.conn, len(data)
         for start in range(0, size, FRAME_SIZE):
             end = start + FRAME_SIZE
-            self.write(conn.send(Message(data=data[start:end], message_finished=end >= size)))
+            self.send_event(conn, Message(data=data[start:end], message_finished=end >= size))
 
     def send_handshake_answer(self, message: dict) -> None:
         """The app's answer to websocket.connect: accept, close (403) or an HTTP response."""
         message_type = message["type"]
         if message_type == "websocket.accept":
-            headers = default_headers()
+            headers = self.server.heads.default_headers()
             for name, value in message.get("headers") or ():
                 if name.lower() == b"sec-websocket-protocol":
                     raise ValueError("set the subprotocol with 'subprotocol', not a header")
                 headers.append((name, value))
-            self.write(self.handshake.send(AcceptConnection(
-                subprotocol=message.get("subprotocol"), extra_headers=headers)))
+            self.send_event(self.handshake, AcceptConnection(
+                subprotocol=message.get("subprotocol"), extra_headers=headers))
             self.conn = self.handshake.connection
             self.handshake = None  # its work is done: free its h11 state (idle sockets add up)
-            self.state = ACCEPTED
+            self.state = advance(self.state, ACCEPTED, ALLOWED)
             self.last_pong_at = self.loop.time()
             self.log_access("[accepted]")
             if self.early_data:  # frames the client sent before our 101 arrived
@@ -513,15 +535,15 @@ class WebSocketProtocol(asyncio.Protocol):
         elif message_type == "websocket.close":
             self.log_access("403")
             self.reject(403)
-            self.state = CLOSING
+            self.state = advance(self.state, CLOSING, ALLOWED)
             self.session_ended(1006, "")
         elif message_type == "websocket.http.response.start":
             status = message["status"]
-            headers = default_headers()
+            headers = self.server.heads.default_headers()
             headers.extend(message.get("headers") or ())
-            self.write(self.handshake.send(RejectConnection(
-                status_code=status, headers=headers, has_body=True)))
-            self.state = RESPONDING
+            self.send_event(self.handshake, RejectConnection(
+                status_code=status, headers=headers, has_body=True))
+            self.state = advance(self.state, RESPONDING, ALLOWED)
             self.log_access(str(status))
         else:
             raise RuntimeError(f"Expected 'websocket.accept', 'websocket.close' or "
@@ -532,14 +554,21 @@ class WebSocketProtocol(asyncio.Protocol):
         if message["type"] != "websocket.http.response.body":
             raise RuntimeError(f"Expected 'websocket.http.response.body', but got {message['type']!r}")
         more_body = message.get("more_body", False)
-        self.write(self.handshake.send(RejectData(data=message.get("body", b""),
-                                                  body_finished=not more_body)))
+        self.send_event(self.handshake, RejectData(data=message.get("body", b""),
+                                                  body_finished=not more_body))
         if not more_body:
-            self.state = CLOSING
+            self.state = advance(self.state, CLOSING, ALLOWED)
             self.close_transport()
             self.session_ended(1006, "")
 
     # -- small helpers ---------------------------------------------------------------------------
+
+    def send_event(self, machine, event) -> None:
+        """Hand `event` to wsproto (`machine`: the handshake, or the frame connection once
+        accepted), trace it as an outgoing wsproto event, and write the bytes it makes."""
+        if self.tracer is not None:
+            self.tracer.emit(self.id, "wsproto", type(event).__name__, describe_event(event))
+        self.write(machine.send(event))
 
     def write(self, data: bytes) -> None:
         if self.tracer is not None:
@@ -565,7 +594,6 @@ class WebSocketProtocol(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def log_access(self, outcome: str) -> None:
-        if self.config.access_log and access_logger.isEnabledFor(logging.INFO):
-            client = self.client
-            access_logger.info('%s:%s - "WebSocket %s" %s', client[0] if client else "-",
-                               client[1] if client else "-", self.scope["path"], outcome)
+        if self.config.access_log:
+            request = self.request
+            log_access(self.client, request.method, request.target, request.http_version, outcome)

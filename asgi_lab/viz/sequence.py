@@ -8,7 +8,7 @@ type: the bytes the client sends, the ASGI messages the app gets from `receive()
 `send()`, the WSGI calls (`app(environ, start_response)`, `start_response`, each body chunk,
 `close()`), the HTTP/2 frames of each stream (`asgi_lab/http2.py`, stream id on the arrow).
 What happens inside the server (h11 parsed a `Request`, a timeout fired) is a note on the
-server's lane. `trace.route(event)` decides which is which.
+server's lane. `labels.route(event)` decides which is which.
 
 With the middleware onion on (`asgi_lab/onion.py`), the app's lane is followed by one lane
 per middleware layer, outermost first ("app/1", "app/2", ...), each titled with its class:
@@ -26,7 +26,8 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ..trace import LANES, TraceEvent, label, merge_chunks, route
+from ..trace import TraceEvent, merge_chunks
+from .labels import LANES, label, route
 
 #: One colour per layer, so the eye can follow bytes, protocol events and app messages.
 LAYER_COLORS = {

@@ -36,7 +36,8 @@ from dataclasses import asdict
 
 from matplotlib.figure import Figure
 
-from ..trace import TraceEvent, details, label, listing, merge_chunks
+from ..trace import TraceEvent, merge_chunks
+from .labels import details, label, listing
 from .sequence import ROW_HEIGHT, events_of, sequence_diagram
 
 try:

@@ -1,26 +1,26 @@
-"""HTTP/1.1 for the WSGI server: h11 over a blocking socket, and one cycle per request.
+"""HTTP/1.1 for the WSGI server: the blocking shell around the connection core.
 
 Two classes, read them in this order (they mirror `asgi/http.py`, so compare them):
 
 - `Connection` owns one TCP connection. A thread hands it the bytes it read from the
-  socket (`data_received`); it feeds them to h11 and, for every complete request head, runs
-  one `RequestResponseCycle` right there, on that thread, blocking until the response is
-  sent. It answers pipelined requests in order and keeps the connection alive between them.
+  socket (`data_received`); it hands them to the sans-IO connection core (`core.py`: h11 and
+  every HTTP/1.1 rule both servers share) and, for every complete request, runs one
+  `RequestResponseCycle` right there, on that thread, blocking until the response is sent.
+  It answers pipelined requests in order and keeps the connection alive between them.
 - `RequestResponseCycle` is the WSGI side of one request (PEP 3333): it builds the
   `environ`, calls the app with `start_response`, sends what the returned iterable yields,
-  and always calls the iterable's `close()`. Its response state machine: head not sent ->
-  head sent -> complete; or the client left.
+  and always calls the iterable's `close()`; the core's `ResponseState` says how far the
+  response has come.
 
-Where the ASGI server awaits, this one blocks: reading the request body (`wsgi.input`) and
-writing the response (`sendall`) hold the thread until the socket is ready. That is the whole
-difference the lab measures. One exception, so that clients that never read cannot take the
-whole pool: once the app has returned and its response is complete, the bytes the client has
-not taken yet can be handed over to the acceptor thread (`hand_over`), freeing the worker.
-Who calls `data_received`, and what happens between requests, is the server's business (see
-`server.py`): a pooled worker hands an idle connection back to the acceptor's selector, a
-thread-per-connection blocks in `serve_forever`.
-
-h11 does all the parsing and framing (RFC 9112): we never read a header by hand.
+Where the ASGI server awaits, this one blocks: the request body is *pulled* through
+`wsgi.input` (a blocking `recv`), and the response is written with `sendall`, holding the
+thread until the socket is ready. That is the whole difference the lab measures. One
+exception, so that clients that never read cannot take the whole pool: once the app has
+returned and its response is complete, the bytes the client has not taken yet can be handed
+over to the acceptor thread (`hand_over`), freeing the worker. Who calls `data_received`, and
+what happens between requests, is the server's business (see `server.py`): a pooled worker
+hands an idle connection back to the acceptor's selector, a thread-per-connection blocks in
+`serve_forever`.
 """
 
 from __future__ import annotations
@@ -34,26 +34,20 @@ from wsgiref.util import is_hop_by_hop
 
 import h11
 
-from ..http11 import (check_status, default_headers, event_name, new_h11_connection, origin_form,
-                      refuse_request, response_head, send_error, status_for)
-from ..trace import describe_event, preview
+from ..core import (COMPLETE, NEED_DATA, NOT_STARTED, STARTED, ClientDisconnected, ConnectionCore,
+                    Refused, Wait)
+from ..http11 import check_status
 from .environ import build_environ, environ_base, environ_for_trace
 from .streams import FileRegion, FileWrapper, RequestBody
 from .upgrade import UPGRADE_KEY, Upgrade
 
 logger = logging.getLogger("asgi_lab.error")
-access_logger = logging.getLogger("asgi_lab.access")
 
 RECV_BUFFER = 64 * 1024
 """Bytes asked of the socket per recv(): a whole small request (or many pipelined ones) at once."""
 
 MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 """recv() flag: return at once if no bytes are there (POSIX; Windows lacks it, see server.py)."""
-
-
-class ClientDisconnected(OSError):
-    """The client went away: a write failed, or the body ended early. The app may see it
-    raised from `wsgi.input.read()` (the ASGI server raises its own from `send()`)."""
 
 
 class RequestBodyError(OSError):
@@ -66,7 +60,7 @@ class RequestBodyError(OSError):
 
 
 class Connection:
-    """One client connection: bytes in from the socket, h11 events out, one cycle per request."""
+    """One client connection: bytes in from the socket, core events out, one cycle per request."""
 
     def __init__(self, server, sock: socket.socket, client: tuple[str, int] | None, conn_id: int) -> None:
         self.server = server            # the WSGIServer: app, config, tracer, address
@@ -77,18 +71,13 @@ class Connection:
         self.fd = sock.fileno()         # its number, still known after close (see watchlist.py)
         self.client = client
         self.id = conn_id
-        self.conn = new_h11_connection(self.config)
+        self.core = ConnectionCore(self.config, server.heads, self.tracer, conn_id, client)
+        self.conn = self.core.conn
         self.base_environ = environ_base(server.address, client, self.config.root_path)
         self.cycle: RequestResponseCycle | None = None
-        self.keep_alive = True          # False once the server shuts down
         self.closed = False
         self.socket_timeout: float | None = None  # what sock.settimeout() was last given
         self.writes = 0
-        # Timeouts (the same rules as the ASGI server): `waiting_since` is when we started
-        # waiting for the next request head (None while a request is being handled),
-        # `head_bytes` how many bytes of that head have arrived.
-        self.waiting_since: float | None = time.monotonic()
-        self.head_bytes = 0
         # A request whose head has arrived, waiting for the start of its body (see
         # `early_body_arrived`), and the h11 body events read for it so far.
         self.pending: h11.Request | None = None
@@ -100,6 +89,15 @@ class Connection:
         if self.tracer is not None:
             self.tracer.emit(self.id, "socket", "connection_made",
                              {"client": client, "server": server.address})
+
+    @property
+    def keep_alive(self) -> bool:
+        """False once this connection must close after its response (shutdown, an error)."""
+        return self.core.keep_alive
+
+    @keep_alive.setter
+    def keep_alive(self, value: bool) -> None:
+        self.core.keep_alive = value
 
     # -- the two ways a thread drives a connection ---------------------------------------------
 
@@ -120,7 +118,7 @@ class Connection:
             self.close()
             return False
         waiting = self.data_received(data)
-        if waiting and self.time_left(time.monotonic()) <= 0:
+        if waiting and self.core.time_left(time.monotonic()) <= 0:
             # Bytes keep trickling in, but the request head is overdue (slowloris). The
             # acceptor's sweep only sees connections resting in its selector, and this one
             # leaves it each time a byte arrives: so the deadline is checked here too.
@@ -131,7 +129,7 @@ class Connection:
     def serve_forever(self) -> None:
         """Thread per connection: block on this one socket until the client leaves or idles out."""
         while not self.closed:
-            timeout = self.time_left(time.monotonic())
+            timeout = self.core.time_left(time.monotonic())
             if timeout <= 0:
                 self.close_idle()
                 return
@@ -145,34 +143,28 @@ class Connection:
                 return
             self.data_received(data)
 
-    # -- h11 events ----------------------------------------------------------------------------
+    # -- the core's events ---------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> bool:
-        """Feed bytes to h11 and handle every complete event; True while open and waiting."""
-        if self.tracer is not None:
-            self.tracer.emit(self.id, "socket", "bytes_in", {"bytes": preview(data), "size": len(data)})
-        self.head_bytes += len(data)
-        if self.pending is not None:
-            self.waiting_since = time.monotonic()  # the body's deadline counts silence
-        self.conn.receive_data(data)
+        """Hand bytes to the core and handle every complete event; True while open and waiting."""
+        self.core.receive_data(data)
         return self.handle_events()
 
     def handle_events(self) -> bool:
-        """Take every complete event h11 can give from the bytes received so far; True while
-        the connection stays open, waiting for more bytes.
+        """Take every complete event the core can give from the bytes received so far; True
+        while the connection stays open, waiting for more bytes.
 
         A request head comes here; then the start of its body (`early_body_arrived`); only then
         does the request run. The rest of a large body is read by its cycle, on demand, while
         the app runs.
         """
+        core = self.core
         while True:
             if self.pending is not None:
                 try:
                     if not self.early_body_arrived():
+                        core.waiting_for(Wait.BODY)  # its body gets the silent-body deadline
                         return True
-                except h11.RemoteProtocolError as exc:
-                    self.reject(status_for(exc), f"malformed request body: {exc}")
-                    return False
                 except RequestBodyError as exc:
                     self.reject(exc.status, str(exc))
                     return False
@@ -184,22 +176,15 @@ class Connection:
                     # so a pipelined request waits (in h11's buffer) until they have.
                     return True
                 continue
-            try:
-                event = self.conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                self.reject(status_for(exc), f"malformed request: {exc}")
-                return False
-            if event is h11.NEED_DATA:
+            event = core.next_event()
+            if event is NEED_DATA:
                 return True
-            if self.tracer is not None:
-                self.tracer.emit(self.id, "h11", event_name(event), describe_event(event))
-            if type(event) is h11.Request:
-                refusal = refuse_request(event, self.head_bytes, self.config)
-                if refusal is not None:
-                    self.reject(*refusal)
-                    return False
-                self.pending = origin_form(event)
-                self.waiting_since = time.monotonic()
+            event_type = type(event)
+            if event_type is h11.Request:
+                self.pending = event  # run once the start of its body is here (just below)
+            elif event_type is Refused:
+                self.reject(event.status, event.reason)
+                return False
             else:  # ConnectionClosed: the client is done with us
                 self.close()
                 return False
@@ -210,31 +195,28 @@ class Connection:
         Yes when the whole body is here, or `config.wsgi_early_body_bytes` of it, or when the
         client waits for `100 Continue` before sending it (RFC 9110 §10.1.1: the app asks for
         it by reading `wsgi.input`). Until then the connection rests in the acceptor's
-        selector like a slow request head, under the same deadline: a client that sends its
-        body a byte a second holds a socket, not one of the pool's threads. The h11 events
-        read here are replayed to the app by `RequestResponseCycle.read_body_chunk`.
+        selector like a slow request head, under the core's silent-body deadline: a client
+        that sends its body a byte a second holds a socket, not one of the pool's threads. The
+        events read here are replayed to the app by `RequestResponseCycle.read_body_chunk`.
         """
-        conn = self.conn
+        core = self.core
         events = self.early_events
         while self.early_bytes < self.config.wsgi_early_body_bytes:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                return conn.they_are_waiting_for_100_continue
-            if self.tracer is not None:
-                self.tracer.emit(self.id, "h11", event_name(event), describe_event(event))
+            event = core.next_event()
+            if event is NEED_DATA:
+                return self.conn.they_are_waiting_for_100_continue
+            if type(event) is Refused:  # malformed, or a chunked body grown too big
+                raise RequestBodyError(event.status, event.reason)
             events.append(event)
             if type(event) is h11.EndOfMessage:
                 return True
             self.early_bytes += len(event.data)
-            limit = self.config.max_body_bytes
-            if limit is not None and self.early_bytes > limit:  # a chunked body grown too big
-                raise RequestBodyError(413, "request body over the limit")
         return True
 
     def handle_request(self, request: h11.Request) -> bool:
         """A request arrived (`early_body_arrived`): run its cycle to the end, then get ready
         for the next one."""
-        self.waiting_since = None
+        self.core.waiting_for(Wait.APP)
         self.cycle = RequestResponseCycle(self, request)
         self.cycle.run()
         self.cycle = None
@@ -242,85 +224,35 @@ class Connection:
 
     def response_complete(self) -> bool:
         """The response is sent: close, or get ready for the next request (keep-alive)."""
-        conn = self.conn
         if self.closed:
             return False
-        if conn.our_state is h11.MUST_CLOSE or not self.keep_alive:
+        keep_alive = self.core.cycle_done()
+        if self.unsent is not None:
+            self.core.waiting_for(Wait.WRITE)  # the handed-over rest: the client must take it
+        if not keep_alive:
             return self.close_when_sent()
-        if conn.their_state is h11.SEND_BODY and not self.discard_buffered_body():
-            # The app answered without reading the whole request body, and the rest has not
-            # arrived yet. Rather than wait for and discard an unknown amount, close (the
-            # ASGI server does the same).
-            return self.close_when_sent()
-        conn.start_next_cycle()
         self.early_events.clear()
         self.early_bytes = 0
-        self.waiting_since = time.monotonic()
-        self.head_bytes = len(conn.trailing_data[0])  # a pipelined request may have begun
         return True
-
-    def discard_buffered_body(self) -> bool:
-        """Skip the unread part of the request body that h11 already holds; True if that was
-        all of it. Never reads the socket. (A GET's empty body ends here, too.)"""
-        if self.conn.their_state is not h11.SEND_BODY:
-            return True  # the end of the body was among the early events
-        while True:
-            try:
-                event = self.conn.next_event()
-            except h11.RemoteProtocolError:
-                return False
-            if self.tracer is not None and event is not h11.NEED_DATA:
-                self.tracer.emit(self.id, "h11", event_name(event), describe_event(event))
-            if type(event) is h11.EndOfMessage:
-                return True
-            if type(event) is not h11.Data:  # NEED_DATA: the rest is still on the wire
-                return False
 
     def reject(self, status: int, reason: str = "") -> None:
         """Answer a request the app never sees (malformed, too large) and close."""
-        if reason:
-            logger.info("Connection %s from %s: %s", self.id, self.client, reason)
         try:
-            self.sendall(send_error(self.conn, status))
+            self.sendall(self.core.refuse(status, reason))
         except ClientDisconnected:
             pass
         self.close()
 
     # -- timeouts --------------------------------------------------------------------------------
 
-    def time_left(self, now: float) -> float:
-        """Seconds until this connection has waited too long for its next request head.
-
-        One that never sends a byte, or idles between requests, gets `timeout_keep_alive`;
-        one that started a head gets `timeout_request_header` to finish it (slow headers);
-        one whose request waits for its body gets `timeout_request_header` from the last bytes
-        that arrived (a silent body, as `RequestResponseCycle.receive_more` counts it); one
-        whose response was handed over gets `wsgi_timeout_write` from the last bytes the
-        client took.
-        """
-        if self.unsent is not None:  # a handed-over response: time since the client last took bytes
-            return self.waiting_since + self.config.wsgi_timeout_write - now
-        if self.waiting_since is None:
-            return float("inf")
-        if self.head_bytes == 0:
-            return self.waiting_since + self.config.timeout_keep_alive - now
-        return self.waiting_since + self.config.timeout_request_header - now
-
     def close_idle(self) -> None:
-        """The deadline of `time_left` has passed: close, with a 408 if a request is waiting
-        for its body (the same answer `receive_more` gives once the app reads it)."""
-        if self.unsent is not None:
-            why = "client not reading"
-        elif self.pending is not None:
-            why = "request body too slow"
-        else:
-            why = "idle" if self.head_bytes == 0 else "request head too slow"
-        if self.tracer is not None:
-            self.tracer.emit(self.id, "server", "timeout", {"reason": why})
-        if self.pending is not None:
-            self.reject(408, why)
-        else:
-            self.close()
+        """The core's deadline has passed (`ConnectionCore.time_left`): close, with a 408 if
+        a request is waiting for its body."""
+        try:
+            self.sendall(self.core.expired())
+        except ClientDisconnected:
+            pass
+        self.close()
 
     # -- the socket --------------------------------------------------------------------------
 
@@ -348,8 +280,6 @@ class Connection:
         all at once, the rest may be handed over (`hand_over`) instead of waited for."""
         if not data:
             return
-        if self.tracer is not None:
-            self.tracer.emit(self.id, "socket", "bytes_out", {"bytes": preview(data), "size": len(data)})
         self.prepare_write()
         try:
             try:
@@ -387,7 +317,6 @@ class Connection:
             return False
         self.set_timeout(None)  # the acceptor's send() must not wait for room (see set_timeout)
         self.unsent = rest
-        self.waiting_since = time.monotonic()  # `time_left` counts from the last progress
         if self.tracer is not None:
             self.tracer.emit(self.id, "server", "hand_over", {"size": len(rest)})
         return True
@@ -405,10 +334,11 @@ class Connection:
             return False
         self.server.release_unsent(sent)
         self.unsent = self.unsent[sent:]
-        self.waiting_since = time.monotonic()  # progress: the write timeout starts again
         if self.unsent:
+            self.core.progress()  # the write deadline starts again
             return False
         self.unsent = None
+        self.core.waiting_for(Wait.HEAD)  # idle now, waiting for the next request
         return True
 
     def close_when_sent(self) -> bool:
@@ -423,7 +353,7 @@ class Connection:
     @property
     def request_buffered(self) -> bool:
         """Are bytes of a next (pipelined) request already read, waiting in h11's buffer?"""
-        return bool(self.conn.trailing_data[0])
+        return self.core.request_buffered
 
     def finish_unsent(self) -> None:
         """(worker) Shutting down, the acceptor is gone: write the rest of a handed-over
@@ -494,24 +424,23 @@ class RequestResponseCycle:
     """One request and its response, as the WSGI app sees them (PEP 3333).
 
     The app gets `environ` and `start_response`; this class checks that the app calls them
-    as the PEP requires, and turns what it returns into h11 events.
+    as the PEP requires, and hands what it returns to the core, which makes h11 events of it.
     """
 
     def __init__(self, connection: Connection, request: h11.Request) -> None:
         self.connection = connection
+        self.core = connection.core      # its `state` is this response's (`ResponseState`)
         self.conn = connection.conn
         self.request = request
         self.tracer = connection.tracer
-        self.head_only = request.method == b"HEAD"
-        self.body_size = 0
         self.body_complete = False       # h11 gave us the request's EndOfMessage
-        # Response state machine: not started -> started (start_response called) ->
-        # head sent (first non-empty chunk) -> complete; `connection.closed` if the client left.
-        self.status: str | None = None
-        self.response: h11.Response | None = None
-        self.head_sent = False
-        self.complete = False
         self.environ: dict = {}
+
+    @property
+    def head_sent(self) -> bool:
+        """Is the response head on the wire (too late for another status)?"""
+        state = self.core.state
+        return state is not NOT_STARTED and state is not STARTED
 
     # -- the app -----------------------------------------------------------------------------
 
@@ -566,19 +495,22 @@ class RequestResponseCycle:
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None  # break the frame <-> traceback reference cycle
-        elif self.status is not None:
+        elif self.core.state is not NOT_STARTED:
             raise RuntimeError("start_response() called twice without exc_info (PEP 3333: "
                                "only an error handler, passing exc_info, may call it again)")
         if self.tracer is not None:
             self.tracer.emit(self.connection.id, "wsgi", "start_response",
                              {"status": status, "headers": headers, "exc_info": replacing})
-        self.response = _cached_response(status, headers)  # a bad status or header fails here
-        self.status = status
+        heads = self.core.heads
+        if type(headers) is not list:  # not what PEP 3333 asks for: _h11_response says so
+            self.core.start(_h11_response(status, headers, heads))
+        else:  # a bad status or header fails here, while a 500 can still be sent
+            self.core.start(heads.head((status, tuple(headers)), _h11_response, status, headers, heads))
         return self.write
 
     def write(self, data: bytes) -> None:
         """PEP 3333, "The write() Callable": send `data` now (the imperative API of old apps)."""
-        if self.status is None:
+        if self.core.state is NOT_STARTED:
             raise RuntimeError("write() called before start_response()")
         if self.tracer is not None:
             self.tracer.emit(self.connection.id, "wsgi", "write", {"data": data})
@@ -625,9 +557,9 @@ class RequestResponseCycle:
                              {"offset": region.offset, "count": region.count})
         if not self.head_sent:
             self.send(b"")  # the head alone
-        if self.head_only or not region.count:
+        if self.request.method == b"HEAD" or not region.count:
             return
-        for piece in self.conn.send_with_data_passthrough(h11.Data(data=region)):
+        for piece in self.core.body_pieces(region):
             if piece is region:
                 self.connection.sendfile(region)
             else:  # chunk framing around it
@@ -635,32 +567,18 @@ class RequestResponseCycle:
 
     def finish(self) -> None:
         """The iterable is exhausted (and closed): end the response."""
-        if not self.complete:
+        if self.core.state is not COMPLETE:
             self.send(b"", end=True)
 
     def send(self, data: bytes, end: bool = False) -> None:
-        """One write: the head if it has not gone yet, then `data`, then the end if `end`.
-
-        h11 frames the body: Content-Length if the app gave one, otherwise chunked for
-        HTTP/1.1 and "until the connection closes" for HTTP/1.0.
-        """
-        conn = self.conn
-        if self.response is None:
+        """One write: the head if it has not gone yet, then `data`, then the end if `end`
+        (the core frames them: `ConnectionCore.respond`)."""
+        state = self.core.state
+        if state is NOT_STARTED:
             raise RuntimeError("the app returned (or wrote) a body without calling start_response()")
-        if self.complete:
+        if state is COMPLETE:
             raise RuntimeError("the response is already complete")
-        pieces = []
-        if not self.head_sent:
-            pieces.append(conn.send(self.response))
-            self.head_sent = True
-            if self.connection.config.access_log:
-                self.log_access(self.response.status_code)
-        if data and not self.head_only:
-            pieces.append(conn.send(h11.Data(data=data)))
-        if end:
-            pieces.append(conn.send(h11.EndOfMessage()))
-            self.complete = True
-        self.connection.sendall(b"".join(pieces), end)
+        self.connection.sendall(self.core.respond(data, end), end)
 
     def fail(self, status: int) -> None:
         """Something broke: an error response if the head has not gone yet, otherwise cut the
@@ -668,14 +586,10 @@ class RequestResponseCycle:
         connection = self.connection
         if connection.closed:
             return
-        if not self.head_sent:
-            self.head_sent = True
-            if connection.config.access_log:
-                self.log_access(status)
-            try:
-                connection.sendall(send_error(self.conn, status))
-            except ClientDisconnected:
-                pass
+        try:
+            connection.sendall(self.core.refuse(status))
+        except ClientDisconnected:
+            pass
         connection.close()
 
     # -- reading the request body (for wsgi.input) -----------------------------------------------
@@ -683,42 +597,34 @@ class RequestResponseCycle:
     def read_body_chunk(self) -> bytes:
         """The next piece of the request body, b"" at its end. Blocks on the socket if needed."""
         connection = self.connection
-        conn = self.conn
-        early = connection.early_events  # read before the app started (already traced)
+        core = self.core
+        early = connection.early_events  # read before the app started
         while not self.body_complete:
-            if early:
-                event = early.popleft()
-            else:
-                try:
-                    event = conn.next_event()
-                except h11.RemoteProtocolError as exc:
-                    raise RequestBodyError(status_for(exc), f"malformed request body: {exc}") from None
-                if self.tracer is not None and event is not h11.NEED_DATA:
-                    self.tracer.emit(connection.id, "h11", event_name(event), describe_event(event))
-            if event is h11.NEED_DATA:
-                if conn.they_are_waiting_for_100_continue and not self.head_sent:
-                    # RFC 9110 §10.1.1: the client waits for our go-ahead before sending its
-                    # body. We give it only now, when the app first reads wsgi.input.
-                    connection.sendall(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+            event = early.popleft() if early else core.next_event()
+            if event is NEED_DATA:
+                # RFC 9110 §10.1.1: a client may wait for our go-ahead before sending its
+                # body. We give it only now, when the app first reads wsgi.input.
+                connection.sendall(core.go_ahead())
                 self.receive_more()
                 continue
-            if type(event) is h11.Data:
-                self.body_size += len(event.data)
-                limit = connection.config.max_body_bytes
-                if limit is not None and self.body_size > limit:  # a chunked body grown too big
-                    raise RequestBodyError(413, "request body over the limit")
+            event_type = type(event)
+            if event_type is h11.Data:
                 return event.data
+            if event_type is Refused:  # malformed, or a chunked body grown too big
+                raise RequestBodyError(event.status, event.reason)
             self.body_complete = True  # EndOfMessage
         return b""
 
     def receive_more(self) -> None:
-        """Block until more of the body arrives; a client that goes quiet for
-        `timeout_request_header` seconds, or leaves, ends the request."""
+        """Block until more of the body arrives; a client that goes quiet past the core's
+        silent-body deadline, or leaves, ends the request."""
         connection = self.connection
+        core = self.core
         if connection.closed:
             raise ClientDisconnected(f"client {connection.client} disconnected")
+        core.waiting_for(Wait.BODY)
         try:
-            data = connection.recv(connection.config.timeout_request_header)
+            data = connection.recv(core.time_left(time.monotonic()))
         except TimeoutError:
             raise RequestBodyError(408, "request body too slow") from None
         except OSError as exc:
@@ -728,27 +634,11 @@ class RequestResponseCycle:
             # answer 400 as the ASGI server does (RFC 9112 §8: a server that receives an
             # incomplete request "MAY send an error response prior to closing the connection")
             raise RequestBodyError(400, "the client closed its side mid-body")
-        if self.tracer is not None:
-            self.tracer.emit(connection.id, "socket", "bytes_in", {"bytes": preview(data), "size": len(data)})
-        self.conn.receive_data(data)
-
-    def log_access(self, status: int) -> None:
-        if access_logger.isEnabledFor(logging.INFO):
-            environ = self.environ
-            access_logger.info('%s:%s - "%s %s %s" %d', environ.get("REMOTE_ADDR", "-"),
-                               environ.get("REMOTE_PORT", "-"), environ.get("REQUEST_METHOD"),
-                               environ.get("PATH_INFO"), environ.get("SERVER_PROTOCOL"), status)
+        core.receive_data(data)
+        core.waiting_for(Wait.APP)
 
 
-def _cached_response(status: str, headers: list[tuple[str, str]]) -> h11.Response:
-    """`_h11_response(status, headers)`, built and checked by h11 once per second for each
-    distinct head (see `http11.response_head`: most apps send the same few heads)."""
-    if type(headers) is not list:  # not what PEP 3333 asks for: _h11_response says so
-        return _h11_response(status, headers)
-    return response_head((status, tuple(headers)), _h11_response, status, headers)
-
-
-def _h11_response(status: str, headers: list[tuple[str, str]]) -> h11.Response:
+def _h11_response(status: str, headers: list[tuple[str, str]], heads) -> h11.Response:
     """"200 OK" and [("Content-Type", "text/plain")] -> an h11.Response, with our default
     headers first. PEP 3333 wants native strings, latin-1 encodable; anything else is an app
     error raised here, while a 500 can still be sent.
@@ -768,7 +658,7 @@ def _h11_response(status: str, headers: list[tuple[str, str]]) -> h11.Response:
     check_status(status_code, reason)
     if type(headers) is not list:
         raise TypeError(f"headers must be a list of (name, value) tuples, not {type(headers).__name__}")
-    raw_headers = default_headers()
+    raw_headers = heads.default_headers()
     for header in headers:
         name, value = header  # a 2-tuple, or this raises
         if type(name) is not str or type(value) is not str:

@@ -69,6 +69,7 @@ import time
 from collections.abc import Callable
 
 from ..config import Config
+from ..core import ResponseHeads, Wait, address, tick_interval, url
 from ..http11 import bind_socket
 from .connection import MSG_DONTWAIT, Connection
 from .pool import WorkerPool
@@ -94,6 +95,7 @@ class WSGIServer:
         self.app = app
         self.config = config or Config()
         self.tracer = tracer
+        self.heads = ResponseHeads()  # the `date` header and the cache of checked response heads
         self.address: tuple[str, int] | None = None
         self.connections: set[Connection] = set()
         self._ids = itertools.count(1)
@@ -110,11 +112,12 @@ class WSGIServer:
         self._stopping = False
         self._stopped = False
         self._force_exit = False
+        self._stop_requested = threading.Event()         # see request_shutdown
+        self._shutdown_done = threading.Event()          # see wait_stopped
 
     @property
     def url(self) -> str:
-        host, port = self.address
-        return f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+        return url(self.address)
 
     def __enter__(self) -> "WSGIServer":
         if self.address is None:
@@ -134,6 +137,11 @@ class WSGIServer:
             "queued": self._pool.queued if self._pool else 0,  # ready, waiting for a worker
             "connections": len(connections),   # open connections, idle ones included
         }
+
+    def idle_connections(self) -> list[Connection]:
+        """The connections resting in the acceptor's selector, between requests (a snapshot)."""
+        with self._selector_lock:
+            return list(self._idle)
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -161,7 +169,7 @@ class WSGIServer:
         """Accept, watch idle connections, hand ready ones on, close expired ones; until shutdown."""
         selector = self._selector
         config = self.config
-        tick = min(max(min(config.timeout_keep_alive, config.timeout_request_header) / 4, 0.05), 1.0)
+        tick = tick_interval(config)
         next_check = time.monotonic() + tick
         timeout = tick
         try:
@@ -200,7 +208,7 @@ class WSGIServer:
     def _accept(self) -> None:
         for _ in range(64):  # a burst of new connections, but let the others have a turn
             try:
-                sock, address = self._listener.accept()
+                sock, client = self._listener.accept()
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -214,7 +222,7 @@ class WSGIServer:
                 return
             if sys.platform != "linux":  # elsewhere it inherits the listener's non-blocking mode
                 sock.setblocking(True)
-            connection = Connection(self, sock, _address(address), next(self._ids))
+            connection = Connection(self, sock, address(client), next(self._ids))
             self.connections.add(connection)
             if self.config.threads:
                 if MSG_DONTWAIT:
@@ -259,25 +267,25 @@ class WSGIServer:
             pass
 
     def _close_expired(self, now: float) -> None:
-        """(acceptor thread) Close connections idle for too long, or too slow with their head.
+        """(acceptor thread) Close connections past their deadline: idle for too long, too
+        slow with their head or body, or not taking a handed-over response.
 
         A connection can expire in the very moment its next request arrives: after select()
         looked at it, before this sweep. Closing a socket with unread bytes makes the kernel
-        send a reset, and the client loses a request it had already sent. So a connection with
-        bytes waiting goes to a worker, which answers it (or, for a head still too slow, cuts
-        it). A window of microseconds remains, between the peek and the close: a request
-        arriving there meets a closed connection. No server can close that window (the client
-        decides alone when to reuse a connection); RFC 9112 §9.3.1 lets a client retry an
-        idempotent request on a new connection when that happens (browsers do).
+        send a reset, and the client loses a request it had already sent. So the core's one
+        "overdue" rule applies (`ConnectionCore.past_deadline`, the same as in the ASGI
+        server): a connection is closed at the second sweep that finds it past its deadline,
+        and the select() calls in between hand a request that arrived to a worker. A window
+        of microseconds remains, between the last select() and the sweep: a request arriving
+        there meets a closed connection. No server can close that window (the client decides
+        alone when to reuse a connection); RFC 9112 §9.3.1 lets a client retry an idempotent
+        request on a new connection when that happens (browsers do).
         """
         with self._selector_lock:
-            expired = [connection for connection in self._idle if connection.time_left(now) <= 0]
+            expired = [connection for connection in self._idle if connection.core.past_deadline(now)]
         for connection in expired:
             self._unwatch(connection)
-            if connection.unsent is None and connection.has_bytes_waiting():
-                self._pool.put(connection)
-            else:
-                connection.close_idle()
+            connection.close_idle()
 
     def _close_idle_connections(self, answer_waiting: bool = True) -> None:
         """Shutting down: close the idle connections. One whose next request has just arrived
@@ -399,8 +407,8 @@ class WSGIServer:
             self._pool.hurry()  # nobody calls check() any more: no waiting in the queue
         for connection in list(self.connections):
             connection.keep_alive = False
-            if not self.config.threads and connection.waiting_since is not None \
-                    and connection.head_bytes == 0:
+            core = connection.core
+            if not self.config.threads and core.wait is Wait.HEAD and core.head_bytes == 0:
                 connection.abort()  # an idle connection's thread is blocked in recv(): wake it
 
         while self.connections and not self._force_exit:   # 2.
@@ -417,7 +425,8 @@ class WSGIServer:
 
         if self._pool:                                      # 4.
             self._pool.stop()
-        join_until = time.monotonic() + (0.2 if self._force_exit else 2.0)
+        # Within the grace period (a stuck app's daemon thread is left behind, not waited for).
+        join_until = time.monotonic() + 0.05 if self._force_exit else max(deadline, time.monotonic() + 0.05)
         threads = (self._pool.threads if self._pool else []) + list(self._connection_threads)
         for thread in threads:
             thread.join(max(join_until - time.monotonic(), 0))
@@ -430,6 +439,7 @@ class WSGIServer:
         self._wake_r.close()
         self._wake_w.close()
         self.address = None
+        self._shutdown_done.set()
         logger.info("asgi_lab WSGI server stopped")
 
     def _wake(self) -> None:
@@ -438,6 +448,26 @@ class WSGIServer:
             self._wake_w.send(b"\0")
         except OSError:  # the pipe is full (the acceptor will wake anyway) or closed
             pass
+
+    def serve(self, sock: socket.socket | None = None) -> None:
+        """Start (unless `start()` already ran), serve until `request_shutdown()`, then shut
+        down gracefully. Blocks the calling thread for the server's whole life."""
+        if self.address is None:
+            self.start(sock)
+        while not self._stop_requested.wait(0.1):  # a timeout, so signal handlers get to run
+            pass
+        self.shutdown()
+
+    def request_shutdown(self) -> None:
+        """(any thread, or a signal handler) Ask `serve()` to shut down gracefully. A second
+        request cuts the grace period short: every connection is cut at once."""
+        if self._stop_requested.is_set():
+            self._force_exit = True  # shutdown() stops waiting and cuts every connection
+        self._stop_requested.set()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Block until `shutdown()` has finished; False if `timeout` passed first."""
+        return self._shutdown_done.wait(timeout)
 
     def serve_until_signal(self, ready: Callable[[], None] | None = None) -> int:
         """For the command line's main thread, after `start()`: serve until SIGINT or SIGTERM,
@@ -452,26 +482,17 @@ class WSGIServer:
 
         def on_signal(signum, frame) -> None:
             received.append(signum)
-            if len(received) > 1:
-                self._force_exit = True  # shutdown() stops waiting and cuts every connection
+            if len(received) == 1:
+                logger.info("Shutting down (%s); press CTRL+C again to force",
+                            signal.Signals(signum).name)
+            self.request_shutdown()
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             if ready is not None:
                 ready()
-            while not received:
-                time.sleep(0.1)  # signal handlers run on this thread, between sleeps
-            logger.info("Shutting down (%s); press CTRL+C again to force",
-                        signal.Signals(received[0]).name)
-            self.shutdown()
+            self.serve()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return 0
-
-
-def _address(sockname) -> tuple[str, int] | None:
-    """(host, port) from a socket address; None for a Unix socket or an unknown peer."""
-    if isinstance(sockname, tuple) and len(sockname) >= 2:
-        return (str(sockname[0]), int(sockname[1]))
-    return None

@@ -63,12 +63,8 @@ class Upgrade:
             raise RuntimeError("cannot switch protocols: the request did not ask to "
                                "(no Upgrade header)")
         raw_headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-        connection.sendall(conn.send(h11.InformationalResponse(   # 2.
-            status_code=101, headers=raw_headers, reason=b"Switching Protocols")))
-        self.switched = cycle.head_sent = cycle.complete = True
-        connection.keep_alive = False
-        if connection.config.access_log:
-            cycle.log_access(101)
+        connection.sendall(cycle.core.switch_protocols(raw_headers))  # 2.
+        self.switched = True
         buffered, _closed = conn.trailing_data  # 3.
         if connection.tracer is not None:
             connection.tracer.emit(connection.id, "wsgi", "upgrade",
