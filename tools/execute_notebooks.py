@@ -21,7 +21,8 @@ the notebooks are committed executed. This is the one way to write them back:
   see `source_hash`): `tests/test_notebook_outputs.py` fails a committed notebook whose cell
   was edited after this script ran it ("re-run make notebooks"), without running a kernel;
 - notebook 00, whose course table reads the others' run times, runs last; then the README's
-  copy of that table is rewritten (`course.readme_with_course`).
+  copy of that table is rewritten (`course.readme_with_course`), and its notebook-size block
+  (`tools/render_results.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import ast
 import configparser
 import functools
 import hashlib
+import importlib.util
 import re
 import sys
 import time
@@ -227,6 +229,14 @@ def execute(path: Path) -> list[str]:
     return found
 
 
+def render_results():
+    """tools/render_results.py, which owns the README's result blocks."""
+    spec = importlib.util.spec_from_file_location("render_results", ROOT / "tools" / "render_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main(paths: list[str]) -> int:
     notebooks = [Path(p).resolve() for p in paths] or sorted(
         (p for p in (ROOT / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts),
@@ -245,9 +255,10 @@ def main(paths: list[str]) -> int:
         else:
             print(f"ok     {name}  {time.monotonic() - started:5.1f} s", flush=True)
     readme = ROOT / "README.md"
-    readme.write_text(course.readme_with_course(readme.read_text(encoding="utf-8"), ROOT / "notebooks"),
-                      encoding="utf-8")
-    print(f"{len(notebooks) - failed} written, {failed} failed; README.md's course table rewritten")
+    text = course.readme_with_course(readme.read_text(encoding="utf-8"), ROOT / "notebooks")
+    readme.write_text(render_results().readme_with_results(text), encoding="utf-8")
+    print(f"{len(notebooks) - failed} written, {failed} failed; README.md's course table and "
+          "result blocks (notebook sizes) rewritten")
     return 1 if failed else 0
 
 

@@ -13,7 +13,9 @@ Writes
 - `docs/performance.md` and `docs/reliability.md` (not committed: built from the results by
   `make docs`), with their charts under `docs/_generated/`;
 - `docs/images/sse-1000-clients.png`, the README's chart (committed, so a code host shows it);
-- the README's blocks between `<!-- results:begin NAME -->` and `<!-- results:end NAME -->`.
+- the README's blocks between `<!-- results:begin NAME -->` and `<!-- results:end NAME -->`
+  (the 1000-SSE-clients table, and the stored notebooks' sizes; `make notebooks` rewrites
+  these blocks too).
 
 A result measured at a commit that does not contain the last commit touching `asgi_lab/`
 (git log) is marked on its page: "measured at commit X, before later changes to the server".
@@ -163,7 +165,7 @@ def sse_table(sweep: dict, clients: int = SSE_CLIENTS) -> str:
 
 def save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, metadata={"Software": None})  # the same bytes from the same numbers
+    fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})  # same numbers, same bytes
     return path
 
 
@@ -251,6 +253,21 @@ def render_pages() -> dict[Path, str]:
 # -- the README's blocks: from the result files alone -----------------------------------------------
 
 
+def notebook_sizes() -> str:
+    """How big the stored notebooks are, and which are over 1 MB (the README says so)."""
+    notebooks = sorted((p for p in (ROOT / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts),
+                       key=lambda p: -p.stat().st_size)
+    mb = lambda p: p.stat().st_size / 1e6  # noqa: E731
+    total = sum(p.stat().st_size for p in notebooks) / 1e6
+    big = [p for p in notebooks if mb(p) > 1.0]
+    text = f"The {len(notebooks)} stored notebooks take {total:.1f} MB together; "
+    if big:
+        text += "over 1 MB: " + ", ".join(f"`{p.relative_to(ROOT)}` ({mb(p):.1f} MB)" for p in big) + "."
+    elif notebooks:
+        text += f"none is over 1 MB (the largest, `{notebooks[0].relative_to(ROOT)}`, is {mb(notebooks[0]):.1f} MB)."
+    return text
+
+
 def readme_blocks() -> dict[str, str]:
     path = ROOT / "notebooks" / "data" / "sse-reference.json"
     sweep = json.loads(path.read_text(encoding="utf-8"))
@@ -263,7 +280,7 @@ def readme_blocks() -> dict[str, str]:
         f"{show((sweep.get('results') or [{}])[0].get('interval'))} s per client for "
         f"{show(sweep.get('duration'))} s. {facts_line(f)} Command and the other sizes: "
         f"[Performance](docs/performance.md)."])
-    return {"sse-1000": sse}
+    return {"sse-1000": sse, "notebook-sizes": notebook_sizes()}
 
 
 def readme_chart() -> None:
