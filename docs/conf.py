@@ -27,6 +27,7 @@ exclude_patterns = ["docs/_build", "**/.ipynb_checkpoints", ".venv", "docs/READM
 # Notebooks: shown with the outputs `make notebooks` stored, as a reader without a kernel sees them.
 nb_execution_mode = "off"
 nb_merge_streams = True
+nb_render_markdown_format = "myst"  # a Markdown output's links (notebook 00's course table) become page links
 myst_heading_anchors = 3  # the README's `#section` links work on the site as on a code host
 myst_enable_extensions = ["colon_fence", "html_image"]
 
@@ -102,5 +103,12 @@ def preformatted_blocks(app, what, name, obj, options, lines: list[str]) -> None
     lines[:] = out
 
 
+# The doctree cache (`make docs -d docs/_build/doctrees`) is thrown away when this file changes,
+# so a change to the hook above is seen by every page it touches.
+with open(__file__, "rb") as _conf:
+    asgi_lab_conf_digest = __import__("hashlib").sha256(_conf.read()).hexdigest()
+
+
 def setup(app):
+    app.add_config_value("asgi_lab_conf_digest", "", "env")
     app.connect("autodoc-process-docstring", preformatted_blocks)

@@ -3,6 +3,7 @@ the README's marked blocks: the figures a reader sees are never typed.
 
     python tools/render_results.py            # called by `make docs` and `make bench`
     python tools/render_results.py --check    # exit 1 if the README's blocks are out of date
+    python tools/render_results.py --pages-only   # only the docs pages (tests/test_docs_site.py)
 
 Reads every `benchmarks/results/*.json` and `notebooks/data/*.json`. Each holds the raw
 numbers of one run and where they came from: `command`, and `machine` = {commit, date,
@@ -163,6 +164,18 @@ def sse_table(sweep: dict, clients: int = SSE_CLIENTS) -> str:
     return "\n".join(lines)
 
 
+def fresh(path: Path, *sources: Path) -> bool:
+    """`path` exists and is newer than its sources and than the code that draws it."""
+    code = [Path(__file__), ROOT / "asgi_lab" / "viz" / "charts.py"]
+    return path.exists() and all(path.stat().st_mtime >= s.stat().st_mtime for s in [*sources, *code] if s.exists())
+
+
+def write(path: Path, text: str) -> None:
+    """Write `text` unless the file already holds it (a rebuild then reads nothing again)."""
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+
+
 def save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})  # same numbers, same bytes
@@ -175,6 +188,9 @@ def sse_charts(sweep: dict, path: Path, folder: Path) -> list[tuple[str, Path]]:
 
     rel = str(path.relative_to(ROOT))
     made = []
+    names = ("threads", "memory", "never-served")
+    if all(fresh(folder / f"{path.stem}-{name}.png", path) for name in names):
+        return [(name, folder / f"{path.stem}-{name}.png") for name in names]
     for name, draw in (("threads", lambda: charts.threads_chart(sweep, source=source_line(sweep, rel))),
                        ("memory", lambda: charts.memory_per_client_chart(sweep, SSE_CLIENTS, source_line(sweep, rel))),
                        ("never-served", lambda: charts.never_served_chart(sweep, source=source_line(sweep, rel)))):
@@ -308,6 +324,8 @@ def readme_with_results(readme: str) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only check the README's blocks")
+    parser.add_argument("--pages-only", action="store_true",
+                        help="write the docs pages (not committed) only, not the README or its chart")
     args = parser.parse_args(argv)
     readme_path = ROOT / "README.md"
     readme = readme_path.read_text(encoding="utf-8")
@@ -319,14 +337,17 @@ def main(argv: list[str]) -> int:
         return 0
     import matplotlib
     matplotlib.use("Agg")
+    pages = render_pages()
+    for path, text in pages.items():
+        write(path, text)
+    print(f"rendered {', '.join(str(p.relative_to(ROOT)) for p in pages)}", end="")
+    if args.pages_only:
+        print()
+        return 0
     if rendered != readme:
         readme_path.write_text(rendered, encoding="utf-8")
     readme_chart()
-    pages = render_pages()
-    for path, text in pages.items():
-        path.write_text(text, encoding="utf-8")
-    print(f"rendered {', '.join(str(p.relative_to(ROOT)) for p in pages)}, "
-          f"{README_CHART.relative_to(ROOT)} and README.md's result blocks")
+    print(f", {README_CHART.relative_to(ROOT)} and README.md's result blocks")
     return 0
 
 
