@@ -43,6 +43,8 @@ suppress_warnings = [
     "misc.highlighting_failure",  # an exercise's feedback shown as an error: Pygments retries it as plain text
 ]
 
+smartquotes = False  # `--http h11` stays two hyphens, "quotes" stay as typed
+
 html_theme = "furo"
 html_title = "asgi_lab"
 html_static_path = []

@@ -47,6 +47,9 @@ RELIABILITY = {"slow_clients", "soak", "floods", "shutdown", "fuzz"}
 """Results about what the servers survive; every other result is about speed and cost."""
 SERVER_CODE = "asgi_lab/"
 UNKNOWN = "unknown"
+TITLES = {"sse-sweep": "SSE clients: threads against coroutines, 100 to 10,000 clients",
+          "slow_clients": "Slow clients against a 4-thread WSGI pool"}
+"""A heading for the kinds of result known here; any other is headed by its name."""
 SSE_CLIENTS = 1000
 BLOCK = re.compile(r"(<!-- results:begin (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- results:end (?P=name) -->)", re.S)
 
@@ -205,7 +208,8 @@ def section(path: Path, result: dict, folder: Path) -> str:
     """One result file as a page section: what, where and when, how, the numbers."""
     f = facts(result)
     rel = path.relative_to(ROOT)
-    out = [f"## {name_of(result, path)}", "", f"From `{rel}`. {facts_line(f)}", ""]
+    name = name_of(result, path)
+    out = [f"## {TITLES.get(name, name)}", "", f"From `{rel}` ({name}). {facts_line(f)}", ""]
     stale = staleness(f["commit"])
     if stale:
         out += [":::{warning}", stale, ":::", ""]
