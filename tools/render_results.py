@@ -225,8 +225,11 @@ def section(path: Path, result: dict, folder: Path) -> str:
     if table:
         out += [table, ""]
     else:
+        raw = ", ".join(f"`{key}` ({len(value)})" for key, value in result.items() if isinstance(value, list))
         out += [f"No table for this kind of result yet (`benchmarks/{result.get('benchmark', '...')}.py` "
                 "has no `markdown(result)`); its parameters:", "", parameters(result), ""]
+        if raw:
+            out += [f"The raw numbers are in the file: {raw}.", ""]
     return "\n".join(out)
 
 
