@@ -4,7 +4,8 @@
 # and a few more:
 #   make demo   the headless main job: serve, trace and chart without a browser
 #   make notebooks  execute every notebook in a clean kernel and store it with its outputs
-#   make bench  the side-by-side benchmarks (prints tables)
+#   make bench  the side-by-side benchmarks (prints tables), then re-renders the results pages
+#   make docs   the docs site, offline, into docs/_build/html (open docs/_build/html/index.html)
 #   make fuzz   the long property-based fuzzing run
 
 PYTHON ?= python3
@@ -12,12 +13,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: lab test demo notebooks bench fuzz clean
+.PHONY: lab test demo notebooks bench docs results fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[lab,test,bench]'
+	$(PY) -m pip install --quiet -e '.[lab,test,bench,docs]'
 	@touch $(STAMP)
 
 lab: $(STAMP)
@@ -39,9 +40,24 @@ bench: $(STAMP)
 	$(PY) benchmarks/wsgi_hello.py
 	$(PY) benchmarks/tracer_overhead.py
 	$(PY) benchmarks/sse_clients.py
+	$(PY) tools/render_results.py
+
+# docs and results use an existing .venv as it is (never reinstall a venv another checkout
+# shares); it needs the docs extra, which the bootstrap above installs.
+BOOTSTRAP := $(if $(wildcard $(STAMP)),,$(STAMP))
+
+# The performance and reliability pages and the README's result blocks, from the result files.
+results: $(BOOTSTRAP)
+	$(PY) tools/render_results.py
+
+# Sphinx + myst-nb + furo, offline; notebooks shown with their stored outputs (not executed).
+# The doctree cache in docs/_build/doctrees makes a rebuild read only what changed.
+docs: results $(BOOTSTRAP)
+	$(PY) -m sphinx -b html -q -j auto -c docs -d docs/_build/doctrees . docs/_build/html
+	@echo "docs/_build/html/index.html"
 
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/test_fuzz.py -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .hypothesis
+	rm -rf $(VENV) demo-output .pytest_cache .hypothesis docs/_build docs/_generated

@@ -172,10 +172,14 @@ def test_shutdown_gives_a_handed_over_response_the_grace_period_then_cuts_it():
         assert server.server._unsent_bytes == 0 and not server.server.connections
 
 
-def test_the_readme_table_is_the_benchmarks_own():
-    """The README's figures are rendered from the committed result, never typed."""
+def test_the_reliability_pages_table_is_the_benchmarks_own():
+    """The docs' figures are rendered from the committed result, never typed
+    (tools/render_results.py writes docs/reliability.md with the script's own --markdown)."""
     root = Path(__file__).resolve().parents[1]
     table = subprocess.run([sys.executable, "benchmarks/slow_clients.py", "--markdown",
                             "benchmarks/results/slow-clients.json"], cwd=root, capture_output=True,
                            text=True, check=True).stdout.strip()
-    assert table.startswith("| attack |") and table in (root / "README.md").read_text()
+    page = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'tools'); import render_results as r; "
+                           "print(r.render_pages()[r.DOCS / 'reliability.md'])"], cwd=root,
+                          capture_output=True, text=True, check=True).stdout
+    assert table.startswith("| attack |") and table in page

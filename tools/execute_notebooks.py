@@ -17,13 +17,21 @@ the notebooks are committed executed. This is the one way to write them back:
   box (stderr or an error outside a cell meant to raise), a fixed `127.0.0.1:<port>` (ports
   change from run to run; print them through something the sanitizer maps), or a path of
   this machine;
+- each code cell records a hash of the source it ran (`cell.metadata.asgi_lab.source_sha256`,
+  see `source_hash`): `tests/test_notebook_outputs.py` fails a committed notebook whose cell
+  was edited after this script ran it ("re-run make notebooks"), without running a kernel;
 - notebook 00, whose course table reads the others' run times, runs last; then the README's
-  copy of that table is rewritten (`course.readme_with_course`).
+  copy of that table is rewritten (`course.readme_with_course`), and its notebook-size block
+  (`tools/render_results.py`).
 """
 
 from __future__ import annotations
 
+import ast
 import configparser
+import functools
+import hashlib
+import importlib.util
 import re
 import sys
 import time
@@ -39,6 +47,118 @@ START_HERE = "00-start-here.ipynb"
 MARKER = "NBVAL_RAISES_EXCEPTION"
 FIXED_ADDRESS = re.compile(r"(127\.0\.0\.1|localhost|\[::1\]):\d{2,5}")
 TIMEOUT = 600  # seconds a single cell may take (notebook 03's full run is opt-in)
+
+
+def source_hash(source) -> str:
+    """The first 16 hex digits of the SHA-256 of a cell's source (a string, or the list of
+    lines a notebook file may hold), trailing whitespace ignored: what `execute` records
+    for each code cell it ran."""
+    text = source if isinstance(source, str) else "".join(source)
+    return hashlib.sha256(text.rstrip().encode("utf-8")).hexdigest()[:16]
+
+
+def stamp(notebook) -> None:
+    """Record in each code cell's metadata the hash of the source that produced its outputs."""
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.metadata.setdefault("asgi_lab", {})["source_sha256"] = source_hash(cell.source)
+
+
+def stale_cells(notebook) -> list[str]:
+    """Why the stored outputs may not be what the sources give, cell by cell, read from the
+    file alone (no kernel): a code cell this script never ran or that was edited after it
+    ran (its recorded `source_hash` differs), a cell without an execution count, or counts
+    that are not 1, 2, 3... in order (cells run by hand, out of order, in a kernel that had
+    run others). `nbval --nbval-lax` compares only `# NBVAL_CHECK_OUTPUT` cells; this covers
+    every other stored output, in milliseconds."""
+    found = []
+    expected = 1
+    for number, cell in enumerate(notebook["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+        if not source.strip():
+            continue  # nbclient does not run an empty cell
+        first = source.strip().splitlines()[0][:60]
+        recorded = cell.get("metadata", {}).get("asgi_lab", {}).get("source_sha256")
+        if recorded is None:
+            found.append(f"cell {number} ({first}): not run by tools/execute_notebooks.py")
+        elif recorded != source_hash(source):
+            found.append(f"cell {number} ({first}): edited after its outputs were stored")
+        count = cell.get("execution_count")
+        if count != expected:
+            found.append(f"cell {number} ({first}): execution count {count}, expected {expected} "
+                         "(one clean run, top to bottom)")
+        expected = (count if isinstance(count, int) else expected) + 1
+    return found
+
+
+@functools.cache
+def figure_functions() -> frozenset[str]:
+    """The names of asgi_lab's functions that draw a figure: those the package annotates as
+    returning a matplotlib `Figure`, plus the three drawing functions `asgi_lab.viz` exports.
+    Read from the source (ast), so the list grows with the package."""
+    names = {"sequence_diagram", "side_by_side", "timeline"}
+    for path in (ROOT / "asgi_lab").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.FunctionDef) and not node.name.startswith("_")
+                    and node.returns is not None and "Figure" in ast.unparse(node.returns)):
+                names.add(node.name)
+    return frozenset(names)
+
+
+PYPLOT_DRAWING = {"subplots", "figure", "plot", "bar", "barh", "hist", "scatter", "imshow",
+                  "step", "fill_between", "pie", "boxplot"}
+
+
+def _drawing_calls(statements) -> list[str]:
+    """The drawing calls a cell always reaches: statements at its top level and inside
+    `with`, `for` and `try` blocks; not inside `if` (a cell like `if FULL: ...` draws only
+    when asked), nor inside a function or class it only defines."""
+    found = []
+    for statement in statements:
+        if isinstance(statement, (ast.If, ast.While, ast.FunctionDef, ast.AsyncFunctionDef,
+                                  ast.ClassDef, ast.Match)):
+            continue
+        nested = [getattr(statement, name, []) for name in ("body", "orelse", "finalbody")]
+        nested += [handler.body for handler in getattr(statement, "handlers", [])]
+        if any(nested):
+            found += _drawing_calls([s for block in nested for s in block])
+            expressions = [getattr(statement, name, None) for name in ("iter", "items")]
+        else:
+            expressions = [statement]
+        for expression in expressions:
+            for node in ast.walk(expression) if isinstance(expression, ast.AST) else []:
+                if not isinstance(node, ast.Call):
+                    continue
+                func = node.func
+                name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+                owner = func.value.id if isinstance(func, ast.Attribute) and isinstance(
+                    func.value, ast.Name) else None
+                if name in figure_functions() or (owner == "plt" and name in PYPLOT_DRAWING):
+                    found.append(name)
+    return found
+
+
+def figures_without_images(notebook) -> list[str]:
+    """Code cells that draw a figure (call one of `figure_functions()` or pyplot) but store no
+    image: a reader without a kernel would see nothing where the picture should be."""
+    found = []
+    for number, cell in enumerate(notebook["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+        try:
+            tree = ast.parse("\n".join(line for line in source.splitlines()
+                                       if not line.lstrip().startswith(("%", "!"))))
+        except SyntaxError:
+            continue  # an exercise stub may be incomplete on purpose
+        calls = _drawing_calls(tree.body)
+        images = [key for output in cell.get("outputs", []) for key in output.get("data", {})
+                  if key.startswith("image/")]
+        if calls and not images:
+            found.append(f"cell {number}: calls {calls[0]}() but stores no image")
+    return found
 
 
 def sanitize(notebook) -> None:
@@ -102,10 +222,19 @@ def execute(path: Path) -> list[str]:
         if not cell.metadata.get("tags"):
             cell.metadata.pop("tags", None)
     sanitize(notebook)
-    found = problems(notebook)
+    stamp(notebook)
+    found = problems(notebook) + figures_without_images(notebook)
     if not found:
         nbformat.write(notebook, path)
     return found
+
+
+def render_results():
+    """tools/render_results.py, which owns the README's result blocks."""
+    spec = importlib.util.spec_from_file_location("render_results", ROOT / "tools" / "render_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main(paths: list[str]) -> int:
@@ -126,9 +255,10 @@ def main(paths: list[str]) -> int:
         else:
             print(f"ok     {name}  {time.monotonic() - started:5.1f} s", flush=True)
     readme = ROOT / "README.md"
-    readme.write_text(course.readme_with_course(readme.read_text(encoding="utf-8"), ROOT / "notebooks"),
-                      encoding="utf-8")
-    print(f"{len(notebooks) - failed} written, {failed} failed; README.md's course table rewritten")
+    text = course.readme_with_course(readme.read_text(encoding="utf-8"), ROOT / "notebooks")
+    readme.write_text(render_results().readme_with_results(text), encoding="utf-8")
+    print(f"{len(notebooks) - failed} written, {failed} failed; README.md's course table and "
+          "result blocks (notebook sizes) rewritten")
     return 1 if failed else 0
 
 
