@@ -34,12 +34,15 @@ notebooks: $(STAMP)
 	$(PY) tools/execute_notebooks.py
 
 bench: $(STAMP)
-	$(PY) benchmarks/http_hello.py
-	$(PY) benchmarks/ws_echo.py
-	$(PY) benchmarks/chat_load.py
-	$(PY) benchmarks/wsgi_hello.py
-	$(PY) benchmarks/tracer_overhead.py
-	$(PY) benchmarks/sse_clients.py
+	$(PY) benchmarks/http_hello.py --json benchmarks/results/http-hello.json
+	$(PY) benchmarks/ws_echo.py --json benchmarks/results/ws-echo.json
+	$(PY) benchmarks/chat_load.py --json benchmarks/results/chat-load.json
+	$(PY) benchmarks/wsgi_hello.py --connections 16,50 --json benchmarks/results/wsgi-hello.json
+	$(PY) benchmarks/wsgi_hello.py --connections 16,50 --pin 0 --json benchmarks/results/wsgi-hello-pinned.json
+	$(PY) benchmarks/tracer_overhead.py --json benchmarks/results/tracer-overhead.json
+	$(PY) benchmarks/sse_clients.py --json benchmarks/results/sse-clients.json
+	$(PY) benchmarks/slow_clients.py --json benchmarks/results/slow-clients.json
+	$(PY) benchmarks/gunicorn_workers.py --json benchmarks/results/gunicorn-workers.json
 	$(PY) tools/render_results.py
 
 # docs and results use an existing .venv as it is (never reinstall a venv another checkout
