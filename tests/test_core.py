@@ -365,3 +365,17 @@ def test_one_access_line_per_response_with_status_bytes_and_time_also_for_refusa
     lines = [record.getMessage() for record in caplog.records]
     assert lines == [f'127.0.0.1:5000 - "GET /a?b=1 HTTP/1.1" 200 OK {len(out)} B 2.0 ms',
                      f'127.0.0.1:5000 - "- - HTTP/1.1" 400 Bad Request {len(refusal)} B 0.0 ms']
+
+
+# -- the shells' own states use the same rule -----------------------------------------------------
+
+def test_the_shells_request_and_websocket_states_refuse_illegal_transitions():
+    from asgi_lab.asgi import http, websocket
+    from asgi_lab.core import advance
+
+    assert advance(http.RECEIVING, http.RECEIVED, http.INBOUND) is http.RECEIVED
+    with pytest.raises(IllegalTransition, match="delivered -> received"):
+        advance(http.DELIVERED, http.RECEIVED, http.INBOUND)  # no body after the last piece
+    assert advance(websocket.CONNECTING, websocket.ACCEPTED, websocket.ALLOWED) is websocket.ACCEPTED
+    with pytest.raises(IllegalTransition, match="closing -> accepted"):
+        advance(websocket.CLOSING, websocket.ACCEPTED, websocket.ALLOWED)  # no reopening
