@@ -366,3 +366,44 @@ def test_one_access_line_per_response_with_status_bytes_and_time_also_for_refusa
     lines = [record.getMessage() for record in caplog.records]
     assert lines == [f'127.0.0.1:5000 - "GET /a?b=1 HTTP/1.1" 200 OK {len(out)} B 2.0 ms',
                      f'127.0.0.1:5000 - "- - HTTP/1.1" 400 Bad Request {len(refusal)} B 0.0 ms']
+
+
+# -- the shells' own states use the same rule -----------------------------------------------------
+
+def test_the_shells_request_and_websocket_states_refuse_illegal_transitions():
+    from asgi_lab.asgi import http, websocket
+    from asgi_lab.core import advance
+
+    assert advance(http.RECEIVING, http.RECEIVED, http.INBOUND) is http.RECEIVED
+    with pytest.raises(IllegalTransition, match="delivered -> received"):
+        advance(http.DELIVERED, http.RECEIVED, http.INBOUND)  # no body after the last piece
+    assert advance(websocket.CONNECTING, websocket.ACCEPTED, websocket.ALLOWED) is websocket.ACCEPTED
+    with pytest.raises(IllegalTransition, match="closing -> accepted"):
+        advance(websocket.CLOSING, websocket.ACCEPTED, websocket.ALLOWED)  # no reopening
+
+
+async def asgi_crash(scope, receive, send):
+    if scope["type"] == "http":
+        raise RuntimeError("boom before the response")
+
+
+def wsgi_crash(environ, start_response):
+    raise RuntimeError("boom before the response")
+
+
+@pytest.mark.parametrize("kind, app", [("asgi", asgi_crash), ("wsgi", wsgi_crash)])
+def test_an_unhandled_exception_before_the_response_is_a_500_then_the_connection_closes(kind, app, caplog):
+    """The app's state for that connection is unknown after a crash: answer 500 and close,
+    even on a keep-alive connection (as uvicorn does), with an access line for the 500."""
+    import socket
+
+    with caplog.at_level("INFO", "asgi_lab.access"):
+        with serve_in_background(app, kind, name=f"test-core-crash-{kind}", access_log=True) as server:
+            with socket.create_connection(server.address, timeout=5) as sock:
+                sock.sendall(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive by default
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+    assert answer.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert b"connection: close" in answer.lower()
+    assert any('"GET /crash HTTP/1.1" 500 Internal Server Error' in r.getMessage() for r in caplog.records)

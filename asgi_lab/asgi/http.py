@@ -8,8 +8,8 @@ Two classes, read them in this order:
   on the events it gives back. It schedules one `RequestResponseCycle` per request, answers
   pipelined requests in order, and applies back-pressure in both directions.
 - `RequestResponseCycle` is the *ASGI side* of one request (ASGI www spec, "HTTP"): it owns
-  the `receive` and `send` callables the app gets; the core's `ResponseState` says how far
-  the response has come.
+  the `receive` and `send` callables the app gets; `Inbound` says how far the request has
+  come, the core's `ResponseState` how far the response has.
 
 Where the WSGI shell (`wsgi/connection.py`) blocks, this one awaits: the body is *pushed* into
 `receive()` as it arrives, and `send()` waits only while the socket's buffer is full.
@@ -22,12 +22,39 @@ import logging
 
 import h11
 
+import enum
+
 from ..core import (COMPLETE, NEED_DATA, NOT_STARTED, ClientDisconnected, ConnectionCore, Refused,
-                    ResponseState, Wait, address)
+                    ResponseState, Wait, address, advance)
 from ..http11 import check_status, is_websocket_upgrade, reason_phrase
 from .scope import build_http_scope
 
 logger = logging.getLogger("asgi_lab.error")
+
+
+class Inbound(enum.Enum):
+    """How far the request's side of a cycle has come, as `receive()` hands it to the app
+    (ASGI www spec, "Request - receive event" and "Disconnect - receive event"):
+
+        RECEIVING --EndOfMessage--> RECEIVED --the last http.request--> DELIVERED
+        any of them --http.disconnect returned--> DISCONNECT
+    """
+
+    RECEIVING = "receiving"    # more request body to come (`more_body` is True)
+    RECEIVED = "received"      # all of it is here; the app has not had the last piece yet
+    DELIVERED = "delivered"    # the app has had the last http.request message
+    DISCONNECT = "disconnect"  # receive() has returned http.disconnect
+
+
+RECEIVING, RECEIVED, DELIVERED, DISCONNECT = Inbound
+
+INBOUND = {
+    RECEIVING: (RECEIVED, DISCONNECT),
+    RECEIVED: (DELIVERED, DISCONNECT),
+    DELIVERED: (DISCONNECT,),
+    DISCONNECT: (DISCONNECT,),
+}
+"""The transitions `Inbound` allows; any other raises `core.IllegalTransition`."""
 
 
 class HTTPProtocol(asyncio.Protocol):
@@ -221,8 +248,8 @@ class RequestResponseCycle:
     the order the spec requires, and hands them to the core, which makes h11 events of them.
     """
 
-    __slots__ = ("protocol", "core", "scope", "tracer", "body", "more_body", "body_delivered",
-                 "input_closed", "waiter", "disconnected", "disconnect_delivered", "going_away")
+    __slots__ = ("protocol", "core", "scope", "tracer", "body", "inbound", "input_closed", "waiter",
+                 "disconnected", "going_away")
 
     def __init__(self, protocol: HTTPProtocol, scope: dict) -> None:
         self.protocol = protocol
@@ -231,12 +258,10 @@ class RequestResponseCycle:
         self.tracer = protocol.tracer
         # Request body, pushed in by the protocol, taken out by receive().
         self.body = bytearray()
-        self.more_body = True
-        self.body_delivered = False  # the app has had the last http.request message
+        self.inbound = RECEIVING  # see `Inbound`
         self.input_closed = False  # the client sent EOF (see client_stopped_sending)
         self.waiter: asyncio.Future | None = None
         self.disconnected = False
-        self.disconnect_delivered = False  # receive() has returned http.disconnect to the app
         self.going_away = False  # the server shuts down: receive() after the body says disconnect
 
     @property
@@ -254,7 +279,7 @@ class RequestResponseCycle:
         self.wake()
 
     def body_complete(self) -> None:
-        self.more_body = False
+        self.inbound = advance(self.inbound, RECEIVED, INBOUND)
         self.wake()
 
     def client_disconnected(self) -> None:
@@ -290,7 +315,7 @@ class RequestResponseCycle:
         elif exc is None and state is not COMPLETE:
             what = ("was cancelled" if task.cancelled() else "returned",
                     "starting" if state is NOT_STARTED else "completing")
-            if self.disconnected or self.disconnect_delivered:
+            if self.disconnected or self.inbound is DISCONNECT:
                 # The client left (and the app was told, or its send() failed): returning is
                 # exactly what the spec asks of the app then. Nothing went wrong.
                 logger.debug("ASGI app %s without %s its response: the client had left", *what)
@@ -304,7 +329,7 @@ class RequestResponseCycle:
         transport = self.protocol.transport
         if self.protocol.cycle is not self or self.core.state is COMPLETE or transport.is_closing():
             return
-        if not (self.disconnected or self.disconnect_delivered):  # else a 500 would be for nobody
+        if not (self.disconnected or self.inbound is DISCONNECT):  # else a 500 would be for nobody
             transport.write(self.core.refuse(500))
         transport.close()
 
@@ -312,15 +337,17 @@ class RequestResponseCycle:
         """ASGI www spec, "Request - receive event" and "Disconnect - receive event"."""
         core = self.core
         protocol = self.protocol
-        if self.more_body:
+        inbound = self.inbound
+        if inbound is RECEIVING:
             # RFC 9110 §10.1.1: a client may wait for our go-ahead before sending its body. We
             # give it only now, when the app first asks for the body.
             protocol.transport.write(core.go_ahead())
         if not self.disconnected and self.state is not COMPLETE and not self.body \
-                and (self.more_body or self.body_delivered and not (self.input_closed or self.going_away)):
+                and (inbound is RECEIVING
+                     or inbound is DELIVERED and not (self.input_closed or self.going_away)):
             # Nothing to hand over yet: wait for more body, or (all of it delivered) for the
             # client to leave or the response to complete.
-            if self.more_body:
+            if inbound is RECEIVING:
                 protocol.resume_reading()
                 core.waiting_for(Wait.BODY)  # a body that goes silent gets 408 (see the core)
             self.waiter = protocol.loop.create_future()
@@ -328,13 +355,16 @@ class RequestResponseCycle:
             self.waiter = None
             if core.wait is Wait.BODY:
                 core.waiting_for(Wait.APP)
-        if self.disconnected or self.state is COMPLETE or self.body_delivered:
+        inbound = self.inbound  # again: it may have changed while we waited
+        if self.disconnected or self.state is COMPLETE or inbound is DELIVERED or inbound is DISCONNECT:
             message = {"type": "http.disconnect"}
-            self.disconnect_delivered = True
+            self.inbound = advance(inbound, DISCONNECT, INBOUND)
         else:
-            message = {"type": "http.request", "body": bytes(self.body), "more_body": self.more_body}
+            more_body = inbound is RECEIVING
+            message = {"type": "http.request", "body": bytes(self.body), "more_body": more_body}
             self.body.clear()
-            self.body_delivered = not self.more_body
+            if not more_body:
+                self.inbound = advance(inbound, DELIVERED, INBOUND)
             protocol.resume_reading()
         if self.tracer is not None:
             self.tracer.emit(protocol.id, "asgi", "receive", message)
