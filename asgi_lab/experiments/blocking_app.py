@@ -328,10 +328,14 @@ def blocking_line(stack: list[dict]) -> str | None:
 
 def _short(path: str) -> str:
     """A file as its import path shows it (`starlette/routing.py`, `myapp/routes.py`): relative
-    to the longest `sys.path` entry that holds it, else as it is."""
+    to the longest `sys.path` entry, or folder holding an imported top-level package (an
+    editable install finds its package without a `sys.path` entry), that holds it, else as it is."""
     real = os.path.realpath(path)
-    roots = sorted({os.path.realpath(entry or os.getcwd()) for entry in sys.path}, key=len,
-                   reverse=True)
+    packages = {os.path.dirname(os.path.realpath(folder))
+                for name, module in list(sys.modules.items()) if "." not in name
+                for folder in list(getattr(module, "__path__", None) or [])[:1]}
+    roots = sorted({os.path.realpath(entry or os.getcwd()) for entry in sys.path} | packages,
+                   key=len, reverse=True)
     for root in roots:
         if real.startswith(root + os.sep):
             return real[len(root) + 1:]
