@@ -115,6 +115,19 @@ def test_starlette_fixed_route_behind_middleware():
     assert all(not stall["in_app"] for stall in result["stalls"]), blocking_app.format_table(result)
 
 
+def test_django_async_view_with_a_blocking_query_is_found():
+    """Django (ASGI handler, no lifespan): the stall is blamed on the view's query line."""
+    pytest.importorskip("django")
+    from asgi_lab.apps.frameworks import django_app
+
+    result = blocking_app.run(django_app.application, ["/report", "/hello"], clients=2, duration=1.5)
+    assert result["summary"]["blocks"], blocking_app.format_table(result)
+    stall = next(s for s in result["stalls"] if s["in_app"])
+    assert "django_app.py" in stall["blocking_line"] and "in report" in stall["blocking_line"], stall
+    assert "blocks the loop" in stall["blocking_line"]
+    assert all(answer["errors"] == 0 for answer in result["summary"]["paths"].values()), result["summary"]
+
+
 # -- pure parts ---------------------------------------------------------------------------------
 
 def test_blocking_line_is_the_innermost_frame_of_your_code(tmp_path):
