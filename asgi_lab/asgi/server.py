@@ -58,6 +58,13 @@ class Server:
     def url(self) -> str:
         return url(self.address)
 
+    def idle_connections(self) -> list:
+        """The HTTP connections waiting for their next request (a snapshot): no request in
+        progress, not yet closing. The same view as `WSGIServer.idle_connections()`."""
+        return [connection for connection in list(self.connections)
+                if type(connection) is HTTPProtocol and connection.cycle is None
+                and not connection.transport.is_closing()]
+
     def new_connection_id(self) -> int:
         return next(self._ids)
 
