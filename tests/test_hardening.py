@@ -182,7 +182,8 @@ def test_a_client_that_never_reads_its_response_holds_bounded_memory(errors):
         with connect(server) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KiB)
             sock.sendall(b"GET /big?size=%d HTTP/1.1\r\nhost: t\r\n\r\n" % size)
-            time.sleep(0.5)  # the kernel buffers fill up, then the server's
+            # The kernel buffers fill up, then the server's: the app's send() waits.
+            assert wait_until(lambda: any(c.writing_paused for c in http_connections(server)), 10.0)
             buffered = [c.transport.get_write_buffer_size() for c in http_connections(server)]
             high = [c.transport.get_write_buffer_limits()[1] for c in http_connections(server)]
             assert buffered and buffered[0] <= high[0] + soak.CHUNK, (buffered, high)
@@ -209,9 +210,9 @@ def test_pipelined_flood_without_reading_is_bounded(errors):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KiB)
             sender = threading.Thread(target=sock.sendall, args=(request * count,))
             sender.start()
-            time.sleep(0.5)  # 20 MiB of answers: the server is now stuck behind our buffer
+            # 20 MiB of answers: the server gets stuck behind our buffer, and stops reading.
+            assert wait_until(lambda: any(c.reading_paused for c in http_connections(server)), 10.0)
             [connection] = http_connections(server)
-            assert connection.reading_paused
             assert len(connection.conn.trailing_data[0]) <= SOCKET_READ + len(request)
             high = connection.transport.get_write_buffer_limits()[1]
             assert connection.transport.get_write_buffer_size() <= high + size + 1 * KiB
@@ -287,7 +288,8 @@ def test_a_websocket_client_that_never_reads_holds_bounded_memory(errors):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KiB)
         sender = threading.Thread(target=lambda: [sock.sendall(frames) for _ in range(count // 16)])
         sender.start()
-        time.sleep(1.0)
+        # The echoes fill our buffers, then the server's; its receive queue fills: it stops reading.
+        assert wait_until(lambda: any(c.reading_paused for c in websocket_connections(server)), 10.0)
         [connection] = websocket_connections(server)
         config = server.config
         assert connection.transport.get_write_buffer_size() <= config.ws_write_high_water + len(message) + 64
