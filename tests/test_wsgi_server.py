@@ -793,6 +793,36 @@ def test_graceful_shutdown_finishes_the_request_in_flight():
         socket.create_connection(address, timeout=1)
 
 
+def test_shutdown_with_a_thread_per_connection_closes_an_idle_one_at_once():
+    """threads=0: an idle keep-alive connection's own thread is blocked in recv(). Shutdown
+    wakes it (`Connection.shutdown`) and closes the connection at once, not after the grace
+    period, while the request in flight on another connection still finishes."""
+    inside, release = threading.Event(), threading.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/slow":
+            inside.set()
+            release.wait(10)
+        start_response("200 OK", [("Content-Length", "4")])
+        return [b"done"]
+
+    server = WSGIServer(app, Config(port=0, threads=0, access_log=False, timeout_graceful_shutdown=5))
+    server.start()
+    idle = Client(server.address).request()
+    assert idle.response()[0] == 200
+    busy = Client(server.address).request(target="/slow")
+    assert inside.wait(5)
+    stopper = threading.Thread(target=server.shutdown)
+    stopper.start()
+    assert idle.is_closed(timeout=3)  # at once, not after the 5 s grace period
+    release.set()
+    assert busy.response()[2] == b"done"
+    stopper.join(5)
+    assert not stopper.is_alive() and server.wait_stopped(0)
+    idle.close()
+    busy.close()
+
+
 def test_shutdown_cuts_a_never_ending_stream_after_the_grace_period():
     stream = Closing([b"tick"], forever=True)
 

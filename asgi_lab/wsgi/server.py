@@ -69,7 +69,7 @@ import time
 from collections.abc import Callable
 
 from ..config import Config
-from ..core import ResponseHeads, Wait, address, tick_interval, url
+from ..core import ResponseHeads, address, tick_interval, url
 from ..http11 import bind_socket
 from .connection import MSG_DONTWAIT, Connection
 from .pool import WorkerPool
@@ -416,10 +416,7 @@ class WSGIServer:
         if self._pool:
             self._pool.hurry()  # nobody calls check() any more: no waiting in the queue
         for connection in list(self.connections):
-            connection.keep_alive = False
-            core = connection.core
-            if not self.config.threads and core.wait is Wait.HEAD and core.head_bytes == 0:
-                connection.abort()  # an idle connection's thread is blocked in recv(): wake it
+            connection.shutdown()  # close after its response; wake an idle one's thread
 
         while self.connections and not self._force_exit:   # 2.
             self._close_idle_connections()  # any given back after the acceptor stopped
