@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 
@@ -108,3 +109,34 @@ async def read_body(receive) -> bytes | None:
         body += message.get("body", b"")
         more_body = message.get("more_body", False)
     return body
+
+
+def on_loop(background, function, *args, timeout: float = 5.0):
+    """`function(*args)` run on a background ASGI server's event loop (where the server's
+    own methods must run, e.g. `server.check_deadlines`), and its result."""
+    async def call():
+        return function(*args)
+    return asyncio.run_coroutine_threadsafe(call(), background.loop).result(timeout)
+
+
+def app_tasks_done(background, timeout: float = 5.0) -> bool:
+    """Wait (on the server's loop, without polling) until every app task of a background ASGI
+    server has ended and the server has dropped it; True if none is left."""
+    server = background.server
+
+    async def wait() -> bool:
+        if server.tasks:
+            await asyncio.wait(set(server.tasks), timeout=timeout)
+        await asyncio.sleep(0)  # the tasks' own done-callbacks (which drop them) ran first
+        return not server.tasks
+    return asyncio.run_coroutine_threadsafe(wait(), background.loop).result(timeout + 1)
+
+
+def wait_until(condition, timeout: float = 5.0, what: str = "condition") -> None:
+    """For server state that no event announces (a connection given back to a selector, a
+    send() waiting on a full buffer): check `condition()` until true, failing after
+    `timeout` seconds. Not a sleep to let time pass: it returns as soon as the state is there."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.002)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import socket
 import threading
 import time
@@ -12,9 +13,10 @@ import h11
 import httpx
 import pytest
 
-from asgi_lab import Config, serve_in_background
+from asgi_lab import Config, Tracer, serve_in_background
 from asgi_lab.background import server_errors
-from rawhttp import Client, connect, exchange, read_until_closed, status_of
+from rawhttp import (Client, app_tasks_done, connect, exchange, on_loop, read_until_closed, status_of,
+                     wait_until)
 
 # -- apps used below ------------------------------------------------------------------------
 
@@ -158,13 +160,15 @@ def test_five_mib_body_echoed_intact(echo_server):
 
 
 def test_expect_100_continue_is_sent_only_when_the_app_reads():
-    gate = threading.Event()
+    """The rule (the core sends 100 only when asked, once) is in test_core.py; here, the
+    socket: nothing is written while the app has not called receive(), then the 100 comes."""
+    inside, gate = threading.Event(), threading.Event()
 
     async def slow_reader(scope, receive, send):
         if scope["type"] != "http":
             return
-        while not gate.is_set():
-            await asyncio.sleep(0.01)
+        inside.set()
+        await asyncio.to_thread(gate.wait, 10)  # the app, busy with something else first
         body = (await receive())["body"]
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": body})
@@ -176,11 +180,16 @@ def test_expect_100_continue_is_sent_only_when_the_app_reads():
         await send({"type": "http.response.body", "body": b"no thanks"})
 
     head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
-    with serve_in_background(slow_reader, name="test-100") as server, connect(server.address) as sock:
+    tracer = Tracer()
+    with serve_in_background(slow_reader, name="test-100", tracer=tracer) as server, \
+            connect(server.address) as sock:
         sock.sendall(head)
-        sock.settimeout(0.3)
-        with pytest.raises(socket.timeout):
-            sock.recv(100)  # the app has not asked for the body: no 100 yet
+        assert inside.wait(5)  # the app runs, and has not asked for the body...
+        assert tracer.filter(layer="socket", kind="bytes_out") == []  # ...so no 100 was written
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            sock.recv(100)
+        sock.setblocking(True)
         gate.set()
         sock.settimeout(5)
         assert sock.recv(100).startswith(b"HTTP/1.1 100 ")
@@ -220,10 +229,7 @@ def test_streaming_response_is_chunked_and_arrives_as_sent():
 
 def test_access_log_line_per_request(hello_server, caplog):
     with caplog.at_level(logging.INFO, logger="asgi_lab.access"):
-        httpx.get(hello_server.url + "/logged")
-        deadline = time.monotonic() + 2
-        while not caplog.records and time.monotonic() < deadline:
-            time.sleep(0.01)
+        httpx.get(hello_server.url + "/logged")  # the line is logged before the last bytes are written
     lines = [r.getMessage() for r in caplog.records if r.name == "asgi_lab.access"]
     assert any('"GET /logged HTTP/1.1" 200' in line for line in lines)
 
@@ -263,7 +269,7 @@ def test_200_concurrent_keep_alive_clients(hello_server):
 
 def test_streaming_app_learns_the_client_left():
     """An SSE-style app listening on receive() gets http.disconnect when the client goes."""
-    seen = []
+    seen, told = [], threading.Event()
 
     async def sse(scope, receive, send):
         if scope["type"] != "http":
@@ -280,21 +286,20 @@ def test_streaming_app_learns_the_client_left():
         while (await receive())["type"] != "http.disconnect":
             pass
         seen.append("http.disconnect")
+        told.set()
         ticker.cancel()
 
     with serve_in_background(sse, name="test-sse") as server:
         with connect(server.address) as sock:
             sock.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
             assert b"data: tick" in sock.recv(4096)
-        deadline = time.monotonic() + 3
-        while not seen and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert told.wait(3)
     assert seen == ["http.disconnect"]
 
 
 def test_send_after_disconnect_raises_an_oserror():
     """ASGI 2.4: send() on a closed connection raises an OSError subclass (our choice)."""
-    errors = []
+    errors, failed = [], threading.Event()
 
     async def stubborn(scope, receive, send):
         if scope["type"] != "http":
@@ -306,14 +311,13 @@ def test_send_after_disconnect_raises_an_oserror():
                 await asyncio.sleep(0.01)
         except OSError as exc:
             errors.append(type(exc).__name__)
+            failed.set()
 
     with serve_in_background(stubborn, name="test-stubborn") as server:
         with connect(server.address) as sock:
             sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             sock.recv(100)
-        deadline = time.monotonic() + 3
-        while not errors and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert failed.wait(5)
     assert errors == ["ClientDisconnected"]
 
 
@@ -348,20 +352,18 @@ def sse_starlette_app():
     return Starlette(routes=[Route("/", events)])
 
 
-def leave_after_the_first_tick(server) -> None:
+def leave_after_the_first_tick(server, tracer) -> None:
     """Read the stream until its first event, then close the socket (a FIN, as a browser
-    tab does), and give the server time to notice and the app time to return."""
+    tab does), and wait for the server to close its side and the app to return."""
     with connect(server.address) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         data, deadline = b"", time.monotonic() + 5
         while b"tick" not in data and time.monotonic() < deadline:
             data += sock.recv(65536)
         assert b"tick" in data
-    state, deadline = server.server, time.monotonic() + 5
-    while (state.tasks or state.connections) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not state.tasks, "the app did not return after its client left"
-    assert not state.connections, "the server kept the connection of a client that left"
+    assert app_tasks_done(server), "the app did not return after its client left"
+    tracer.wait_for(layer="socket", kind="connection_lost")  # else: TimeoutError
+    assert not server.server.connections, "the server kept the connection of a client that left"
 
 
 @pytest.mark.parametrize("make_app", [lambda: tick_until_told, sse_starlette_app],
@@ -369,8 +371,9 @@ def leave_after_the_first_tick(server) -> None:
 def test_an_app_that_returns_after_http_disconnect_is_not_an_error(make_app, caplog):
     app = make_app()
     with caplog.at_level(logging.DEBUG, logger="asgi_lab.error"), server_errors(logging.DEBUG) as records:
-        with serve_in_background(app, name="test-told", lifespan="off") as server:
-            leave_after_the_first_tick(server)
+        tracer = Tracer()
+        with serve_in_background(app, name="test-told", lifespan="off", tracer=tracer) as server:
+            leave_after_the_first_tick(server, tracer)
     assert [r.getMessage() for r in records if r.levelno >= logging.WARNING] == []
     early_return = [(r.levelname, r.getMessage()) for r in records if r.getMessage().startswith("ASGI app")]
     assert early_return == [("DEBUG", "ASGI app returned without completing its response: "
@@ -395,8 +398,7 @@ def test_a_fast_sender_is_read_only_as_fast_as_the_app_receives():
     async def lazy(scope, receive, send):
         if scope["type"] != "http":
             return
-        while not release.is_set():
-            await asyncio.sleep(0.01)
+        await asyncio.to_thread(release.wait, 30)  # not reading yet
         total = 0
         while True:
             message = await receive()
@@ -419,7 +421,7 @@ def test_a_fast_sender_is_read_only_as_fast_as_the_app_receives():
             try:
                 sent += sock.send(chunk)
             except BlockingIOError:
-                time.sleep(0.01)
+                select.select([], [sock], [], deadline - time.monotonic())  # until it takes more
         buffered = sum(len(c.cycle.body) for c in list(server.server.connections) if c.cycle)
         # The server stopped reading: what it holds is bounded by its high-water mark plus one
         # read, not by what the client wants to send; the rest waits in kernel socket buffers.
@@ -454,8 +456,10 @@ def test_send_waits_while_the_client_does_not_read():
     with serve_in_background(firehose, name="test-firehose") as server:
         sock = connect(server.address)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        time.sleep(1.0)  # never read
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
+        # The kernel buffers fill up, then the transport's: the app's send() waits (drain).
+        wait_until(lambda: any(c.writing_paused and c.drain_waiter is not None and not c.drain_waiter.done()
+                               for c in list(server.server.connections)), 10, "send() to wait")
         held = sum(produced)
         transports = [c.transport.get_write_buffer_size() for c in list(server.server.connections)]
         sock.close()
@@ -501,26 +505,34 @@ def test_idle_connections_are_closed_after_the_keep_alive_timeout():
 
 def test_a_request_that_arrives_while_the_server_is_stalled_is_answered_not_reset():
     """The whole server stalls past the idle timeout (a paused VM, swapping) just as a
-    keep-alive client sends its next request. The tick that then finds the connection overdue
-    must not close it with the request unread: the kernel would reset it."""
-    with serve_in_background(hello, name="test-stall", timeout_keep_alive=0.3) as server:
+    keep-alive client sends its next request. The sweep that then finds the connection overdue
+    must not close it with the request unread: the kernel would reset it.
+
+    The rule (closed only at the second sweep past the deadline) is the core's, tested without
+    sockets in test_core.py; here, the I/O: the loop is held (the stall) while the request
+    arrives, then sweeps at a time past the deadline (`check_deadlines(now)`, no waiting for
+    the clock), then reads the socket."""
+    keep_alive = 5.0  # the real tick never finds anything overdue during this test
+    with serve_in_background(hello, name="test-stall", timeout_keep_alive=keep_alive) as server:
         with Client(server.address) as client:
             assert client.get()[0].status_code == 200
             sent = threading.Event()
 
-            def stall_then_tick():  # on the loop: nothing else runs meanwhile
-                sent.wait(3)
-                time.sleep(0.5)  # past the idle timeout, the request unread in the socket
-                server.server.check_deadlines()  # the sweep a tick would make
+            def stall_then_sweep():  # on the loop: nothing else runs meanwhile
+                assert sent.wait(5)  # the request is in the socket, unread
+                server.server.check_deadlines(server.loop.time() + keep_alive + 1)
 
-            server.loop.call_soon_threadsafe(stall_then_tick)
+            server.loop.call_soon_threadsafe(stall_then_sweep)
             client.request("GET", "/after-the-stall")
             sent.set()
             response, body = client.response()
             assert (response.status_code, body) == (200, b"hello /after-the-stall")
-        # ...and an overdue connection that stays silent is still closed (one tick later).
+        # ...and an overdue connection that stays silent is still closed, at the next sweep.
         with Client(server.address) as client:
             assert client.get()[0].status_code == 200
+            later = on_loop(server, server.loop.time) + keep_alive + 1
+            on_loop(server, server.server.check_deadlines, later)  # overdue
+            on_loop(server, server.server.check_deadlines, later)  # closed
             assert read_until_closed(client.sock, timeout=3) == b""
 
 
@@ -650,32 +662,36 @@ def test_starlette_app_is_served_correctly():
 
 def test_a_long_poll_learns_at_once_that_its_client_closed():
     """The client closes while the app waits in receive() with nothing to write yet."""
-    seen = []
+    seen, waiting, told = [], threading.Event(), threading.Event()
 
     async def long_poll(scope, receive, send):
         if scope["type"] != "http":
             return
+        assert (await receive())["type"] == "http.request"
+        waiting.set()  # next: wait in receive() for the client to leave
         while (await receive())["type"] != "http.disconnect":
             pass
         seen.append(time.monotonic())
+        told.set()
 
     with serve_in_background(long_poll, name="test-longpoll") as server:
         sock = connect(server.address)
         sock.sendall(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
-        time.sleep(0.1)
+        assert waiting.wait(5)
         closed_at = time.monotonic()
         sock.close()
-        deadline = time.monotonic() + 3
-        while not seen and time.monotonic() < deadline:
-            time.sleep(0.005)
-    assert seen and seen[0] - closed_at < 0.5
+        assert told.wait(3)
+    assert seen[0] - closed_at < 0.5
 
 
 def test_a_half_closed_client_still_gets_its_response():
     async def slow(scope, receive, send):
         if scope["type"] != "http":
             return
-        await asyncio.sleep(0.2)
+        assert (await receive())["type"] == "http.request"
+        # The client's EOF reached the server: receive() says so (most such clients have left)...
+        assert (await receive())["type"] == "http.disconnect"
+        # ...but this one only half-closed its socket: the response still reaches it.
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"still here"})
 

@@ -14,6 +14,7 @@ subprocess and send it SIGTERM / SIGINT.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import signal
@@ -181,7 +182,8 @@ def test_a_client_that_never_reads_its_response_holds_bounded_memory(errors):
         with connect(server) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KiB)
             sock.sendall(b"GET /big?size=%d HTTP/1.1\r\nhost: t\r\n\r\n" % size)
-            time.sleep(0.5)  # the kernel buffers fill up, then the server's
+            # The kernel buffers fill up, then the server's: the app's send() waits.
+            assert wait_until(lambda: any(c.writing_paused for c in http_connections(server)), 10.0)
             buffered = [c.transport.get_write_buffer_size() for c in http_connections(server)]
             high = [c.transport.get_write_buffer_limits()[1] for c in http_connections(server)]
             assert buffered and buffered[0] <= high[0] + soak.CHUNK, (buffered, high)
@@ -208,9 +210,9 @@ def test_pipelined_flood_without_reading_is_bounded(errors):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KiB)
             sender = threading.Thread(target=sock.sendall, args=(request * count,))
             sender.start()
-            time.sleep(0.5)  # 20 MiB of answers: the server is now stuck behind our buffer
+            # 20 MiB of answers: the server gets stuck behind our buffer, and stops reading.
+            assert wait_until(lambda: any(c.reading_paused for c in http_connections(server)), 10.0)
             [connection] = http_connections(server)
-            assert connection.reading_paused
             assert len(connection.conn.trailing_data[0]) <= SOCKET_READ + len(request)
             high = connection.transport.get_write_buffer_limits()[1]
             assert connection.transport.get_write_buffer_size() <= high + size + 1 * KiB
@@ -286,7 +288,8 @@ def test_a_websocket_client_that_never_reads_holds_bounded_memory(errors):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KiB)
         sender = threading.Thread(target=lambda: [sock.sendall(frames) for _ in range(count // 16)])
         sender.start()
-        time.sleep(1.0)
+        # The echoes fill our buffers, then the server's; its receive queue fills: it stops reading.
+        assert wait_until(lambda: any(c.reading_paused for c in websocket_connections(server)), 10.0)
         [connection] = websocket_connections(server)
         config = server.config
         assert connection.transport.get_write_buffer_size() <= config.ws_write_high_water + len(message) + 64
@@ -546,6 +549,13 @@ def in_flight(address, target: str) -> socket.socket:
     return sock
 
 
+def sleeping(server) -> int:
+    """How many requests are inside the soak app's /sleep (it says so in /debug)."""
+    status, body = get(server, "/debug")
+    assert status == 200, body
+    return json.loads(body)["sleeping"]
+
+
 def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
     sock.settimeout(timeout)
     data = b""
@@ -582,7 +592,7 @@ def test_sigterm_finishes_in_flight_requests_and_ends_streams(kind, processes):
     websockets = [open_websocket(server.address) for _ in range(10)] if kind == "asgi" else []
     for stream in streams:
         assert stream.recv(100).startswith(b"HTTP/1.1 200 ")
-    time.sleep(0.2)  # the sleepers are now inside the app
+    assert wait_until(lambda: sleeping(server) == 10, 10.0)  # the sleepers are inside the app
 
     sent = time.monotonic()
     server.signal(signal.SIGTERM)
@@ -616,7 +626,7 @@ def test_sigterm_closes_what_does_not_finish_within_the_grace_period(kind, proce
     grace = 1.0
     server = processes(kind, *server_options(kind, grace))
     stuck = in_flight(server.address, "/sleep?s=60")
-    time.sleep(0.2)
+    assert wait_until(lambda: sleeping(server) == 1, 10.0)  # inside the app
     sent = time.monotonic()
     server.signal(signal.SIGTERM)
     assert read_until_closed(stuck, grace + 3) == b""
@@ -632,10 +642,12 @@ def test_a_second_sigint_exits_at_once(kind, processes):
     grace = 30.0
     server = processes(kind, *server_options(kind, grace))
     stuck = in_flight(server.address, "/sleep?s=60")
-    time.sleep(0.2)
+    assert wait_until(lambda: sleeping(server) == 1, 10.0)  # inside the app
     server.signal(signal.SIGINT)
-    time.sleep(0.3)
-    assert server.process.poll() is None, "the first SIGINT must wait for the request in flight"
+    # Handled (a second signal sent before would merge with it)...
+    assert wait_until(lambda: "Shutting down (SIGINT)" in server.output, 10.0), server.output
+    with pytest.raises(subprocess.TimeoutExpired):  # ...and it waits for the request in flight
+        server.process.wait(0.3)  # (kept: a "not yet" needs some time to be seen)
     sent = time.monotonic()
     server.signal(signal.SIGINT)
     server.wait(5)
@@ -656,7 +668,8 @@ def test_requests_arriving_as_shutdown_begins_are_answered_not_reset(kind):
             sock.sendall(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
             assert read_response(sock) == (200, b"ok")
             sockets.append(sock)
-        time.sleep(0.05)  # all idle now, waiting for their next request
+        # All idle, waiting for their next request (WSGI: given back to the acceptor).
+        assert wait_until(lambda: len(server.server.idle_connections()) == 50, 5.0)
         for sock in sockets:
             sock.sendall(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
         server.stop()
@@ -676,12 +689,13 @@ def test_programmatic_stop_under_load(kind, capsys):
     WebSockets (ASGI) included: each gets a Close frame with 1001."""
     grace = 1.0
     server = start(kind, "stop", timeout_graceful_shutdown=grace, threads=16)
+    asleep_before = soak.sleeping  # (this process's count: the server runs here)
     sleepers = [in_flight(server.address, "/sleep?s=0.5") for _ in range(5)]
     streams = [in_flight(server.address, "/sse?interval=0.02") for _ in range(5)]
     websockets = [open_websocket(server.address) for _ in range(5)] if kind == "asgi" else []
     for stream in streams:
         assert stream.recv(100).startswith(b"HTTP/1.1 200 ")
-    time.sleep(0.1)
+    assert wait_until(lambda: soak.sleeping >= asleep_before + 5, 5.0)  # the sleepers are inside
     address = server.address
     with ThreadPoolExecutor(5) as pool:
         close_codes = pool.map(lambda s: websocket_close_code(s, grace + 3), websockets)

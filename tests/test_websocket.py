@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import re
 import queue
 import socket
 import struct
@@ -611,7 +613,7 @@ def test_graceful_shutdown_closes_with_1001_and_tells_the_app():
     assert app.next("websocket.disconnect")["code"] == 1001
 
 
-def test_shutdown_during_the_handshake_answers_503_and_tells_the_app():
+def test_shutdown_during_the_handshake_answers_503_and_tells_the_app(caplog):
     seen: queue.Queue = queue.Queue()
 
     async def undecided(scope, receive, send):
@@ -623,17 +625,47 @@ def test_shutdown_during_the_handshake_answers_503_and_tells_the_app():
             await send({"type": "websocket.accept"})  # too late
         seen.put("done")
 
-    server = serve(undecided)
+    server = serve(undecided, access_log=True)
     sock = socket.create_connection(server.address, timeout=5)
     ws = WSConnection(ConnectionType.CLIENT)
-    sock.sendall(ws.send(Request(host="127.0.0.1", target="/")))
+    sock.sendall(ws.send(Request(host="127.0.0.1", target="/chat?room=1")))
     assert seen.get(timeout=5)["type"] == "websocket.connect"
-    server.stop()
+    with caplog.at_level(logging.INFO, logger="asgi_lab.access"):
+        server.stop()
     assert seen.get(timeout=5) == {"type": "websocket.disconnect", "code": 1001,
                                    "reason": "server shutting down"}
     assert seen.get(timeout=5) == "done"
-    assert read_until_closed(sock).startswith(b"HTTP/1.1 503 ")
+    answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 503 ")
     sock.close()
+    # The 503 is the server's own answer, logged as its other error responses are: one line.
+    lines = [r.getMessage() for r in caplog.records if r.name == "asgi_lab.access"]
+    assert len(lines) == 1, lines
+    assert re.fullmatch(r'127\.0\.0\.1:\d+ - "GET /chat\?room=1 HTTP/1\.1" 503 Service Unavailable '
+                        rf"{len(answer)} B \d+\.\d ms", lines[0]), lines
+
+
+@pytest.mark.parametrize("refusal", ["bad handshake", "app closes"])
+def test_a_refused_handshake_has_one_access_line_with_status_bytes_and_time(refusal, caplog):
+    async def refuse(scope, receive, send):
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close"})  # before accepting: 403
+
+    with serve(refuse, access_log=True, lifespan="off") as server, \
+            caplog.at_level(logging.INFO, logger="asgi_lab.access"):
+        if refusal == "bad handshake":  # no Sec-WebSocket-Key: wsproto refuses it
+            answer = exchange(server.address, b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                              b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        else:
+            ws = WSConnection(ConnectionType.CLIENT)
+            answer = exchange(server.address, ws.send(Request(host="127.0.0.1", target="/ws")))
+    status = 400 if refusal == "bad handshake" else 403
+    assert answer.startswith(b"HTTP/1.1 %d " % status)
+    lines = [r.getMessage() for r in caplog.records if r.name == "asgi_lab.access"]
+    assert len(lines) == 1, lines
+    assert re.fullmatch(rf'127\.0\.0\.1:\d+ - "GET /ws HTTP/1\.1" {status} \w[\w ]+ {len(answer)} B '
+                        r"\d+\.\d ms", lines[0]), lines
 
 
 

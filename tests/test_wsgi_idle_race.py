@@ -8,8 +8,10 @@ at the second sweep past the deadline; `tests/test_core.py` checks it without so
 next select() see those bytes and hand the connection to a worker instead.
 
 To hit that moment every time, the test parks the acceptor just before one of its select()
-calls, sends the request while it is parked, waits past the idle timeout, and lets the
-acceptor go on as if that select() had found nothing: the sweep comes next.
+calls (its watch list, made by `new_watch_list`, is replaced by one that can be held) and
+sends the request while it is parked. Then, still on the acceptor thread, it sweeps with
+`check_deadlines(now)` at a time past the idle deadline (no waiting for the clock), and lets
+the acceptor go on as if that select() had found nothing.
 """
 
 from __future__ import annotations
@@ -18,28 +20,68 @@ import threading
 import time
 
 import pytest
-from rawhttp import Client
+from rawhttp import Client, wait_until
 
 from asgi_lab.config import Config
+from asgi_lab.wsgi import server as wsgi_server
 from asgi_lab.wsgi.server import WSGIServer
 
 pytestmark = pytest.mark.timeout(20)
 
-KEEP_ALIVE = 1.0  # the acceptor checks the idle deadlines every KEEP_ALIVE / 4 seconds
+KEEP_ALIVE = 5.0  # long: only the test's own sweep finds the connection past its deadline
 
 
-def wait_for(condition, timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
+class HeldWatchList:
+    """The acceptor's watch list, whose next select() can be held: `hold()`, then the acceptor
+    parks in select() until `go_on(then)`; it runs `then()` on the acceptor thread and returns
+    as if select() had found nothing. The select() calls after that one are counted."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self.holding = False
+        self.parked, self.go_on_event = threading.Event(), threading.Event()
+        self.then = None
+        self.real_selects = 0
+        self.three_real_selects = threading.Event()
+
+    def __getattr__(self, name):  # everything else is the real watch list's
+        return getattr(self.real, name)
+
+    def hold(self) -> None:
+        self.holding = True
+
+    def go_on(self, then) -> None:
+        self.then = then
+        self.go_on_event.set()
+
+    def select(self, timeout):
+        if self.holding:
+            self.holding = False
+            self.parked.set()
+            self.go_on_event.wait(10)
+            self.then()
+            return []
+        if self.parked.is_set():
+            self.real_selects += 1
+            if self.real_selects >= 3:
+                self.three_real_selects.set()
+        return self.real.select(timeout)
 
 
-def test_a_request_arriving_as_the_idle_timeout_expires_is_answered_once():
-    release_hold = threading.Event()
+def test_a_request_arriving_as_the_idle_timeout_expires_is_answered_once(monkeypatch):
+    release_hold, holding = threading.Event(), threading.Event()
+    watch_lists = []
+
+    def new_watch_list():
+        watch_lists.append(HeldWatchList(real_new_watch_list()))
+        return watch_lists[-1]
+
+    real_new_watch_list = wsgi_server.new_watch_list
+    monkeypatch.setattr(wsgi_server, "new_watch_list", new_watch_list)
 
     def app(environ, start_response):
         if environ["PATH_INFO"] == "/hold":  # keeps the only worker busy until released
+            holding.set()
             release_hold.wait(10)
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
         return [b"ok"]
@@ -53,40 +95,29 @@ def test_a_request_arriving_as_the_idle_timeout_expires_is_answered_once():
         keep_alive = Client(server.address)
         response, body = keep_alive.get("/")
         assert (response.status_code, body) == (200, b"ok")
-        wait_for(lambda: len(server.idle_connections()) == 1)
+        # (given back to the acceptor after its response: no event says when, so look)
+        wait_until(lambda: len(server.idle_connections()) == 1, 3, "the connection to be idle")
         (connection,) = server.idle_connections()
 
         # Another client holds the only worker: whatever is handed on waits in the queue.
         busy = Client(server.address)
         busy.request("GET", "/hold")
-        wait_for(lambda: server.stats()["busy"] == 1)
+        assert holding.wait(5)
 
         # Park the acceptor before its next select(); that select() will "find nothing".
-        selector = server._selector
-        real_select = selector.select
-        parked, go_on = threading.Event(), threading.Event()
-        real_selects = []
+        (watch_list,) = watch_lists
+        watch_list.hold()  # (the select() under way ends within a tick)
+        assert watch_list.parked.wait(3)
 
-        def select(timeout):
-            if not parked.is_set():
-                parked.set()
-                go_on.wait(10)
-                return []
-            real_selects.append(timeout)
-            return real_select(timeout)
-
-        selector.select = select
-        assert parked.wait(3)
-
-        # The next request arrives, and the idle deadline passes, while the acceptor is parked.
+        # The next request arrives while the acceptor is parked; then, on the acceptor thread,
+        # a sweep at a time past the idle deadline finds the connection overdue.
         keep_alive.request("GET", "/")
-        wait_for(connection.has_bytes_waiting)
-        wait_for(lambda: connection.core.time_left(time.monotonic()) < 0)
-        go_on.set()  # select() "found nothing"; the sweep runs next
+        wait_until(connection.has_bytes_waiting, 3, "the request to arrive")
+        watch_list.go_on(lambda: server.check_deadlines(time.monotonic() + KEEP_ALIVE + 1))
 
-        # The sweep handed the connection to the (busy) pool: queued once, not closed. A few
-        # real select() calls later it is still queued once: epoll does not report it again.
-        wait_for(lambda: len(real_selects) >= 3)
+        # The next select() handed the connection to the (busy) pool: queued once, not closed.
+        # A few real select() calls later it is still queued once: epoll does not report it again.
+        assert watch_list.three_real_selects.wait(5)
         assert not connection.closed
         assert server.stats()["queued"] == 1
 
@@ -123,6 +154,6 @@ def test_an_idle_connection_without_a_request_is_still_closed():
             started = time.monotonic()
             assert client.sock.recv(1) == b""  # the server closed it (a FIN, not a reset)
             assert time.monotonic() - started < 1.5
-        wait_for(lambda: not server.connections)
+        wait_until(lambda: not server.connections, 3, "the server to drop the connection")
     finally:
         server.shutdown()

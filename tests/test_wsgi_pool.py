@@ -278,7 +278,7 @@ def test_a_bug_of_ours_loses_the_connection_not_the_worker(monkeypatch, caplog):
         with httpx.Client(timeout=5) as client:
             assert client.get(server.url).status_code == 200  # the same worker, alive
             assert client.get(server.url).status_code == 200  # and its connection given back
-        assert failures and all(thread.is_alive() for thread in server._pool.threads)
+        assert failures and all(thread.is_alive() for thread in server.worker_threads())
         assert "Internal error on connection" in caplog.text
     finally:
         server.shutdown()

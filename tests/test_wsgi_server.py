@@ -580,7 +580,7 @@ def test_app_errors_before_the_head_are_500(path, caplog):
             assert get(server, path)[:3:2] == (500, b"500 Internal Server Error\n")
         assert "Exception in WSGI application" in caplog.text
         assert get(server, "/")[2] == b"ok"
-        assert all(worker.is_alive() for worker in server._pool.threads)
+        assert all(worker.is_alive() for worker in server.worker_threads())
 
 
 def test_a_failing_close_is_logged_and_the_connection_closed(caplog):
@@ -607,7 +607,7 @@ def test_app_errors_after_the_head_cut_the_connection(path):
         with pytest.raises((ConnectionError, h11.RemoteProtocolError)):
             get(server, path)
         assert get(server, "/")[2] == b"ok"
-        assert all(worker.is_alive() for worker in server._pool.threads)
+        assert all(worker.is_alive() for worker in server.worker_threads())
 
 
 # -- threads -----------------------------------------------------------------------------------------
@@ -698,6 +698,31 @@ def test_one_thread_per_connection_when_threads_is_0():
             client.close()
 
 
+class StderrLines:
+    """A subprocess's stderr, read line by line on a thread of its own, so a test can wait
+    for a line (the server reporting a state) without blocking on the pipe."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self.new_line = threading.Condition()
+        self.reader = threading.Thread(target=self._read, args=(process.stderr,), daemon=True)
+        self.reader.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            with self.new_line:
+                self.lines.append(line)
+                self.new_line.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 10) -> bool:
+        with self.new_line:
+            return self.new_line.wait_for(lambda: any(text in line for line in self.lines), timeout)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
 def test_out_of_file_descriptors_pauses_accepting_instead_of_spinning():
     """accept() fails with EMFILE while the backlog is full of clients: the acceptor must not
     retry in a busy loop, and it must recover once descriptors are free again."""
@@ -712,16 +737,17 @@ def test_out_of_file_descriptors_pauses_accepting_instead_of_spinning():
                                 "--timeout-keep-alive", "60"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=low_fd_limit)
     clients = []
+    stderr = StderrLines(process)
     try:
         url = process.stdout.readline().split(" on ")[1].split()[0]
         host, port = url.removeprefix("http://").split(":")
         address = (host, int(port))
         for _ in range(60):  # more than the server has descriptors for
             clients.append(socket.create_connection(address, timeout=5))
-        time.sleep(0.3)
+        assert stderr.wait_for("not accepting for 1 s")  # accept() failed: it paused
         server = psutil.Process(process.pid)
         cpu_before = sum(server.cpu_times()[:2])
-        time.sleep(1.0)
+        time.sleep(1.0)  # kept: the window in which the CPU time is measured
         assert sum(server.cpu_times()[:2]) - cpu_before < 0.5  # not spinning on accept()
         for sock in clients:
             sock.close()
@@ -734,7 +760,8 @@ def test_out_of_file_descriptors_pauses_accepting_instead_of_spinning():
             sock.close()
         process.kill()
         process.wait()
-    assert "not accepting for 1 s" in process.stderr.read()
+        stderr.reader.join(5)
+    assert "not accepting for 1 s" in stderr.text
 
 
 # -- shutdown ----------------------------------------------------------------------------------------
@@ -764,6 +791,36 @@ def test_graceful_shutdown_finishes_the_request_in_flight():
     assert idle.is_closed()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(address, timeout=1)
+
+
+def test_shutdown_with_a_thread_per_connection_closes_an_idle_one_at_once():
+    """threads=0: an idle keep-alive connection's own thread is blocked in recv(). Shutdown
+    wakes it (`Connection.shutdown`) and closes the connection at once, not after the grace
+    period, while the request in flight on another connection still finishes."""
+    inside, release = threading.Event(), threading.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/slow":
+            inside.set()
+            release.wait(10)
+        start_response("200 OK", [("Content-Length", "4")])
+        return [b"done"]
+
+    server = WSGIServer(app, Config(port=0, threads=0, access_log=False, timeout_graceful_shutdown=5))
+    server.start()
+    idle = Client(server.address).request()
+    assert idle.response()[0] == 200
+    busy = Client(server.address).request(target="/slow")
+    assert inside.wait(5)
+    stopper = threading.Thread(target=server.shutdown)
+    stopper.start()
+    assert idle.is_closed(timeout=3)  # at once, not after the 5 s grace period
+    release.set()
+    assert busy.response()[2] == b"done"
+    stopper.join(5)
+    assert not stopper.is_alive() and server.wait_stopped(0)
+    idle.close()
+    busy.close()
 
 
 def test_shutdown_cuts_a_never_ending_stream_after_the_grace_period():
@@ -815,17 +872,19 @@ def test_command_line_serves_until_sigint():
 
 def test_a_second_sigint_cuts_the_grace_period_short():
     process = subprocess.Popen([sys.executable, "-m", "asgi_lab", "wsgi", "asgi_lab.apps.wsgi_demo:sse_clock",
-                                "--port", "0", "--threads", "2", "--log-level", "warning",
+                                "--port", "0", "--threads", "2", "--log-level", "info", "--no-access-log",
                                 "--timeout-graceful-shutdown", "30"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stderr = StderrLines(process)
     try:
         url = process.stdout.readline().split(" on ")[1].split()[0]
         host, port = url.removeprefix("http://").split(":")
         stream = Client((host, int(port))).request(target="/?interval=0.2")  # never ends by itself
         assert type(stream.next_event()) is h11.Response
         process.send_signal(signal.SIGINT)
-        time.sleep(0.5)
-        assert process.poll() is None  # waiting for the stream, up to 30 s
+        assert stderr.wait_for("Shutting down (SIGINT)")  # the first signal was handled...
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(0.5)  # ...and it waits for the stream, up to 30 s (kept: a "not yet")
         started = time.monotonic()
         process.send_signal(signal.SIGINT)
         assert process.wait(10) == 0
@@ -912,9 +971,7 @@ def test_the_tracer_sees_every_layer():
         client = Client(server.address).request(target="/t?x=1")
         assert client.response()[2] == b"ab"
         client.close()
-        deadline = time.monotonic() + 5
-        while not tracer.filter(kind="connection_lost") and time.monotonic() < deadline:
-            time.sleep(0.01)
+        tracer.wait_for(kind="connection_lost")
     kinds = [(event.layer, event.kind) for event in tracer]
     for expected in [("socket", "connection_made"), ("socket", "bytes_in"), ("h11", "Request"),
                      ("wsgi", "environ"), ("wsgi", "app_call"), ("wsgi", "start_response"),
@@ -937,9 +994,10 @@ def test_access_log(caplog):
 def test_shutdown_returns_within_the_grace_period_even_with_a_stuck_app():
     """A WSGI app cannot be interrupted: after the grace period its thread is left behind
     (a daemon), and shutdown() returns, rather than waiting seconds more for it."""
-    release = threading.Event()
+    release, inside = threading.Event(), threading.Event()
 
     def stuck(environ, start_response):
+        inside.set()
         release.wait(30)
         start_response("200 OK", [("Content-Length", "0")])
         return [b""]
@@ -949,9 +1007,7 @@ def test_shutdown_returns_within_the_grace_period_even_with_a_stuck_app():
     try:
         sock = socket.create_connection(server.address)
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        deadline = time.monotonic() + 5
-        while server.stats()["busy"] == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert inside.wait(5)
         started = time.monotonic()
         server.shutdown()
         assert time.monotonic() - started < 1.5

@@ -19,7 +19,9 @@ Routes (the same for both, except WebSocket, which WSGI cannot do):
 
 `/debug` is how a soak run checks that everything went back to idle: open file descriptors,
 threads, RSS, and for ASGI the asyncio tasks and the loop's scheduled timers (a timer left
-armed after a connection closed is a leak the other numbers would not show).
+armed after a connection closed is a leak the other numbers would not show). It also says
+how many requests are inside `/sleep` right now (`sleeping`): a test waits for its requests
+to be in flight, inside the app, before it stops the server.
 
 The ASGI app speaks lifespan and prints one line on startup and one on shutdown, so a test
 can see that a graceful shutdown reached the app's cleanup. SOAK_SHUTDOWN_SECONDS makes that
@@ -29,6 +31,7 @@ cleanup slow (for "a second Ctrl-C exits at once, even during a slow cleanup").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import threading
@@ -47,9 +50,29 @@ def query(query_string: bytes | str) -> dict[str, str]:
     return {name: values[0] for name, values in parse_qs(query_string).items()}
 
 
+sleeping = 0
+"""Requests inside /sleep right now, in this process (both apps; see /debug)."""
+_sleeping_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def counted_as_sleeping():
+    """Count the request in `sleeping` while the block runs."""
+    global sleeping
+    with _sleeping_lock:
+        sleeping += 1
+    try:
+        yield
+    finally:
+        with _sleeping_lock:
+            sleeping -= 1
+
+
 def process_figures() -> dict:
-    """Open fds, threads and resident memory of this process (Linux /proc, no psutil needed)."""
-    figures = {"fds": len(os.listdir("/proc/self/fd")), "threads": threading.active_count()}
+    """Open fds, threads and resident memory of this process (Linux /proc, no psutil needed),
+    and the requests inside /sleep."""
+    figures = {"fds": len(os.listdir("/proc/self/fd")), "threads": threading.active_count(),
+               "sleeping": sleeping}
     with open("/proc/self/statm") as statm:
         figures["rss_bytes"] = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     return figures
@@ -109,7 +132,8 @@ async def http(scope, receive, send):
     elif path == "/sse":
         await server_sent_events(float(params.get("interval", 0.05)), send)
     elif path == "/sleep":
-        await asyncio.sleep(float(params.get("s", 0.5)))
+        with counted_as_sleeping():
+            await asyncio.sleep(float(params.get("s", 0.5)))
         await respond(send, b"slept")
     elif path in ("/echo", "/slow-read"):
         delay = float(params.get("delay", 0)) if path == "/slow-read" else 0
@@ -174,7 +198,8 @@ def wsgi_app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")])
         return wsgi_events(float(params.get("interval", 0.05)))
     if path == "/sleep":
-        time.sleep(float(params.get("s", 0.5)))
+        with counted_as_sleeping():
+            time.sleep(float(params.get("s", 0.5)))
         return respond_with(b"slept")
     if path in ("/echo", "/slow-read"):
         delay = float(params.get("delay", 0)) if path == "/slow-read" else 0

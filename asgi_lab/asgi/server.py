@@ -58,6 +58,13 @@ class Server:
     def url(self) -> str:
         return url(self.address)
 
+    def idle_connections(self) -> list:
+        """The HTTP connections waiting for their next request (a snapshot): no request in
+        progress, not yet closing. The same view as `WSGIServer.idle_connections()`."""
+        return [connection for connection in list(self.connections)
+                if type(connection) is HTTPProtocol and connection.cycle is None
+                and not connection.transport.is_closing()]
+
     def new_connection_id(self) -> int:
         return next(self._ids)
 
@@ -100,11 +107,13 @@ class Server:
         self.check_deadlines()
         self._schedule_housekeeping()
 
-    def check_deadlines(self) -> None:
+    def check_deadlines(self, now: float | None = None) -> None:
         """(on the loop) One sweep of every connection's deadlines, as the housekeeping tick
         makes (`ConnectionCore.past_deadline`: a connection is closed at the second sweep
-        that finds it past its deadline). Public, so a test can sweep when it chooses."""
-        now = self.loop.time()
+        that finds it past its deadline). Public, so a test can sweep when it chooses, and
+        pass a later `now` (the loop's clock, `loop.time()`) instead of waiting for it."""
+        if now is None:
+            now = self.loop.time()
         for connection in list(self.connections):
             connection.check_timeouts(now)
 

@@ -137,6 +137,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.server_addr = http_protocol.server_addr
         self.scope: dict = {}
         self.request = None  # the h11.Request that asked for the upgrade (for the access log)
+        self.started = http_protocol.core.started  # when it came (the core's, for the access log)
         self.state = CONNECTING  # see SessionState: changed only through `advance`
         # wsproto: the handshake object until the app accepts, then the frame `Connection`.
         self.handshake = WSConnection(ConnectionType.SERVER)
@@ -191,12 +192,18 @@ class WebSocketProtocol(asyncio.Protocol):
         self.server.run_app(self.run_asgi())
 
     def reject(self, status: int, extra_headers=()) -> None:
-        """Answer the handshake with a plain HTTP error (403, 500, 503...) and close."""
+        """Answer the handshake with a plain HTTP error (400, 403, 503...) and close. Its
+        access line is that of the server's other error responses (`ConnectionCore.refuse`):
+        status, bytes and time."""
         response, body = error_response(status, self.server.heads.default_headers())
-        self.send_event(self.handshake, RejectConnection(
+        size = self.send_event(self.handshake, RejectConnection(
             status_code=status, headers=list(response.headers) + list(extra_headers), has_body=True))
-        self.send_event(self.handshake, RejectData(data=body))
+        size += self.send_event(self.handshake, RejectData(data=body))
         self.transport.close()
+        if self.config.access_log:
+            request = self.request
+            log_access(self.client, request.method, request.target, request.http_version, status, size,
+                       self.loop.time() - self.started)
 
     # -- asyncio.Protocol callbacks -------------------------------------------------------------
 
@@ -533,7 +540,6 @@ class WebSocketProtocol(asyncio.Protocol):
                 self.conn.receive_data(data)
                 self.handle_events()
         elif message_type == "websocket.close":
-            self.log_access("403")
             self.reject(403)
             self.state = advance(self.state, CLOSING, ALLOWED)
             self.session_ended(1006, "")
@@ -563,12 +569,15 @@ class WebSocketProtocol(asyncio.Protocol):
 
     # -- small helpers ---------------------------------------------------------------------------
 
-    def send_event(self, machine, event) -> None:
+    def send_event(self, machine, event) -> int:
         """Hand `event` to wsproto (`machine`: the handshake, or the frame connection once
-        accepted), trace it as an outgoing wsproto event, and write the bytes it makes."""
+        accepted), trace it as an outgoing wsproto event, and write the bytes it makes;
+        returns how many."""
         if self.tracer is not None:
             self.tracer.emit(self.id, "wsproto", type(event).__name__, describe_event(event))
-        self.write(machine.send(event))
+        data = machine.send(event)
+        self.write(data)
+        return len(data)
 
     def write(self, data: bytes) -> None:
         if self.tracer is not None:

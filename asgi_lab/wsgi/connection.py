@@ -411,6 +411,17 @@ class Connection:
         except OSError:  # nothing there (BlockingIOError), or the connection failed
             return False
 
+    def shutdown(self) -> None:
+        """(the server's `shutdown()`, from its thread) Graceful shutdown, as
+        `HTTPProtocol.shutdown` in the ASGI shell: close after the response in flight. An
+        idle connection with a thread of its own (threads=0) has that thread blocked in
+        recv(): cut it now to wake it (with a pool, idle connections rest in the acceptor's
+        selector, which closes them). There is no way to tell a WSGI app to hurry."""
+        self.keep_alive = False
+        core = self.core
+        if not self.config.threads and core.wait is Wait.HEAD and core.head_bytes == 0:
+            self.abort()
+
     def abort(self) -> None:
         """From another thread (shutdown): cut the connection so that a thread blocked in
         recv() or sendall() on it wakes up. The owning thread then closes the socket."""

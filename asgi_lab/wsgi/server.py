@@ -69,7 +69,7 @@ import time
 from collections.abc import Callable
 
 from ..config import Config
-from ..core import ResponseHeads, Wait, address, tick_interval, url
+from ..core import ResponseHeads, address, tick_interval, url
 from ..http11 import bind_socket
 from .connection import MSG_DONTWAIT, Connection
 from .pool import WorkerPool
@@ -138,6 +138,11 @@ class WSGIServer:
             "connections": len(connections),   # open connections, idle ones included
         }
 
+    def worker_threads(self) -> list[threading.Thread]:
+        """The threads that run the app (a snapshot): the pool's workers, or with `threads=0`
+        one per open connection."""
+        return (self._pool.threads if self._pool else []) + list(self._connection_threads)
+
     def idle_connections(self) -> list[Connection]:
         """The connections resting in the acceptor's selector, between requests (a snapshot)."""
         with self._selector_lock:
@@ -191,7 +196,7 @@ class WSGIServer:
                     with self._selector_lock:
                         selector.add(self._listener, _ACCEPT)
                 if now >= next_check:
-                    self._close_expired(now)
+                    self.check_deadlines(now)
                     next_check = now + tick
                 look_again = self._pool.check(now) if self._pool else None  # see pool.py
                 timeout = tick if look_again is None else min(look_again, tick)
@@ -266,9 +271,12 @@ class WSGIServer:
         except BlockingIOError:
             pass
 
-    def _close_expired(self, now: float) -> None:
-        """(acceptor thread) Close connections past their deadline: idle for too long, too
-        slow with their head or body, or not taking a handed-over response.
+    def check_deadlines(self, now: float | None = None) -> None:
+        """(the acceptor thread, at every tick) One sweep of the idle connections' deadlines: close
+        those idle for too long, too slow with their head or body, or not taking a
+        handed-over response. Public, so a test that holds the acceptor (see
+        tests/test_wsgi_idle_race.py) can sweep when it chooses, and pass a later `now`
+        (`time.monotonic()` seconds) instead of waiting for it.
 
         A connection can expire in the very moment its next request arrives: after select()
         looked at it, before this sweep. Closing a socket with unread bytes makes the kernel
@@ -281,6 +289,8 @@ class WSGIServer:
         alone when to reuse a connection); RFC 9112 §9.3.1 lets a client retry an idempotent
         request on a new connection when that happens (browsers do).
         """
+        if now is None:
+            now = time.monotonic()
         with self._selector_lock:
             expired = [connection for connection in self._idle if connection.core.past_deadline(now)]
         for connection in expired:
@@ -406,10 +416,7 @@ class WSGIServer:
         if self._pool:
             self._pool.hurry()  # nobody calls check() any more: no waiting in the queue
         for connection in list(self.connections):
-            connection.keep_alive = False
-            core = connection.core
-            if not self.config.threads and core.wait is Wait.HEAD and core.head_bytes == 0:
-                connection.abort()  # an idle connection's thread is blocked in recv(): wake it
+            connection.shutdown()  # close after its response; wake an idle one's thread
 
         while self.connections and not self._force_exit:   # 2.
             self._close_idle_connections()  # any given back after the acceptor stopped
@@ -427,7 +434,7 @@ class WSGIServer:
             self._pool.stop()
         # Within the grace period (a stuck app's daemon thread is left behind, not waited for).
         join_until = time.monotonic() + 0.05 if self._force_exit else max(deadline, time.monotonic() + 0.05)
-        threads = (self._pool.threads if self._pool else []) + list(self._connection_threads)
+        threads = self.worker_threads()
         for thread in threads:
             thread.join(max(join_until - time.monotonic(), 0))
         stuck = [thread.name for thread in threads if thread.is_alive()]
