@@ -5,6 +5,8 @@ few things around h11 that both servers need in exactly the same form:
 
 - `bind_socket(config)`: the listening socket;
 - `new_h11_connection(config)`: the server side of an h11 connection with our header limit;
+- `strict_chunk_lines()`: h11 made to read chunk lines as RFC 9112 §7.1 writes them (run at
+  import: the one place we change h11 itself);
 - `error_response(status, headers)`: the one place an error response (400, 413, 431, 500, ...)
   is built, with no traceback or internal detail in it (the log gets those);
 - `refuse_request(request, ...)` and `origin_form(request)`: the checks and the one rewrite
@@ -48,6 +50,62 @@ def bind_socket(config: Config) -> socket.socket:
 def new_h11_connection(config: Config) -> h11.Connection:
     """A server-side h11 state machine; a request head over the limit raises 431."""
     return h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_bytes)
+
+
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_QUOTED_STRING = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+CHUNK_LINE = re.compile(
+    rb"(?P<chunk_size>[0-9A-Fa-f]{1,20})"
+    rb"(?P<chunk_ext>(?:[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|"
+    + _QUOTED_STRING + rb"))?)*)\r\n")
+"""A chunk line as RFC 9112 §7.1 and §7.1.1 write it, with h11's group names and its bound of
+20 hex digits on the size (h11 still reads a chunk extension and drops it):
+
+    chunk-size [ chunk-ext ] CRLF
+    chunk-ext     = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+    chunk-ext-val = token / quoted-string   (RFC 9110 §5.6.2 and §5.6.4)
+
+Whitespace (BWS) may come only around `;` and `=`, so `0 \r\n` is refused; no control
+character but HTAB may appear, so a bare CR in an extension is refused (RFC 9112 §2.2: a bare
+CR "MUST be considered an invalid element or replaced with SP"), and so is a bare LF."""
+
+H11_CHUNK_LINE = rb"(?P<chunk_size>([0-9A-Fa-f]){1,20})(?P<chunk_ext>;.*)?[ \t]*\r\n"
+"""h11 0.16's own pattern for a chunk line (`h11._readers.chunk_header_re`): after the size,
+any whitespace, or `;` and then anything up to the CRLF, bare CR included."""
+
+
+def strict_chunk_lines() -> None:
+    """Make h11 read chunk lines by RFC 9112 §7.1 (`CHUNK_LINE`), not by its lenient pattern.
+
+    A chunk line says where the next chunk ends, so it is framing, and a framing rule that
+    two parsers read differently is how a request is smuggled past a proxy (RFC 9112 §11.2):
+    a proxy that ends the line at a bare CR, or skips `0 ` as junk, sees another body than
+    we do. h11 tolerates whitespace after the size on purpose, for clients reading servers
+    that send it (python-hyper/h11#133; the ABNF has none), and its `;.*` takes any byte
+    but LF after `;`. gunicorn and waitress answer 400 to both; so do we.
+
+    h11 has no option for this and reads the pattern from the module attribute
+    `h11._readers.chunk_header_re` at each chunk, so we install a stricter pattern there,
+    with the same group names. That attribute is private: we replace it only if it holds
+    exactly the pattern h11 0.16 has (`H11_CHUNK_LINE`; pyproject.toml pins `h11>=0.16,<0.17`),
+    and otherwise raise at import, so an h11 upgrade fails loudly instead of quietly going
+    back to lenient. The pattern is per process: every h11 connection then reads chunk lines
+    strictly, h11 clients too (those of `asgi_lab.load`, httpx's), which is what the RFC
+    asks of every recipient. Hand-writing a chunked parser instead would duplicate h11's.
+    Called once, when this module is imported; calling it again changes nothing.
+    """
+    readers = h11._readers
+    pattern = readers.chunk_header_re.pattern
+    if pattern == CHUNK_LINE.pattern:
+        return
+    if pattern != H11_CHUNK_LINE:
+        raise RuntimeError(f"h11 {h11.__version__} reads chunk lines with {pattern!r}, not the "
+                           f"pattern of h11 0.16 that asgi_lab.http11.strict_chunk_lines replaces: "
+                           f"check that the new h11 still reads `chunk_header_re`, then update it")
+    readers.chunk_header_re = CHUNK_LINE
+
+
+strict_chunk_lines()
 
 
 _REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}

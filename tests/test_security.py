@@ -10,6 +10,7 @@ with a logged 500 and close the connection (as gunicorn and waitress do).
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import time
 from ast import literal_eval
@@ -482,19 +483,72 @@ def test_a_control_character_in_a_header_value_is_400_in_both_servers(kind, cont
         assert status_of(exchange(server.address, tab)) == 200
 
 
+CHUNKED_HEAD = b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
 @pytest.mark.parametrize("kind", ["asgi", "wsgi"])
-@pytest.mark.parametrize("last_chunk", [b"0 \r\n\r\n", b"0;a=b\rc\r\n\r\n"], ids=["space", "bare-cr"])
-def test_chunk_lines_h11_accepts_are_served_as_documented(kind, last_chunk):
-    """RFC 9112 §7.1 puts no whitespace after a chunk size without an extension, and §2.2 says
-    a bare CR is rejected or replaced; gunicorn and waitress answer 400. h11 (0.16, the newest)
-    accepts both: its chunk line is `size [;anything] [spaces] CRLF`, and it hands a server no
-    chunk line to check. We do not parse chunks by hand, so both servers serve these bodies
-    (README, Reliability). If h11 turns strict, this test fails: then update the README."""
-    request = (b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-               b"5\r\nhello\r\n" + last_chunk)
+@pytest.mark.parametrize("body", [
+    b"5\r\nhello\r\n0 \r\n\r\n",                 # whitespace after the size, no extension
+    b"5\r\nhello\r\n0\t\r\n\r\n",
+    b"5 \r\nhello\r\n0\r\n\r\n",
+    b" 5\r\nhello\r\n0\r\n\r\n",                 # whitespace before the size
+    b"5;a=b\rc\r\nhello\r\n0\r\n\r\n",           # a bare CR in an extension (RFC 9112 §2.2)
+    b"5\r\nhello\r\n0;a=b\rc\r\n\r\n",
+    b"5;a=b\x07\r\nhello\r\n0\r\n\r\n",          # another control character
+    b"5;\r\nhello\r\n0\r\n\r\n",                 # `;` without a name
+    b"5;a=\r\nhello\r\n0\r\n\r\n",               # `=` without a value
+    b"5;a=\"b\r\nhello\r\n0\r\n\r\n",            # an unclosed quoted-string
+    b"5;a b\r\nhello\r\n0\r\n\r\n",              # whitespace inside an extension
+], ids=["space-after-0", "tab-after-0", "space-after-5", "space-before-5", "bare-cr", "bare-cr-last",
+        "bel", "no-name", "no-value", "open-quote", "two-words"])
+def test_a_chunk_line_outside_the_rfc_9112_grammar_is_400_and_close(kind, body):
+    """RFC 9112 §7.1: `chunk-size [ chunk-ext ] CRLF`, where whitespace may only surround the
+    `;` and `=` of an extension, and §2.2: a bare CR is invalid. A chunk line frames the body,
+    so a proxy that reads it otherwise sees another request after it: both servers answer
+    400 and close (as gunicorn and waitress do), and the request after it is never served.
+    h11 alone accepts the first four and the bare CR: `http11.strict_chunk_lines`."""
+    request = CHUNKED_HEAD + body + b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
     with serve_in_background(body_app(kind), kind=kind, name="test-chunk-lines", lifespan="off") as server:
         raw = exchange(server.address, request)
-    assert status_of(raw) == 200 and body_of(raw) == b"/a 5\n"
+        assert status_of(raw) == 400
+        assert raw.count(b"HTTP/1.1 ") == 1 and b"/smuggled" not in raw
+        assert status_of(probe(server, "/fine")) == 200
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+@pytest.mark.parametrize("body", [
+    b"5;a=b\r\nhello\r\n0\r\n\r\n",
+    b"5 ; a = b\r\nhello\r\n0;z\r\n\r\n",          # BWS around ";" and "="
+    b"5;a;b=c;d=\"x y\"\r\nhello\r\n0\r\n\r\n",    # several, and a quoted-string
+    b"5;q=\"a\\\"b;c\"\r\nhello\r\n0\r\n\r\n",     # a quoted-pair, and ";" inside quotes
+    b"0005\r\nhello\r\n000\r\n\r\n",              # leading zeros
+    b"A\r\nhello worl\r\n0\r\n\r\n",               # upper-case hex
+], ids=["ext", "bws", "several", "quoted-pair", "zeros", "hex"])
+def test_chunk_lines_in_the_rfc_9112_grammar_are_served(kind, body):
+    """The other side of the test above: every form §7.1.1 allows is still read (h11 drops
+    the extensions, and so does every server we know: no app is told of them)."""
+    request = CHUNKED_HEAD.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n") + body
+    with serve_in_background(body_app(kind), kind=kind, name="test-chunk-lines", lifespan="off") as server:
+        raw = exchange(server.address, request)
+    assert status_of(raw) == 200
+    assert body_of(raw) == b"/a 10\n" if body.startswith(b"A") else body_of(raw) == b"/a 5\n"
+
+
+def test_strict_chunk_lines_replaces_only_the_pattern_it_knows(monkeypatch):
+    """h11's pattern is private: `strict_chunk_lines` replaces it only if it is h11 0.16's,
+    and raises for any other (a new h11), rather than leave the servers lenient unnoticed."""
+    import h11._readers
+    from asgi_lab import http11
+
+    assert h11._readers.chunk_header_re is http11.CHUNK_LINE  # installed at import
+    http11.strict_chunk_lines()  # a second call changes nothing
+    assert h11._readers.chunk_header_re is http11.CHUNK_LINE
+    monkeypatch.setattr(h11._readers, "chunk_header_re", re.compile(http11.H11_CHUNK_LINE))
+    http11.strict_chunk_lines()
+    assert h11._readers.chunk_header_re is http11.CHUNK_LINE
+    monkeypatch.setattr(h11._readers, "chunk_header_re", re.compile(rb"(?P<chunk_size>[0-9a-f]+)\r\n"))
+    with pytest.raises(RuntimeError, match="chunk lines"):
+        http11.strict_chunk_lines()
 
 
 @pytest.mark.parametrize("kind", ["asgi", "wsgi"])
