@@ -11,6 +11,8 @@ few things around h11 that both servers need in exactly the same form:
   is built, with no traceback or internal detail in it (the log gets those);
 - `refuse_request(request, ...)` and `origin_form(request)`: the checks and the one rewrite
   every request head goes through before an app sees it;
+- `refusal_for(exc, head)`: the status for a request head h11 itself refused (400, 431, or
+  501 for a transfer coding we do not implement: `transfer_coding_refusal`);
 - `check_status(status_code, reason)`: what an app may put on the status line, checked where h11
   does not check it (h11 writes the reason phrase as given: see the function);
 - `SERVER_HEADER`: the `server` header every response carries (the `date` header, and the
@@ -176,16 +178,55 @@ def send_error(conn: h11.Connection, status: int, headers: list[tuple[bytes, byt
     return b"".join(pieces)
 
 
-def status_for(exc: h11.RemoteProtocolError) -> int:
-    """The status for a request h11 could not parse: 400, or 431 for an oversized head.
-
-    h11 hints 501 for any Transfer-Encoding but one lone `chunked` (two TE headers,
-    `chunked, identity`, `gzip`). RFC 9112 §6.3 says a server MUST answer 400 and close when
-    chunked is not the final coding, since the body's length "cannot be determined reliably";
-    h11 does not say which case it met, so every one of them gets that 400.
-    """
+def refusal_for(exc: h11.RemoteProtocolError, head: list[bytes]) -> tuple[int, str]:
+    """The status (and the log's reason) for a request h11 could not parse: 400, 431 for an
+    oversized head, or, for a Transfer-Encoding, what `transfer_coding_refusal` decides.
+    `head` holds the bytes received for the request head (`core.ConnectionCore.head_data`):
+    they are looked at only in that last case."""
     hint = exc.error_status_hint or 400
-    return 400 if hint == 501 else hint
+    if hint == 501:
+        return transfer_coding_refusal(b"".join(head))
+    return hint, f"malformed request: {exc}"
+
+
+_END_OF_HEAD = re.compile(rb"\n\r?\n")
+_TRANSFER_ENCODING = re.compile(rb"(?im)^transfer-encoding:(.*(?:\r?\n[ \t].*)*)")
+_CONTENT_LENGTH = re.compile(rb"(?im)^content-length:")
+_HTTP_1_0 = re.compile(rb"[^\n]* HTTP/1\.0\r?\n")
+
+
+def transfer_coding_refusal(head: bytes) -> tuple[int, str]:
+    """400 or 501 for a request whose Transfer-Encoding is not one lone `chunked`.
+
+    h11 decodes the chunked coding only, and refuses every other Transfer-Encoding (`gzip`,
+    `gzip, chunked`, two Transfer-Encoding lines...) with the same hint, 501, and without
+    the request: so we look at the field's lines in `head`, the bytes of the refused head,
+    to answer as RFC 9112 says:
+    - 400 when chunked is not the final coding (`chunked, gzip`, a lone `gzip`) or is there
+      twice: §6.3, "the message body length cannot be determined reliably; the server MUST
+      respond with the 400 (Bad Request) status code and then close the connection" (§6.1:
+      "A sender MUST NOT apply the chunked transfer coding more than once");
+    - 400 when the request also has a Content-Length, or is HTTP/1.0: the framing is faulty,
+      as `refuse_request` says for a lone chunked;
+    - 501 otherwise, chunked last with a coding before it we do not implement (`gzip,
+      chunked`, `identity, chunked`): §6.1, "A server that receives a request message with a
+      transfer coding it does not understand SHOULD respond with 501 (Not Implemented)".
+    Coding names are case-insensitive (§7); the lines of all Transfer-Encoding fields make
+    one list (RFC 9110 §5.3), whose empty elements are ignored (RFC 9110 §5.6.1).
+    """
+    end = _END_OF_HEAD.search(head)
+    head = head[:end.start() + 1] if end else head
+    values = b",".join(match[1] for match in _TRANSFER_ENCODING.finditer(head))
+    codings = [coding.split(b";")[0].strip(b" \t\r\n").lower() for coding in values.split(b",")]
+    codings = [coding for coding in codings if coding]
+    if codings.count(b"chunked") != 1 or codings[-1] != b"chunked":
+        return 400, "chunked is not the final transfer coding, once (RFC 9112 §6.3)"
+    if _CONTENT_LENGTH.search(head):
+        return 400, "both Transfer-Encoding and Content-Length"
+    if _HTTP_1_0.match(head):
+        return 400, "Transfer-Encoding in an HTTP/1.0 request"
+    unknown = b", ".join(codings[:-1]).decode("latin-1")
+    return 501, f"a transfer coding we do not implement: {unknown}"
 
 
 def refuse_request(request: h11.Request, head_bytes: int, config: Config) -> tuple[int, str] | None:

@@ -178,20 +178,73 @@ def test_transfer_encoding_on_http_1_0_is_400(kind):
 
 
 @pytest.mark.parametrize("kind", ["asgi", "wsgi"])
-@pytest.mark.parametrize("value", [b"chunked, identity", b"identity", b"gzip", b"chunked, chunked"])
-def test_a_transfer_encoding_other_than_a_lone_chunked_is_400(kind, value):
-    """RFC 9112 §6.3: chunked not last means the length "cannot be determined reliably": 400."""
-    request = b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + value + b"\r\n\r\n0\r\n\r\n"
+@pytest.mark.parametrize("te_lines", [
+    b"Transfer-Encoding: chunked, gzip",
+    b"Transfer-Encoding: chunked, identity",
+    b"Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip",   # two lines make one list
+    b"Transfer-Encoding: identity",
+    b"Transfer-Encoding: gzip",
+    b"Transfer-Encoding: chunked, chunked",
+    b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+    b"Transfer-Encoding: gzip, chunked, chunked",
+])
+def test_chunked_not_last_or_not_once_is_400_and_close(kind, te_lines):
+    """RFC 9112 §6.3: if chunked is not the final coding, the body's length "cannot be
+    determined reliably; the server MUST respond with the 400 (Bad Request) status code and
+    then close the connection" (a lone `gzip` has no final chunked either); and §6.1: "A sender
+    MUST NOT apply the chunked transfer coding more than once"."""
+    request = b"POST /a HTTP/1.1\r\nHost: x\r\n" + te_lines + b"\r\n\r\n" + SMUGGLED
     with serve_in_background(body_app(kind), kind=kind, name="test-smuggling", lifespan="off") as server:
-        assert status_of(exchange(server.address, request)) == 400
+        raw = exchange(server.address, request)
+        assert status_of(raw) == 400
+        assert raw.count(b"HTTP/1.1 ") == 1 and b"/smuggled" not in raw
 
 
 @pytest.mark.parametrize("kind", ["asgi", "wsgi"])
-def test_two_transfer_encoding_headers_are_400(kind):
-    request = (b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-               b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+@pytest.mark.parametrize("te_lines", [
+    b"Transfer-Encoding: gzip, chunked",
+    b"Transfer-Encoding: identity, chunked",
+    b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked",
+    b"Transfer-Encoding: GZIP ,Chunked",                         # names are case-insensitive
+    b"Transfer-Encoding: gzip,\r\n chunked",                      # obs-fold (h11 unfolds it)
+    b"Transfer-Encoding: br;q=1, chunked",                        # a coding with a parameter
+])
+def test_an_unknown_transfer_coding_before_chunked_is_501_and_close(kind, te_lines):
+    """RFC 9112 §6.1: "A server that receives a request message with a transfer coding it
+    does not understand SHOULD respond with 501 (Not Implemented)." With chunked last the
+    body's end is known, but not what the app would get: h11 (and so both servers) decodes
+    chunked alone, and `identity` has not been a transfer coding since RFC 7230. Closed
+    after the answer, like every refusal: no request after it is read."""
+    request = b"POST /a HTTP/1.1\r\nHost: x\r\n" + te_lines + b"\r\n\r\n5\r\nhello\r\n" + SMUGGLED
     with serve_in_background(body_app(kind), kind=kind, name="test-smuggling", lifespan="off") as server:
-        assert status_of(exchange(server.address, request)) == 400
+        raw = exchange(server.address, request)
+        assert status_of(raw) == 501 and b"connection: close" in raw.lower()
+        assert raw.count(b"HTTP/1.1 ") == 1 and b"/smuggled" not in raw
+        assert status_of(probe(server, "/fine")) == 200
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+@pytest.mark.parametrize("request_bytes", [
+    b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: gzip, chunked\r\n\r\nhello",
+    b"POST /a HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+], ids=["with-content-length", "http-1.0"])
+def test_an_unknown_coding_with_faulty_framing_is_still_400(kind, request_bytes):
+    """Transfer-Encoding with Content-Length, or on HTTP/1.0, is a framing fault (RFC 9112
+    §6.1): 400, as for a lone chunked (the tests above), whatever the codings."""
+    with serve_in_background(body_app(kind), kind=kind, name="test-smuggling", lifespan="off") as server:
+        assert status_of(exchange(server.address, request_bytes)) == 400
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_a_pipelined_request_with_an_unknown_coding_is_501_after_the_first_is_served(kind):
+    """The status comes from the head's bytes (h11 refuses the head without handing it over):
+    also for a head that arrived behind another request, in h11's buffer already."""
+    request = (b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+               b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n")
+    with serve_in_background(body_app(kind), kind=kind, name="test-smuggling", lifespan="off") as server:
+        raw = exchange(server.address, request)
+    assert raw.startswith(b"HTTP/1.1 200 ") and b"/first 0\n" in raw
+    assert raw.count(b"HTTP/1.1 ") == 2 and b"HTTP/1.1 501 " in raw
 
 
 @pytest.mark.parametrize("kind", ["asgi", "wsgi"])
