@@ -60,8 +60,8 @@ CHUNK_LINE = re.compile(
     rb"(?P<chunk_size>[0-9A-Fa-f]{1,20})"
     rb"(?P<chunk_ext>(?:[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|"
     + _QUOTED_STRING + rb"))?)*)\r\n")
-"""A chunk line as RFC 9112 §7.1 and §7.1.1 write it, with h11's group names and its bound of
-20 hex digits on the size (h11 still reads a chunk extension and drops it):
+r"""A chunk line as RFC 9112 §7.1 and §7.1.1 write it, with h11's group names and its bound of
+20 hex digits on the size (h11 still reads a chunk extension and drops it)::
 
     chunk-size [ chunk-ext ] CRLF
     chunk-ext     = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
@@ -202,6 +202,7 @@ def transfer_coding_refusal(head: bytes) -> tuple[int, str]:
     `gzip, chunked`, two Transfer-Encoding lines...) with the same hint, 501, and without
     the request: so we look at the field's lines in `head`, the bytes of the refused head,
     to answer as RFC 9112 says:
+
     - 400 when chunked is not the final coding (`chunked, gzip`, a lone `gzip`) or is there
       twice: §6.3, "the message body length cannot be determined reliably; the server MUST
       respond with the 400 (Bad Request) status code and then close the connection" (§6.1:
@@ -211,6 +212,7 @@ def transfer_coding_refusal(head: bytes) -> tuple[int, str]:
     - 501 otherwise, chunked last with a coding before it we do not implement (`gzip,
       chunked`, `identity, chunked`): §6.1, "A server that receives a request message with a
       transfer coding it does not understand SHOULD respond with 501 (Not Implemented)".
+
     Coding names are case-insensitive (§7); the lines of all Transfer-Encoding fields make
     one list (RFC 9110 §5.3), whose empty elements are ignored (RFC 9110 §5.6.1).
     """
