@@ -21,7 +21,8 @@ only in how they wait, which is the lab's whole point:
                 core.past_deadline(now) / core.time_left(now): the deadlines
 
 What the core owns: the `h11.Connection`; the refusals of `http11.refuse_request` (400, 413,
-414, 431, 501, 505) and of a body that grows over the limit; 100 Continue; the response head
+414, 431, 501, 505), of a head h11 cannot parse (`http11.refusal_for`: 400, 431, 501) and of a
+body that grows over the limit; 100 Continue; the response head
 (default headers first, a head checked by h11 once per second, see `ResponseHeads`); HEAD
 requests (no body sent); the keep-alive decision; the deadlines (idle, slow head, silent body,
 a client not reading) and the one "overdue" rule; the access-log line; and the tracer's
@@ -39,7 +40,7 @@ import h11
 
 from .config import Config
 from .http11 import (SERVER_HEADER, new_h11_connection, origin_form, reason_phrase, refuse_request,
-                     send_error, status_for)
+                     refusal_for, send_error)
 from .trace import describe_event, preview
 
 logger = logging.getLogger("asgi_lab.error")
@@ -215,8 +216,8 @@ class ConnectionCore:
 
     # One per open connection, thousands at once: slots, and the whole state in one place.
     __slots__ = ("config", "tracer", "id", "client", "clock", "heads", "conn", "wait", "since",
-                 "head_bytes", "body_bytes", "overdue", "keep_alive", "request", "state", "head",
-                 "status", "started", "sent", "last_request")
+                 "head_bytes", "head_data", "body_bytes", "overdue", "keep_alive", "request", "state",
+                 "head", "status", "started", "sent", "last_request")
 
     def __init__(self, config: Config, heads: ResponseHeads, tracer=None, conn_id: int = 0,
                  client: tuple[str, int] | None = None, clock=time.monotonic) -> None:
@@ -229,7 +230,9 @@ class ConnectionCore:
         self.conn = new_h11_connection(config)
         self.wait = _HEAD                # what we wait for (`Wait`), since `since`
         self.since = clock()
-        self.head_bytes = 0              # bytes of the current request head so far
+        self.head_bytes = 0              # bytes of the current request head so far,
+        self.head_data: list[bytes] = []  # and the bytes themselves, until h11 has parsed it: a
+        #                                  Transfer-Encoding h11 refuses gets its status from them
         self.body_bytes = 0              # bytes of the current request body so far
         self.overdue = False             # a sweep found the deadline passed (see `past_deadline`)
         self.keep_alive = True           # False: close after this response (shutdown)
@@ -250,6 +253,7 @@ class ConnectionCore:
         wait = self.wait
         if wait is _HEAD:
             self.head_bytes += len(data)
+            self.head_data.append(data)
         elif wait is _BODY:
             self.since = self.clock()  # a silent body's deadline counts from the last bytes
         self.conn.receive_data(data)
@@ -265,7 +269,7 @@ class ConnectionCore:
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
-            return Refused(status_for(exc), f"malformed request: {exc}")
+            return Refused(*refusal_for(exc, self.head_data))
         if event is NEED_DATA or event is PAUSED:  # "wait for more" sentinels, not messages: untraced
             return event
         event_type = type(event)
@@ -278,6 +282,7 @@ class ConnectionCore:
                 return Refused(*refusal)
             self.wait = _APP
             self.head_bytes = self.body_bytes = 0
+            self.head_data.clear()
             if self.config.access_log:
                 self.started = self.clock()
             self.request = event = origin_form(event)
@@ -431,7 +436,9 @@ class ConnectionCore:
         self.wait = _HEAD
         self.since = self.clock()
         self.overdue = False
-        self.head_bytes = len(conn.trailing_data[0])  # a pipelined request may have begun
+        buffered = conn.trailing_data[0]  # a pipelined request may have begun
+        self.head_bytes = len(buffered)
+        self.head_data = [buffered]
         return True
 
     def discard_body(self) -> bool:

@@ -5,10 +5,14 @@ few things around h11 that both servers need in exactly the same form:
 
 - `bind_socket(config)`: the listening socket;
 - `new_h11_connection(config)`: the server side of an h11 connection with our header limit;
+- `strict_chunk_lines()`: h11 made to read chunk lines as RFC 9112 §7.1 writes them (run at
+  import: the one place we change h11 itself);
 - `error_response(status, headers)`: the one place an error response (400, 413, 431, 500, ...)
   is built, with no traceback or internal detail in it (the log gets those);
 - `refuse_request(request, ...)` and `origin_form(request)`: the checks and the one rewrite
   every request head goes through before an app sees it;
+- `refusal_for(exc, head)`: the status for a request head h11 itself refused (400, 431, or
+  501 for a transfer coding we do not implement: `transfer_coding_refusal`);
 - `check_status(status_code, reason)`: what an app may put on the status line, checked where h11
   does not check it (h11 writes the reason phrase as given: see the function);
 - `SERVER_HEADER`: the `server` header every response carries (the `date` header, and the
@@ -48,6 +52,62 @@ def bind_socket(config: Config) -> socket.socket:
 def new_h11_connection(config: Config) -> h11.Connection:
     """A server-side h11 state machine; a request head over the limit raises 431."""
     return h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_bytes)
+
+
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_QUOTED_STRING = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+CHUNK_LINE = re.compile(
+    rb"(?P<chunk_size>[0-9A-Fa-f]{1,20})"
+    rb"(?P<chunk_ext>(?:[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|"
+    + _QUOTED_STRING + rb"))?)*)\r\n")
+r"""A chunk line as RFC 9112 §7.1 and §7.1.1 write it, with h11's group names and its bound of
+20 hex digits on the size (h11 still reads a chunk extension and drops it)::
+
+    chunk-size [ chunk-ext ] CRLF
+    chunk-ext     = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+    chunk-ext-val = token / quoted-string   (RFC 9110 §5.6.2 and §5.6.4)
+
+Whitespace (BWS) may come only around `;` and `=`, so `0 \r\n` is refused; no control
+character but HTAB may appear, so a bare CR in an extension is refused (RFC 9112 §2.2: a bare
+CR "MUST be considered an invalid element or replaced with SP"), and so is a bare LF."""
+
+H11_CHUNK_LINE = rb"(?P<chunk_size>([0-9A-Fa-f]){1,20})(?P<chunk_ext>;.*)?[ \t]*\r\n"
+"""h11 0.16's own pattern for a chunk line (`h11._readers.chunk_header_re`): after the size,
+any whitespace, or `;` and then anything up to the CRLF, bare CR included."""
+
+
+def strict_chunk_lines() -> None:
+    """Make h11 read chunk lines by RFC 9112 §7.1 (`CHUNK_LINE`), not by its lenient pattern.
+
+    A chunk line says where the next chunk ends, so it is framing, and a framing rule that
+    two parsers read differently is how a request is smuggled past a proxy (RFC 9112 §11.2):
+    a proxy that ends the line at a bare CR, or skips `0 ` as junk, sees another body than
+    we do. h11 tolerates whitespace after the size on purpose, for clients reading servers
+    that send it (python-hyper/h11#133; the ABNF has none), and its `;.*` takes any byte
+    but LF after `;`. gunicorn and waitress answer 400 to both; so do we.
+
+    h11 has no option for this and reads the pattern from the module attribute
+    `h11._readers.chunk_header_re` at each chunk, so we install a stricter pattern there,
+    with the same group names. That attribute is private: we replace it only if it holds
+    exactly the pattern h11 0.16 has (`H11_CHUNK_LINE`; pyproject.toml pins `h11>=0.16,<0.17`),
+    and otherwise raise at import, so an h11 upgrade fails loudly instead of quietly going
+    back to lenient. The pattern is per process: every h11 connection then reads chunk lines
+    strictly, h11 clients too (those of `asgi_lab.load`, httpx's), which is what the RFC
+    asks of every recipient. Hand-writing a chunked parser instead would duplicate h11's.
+    Called once, when this module is imported; calling it again changes nothing.
+    """
+    readers = h11._readers
+    pattern = readers.chunk_header_re.pattern
+    if pattern == CHUNK_LINE.pattern:
+        return
+    if pattern != H11_CHUNK_LINE:
+        raise RuntimeError(f"h11 {h11.__version__} reads chunk lines with {pattern!r}, not the "
+                           f"pattern of h11 0.16 that asgi_lab.http11.strict_chunk_lines replaces: "
+                           f"check that the new h11 still reads `chunk_header_re`, then update it")
+    readers.chunk_header_re = CHUNK_LINE
+
+
+strict_chunk_lines()
 
 
 _REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
@@ -118,16 +178,57 @@ def send_error(conn: h11.Connection, status: int, headers: list[tuple[bytes, byt
     return b"".join(pieces)
 
 
-def status_for(exc: h11.RemoteProtocolError) -> int:
-    """The status for a request h11 could not parse: 400, or 431 for an oversized head.
-
-    h11 hints 501 for any Transfer-Encoding but one lone `chunked` (two TE headers,
-    `chunked, identity`, `gzip`). RFC 9112 §6.3 says a server MUST answer 400 and close when
-    chunked is not the final coding, since the body's length "cannot be determined reliably";
-    h11 does not say which case it met, so every one of them gets that 400.
-    """
+def refusal_for(exc: h11.RemoteProtocolError, head: list[bytes]) -> tuple[int, str]:
+    """The status (and the log's reason) for a request h11 could not parse: 400, 431 for an
+    oversized head, or, for a Transfer-Encoding, what `transfer_coding_refusal` decides.
+    `head` holds the bytes received for the request head (`core.ConnectionCore.head_data`):
+    they are looked at only in that last case."""
     hint = exc.error_status_hint or 400
-    return 400 if hint == 501 else hint
+    if hint == 501:
+        return transfer_coding_refusal(b"".join(head))
+    return hint, f"malformed request: {exc}"
+
+
+_END_OF_HEAD = re.compile(rb"\n\r?\n")
+_TRANSFER_ENCODING = re.compile(rb"(?im)^transfer-encoding:(.*(?:\r?\n[ \t].*)*)")
+_CONTENT_LENGTH = re.compile(rb"(?im)^content-length:")
+_HTTP_1_0 = re.compile(rb"[^\n]* HTTP/1\.0\r?\n")
+
+
+def transfer_coding_refusal(head: bytes) -> tuple[int, str]:
+    """400 or 501 for a request whose Transfer-Encoding is not one lone `chunked`.
+
+    h11 decodes the chunked coding only, and refuses every other Transfer-Encoding (`gzip`,
+    `gzip, chunked`, two Transfer-Encoding lines...) with the same hint, 501, and without
+    the request: so we look at the field's lines in `head`, the bytes of the refused head,
+    to answer as RFC 9112 says:
+
+    - 400 when chunked is not the final coding (`chunked, gzip`, a lone `gzip`) or is there
+      twice: §6.3, "the message body length cannot be determined reliably; the server MUST
+      respond with the 400 (Bad Request) status code and then close the connection" (§6.1:
+      "A sender MUST NOT apply the chunked transfer coding more than once");
+    - 400 when the request also has a Content-Length, or is HTTP/1.0: the framing is faulty,
+      as `refuse_request` says for a lone chunked;
+    - 501 otherwise, chunked last with a coding before it we do not implement (`gzip,
+      chunked`, `identity, chunked`): §6.1, "A server that receives a request message with a
+      transfer coding it does not understand SHOULD respond with 501 (Not Implemented)".
+
+    Coding names are case-insensitive (§7); the lines of all Transfer-Encoding fields make
+    one list (RFC 9110 §5.3), whose empty elements are ignored (RFC 9110 §5.6.1).
+    """
+    end = _END_OF_HEAD.search(head)
+    head = head[:end.start() + 1] if end else head
+    values = b",".join(match[1] for match in _TRANSFER_ENCODING.finditer(head))
+    codings = [coding.split(b";")[0].strip(b" \t\r\n").lower() for coding in values.split(b",")]
+    codings = [coding for coding in codings if coding]
+    if codings.count(b"chunked") != 1 or codings[-1] != b"chunked":
+        return 400, "chunked is not the final transfer coding, once (RFC 9112 §6.3)"
+    if _CONTENT_LENGTH.search(head):
+        return 400, "both Transfer-Encoding and Content-Length"
+    if _HTTP_1_0.match(head):
+        return 400, "Transfer-Encoding in an HTTP/1.0 request"
+    unknown = b", ".join(codings[:-1]).decode("latin-1")
+    return 501, f"a transfer coding we do not implement: {unknown}"
 
 
 def refuse_request(request: h11.Request, head_bytes: int, config: Config) -> tuple[int, str] | None:

@@ -96,6 +96,34 @@ def test_a_request_head_that_breaks_a_rule_is_refused(request_bytes, status):
     assert core.state is COMPLETE and core.cycle_done() is False
 
 
+@pytest.mark.parametrize("size", [1, 7, 10_000], ids=["byte-by-byte", "7-byte-reads", "one-read"])
+@pytest.mark.parametrize("te_lines, status", [
+    (b"Transfer-Encoding: gzip, chunked", 501),
+    (b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked", 501),
+    (b"Transfer-Encoding: chunked, gzip", 400),
+    (b"Transfer-Encoding: gzip", 400),
+])
+def test_a_transfer_encoding_h11_refuses_gets_its_status_from_the_heads_bytes(te_lines, status, size):
+    """h11 refuses every Transfer-Encoding but a lone chunked, without the request: the core
+    keeps the head's bytes (`head_data`), however they came, for `http11.refusal_for`."""
+    core, _ = make()
+    request = b"POST / HTTP/1.1\r\nHost: x\r\n" + te_lines + b"\r\n\r\n0\r\n\r\n"
+    for start in range(0, len(request), size):
+        core.receive_data(request[start:start + size])
+    event = events(core)[-1]
+    assert type(event) is Refused and event.status == status
+
+
+def test_the_head_bytes_kept_are_those_of_the_current_request_only():
+    core, _ = make()
+    core.receive_data(GET + b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+    assert type(events(core)[0]) is h11.Request and core.head_data == []  # dropped once parsed
+    answer(core)
+    assert core.cycle_done() is True
+    assert core.head_data == [b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"]
+    assert events(core)[-1].status == 501
+
+
 def test_a_chunked_body_growing_over_the_limit_is_refused_with_413():
     core, _ = make(Config(max_body_bytes=10, access_log=False))
     core.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -10,6 +10,7 @@ with a logged 500 and close the connection (as gunicorn and waitress do).
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import time
 from ast import literal_eval
@@ -177,20 +178,73 @@ def test_transfer_encoding_on_http_1_0_is_400(kind):
 
 
 @pytest.mark.parametrize("kind", ["asgi", "wsgi"])
-@pytest.mark.parametrize("value", [b"chunked, identity", b"identity", b"gzip", b"chunked, chunked"])
-def test_a_transfer_encoding_other_than_a_lone_chunked_is_400(kind, value):
-    """RFC 9112 §6.3: chunked not last means the length "cannot be determined reliably": 400."""
-    request = b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + value + b"\r\n\r\n0\r\n\r\n"
+@pytest.mark.parametrize("te_lines", [
+    b"Transfer-Encoding: chunked, gzip",
+    b"Transfer-Encoding: chunked, identity",
+    b"Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip",   # two lines make one list
+    b"Transfer-Encoding: identity",
+    b"Transfer-Encoding: gzip",
+    b"Transfer-Encoding: chunked, chunked",
+    b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+    b"Transfer-Encoding: gzip, chunked, chunked",
+])
+def test_chunked_not_last_or_not_once_is_400_and_close(kind, te_lines):
+    """RFC 9112 §6.3: if chunked is not the final coding, the body's length "cannot be
+    determined reliably; the server MUST respond with the 400 (Bad Request) status code and
+    then close the connection" (a lone `gzip` has no final chunked either); and §6.1: "A sender
+    MUST NOT apply the chunked transfer coding more than once"."""
+    request = b"POST /a HTTP/1.1\r\nHost: x\r\n" + te_lines + b"\r\n\r\n" + SMUGGLED
     with serve_in_background(body_app(kind), kind=kind, name="test-smuggling", lifespan="off") as server:
-        assert status_of(exchange(server.address, request)) == 400
+        raw = exchange(server.address, request)
+        assert status_of(raw) == 400
+        assert raw.count(b"HTTP/1.1 ") == 1 and b"/smuggled" not in raw
 
 
 @pytest.mark.parametrize("kind", ["asgi", "wsgi"])
-def test_two_transfer_encoding_headers_are_400(kind):
-    request = (b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-               b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+@pytest.mark.parametrize("te_lines", [
+    b"Transfer-Encoding: gzip, chunked",
+    b"Transfer-Encoding: identity, chunked",
+    b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked",
+    b"Transfer-Encoding: GZIP ,Chunked",                         # names are case-insensitive
+    b"Transfer-Encoding: gzip,\r\n chunked",                      # obs-fold (h11 unfolds it)
+    b"Transfer-Encoding: br;q=1, chunked",                        # a coding with a parameter
+])
+def test_an_unknown_transfer_coding_before_chunked_is_501_and_close(kind, te_lines):
+    """RFC 9112 §6.1: "A server that receives a request message with a transfer coding it
+    does not understand SHOULD respond with 501 (Not Implemented)." With chunked last the
+    body's end is known, but not what the app would get: h11 (and so both servers) decodes
+    chunked alone, and `identity` has not been a transfer coding since RFC 7230. Closed
+    after the answer, like every refusal: no request after it is read."""
+    request = b"POST /a HTTP/1.1\r\nHost: x\r\n" + te_lines + b"\r\n\r\n5\r\nhello\r\n" + SMUGGLED
     with serve_in_background(body_app(kind), kind=kind, name="test-smuggling", lifespan="off") as server:
-        assert status_of(exchange(server.address, request)) == 400
+        raw = exchange(server.address, request)
+        assert status_of(raw) == 501 and b"connection: close" in raw.lower()
+        assert raw.count(b"HTTP/1.1 ") == 1 and b"/smuggled" not in raw
+        assert status_of(probe(server, "/fine")) == 200
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+@pytest.mark.parametrize("request_bytes", [
+    b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: gzip, chunked\r\n\r\nhello",
+    b"POST /a HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+], ids=["with-content-length", "http-1.0"])
+def test_an_unknown_coding_with_faulty_framing_is_still_400(kind, request_bytes):
+    """Transfer-Encoding with Content-Length, or on HTTP/1.0, is a framing fault (RFC 9112
+    §6.1): 400, as for a lone chunked (the tests above), whatever the codings."""
+    with serve_in_background(body_app(kind), kind=kind, name="test-smuggling", lifespan="off") as server:
+        assert status_of(exchange(server.address, request_bytes)) == 400
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_a_pipelined_request_with_an_unknown_coding_is_501_after_the_first_is_served(kind):
+    """The status comes from the head's bytes (h11 refuses the head without handing it over):
+    also for a head that arrived behind another request, in h11's buffer already."""
+    request = (b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+               b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n")
+    with serve_in_background(body_app(kind), kind=kind, name="test-smuggling", lifespan="off") as server:
+        raw = exchange(server.address, request)
+    assert raw.startswith(b"HTTP/1.1 200 ") and b"/first 0\n" in raw
+    assert raw.count(b"HTTP/1.1 ") == 2 and b"HTTP/1.1 501 " in raw
 
 
 @pytest.mark.parametrize("kind", ["asgi", "wsgi"])
@@ -482,19 +536,72 @@ def test_a_control_character_in_a_header_value_is_400_in_both_servers(kind, cont
         assert status_of(exchange(server.address, tab)) == 200
 
 
+CHUNKED_HEAD = b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
 @pytest.mark.parametrize("kind", ["asgi", "wsgi"])
-@pytest.mark.parametrize("last_chunk", [b"0 \r\n\r\n", b"0;a=b\rc\r\n\r\n"], ids=["space", "bare-cr"])
-def test_chunk_lines_h11_accepts_are_served_as_documented(kind, last_chunk):
-    """RFC 9112 §7.1 puts no whitespace after a chunk size without an extension, and §2.2 says
-    a bare CR is rejected or replaced; gunicorn and waitress answer 400. h11 (0.16, the newest)
-    accepts both: its chunk line is `size [;anything] [spaces] CRLF`, and it hands a server no
-    chunk line to check. We do not parse chunks by hand, so both servers serve these bodies
-    (README, Reliability). If h11 turns strict, this test fails: then update the README."""
-    request = (b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-               b"5\r\nhello\r\n" + last_chunk)
+@pytest.mark.parametrize("body", [
+    b"5\r\nhello\r\n0 \r\n\r\n",                 # whitespace after the size, no extension
+    b"5\r\nhello\r\n0\t\r\n\r\n",
+    b"5 \r\nhello\r\n0\r\n\r\n",
+    b" 5\r\nhello\r\n0\r\n\r\n",                 # whitespace before the size
+    b"5;a=b\rc\r\nhello\r\n0\r\n\r\n",           # a bare CR in an extension (RFC 9112 §2.2)
+    b"5\r\nhello\r\n0;a=b\rc\r\n\r\n",
+    b"5;a=b\x07\r\nhello\r\n0\r\n\r\n",          # another control character
+    b"5;\r\nhello\r\n0\r\n\r\n",                 # `;` without a name
+    b"5;a=\r\nhello\r\n0\r\n\r\n",               # `=` without a value
+    b"5;a=\"b\r\nhello\r\n0\r\n\r\n",            # an unclosed quoted-string
+    b"5;a b\r\nhello\r\n0\r\n\r\n",              # whitespace inside an extension
+], ids=["space-after-0", "tab-after-0", "space-after-5", "space-before-5", "bare-cr", "bare-cr-last",
+        "bel", "no-name", "no-value", "open-quote", "two-words"])
+def test_a_chunk_line_outside_the_rfc_9112_grammar_is_400_and_close(kind, body):
+    """RFC 9112 §7.1: `chunk-size [ chunk-ext ] CRLF`, where whitespace may only surround the
+    `;` and `=` of an extension, and §2.2: a bare CR is invalid. A chunk line frames the body,
+    so a proxy that reads it otherwise sees another request after it: both servers answer
+    400 and close (as gunicorn and waitress do), and the request after it is never served.
+    h11 alone accepts the first four and the bare CR: `http11.strict_chunk_lines`."""
+    request = CHUNKED_HEAD + body + b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
     with serve_in_background(body_app(kind), kind=kind, name="test-chunk-lines", lifespan="off") as server:
         raw = exchange(server.address, request)
-    assert status_of(raw) == 200 and body_of(raw) == b"/a 5\n"
+        assert status_of(raw) == 400
+        assert raw.count(b"HTTP/1.1 ") == 1 and b"/smuggled" not in raw
+        assert status_of(probe(server, "/fine")) == 200
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+@pytest.mark.parametrize("body", [
+    b"5;a=b\r\nhello\r\n0\r\n\r\n",
+    b"5 ; a = b\r\nhello\r\n0;z\r\n\r\n",          # BWS around ";" and "="
+    b"5;a;b=c;d=\"x y\"\r\nhello\r\n0\r\n\r\n",    # several, and a quoted-string
+    b"5;q=\"a\\\"b;c\"\r\nhello\r\n0\r\n\r\n",     # a quoted-pair, and ";" inside quotes
+    b"0005\r\nhello\r\n000\r\n\r\n",              # leading zeros
+    b"A\r\nhello worl\r\n0\r\n\r\n",               # upper-case hex
+], ids=["ext", "bws", "several", "quoted-pair", "zeros", "hex"])
+def test_chunk_lines_in_the_rfc_9112_grammar_are_served(kind, body):
+    """The other side of the test above: every form §7.1.1 allows is still read (h11 drops
+    the extensions, and so does every server we know: no app is told of them)."""
+    request = CHUNKED_HEAD.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n") + body
+    with serve_in_background(body_app(kind), kind=kind, name="test-chunk-lines", lifespan="off") as server:
+        raw = exchange(server.address, request)
+    assert status_of(raw) == 200
+    assert body_of(raw) == b"/a 10\n" if body.startswith(b"A") else body_of(raw) == b"/a 5\n"
+
+
+def test_strict_chunk_lines_replaces_only_the_pattern_it_knows(monkeypatch):
+    """h11's pattern is private: `strict_chunk_lines` replaces it only if it is h11 0.16's,
+    and raises for any other (a new h11), rather than leave the servers lenient unnoticed."""
+    import h11._readers
+    from asgi_lab import http11
+
+    assert h11._readers.chunk_header_re is http11.CHUNK_LINE  # installed at import
+    http11.strict_chunk_lines()  # a second call changes nothing
+    assert h11._readers.chunk_header_re is http11.CHUNK_LINE
+    monkeypatch.setattr(h11._readers, "chunk_header_re", re.compile(http11.H11_CHUNK_LINE))
+    http11.strict_chunk_lines()
+    assert h11._readers.chunk_header_re is http11.CHUNK_LINE
+    monkeypatch.setattr(h11._readers, "chunk_header_re", re.compile(rb"(?P<chunk_size>[0-9a-f]+)\r\n"))
+    with pytest.raises(RuntimeError, match="chunk lines"):
+        http11.strict_chunk_lines()
 
 
 @pytest.mark.parametrize("kind", ["asgi", "wsgi"])
