@@ -5,6 +5,7 @@ command line, and gunicorn's `--certfile/--keyfile` passed to our worker classes
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -60,7 +61,8 @@ def client_context(ca):
 # -- the apps ---------------------------------------------------------------------------------
 
 async def asgi_app(scope, receive, send):
-    """/stream: three chunks; /upload: the body's length; else the scheme and client."""
+    """/stream: three chunks (/slow: 6 chunks 0.1 s apart); /upload: the body's length; else
+    the scheme and client."""
     if scope["type"] == "websocket":
         await receive()  # websocket.connect
         await send({"type": "websocket.accept"})
@@ -79,6 +81,12 @@ async def asgi_app(scope, receive, send):
         if not message.get("more_body"):
             break
     await send({"type": "http.response.start", "status": 200, "headers": []})
+    if scope["path"] == "/slow":
+        for i in range(6):
+            await send({"type": "http.response.body", "body": b"chunk%d;" % i, "more_body": True})
+            await asyncio.sleep(0.1)
+        await send({"type": "http.response.body", "body": b""})
+        return
     if scope["path"] == "/stream":
         for i in range(3):
             await send({"type": "http.response.body", "body": b"chunk%d;" % i, "more_body": True})
@@ -93,6 +101,8 @@ def wsgi_app(environ, start_response):
     start_response("200 OK", [("content-type", "text/plain")])
     if environ["PATH_INFO"] == "/stream":
         return (b"chunk%d;" % i for i in range(3))
+    if environ["PATH_INFO"] == "/slow":
+        return (time.sleep(0.1 * (i > 0)) or b"chunk%d;" % i for i in range(6))
     return [f"{environ['wsgi.url_scheme']} {environ['REMOTE_PORT']} {len(body)}".encode()]
 
 
@@ -110,9 +120,9 @@ def serve(kind, cert_files, **settings):
 
 # -- HTTPS with a real client -------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_https_keep_alive_streaming_and_upload(kind, cert_files, client_context):
-    with serve(kind, cert_files) as server:
+@pytest.mark.parametrize("kind, threads", [("asgi", 0), ("wsgi", 2), ("wsgi", 0)])
+def test_https_keep_alive_streaming_and_upload(kind, threads, cert_files, client_context):
+    with serve(kind, cert_files, threads=threads) as server:
         assert server.url.startswith("https://127.0.0.1:")
         with httpx.Client(verify=client_context, timeout=10) as client:
             answers = [client.get(server.url + "/").text.split() for _ in range(3)]
@@ -149,6 +159,28 @@ def test_tls_1_2_at_least_and_alpn_http_1_1(kind, ca, cert_files):
         with socket.create_connection(server.address, timeout=5) as raw:
             with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
                 assert tls.version() == "TLSv1.2"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shutdown_finishes_a_download_and_does_not_wait_for_idle_tls_clients(kind, cert_files,
+                                                                           client_context):
+    server = serve(kind, cert_files, timeout_graceful_shutdown=5)
+    idle = httpx.Client(verify=client_context, timeout=10)
+    assert idle.get(server.url + "/").status_code == 200  # stays in its pool, never reads again
+    body: list[bytes] = []
+    with httpx.Client(verify=client_context, timeout=10) as client:
+        with client.stream("GET", server.url + "/slow") as response:
+            chunks = response.iter_raw()
+            body.append(next(chunks))
+            stopping = threading.Thread(target=server.stop)
+            started = time.monotonic()
+            stopping.start()
+            body.extend(chunks)
+    stopping.join(10)
+    elapsed = time.monotonic() - started
+    idle.close()
+    assert b"".join(body) == b"".join(b"chunk%d;" % i for i in range(6))  # complete
+    assert elapsed < 2.5, elapsed  # the idle TLS connection did not hold the shutdown up
 
 
 def test_wss_echo_on_the_asgi_server(cert_files, client_context):

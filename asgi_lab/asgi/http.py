@@ -240,7 +240,13 @@ class HTTPProtocol(asyncio.Protocol):
         now, the one way the ASGI spec gives to say "stop": such responses end at once."""
         self.core.keep_alive = False
         if self.cycle is None:
-            self.transport.close()
+            if self.server.ssl_context is not None and not self.transport.get_write_buffer_size():
+                # Over TLS, close() would also wait for the client's own close_notify (up to
+                # asyncio's 30 s), which an idle pooled client, not reading, never sends; and
+                # nothing of ours is left to send: so cut it now.
+                self.transport.abort()
+            else:
+                self.transport.close()
         else:
             self.cycle.server_going_away()
 
