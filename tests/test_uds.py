@@ -13,6 +13,8 @@ import ssl
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import httpx
 import pytest
@@ -188,3 +190,82 @@ def test_the_socket_file_is_removed_when_the_lifespan_startup_fails(tmp_path):
                           cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=30)
     assert done.returncode == 3, done.stderr  # loader.EXIT_LIFESPAN_FAILED
     assert not os.path.exists(path)
+
+
+class Output:
+    """The lines a subprocess prints, read on a thread; `wait_for` polls them (bounded)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        threading.Thread(target=lambda: self.lines.extend(proc.stdout), daemon=True).start()
+
+    def wait_for(self, pattern: str, count: int = 1, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sum(1 for line in list(self.lines) if re.search(pattern, line)) >= count:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"fewer than {count} {pattern!r} in:\n" + "".join(self.lines))
+
+
+def get_over(path: str, expected: str, timeout: float = 20.0) -> None:
+    """GET / over the Unix socket until it answers `expected` (a restart in between)."""
+    deadline = time.monotonic() + timeout
+    text = None
+    while time.monotonic() < deadline:
+        try:
+            with httpx.Client(transport=httpx.HTTPTransport(uds=path), timeout=5) as client:
+                text = client.get("http://localhost/").text
+        except httpx.TransportError:
+            pass
+        if text == expected:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"never {expected!r} (last: {text!r})")
+
+
+def test_reload_keeps_the_supervisors_socket_file_across_restarts(tmp_path):
+    """--reload: the supervisor binds the Unix socket and removes it at the end; the server
+    processes it starts (with --fd) serve on it and must not remove it when they restart."""
+    module = tmp_path / "live.py"
+    module.write_text(SERVED.replace('b"asgi"', 'b"v1"'))
+    path = str(tmp_path / "reload.sock")
+    proc = subprocess.Popen([sys.executable, "-m", "asgi_lab", "asgi", "live:asgi_app", "--uds", path,
+                             "--lifespan", "off", "--reload"], cwd=tmp_path, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = Output(proc)
+    try:
+        output.wait_for("serving ASGI app on unix socket")
+        get_over(path, "v1")
+        module.write_text(SERVED.replace('b"asgi"', 'b"v2"'))
+        output.wait_for("serving ASGI app on unix socket", count=2)
+        get_over(path, "v2")  # the new process serves on the same, still existing, file
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert proc.returncode == 0, "".join(output.lines)
+    assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize("worker, target", [("ASGIWorker", "apps:asgi_app"),
+                                            ("WSGIWorker", "apps:wsgi_app")])
+def test_gunicorn_binds_a_unix_socket_for_our_workers(worker, target, tmp_path):
+    pytest.importorskip("gunicorn")
+    from gunicorn.config import Config as GunicornConfig
+
+    no_control = ["--no-control-socket"] if "control_socket_disable" in GunicornConfig().settings else []
+    (tmp_path / "apps.py").write_text(SERVED.replace('"lifespan.startup.failed", "message": "no database"',
+                                                     '"lifespan.startup.complete"'))
+    path = str(tmp_path / "gunicorn.sock")
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", f"asgi_lab.workers.{worker}",
+                             "-w", "1", "-b", f"unix:{path}", *no_control, target], cwd=tmp_path,
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = Output(proc)
+    try:
+        output.wait_for("worker serving")
+        get_over(path, "asgi" if worker == "ASGIWorker" else "wsgi")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert not os.path.exists(path), "".join(output.lines)  # gunicorn removes its own
