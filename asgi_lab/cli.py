@@ -110,7 +110,8 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
                              "(asgi_lab/proxy_headers.py; default: off)")
     parser.add_argument("--forwarded-allow-ips", default="127.0.0.1",
                         help="with --proxy-headers: comma-separated proxy addresses or "
-                             "networks to trust, or '*' for any")
+                             "networks to trust, or '*' for any (a peer on a --uds Unix socket "
+                             "is always trusted)")
     parser.add_argument("--reload", action="store_true",
                         help="restart the server when a .py file changes (asgi_lab/reload.py; "
                              "default: off)")

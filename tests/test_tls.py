@@ -226,6 +226,33 @@ def test_plain_http_on_the_tls_port_is_one_line_and_the_server_goes_on(kind, cer
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_a_client_that_does_not_trust_our_certificate_is_one_line(kind, cert_files, client_context):
+    lines: list[str] = []
+    logged = threading.Event()
+
+    class Watch(logging.Handler):  # the client gives up first; the server logs when it reads the alert
+        def emit(self, record: logging.LogRecord) -> None:
+            if "TLS handshake failed" in record.getMessage():
+                lines.append(record.getMessage())
+                logged.set()
+
+    logger = logging.getLogger("asgi_lab.error")
+    handler, level = Watch(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with serve(kind, cert_files) as server:
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(server.url + "/", verify=ssl.create_default_context(), timeout=5)  # not our CA
+            assert logged.wait(5)
+            assert httpx.get(server.url + "/", verify=client_context, timeout=5).status_code == 200
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert len(lines) == 1 and "does not trust our certificate" in lines[0], lines
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_client_that_never_finishes_its_handshake_is_closed_by_the_head_timeout(
         kind, cert_files, client_context):
     # Idle connections would wait 30 s: the 0.5 s that closes this one is the head's deadline.
