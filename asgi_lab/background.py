@@ -40,7 +40,9 @@ import sys
 import threading
 
 from .config import Config
+from .core import url
 from .http11 import bind_socket
+from .unix_socket import remove_socket_file
 
 _running: dict[str, "BackgroundServer"] = {}
 _stopped: dict[tuple[str, int], tuple[str, int | None]] = {}  # address -> (name, started_in)
@@ -104,9 +106,10 @@ class BackgroundServer:
     # -- where it listens ------------------------------------------------------------------------
 
     @property
-    def address(self) -> tuple[str, int]:
+    def address(self) -> tuple[str, int | None]:
         """Where it listens (or listened: still there after `stop()`, for a test that checks
-        what the scope said). RuntimeError before `start()`."""
+        what the scope said): (host, port), or (path, None) on a Unix socket (`uds=`).
+        RuntimeError before `start()`."""
         if self._address is None:
             raise RuntimeError(f"the server {self.name!r} is not started yet: call .start()")
         return self._address
@@ -125,8 +128,7 @@ class BackgroundServer:
         handing out a URL nobody serves."""
         if self.stopped:
             raise ServerStopped(_stopped_message(self.name, self.started_in))
-        host, port = self.address[:2]
-        return f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+        return url(self.address, self.server.scheme)  # https with TLS; http+unix://... on a Unix socket
 
     @property
     def ws_url(self) -> str:
@@ -177,8 +179,8 @@ class BackgroundServer:
 
         # Bind here, before the app's lifespan startup runs on the server's thread: an address
         # in use is an OSError for the caller, and no startup ran that would need undoing.
+        self.server = Server(self.app, self.config, tracer=self.tracer)  # a bad TLS file raises here
         self._sock = bind_socket(self.config)
-        self.server = Server(self.app, self.config, tracer=self.tracer)
         self._ready.clear()  # started again after a stop: wait for this run's start
         self._error = None
         self._thread = threading.Thread(target=self._run_loop, name=f"asgi-server-{self.name}",
@@ -202,6 +204,7 @@ class BackgroundServer:
         except BaseException as exc:  # report it to the thread that called start()
             self._error = exc
             self._sock.close()
+            remove_socket_file(self.config.uds)
             return
         finally:
             self._ready.set()

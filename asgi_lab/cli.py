@@ -31,8 +31,9 @@ import sys
 
 from . import __version__
 from .config import Config
+from .unix_socket import remove_socket_file
 from .loader import (EXIT_ADDRESS_IN_USE, EXIT_BIND_FAILED, EXIT_LIFESPAN_FAILED,
-                     EXIT_PERMISSION, LoadError, import_from_string, load_app)
+                     EXIT_PERMISSION, EXIT_TLS, LoadError, import_from_string, load_app)
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -76,6 +77,16 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=defaults.host, help="address to bind")
     parser.add_argument("--port", type=int, default=defaults.port,
                         help="port to bind; 0 picks a free one")
+    parser.add_argument("--uds", default=None, metavar="PATH",
+                        help="listen on this Unix domain socket instead of --host/--port; a "
+                             "stale socket file there is removed first (default: TCP)")
+    parser.add_argument("--ssl-certfile", default=None, metavar="FILE",
+                        help="serve HTTPS (and WSS) with this certificate chain, PEM "
+                             "(asgi_lab/tls.py; default: plain HTTP)")
+    parser.add_argument("--ssl-keyfile", default=None, metavar="FILE",
+                        help="the certificate's private key, PEM (default: in --ssl-certfile)")
+    parser.add_argument("--ssl-keyfile-password", default=None, metavar="PASSWORD",
+                        help="password of an encrypted --ssl-keyfile (default: none)")
     parser.add_argument("--root-path", default="", help="ASGI root_path / WSGI SCRIPT_NAME")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info",
                         help="level of the asgi_lab loggers (never the root logger)")
@@ -99,7 +110,8 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
                              "(asgi_lab/proxy_headers.py; default: off)")
     parser.add_argument("--forwarded-allow-ips", default="127.0.0.1",
                         help="with --proxy-headers: comma-separated proxy addresses or "
-                             "networks to trust, or '*' for any")
+                             "networks to trust, or '*' for any (a peer on a --uds Unix socket "
+                             "is always trusted)")
     parser.add_argument("--reload", action="store_true",
                         help="restart the server when a .py file changes (asgi_lab/reload.py; "
                              "default: off)")
@@ -182,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from(args: argparse.Namespace) -> Config:
-    config = Config(host=args.host, port=args.port, root_path=args.root_path,
+    config = Config(host=args.host, port=args.port, root_path=args.root_path, uds=args.uds,
+                    ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+                    ssl_keyfile_password=args.ssl_keyfile_password,
                     access_log=args.access_log, timeout_keep_alive=args.timeout_keep_alive,
                     timeout_graceful_shutdown=args.timeout_graceful_shutdown,
                     timeout_request_header=args.timeout_request_header,
@@ -237,19 +251,29 @@ def bind(config: Config) -> socket.socket | int:
     from .http11 import bind_socket
 
     address = f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
+    if config.uds:
+        address = f"unix socket {config.uds}"
     try:
         return bind_socket(config)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             logger.error("Could not bind %s: address already in use (another server is running "
-                         "there? pick another --port, or 0 for a free one)", address)
+                         "there? pick another %s)", address,
+                         "--uds path" if config.uds else "--port, or 0 for a free one")
             return EXIT_ADDRESS_IN_USE
         if exc.errno in (errno.EACCES, errno.EPERM):
-            logger.error("Could not bind %s: permission denied (ports below 1024 need "
-                         "privileges; pick a port above 1023)", address)
+            logger.error("Could not bind %s: permission denied (%s)", address,
+                         "the directory is not writable for you" if config.uds else
+                         "ports below 1024 need privileges; pick a port above 1023")
             return EXIT_PERMISSION
         logger.error("Could not bind %s: %s", address, exc.strerror or exc)
         return EXIT_BIND_FAILED
+
+
+def where(server) -> str:
+    """What the "serving on" line says: the URL, and a Unix socket's path in words."""
+    host, port = server.address
+    return server.url if port is not None else f"unix socket {host} ({server.url})"
 
 
 def run_asgi(app, config: Config, sock: socket.socket | None = None) -> int:
@@ -282,7 +306,7 @@ def run_asgi(app, config: Config, sock: socket.socket | None = None) -> int:
             return EXIT_LIFESPAN_FAILED
         if config.lifespan != "off" and server.lifespan is not None and server.lifespan.supported:
             logger.info("Application startup complete")
-        print(f"asgi_lab: serving ASGI app on {server.url} (press CTRL+C to quit)", flush=True)
+        print(f"asgi_lab: serving ASGI app on {where(server)} (press CTRL+C to quit)", flush=True)
         await server.serve()
         return 0
 
@@ -296,7 +320,7 @@ def run_wsgi(app, config: Config, sock: socket.socket | None = None) -> int:
     server.start(sock)
 
     def ready() -> None:  # called once the signal handlers are in place
-        print(f"asgi_lab: serving WSGI app on {server.url} with "
+        print(f"asgi_lab: serving WSGI app on {where(server)} with "
               f"{config.threads or 'one'} thread{'s' if config.threads != 1 else ''}"
               f"{'' if config.threads else ' per connection'} (press CTRL+C to quit)", flush=True)
 
@@ -341,6 +365,8 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     each way it can fail before serving."""
     setup_logging(args.log_level)
     config = config_from(args)
+    if check_tls(config) is not None:
+        return EXIT_TLS
     if args.reload:  # the supervisor binds, and never imports the app: see reload.py
         from .reload import run_with_reload
 
@@ -348,8 +374,11 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         if isinstance(sock, int):
             return sock
         argv = sys.argv[1:] if argv is None else argv
-        return run_with_reload(argv, sock, args.reload_dir or [args.app_dir],
-                               config.timeout_graceful_shutdown)
+        try:
+            return run_with_reload(argv, sock, args.reload_dir or [args.app_dir],
+                                   config.timeout_graceful_shutdown)
+        finally:
+            remove_socket_file(config.uds)  # the supervisor bound it: the server processes do not remove it
     try:
         app = load_app(args.app, args.command, factory=args.factory, app_dir=args.app_dir)
     except LoadError as exc:
@@ -365,11 +394,31 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         sock = socket.socket(fileno=args.fd)
         sock.setblocking(False)
         watch_supervisor()
+        config = config.replace(uds=None)  # the supervisor's socket file: it removes it, not us
     else:
         sock = bind(config)
         if isinstance(sock, int):
             return sock
     logger.info("Started server process [%d]", os.getpid())
-    if args.command == "asgi":
-        return run_asgi(app, config, sock)
-    return run_wsgi(app, config, sock)
+    try:
+        if args.command == "asgi":
+            return run_asgi(app, config, sock)
+        return run_wsgi(app, config, sock)
+    finally:
+        remove_socket_file(config.uds)  # if the server never got to (a failed lifespan startup)
+
+
+def check_tls(config: Config) -> int | None:
+    """Load the certificate and key once before anything starts: None if they load (or TLS
+    is off), else one ERROR line and the exit code."""
+    from .tls import server_ssl_context
+
+    try:
+        server_ssl_context(config)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        files = f"--ssl-certfile {config.ssl_certfile}" + (
+            f" / --ssl-keyfile {config.ssl_keyfile}" if config.ssl_keyfile else "")
+        logger.error("Could not load the TLS certificate or key (%s): %s", files,
+                     getattr(exc, "strerror", None) or exc)
+        return EXIT_TLS
+    return None

@@ -28,6 +28,17 @@ class Config:
     """0 asks the OS for a free port; the server reports the one it got."""
     root_path: str = ""
     """ASGI `root_path` / WSGI `SCRIPT_NAME`: where the app is mounted behind a proxy."""
+    uds: str | None = None
+    """Listen on this Unix domain socket path instead of `host`:`port` (`unix_socket.py`): a
+    stale socket file there is removed first, and the server removes its own when it stops."""
+
+    # -- TLS (tls.py) ----------------------------------------------------------------
+    ssl_certfile: str | None = None
+    """The server's certificate chain (PEM). Set, the server speaks HTTPS (and WSS) only."""
+    ssl_keyfile: str | None = None
+    """The certificate's private key (PEM); None: it is in `ssl_certfile`."""
+    ssl_keyfile_password: str | None = None
+    """The password of an encrypted `ssl_keyfile`."""
 
     # -- HTTP/1.1 limits -------------------------------------------------------------
     max_header_bytes: int = 64 * KiB

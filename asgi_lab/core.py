@@ -35,6 +35,7 @@ import enum
 import logging
 import time
 from email.utils import formatdate
+from urllib.parse import quote
 
 import h11
 
@@ -179,19 +180,28 @@ class ResponseHeads:
         return head
 
 
-def address(sockname) -> tuple[str, int] | None:
-    """(host, port) from a socket address; None for a Unix socket or an unknown peer."""
+def address(sockname) -> tuple[str, int | None] | None:
+    """(host, port) from a socket address; (path, None) for a Unix socket's path (ASGI www
+    spec: a `server` "for unix sockets, this can be [path, None]"); None for an unknown peer,
+    or a Unix-socket client, whose socket has no name ("")."""
     if type(sockname) is tuple:
         if len(sockname) == 2:
             return sockname  # IPv4: already (host, port); shared, not copied, per connection
         if len(sockname) > 2:
             return (str(sockname[0]), int(sockname[1]))  # IPv6: (host, port, flowinfo, scope_id)
+    elif type(sockname) is str and sockname:
+        return (sockname, None)
     return None
 
 
-def url(address: tuple[str, int], scheme: str = "http") -> str:
-    """"http://127.0.0.1:8000", with brackets around an IPv6 host (RFC 3986 §3.2.2)."""
+def url(address: tuple[str, int | None], scheme: str = "http") -> str:
+    """"http://127.0.0.1:8000", with brackets around an IPv6 host (RFC 3986 §3.2.2); scheme
+    "https" for a server with TLS. A Unix socket's address is (path, None), as in the ASGI
+    scope: "http+unix://%2Ftmp%2Fapp.sock", the path percent-encoded as the authority (the
+    form of the `requests-unixsocket` package and of Docker's clients)."""
     host, port = address
+    if port is None:
+        return f"{scheme}+unix://{quote(host, safe='')}"
     return f"{scheme}://{host}:{port}" if ":" not in host else f"{scheme}://[{host}]:{port}"
 
 

@@ -3,7 +3,7 @@
 Neither server parses or frames HTTP by hand; h11 does that (RFC 9112). This module holds the
 few things around h11 that both servers need in exactly the same form:
 
-- `bind_socket(config)`: the listening socket;
+- `bind_socket(config)`: the listening socket (TCP, or a Unix socket: `unix_socket.py`);
 - `new_h11_connection(config)`: the server side of an h11 connection with our header limit;
 - `strict_chunk_lines()`: h11 made to read chunk lines as RFC 9112 §7.1 writes them (run at
   import: the one place we change h11 itself);
@@ -39,7 +39,12 @@ SERVER_HEADER = (b"server", b"asgi_lab")
 
 def bind_socket(config: Config) -> socket.socket:
     """The listening TCP socket both servers accept on: (host, port), port 0 picks a free
-    one, non-blocking (asyncio needs it so; the WSGI acceptor polls it with a selector)."""
+    one, non-blocking (asyncio needs it so; the WSGI acceptor polls it with a selector). With
+    `config.uds`, a Unix socket at that path instead (`unix_socket.py`)."""
+    if config.uds:
+        from .unix_socket import bind_unix_socket
+
+        return bind_unix_socket(config.uds)
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

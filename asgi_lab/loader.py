@@ -45,6 +45,7 @@ EXIT_WRONG_INTERFACE = 7
 EXIT_ADDRESS_IN_USE = 8
 EXIT_PERMISSION = 9
 EXIT_BIND_FAILED = 10
+EXIT_TLS = 11
 
 EXIT_CODES = {
     EXIT_LIFESPAN_FAILED: "the app's lifespan startup failed",
@@ -55,6 +56,7 @@ EXIT_CODES = {
     EXIT_ADDRESS_IN_USE: "the address is already in use",
     EXIT_PERMISSION: "permission denied (a port below 1024, or a directory)",
     EXIT_BIND_FAILED: "the address could not be bound for another reason",
+    EXIT_TLS: "the TLS certificate or key could not be loaded",
 }
 """Exit code -> what it means. 1 is an unexpected error, 2 a command-line usage error (argparse)."""
 

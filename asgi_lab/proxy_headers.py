@@ -20,6 +20,13 @@ addresses or networks (`127.0.0.1`, `10.0.0.0/8`, `*` for any). The walk starts 
 proxy; the first one that is not is the client. If `Forwarded` is present it wins, and the
 `X-Forwarded-*` pair is ignored.
 
+A peer on a Unix socket (`--uds`, `unix_socket.py`) is always trusted, as gunicorn does (uvicorn
+trusts it only with `*`): it has no address to list, and it can only be a process on this
+machine that the socket file's permissions let in, which is the proxy in front of us (nginx's
+`proxy_pass http://unix:...`). A server that must not believe such a peer leaves
+`--proxy-headers` off. The servers mark the peer: ASGI `scope["server"] == (path, None)`,
+WSGI `REMOTE_ADDR == ""`.
+
 Two middlewares, one rule (`resolve()`), applied by the command line with `--proxy-headers`:
 
 - `ProxyHeadersMiddleware` (ASGI): rewrites `scope["client"]` and `scope["scheme"]`
@@ -134,12 +141,12 @@ def _walk(hops: list[tuple[str, int]], trusted: TrustedProxies) -> int:
     return 0
 
 
-def resolve(headers: dict[str, str], peer: str | None,
-            trusted: TrustedProxies) -> tuple[tuple[str, int] | None, str | None]:
+def resolve(headers: dict[str, str], peer: str | None, trusted: TrustedProxies,
+            unix_socket: bool = False) -> tuple[tuple[str, int] | None, str | None]:
     """(client, scheme) the forwarding headers give, each None where they say nothing, or
-    (None, None) if the peer is not trusted. `headers`: lower-case names, values joined
-    with ", " when a field came more than once (RFC 9110 §5.3)."""
-    if peer not in trusted:
+    (None, None) if the peer is not trusted (a peer on a Unix socket always is). `headers`:
+    lower-case names, values joined with ", " when a field came more than once (RFC 9110 §5.3)."""
+    if not unix_socket and peer not in trusted:
         return None, None
     forwarded = headers.get("forwarded")
     if forwarded is not None:
@@ -182,7 +189,10 @@ class ProxyHeadersMiddleware:
                     value = value.decode("latin-1")
                     headers[name] = f"{headers[name]}, {value}" if name in headers else value
             if headers:
-                client, scheme = resolve(headers, peer[0] if peer else None, self.trusted)
+                server = scope.get("server")
+                unix_socket = server is not None and server[1] is None  # (path, None)
+                client, scheme = resolve(headers, peer[0] if peer else None, self.trusted,
+                                         unix_socket)
                 if client is not None or scheme is not None:
                     scope = dict(scope)
                     if client is not None:
@@ -208,7 +218,8 @@ class WSGIProxyHeadersMiddleware:
             ("forwarded", "HTTP_FORWARDED"), ("x-forwarded-for", "HTTP_X_FORWARDED_FOR"),
             ("x-forwarded-proto", "HTTP_X_FORWARDED_PROTO")) if key in environ}
         if headers:
-            client, scheme = resolve(headers, environ.get("REMOTE_ADDR"), self.trusted)
+            peer = environ.get("REMOTE_ADDR")
+            client, scheme = resolve(headers, peer, self.trusted, unix_socket=peer == "")
             if client is not None:
                 environ["REMOTE_ADDR"] = client[0]
                 if client[1]:

@@ -64,11 +64,20 @@ class _Base(Worker):
         self.stopping_reason: str | None = None
 
     def config(self) -> Config:
-        sock = self.listening_socket()
-        host, port = sock.getsockname()[:2]
+        """Our `Config` from gunicorn's settings. The socket is gunicorn's (`-b HOST:PORT` or
+        `-b unix:PATH`, which gunicorn creates and removes, so `uds` stays None here); TLS is
+        ours, from gunicorn's `--certfile`, `--keyfile` (`cfg.is_ssl`): gunicorn's own workers
+        wrap each socket themselves, so gunicorn hands us the listening socket unwrapped."""
+        name = self.listening_socket().getsockname()
+        host, port = name[:2] if isinstance(name, tuple) else (Config.host, 0)  # a Unix socket: a path
+        tls = {}
+        if self.cfg.is_ssl:
+            options = self.cfg.ssl_options
+            tls = {"ssl_certfile": options.get("certfile"), "ssl_keyfile": options.get("keyfile"),
+                   "ssl_keyfile_password": options.get("keyfile_password")}
         return Config(host=host, port=port, timeout_keep_alive=float(self.cfg.keepalive),
                       timeout_graceful_shutdown=float(self.cfg.graceful_timeout),
-                      access_log=bool(self.cfg.accesslog), threads=max(self.cfg.threads, 1))
+                      access_log=bool(self.cfg.accesslog), threads=max(self.cfg.threads, 1), **tls)
 
     def listening_socket(self):
         """The real socket under gunicorn's wrapper (`gunicorn.sock.TCPSocket.sock`)."""

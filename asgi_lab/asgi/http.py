@@ -113,7 +113,10 @@ class HTTPProtocol(asyncio.Protocol):
         """The client closed its sending side. Finish what it asked for, then close."""
         self.core.receive_data(b"")
         self.handle_events()
-        return True  # keep the transport open so a response in flight can still be written
+        # Keep the transport open so a response in flight can still be written. (Not over
+        # TLS: asyncio's TLS transport closes after the client's EOF whatever we answer, and
+        # warns if we ask otherwise.)
+        return self.server.ssl_context is None
 
     def pause_writing(self) -> None:
         """The transport's write buffer is above its high-water mark: make send() wait."""
@@ -178,7 +181,8 @@ class HTTPProtocol(asyncio.Protocol):
             self.client,
             self.server_addr,
             self.config.root_path,
-            state=self.server.state,
+            self.server.scheme,  # "https" over TLS
+            self.server.state,
         )
         self.cycle = cycle = RequestResponseCycle(self, scope)
         # The app's own coroutine is the task, and `app_finished` cleans up when it ends: no
@@ -236,7 +240,13 @@ class HTTPProtocol(asyncio.Protocol):
         now, the one way the ASGI spec gives to say "stop": such responses end at once."""
         self.core.keep_alive = False
         if self.cycle is None:
-            self.transport.close()
+            if self.server.ssl_context is not None and not self.transport.get_write_buffer_size():
+                # Over TLS, close() would also wait for the client's own close_notify (up to
+                # asyncio's 30 s), which an idle pooled client, not reading, never sends; and
+                # nothing of ours is left to send: so cut it now.
+                self.transport.abort()
+            else:
+                self.transport.close()
         else:
             self.cycle.server_going_away()
 

@@ -18,8 +18,10 @@ import logging
 import socket
 
 from ..config import Config
-from ..core import ResponseHeads, tick_interval, url
+from ..core import ResponseHeads, address, tick_interval, url
 from ..http11 import bind_socket
+from ..tls import server_ssl_context
+from ..unix_socket import remove_socket_file
 from .http import HTTPProtocol
 from .lifespan import Lifespan
 from .websocket import upgrade_to_websocket
@@ -44,7 +46,11 @@ class Server:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.lifespan: Lifespan | None = None
         self.state: dict = {}
-        self.address: tuple[str, int] | None = None
+        self.address: tuple[str, int | None] | None = None  # (path, None) on a Unix socket
+        # TLS (tls.py): asyncio makes the handshake; the scopes say https / wss.
+        self.ssl_context = server_ssl_context(self.config)
+        self.scheme = "https" if self.ssl_context is not None else "http"
+        self.ws_scheme = "wss" if self.ssl_context is not None else "ws"
         self.websocket_handler = upgrade_to_websocket  # replaceable: None serves no WebSocket
         self._ids = itertools.count(1)
         self._listener: asyncio.base_events.Server | None = None
@@ -56,7 +62,7 @@ class Server:
 
     @property
     def url(self) -> str:
-        return url(self.address)
+        return url(self.address, self.scheme)
 
     def idle_connections(self) -> list:
         """The HTTP connections waiting for their next request (a snapshot): no request in
@@ -92,9 +98,12 @@ class Server:
         await self.lifespan.startup()
         self.state = self.lifespan.state
         sock = sock or bind_socket(self.config)
-        self._listener = await self.loop.create_server(lambda: HTTPProtocol(self), sock=sock,
-                                                       backlog=2048)
-        self.address = sock.getsockname()[:2]
+        tls = self.ssl_context
+        self._listener = await self.loop.create_server(
+            lambda: HTTPProtocol(self), sock=sock, backlog=2048, ssl=tls,
+            # A client that has not finished its TLS handshake by then is cut off by asyncio.
+            ssl_handshake_timeout=self.config.timeout_request_header if tls is not None else None)
+        self.address = address(sock.getsockname())
         self._schedule_housekeeping()
         logger.debug("asgi_lab ASGI server listening on %s", self.url)
 
@@ -159,6 +168,7 @@ class Server:
                 self._stopped.set()
             return
         self._listener.close()
+        remove_socket_file(self.config.uds)  # ours, if we listened on a Unix socket
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         for connection in list(self.connections):

@@ -187,7 +187,8 @@ class WebSocketProtocol(asyncio.Protocol):
             return
         self.early_data += trailing_data
         self.scope = build_websocket_scope(request, self.client, self.server_addr,
-                                           self.config.root_path, state=self.server.state)
+                                           self.config.root_path, self.server.ws_scheme,
+                                           self.server.state)
         self.queue.append(({"type": "websocket.connect"}, 0))
         self.server.run_app(self.run_asgi())
 

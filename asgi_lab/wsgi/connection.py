@@ -73,7 +73,7 @@ class Connection:
         self.id = conn_id
         self.core = ConnectionCore(self.config, server.heads, self.tracer, conn_id, client)
         self.conn = self.core.conn
-        self.base_environ = environ_base(server.address, client, self.config.root_path)
+        self.base_environ = environ_base(server.address, client, self.config.root_path, server.scheme)
         self.cycle: RequestResponseCycle | None = None
         self.closed = False
         self.socket_timeout: float | None = None  # what sock.settimeout() was last given

@@ -29,17 +29,26 @@ WSGI_VERSION = (1, 0)
 
 
 def environ_base(
-    server: tuple[str, int],
-    client: tuple[str, int] | None,
+    server: tuple[str, int | None],
+    client: tuple[str, int | None] | None,
     root_path: str = "",
     url_scheme: str = "http",
     multithread: bool = True,
 ) -> dict:
-    """The keys that do not depend on the request: computed once per connection."""
+    """The keys that do not depend on the request: computed once per connection.
+
+    `server` is (host, port), or (path, None) for a Unix socket (`unix_socket.py`), which has
+    no CGI form: SERVER_NAME "localhost" and the scheme's default port, REMOTE_ADDR "" (the
+    peer has no network address; gunicorn does the same) and no REMOTE_PORT."""
+    server_name, server_port = server
+    if server_port is None:  # a Unix socket
+        server_name, server_port = "localhost", 443 if url_scheme == "https" else 80
+        if client is None:
+            client = ("", None)
     environ = {
         "SCRIPT_NAME": root_path,            # where the app is mounted; "" at the root
-        "SERVER_NAME": server[0],
-        "SERVER_PORT": str(server[1]),
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": str(server_port),
         "wsgi.version": WSGI_VERSION,
         "wsgi.url_scheme": url_scheme,
         "wsgi.errors": sys.stderr,           # PEP 3333: a text stream for the app's errors
@@ -53,7 +62,8 @@ def environ_base(
     }
     if client is not None:                   # optional CGI variables, but every server sets them
         environ["REMOTE_ADDR"] = client[0]
-        environ["REMOTE_PORT"] = str(client[1])
+        if client[1] is not None:
+            environ["REMOTE_PORT"] = str(client[1])
     return environ
 
 

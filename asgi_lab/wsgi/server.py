@@ -71,6 +71,8 @@ from collections.abc import Callable
 from ..config import Config
 from ..core import ResponseHeads, address, tick_interval, url
 from ..http11 import bind_socket
+from ..tls import server_ssl_context
+from ..unix_socket import remove_socket_file
 from .connection import MSG_DONTWAIT, Connection
 from .pool import WorkerPool
 from .watchlist import new_watch_list
@@ -96,7 +98,16 @@ class WSGIServer:
         self.config = config or Config()
         self.tracer = tracer
         self.heads = ResponseHeads()  # the `date` header and the cache of checked response heads
-        self.address: tuple[str, int] | None = None
+        self.address: tuple[str, int | None] | None = None  # (path, None) on a Unix socket
+        # TLS (tls.py): each accepted socket is wrapped, and a worker makes the handshake.
+        self.ssl_context = server_ssl_context(self.config)
+        self.scheme = "http"
+        self._connection_class = Connection
+        if self.ssl_context is not None:
+            from .tls import TLSConnection
+
+            self.scheme = "https"
+            self._connection_class = TLSConnection
         self.connections: set[Connection] = set()
         self._ids = itertools.count(1)
         self._listener: socket.socket | None = None
@@ -117,7 +128,7 @@ class WSGIServer:
 
     @property
     def url(self) -> str:
-        return url(self.address)
+        return url(self.address, self.scheme)
 
     def __enter__(self) -> "WSGIServer":
         if self.address is None:
@@ -154,7 +165,7 @@ class WSGIServer:
         """Bind, start the acceptor and the workers; returns once listening."""
         self._listener = sock or bind_socket(self.config)
         self._listener.setblocking(False)
-        self.address = self._listener.getsockname()[:2]
+        self.address = address(self._listener.getsockname())
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -227,7 +238,7 @@ class WSGIServer:
                 return
             if sys.platform != "linux":  # elsewhere it inherits the listener's non-blocking mode
                 sock.setblocking(True)
-            connection = Connection(self, sock, address(client), next(self._ids))
+            connection = self._connection_class(self, sock, address(client), next(self._ids))
             self.connections.add(connection)
             if self.config.threads:
                 if MSG_DONTWAIT:
@@ -413,6 +424,7 @@ class WSGIServer:
         self._stopping = True                          # 1.
         self._wake()
         self._acceptor.join(5.0)
+        remove_socket_file(self.config.uds)  # ours, if we listened on a Unix socket
         if self._pool:
             self._pool.hurry()  # nobody calls check() any more: no waiting in the queue
         for connection in list(self.connections):
