@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from asgi_lab.experiments.results import write_result
+from asgi_lab.experiments.results import git_commit, write_result
 from asgi_lab.experiments.servers import (BASELINE_HELP, SERVERS, ServerProcess, ours,
                                           with_baseline)
 from harness import (ROUNDS_HEADER, client_name, group, interleaved, markdown_table, measured,
@@ -54,6 +54,7 @@ def main() -> None:
     result = {"benchmark": "http_hello", "app": APP, "rounds": args.rounds,
               "seconds": args.seconds, "connections": args.connections,
               "client": client_name(), "baseline": args.baseline,
+              "baseline_commit": git_commit(args.baseline) if args.baseline else None,
               "runs": raw_rounds(results)}
     print_table(results, procs, scenarios, reference_of(result))
     for line in ratio_lines(result):
