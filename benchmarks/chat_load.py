@@ -234,5 +234,6 @@ def markdown(result: dict) -> str:
         NOTE, "",
         measured(result)])
 
+
 if __name__ == "__main__":
     main()

@@ -79,5 +79,6 @@ def markdown(result: dict) -> str:
         rounds_note(reference) + " The ratio is what a second worker process adds on this machine.", "",
         measured(result)])
 
+
 if __name__ == "__main__":
     main()

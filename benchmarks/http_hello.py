@@ -18,9 +18,9 @@ import argparse
 from asgi_lab.experiments.results import git_commit, write_result
 from asgi_lab.experiments.servers import (BASELINE_HELP, SERVERS, ServerProcess, ours,
                                           with_baseline)
-from harness import (ROUNDS_HEADER, client_name, group, interleaved, markdown_table, measured,
-                     baseline_line, median_result, paired_median, print_table, raw_rounds, ratio,
-                     rounds_note, rounds_rows, unique)
+from harness import (ROUNDS_HEADER, baseline_line, client_name, group, interleaved, markdown_table,
+                     measured, median_result, paired_median, print_table, raw_rounds, ratio, rounds_note,
+                     rounds_rows, unique)
 
 APP = "asgi_lab.apps.hello:app"
 REFERENCE = "uvicorn-h11"
@@ -103,6 +103,7 @@ def markdown(result: dict) -> str:
         rounds_note(reference), "",
         *(f"- {line}" for line in ratio_lines(result)), "",
         measured(result) + baseline_line(result)])
+
 
 if __name__ == "__main__":
     main()

@@ -235,5 +235,6 @@ def main() -> None:
         write_result(result, args.json, indent=1)
         print(f"wrote {args.json}")
 
+
 if __name__ == "__main__":
     main()

@@ -352,6 +352,7 @@ def markdown(result: dict) -> str:
         *(f"- {line}" for line in ratio_lines(result)), "",
         measured(result) + baseline_line(result)])
 
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
         asyncio.run(load_process(sys.argv[2], int(sys.argv[3])))
