@@ -18,7 +18,8 @@ and members dropped as too slow (close 1013). Rounds are interleaved (A B, A B, 
 table shows medians, and the spread of deliveries/s across rounds.
 
 The client process is Python too: at high rates it competes with the server for the machine's two cores, which compresses the ratios. The
-server CPU column is the fairest comparison.
+server CPU column is the fairest comparison. `markdown(result)` is the same table, from a
+`--json` file's rounds.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
+
+from harness import markdown_table, measured, median, number, ratio, text_table, unique
 
 from asgi_lab.experiments.results import write_result
 from asgi_lab.experiments.servers import SERVERS, ServerProcess, ours
@@ -174,37 +176,63 @@ def main() -> None:
         for proc in procs:
             proc.stop()
 
+    result = {"benchmark": "chat_load", "clients": args.clients, "senders": args.senders,
+              "rates": rates, "seconds": args.seconds, "rounds": args.rounds,
+              "runs": [{"server": name, "rate": rate, "round": i, **run}
+                       for (name, rate), rounds in results.items() for i, run in enumerate(rounds)]}
     print()
-    header = (f"{'server':16} {'offered':>8} {'deliveries/s':>13} {'spread':>7} {'arrived':>8} "
-              f"{'lag p50':>8} {'lag p99':>8} {'CPU/deliv':>10} {'dropped':>8}")
-    print(header)
-    print("-" * len(header))
-    for rate in rates:
-        for proc in procs:
-            runs = results[(proc.name, rate)]
-            per_s = [r["delivered"] / r["seconds"] for r in runs]
-            median = statistics.median(per_s)
-            spread = (max(per_s) - min(per_s)) / median * 100 if median else 0
-            arrived = statistics.median(r["delivered"] / r["expected"] for r in runs) * 100
-            print(f"{proc.name:16} {rate * args.clients:8.0f} {median:13.0f} {spread:6.0f}% {arrived:7.1f}% "
-                  f"{statistics.median(r['p50_ms'] for r in runs):6.1f}ms "
-                  f"{statistics.median(r['p99_ms'] for r in runs):6.1f}ms "
-                  f"{statistics.median(r['cpu_us'] for r in runs):8.1f}µs "
-                  f"{max(r['dropped'] for r in runs):8d}")
-    print("\n'offered' is messages/s x members: the deliveries/s an ideal server would make.")
-    if len(procs) > 1:
-        for rate in rates:
-            ours = statistics.median(r["cpu_us"] for r in results[("asgi_lab", rate)])
-            ref = statistics.median(r["cpu_us"] for r in results[(procs[1].name, rate)])
-            print(f"at {rate:g} msg/s: asgi_lab uses {ours / ref:.2f}x the server CPU per delivery "
-                  f"of {procs[1].name}")
+    print(text_table(HEADER, table_rows(result)))
+    print(f"\n{NOTE}")
     if args.json:
-        runs = [{"server": name, "rate": rate, "round": i, **run}
-                for (name, rate), rounds in results.items() for i, run in enumerate(rounds)]
-        write_result({"benchmark": "chat_load", "clients": args.clients, "senders": args.senders,
-                      "rates": rates, "seconds": args.seconds, "rounds": args.rounds, "runs": runs},
-                     args.json, indent=1)
+        write_result(result, args.json, indent=1)
         print(f"wrote {args.json}")
+
+
+REFERENCE = "uvicorn-wsproto"
+HEADER = ["server", "offered", "deliveries/s", "ratio", "spread", "arrived", "lag p50 ms", "lag p99 ms",
+          "CPU us/delivery", "CPU ratio", "dropped"]
+NOTE = ("'offered' is messages/s x members: the deliveries/s an ideal server would make. Medians of the "
+        f"rounds; 'spread' is (max - min) / median of deliveries/s. Ratios against {REFERENCE} at the same "
+        "rate (ratio of the medians): deliveries/s its / uvicorn's; CPU ratio its server CPU time per delivery "
+        "/ uvicorn's (lower is better).")
+
+
+def table_rows(result: dict) -> list[list[str]]:
+    """One row per (rate, server), medians of the rounds, with ratios to uvicorn-wsproto."""
+    runs = result["runs"]
+    names = unique(run["server"] for run in runs)
+    rows = []
+    for rate in unique(run["rate"] for run in runs):
+        at_rate = {name: [run for run in runs if run["server"] == name and run["rate"] == rate] for name in names}
+        per_s = {name: [r["delivered"] / r["seconds"] for r in rounds if r["seconds"] > 0]
+                 for name, rounds in at_rate.items()}
+        cpu = {name: median(r["cpu_us"] for r in rounds) for name, rounds in at_rate.items()}
+        for name, rounds in at_rate.items():
+            if not rounds:
+                continue
+            rate_median = median(per_s[name])
+            spread = (max(per_s[name]) - min(per_s[name])) / rate_median if per_s[name] and rate_median else None
+            vs = bool(at_rate.get(REFERENCE))
+            rows.append([
+                name, number(rate * result["clients"]), number(rate_median),
+                ratio(rate_median / median(per_s[REFERENCE])) if vs else "-",
+                "-" if spread is None else f"{spread:.0%}",
+                f"{median(r['delivered'] / r['expected'] for r in rounds if r['expected']):.1%}",
+                number(median(r["p50_ms"] for r in rounds), 1), number(median(r["p99_ms"] for r in rounds), 1),
+                number(cpu[name], 1), ratio(cpu[name] / cpu[REFERENCE]) if vs else "-",
+                str(max(r["dropped"] for r in rounds))])
+    return rows
+
+
+def markdown(result: dict) -> str:
+    """The printed table of a result file, from its rounds, as Markdown."""
+    return "\n".join([
+        f"{result['clients']} chat members in one room, {result['senders']} of them sending at "
+        f"{', '.join(f'{r:g}' for r in result['rates'])} messages/s in total; {result['rounds']} interleaved "
+        f"rounds of {result['seconds']:g} s per rate.", "",
+        markdown_table(HEADER, table_rows(result)), "",
+        NOTE, "",
+        measured(result)])
 
 
 if __name__ == "__main__":

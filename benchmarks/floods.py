@@ -17,6 +17,8 @@ few hundred KiB at most (high-water marks: `read_high_water`, the transport's wr
     idle        N connections that never send a byte: how long until the idle timeout
                 closes them all, and the fds before / with them open / after
     pool        (WSGI) 10x more concurrent slow requests than worker threads: all answered
+
+`--json FILE` writes every row's figures; `markdown(result)` renders the tables from them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import time
 
 import wsproto
 from wsproto.events import AcceptConnection, BytesMessage, Request
+
+from harness import markdown_table, measured, text_table
 
 from asgi_lab.experiments.results import write_result
 from asgi_lab.experiments.servers import ServerProcess, ours
@@ -139,7 +143,8 @@ def ws_flood(server: ServerProcess) -> tuple[str, bool]:
     return "64 MiB of messages", echoed == total
 
 
-def idle(server: ServerProcess, count: int, timeout: float) -> str:
+def idle(server: ServerProcess, count: int, timeout: float) -> dict:
+    """Open `count` connections that never send a byte; time until the server closed them all."""
     before = server.ps.num_fds()
     first = time.monotonic()
     sockets = [socket.create_connection(server.address) for _ in range(count)]
@@ -153,13 +158,20 @@ def idle(server: ServerProcess, count: int, timeout: float) -> str:
     for sock in sockets:
         sock.close()
     time.sleep(0.3)
-    after = server.ps.num_fds()
-    return (f"{closed:,} of {count:,} idle connections closed by the server, all within "
-            f"{took:.1f} s of the last one opening (idle timeout {timeout} s; opening them took "
-            f"{last - first:.1f} s); server fds {before} -> {with_them} -> {after}")
+    return {"connections": count, "closed": closed, "seconds": round(took, 3), "idle_timeout": timeout,
+            "opening_seconds": round(last - first, 3),
+            "fds": [before, with_them, server.ps.num_fds()]}
 
 
-def pool(server: ServerProcess, threads: int) -> str:
+def idle_text(row: dict) -> str:
+    before, with_them, after = row["fds"]
+    return (f"{row['closed']:,} of {row['connections']:,} idle connections closed by the server, all within "
+            f"{row['seconds']:.1f} s of the last one opening (idle timeout {row['idle_timeout']:g} s; opening "
+            f"them took {row['opening_seconds']:.1f} s); server fds {before} -> {with_them} -> {after}")
+
+
+def pool(server: ServerProcess, threads: int) -> dict:
+    """10x more concurrent 0.2 s requests than worker threads: are all answered, and how soon?"""
     count = threads * 10
     results: list[bytes] = []
 
@@ -179,8 +191,13 @@ def pool(server: ServerProcess, threads: int) -> str:
         client.join()
     took = time.monotonic() - started
     ok = sum(1 for r in results if r.startswith(b"HTTP/1.1 200 ") and r.endswith(b"slept"))
-    return (f"{count} concurrent 0.2 s requests on {threads} threads: {ok} of {count} answered 200 "
-            f"in {took:.1f} s (ideal {count / threads * 0.2:.1f} s)")
+    return {"requests": count, "threads": threads, "answered": ok, "seconds": round(took, 3),
+            "ideal_seconds": round(count / threads * 0.2, 3)}
+
+
+def pool_text(row: dict) -> str:
+    return (f"{row['requests']} concurrent 0.2 s requests on {row['threads']} threads: {row['answered']} of "
+            f"{row['requests']} answered 200 in {row['seconds']:.1f} s (ideal {row['ideal_seconds']:.1f} s)")
 
 
 def start_server(kind: str, threads: int, keep_alive: float = 1.0) -> ServerProcess:
@@ -212,14 +229,39 @@ def run(kind: str, idle_count: int, threads: int) -> list[dict]:
     timeout = 2.0
     server = start_server(kind, threads, keep_alive=timeout)
     try:
-        for name, check in (("idle", lambda: idle(server, idle_count, timeout)),
-                            *((("pool", lambda: pool(server, threads)),) if kind == "wsgi" else ())):
-            text = check()
-            print(f"   {name}:", text, flush=True)
-            rows.append({"server": kind, "scenario": name, "result": text})
+        for name, check, text in (("idle", lambda: idle(server, idle_count, timeout), idle_text),
+                                  *((("pool", lambda: pool(server, threads), pool_text),) if kind == "wsgi" else ())):
+            row = {"server": kind, "scenario": name, **check()}
+            print(f"   {name}:", text(row), flush=True)
+            rows.append(row)
     finally:
         server.stop()
     return rows
+
+
+FLOOD_HEADER = ["server", "scenario", "pushed", "peak RSS growth", "complete"]
+
+
+def flood_rows(result: dict) -> list[list[str]]:
+    return [[row["server"], row["scenario"], row["pushed"], f"{row['peak_rss_growth_mib']:.1f} MiB",
+             "yes" if row["complete"] else "NO"] for row in result["runs"] if "pushed" in row]
+
+
+def other_lines(result: dict) -> list[str]:
+    """The idle and pool checks, each a sentence made from its figures."""
+    texts = {"idle": idle_text, "pool": pool_text}
+    return [f"{row['server']} {row['scenario']}: {texts[row['scenario']](row)}"
+            for row in result["runs"] if row["scenario"] in texts]
+
+
+def markdown(result: dict) -> str:
+    """The table of a result file and its idle and pool checks, from the rows' figures."""
+    return "\n".join([
+        "Each flood against a fresh server process, its RSS sampled every 5 ms: the largest growth over "
+        "its value at the start. A server that buffered what it was sent would grow by the data's size.", "",
+        markdown_table(FLOOD_HEADER, flood_rows(result), left=3), "",
+        *(f"- {line}" for line in other_lines(result)), "",
+        f"{result['threads']} WSGI worker threads. {measured(result)}"])
 
 
 def main() -> int:
@@ -231,9 +273,13 @@ def main() -> int:
     args = parser.parse_args()
     rows = [row for kind in (("asgi", "wsgi") if args.server == "both" else (args.server,))
             for row in run(kind, args.idle, args.threads)]
+    result = {"benchmark": "floods", "idle": args.idle, "threads": args.threads, "runs": rows}
+    print()
+    print(text_table(FLOOD_HEADER, flood_rows(result)))
+    for line in other_lines(result):
+        print(line)
     if args.json:
-        write_result({"benchmark": "floods", "idle": args.idle, "threads": args.threads, "runs": rows},
-                     args.json, indent=1)
+        write_result(result, args.json, indent=1)
         print(f"wrote {args.json}")
     return 0
 

@@ -7,19 +7,20 @@
 loaded by wrk (one thread) with keep-alive and with `Connection: close`, in interleaved rounds
 (1, 2, 1, 2, ...) so that noise on a shared machine hits both alike; medians are reported.
 The ratio says how much a second worker process adds on this machine: on 2 cores, wrk itself
-takes a good part of one, so 2x is out of reach here.
+takes a good part of one, so 2x is out of reach here. `markdown(result)` is the same table, from
+a `--json` file's raw rounds.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 
 from asgi_lab.experiments.results import write_result
 from asgi_lab.experiments.servers import ServerProcess, ServerSpec
-from harness import client_name, interleaved, median_result, print_table
+from harness import (ROUNDS_HEADER, client_name, interleaved, markdown_table, measured, print_table,
+                     raw_rounds, rounds_note, rounds_rows, unique)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = "asgi_lab.apps.hello:app"
@@ -38,7 +39,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3)
     parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--json", metavar="FILE", help="write the samples, medians, ratios and machine here")
+    parser.add_argument("--json", metavar="FILE", help="write the per-round numbers and the machine here")
     args = parser.parse_args()
     import gunicorn.config
 
@@ -50,25 +51,33 @@ def main() -> None:
     print(f"load: {client_name()}; {args.rounds} rounds x {args.seconds:g} s; "
           f"{os.cpu_count()} cores", file=sys.stderr)
     results = interleaved(servers, scenarios, args.rounds, args.seconds)
-    ratios = print_table(results, servers, scenarios, reference=servers[0].name)
+    print_table(results, servers, scenarios, reference=servers[0].name)
     if args.json:
-        out = {
-            "benchmark": "gunicorn_workers", "client": client_name(), "app": APP,
-            "rounds": args.rounds, "seconds": args.seconds, "connections": args.connections,
-            "samples": {f"{name}/{scenario}": [vars(r) for r in runs]
-                        for (name, scenario), runs in results.items()},
-            "median": {f"{name}/{scenario}": vars(median_result(runs))
-                       for (name, scenario), runs in results.items()},
-            "ratio_2_over_1": {scenario: ratios[(servers[1].name, scenario)] for scenario in scenarios},
-            "cpu_ratio_2_over_1": {scenario: ratios[(servers[1].name, scenario, "cpu")]
-                                   for scenario in scenarios},
-            "spread_req_s": {f"{name}/{scenario}": [min(r.requests_per_s for r in runs),
-                                                    statistics.median(r.requests_per_s for r in runs),
-                                                    max(r.requests_per_s for r in runs)]
-                             for (name, scenario), runs in results.items()},
-        }
-        write_result(out, args.json, indent=1)
+        write_result({"benchmark": "gunicorn_workers", "client": client_name(), "app": APP,
+                      "rounds": args.rounds, "seconds": args.seconds, "connections": args.connections,
+                      "runs": raw_rounds(results)}, args.json, indent=1)
         print(f"wrote {args.json}", file=sys.stderr)
+
+
+def rounds_of(result: dict) -> list[dict]:
+    """The raw rounds; a file from before `runs` kept them as `samples`, by "server/scenario"."""
+    if "runs" in result:
+        return result["runs"]
+    return [{"server": key.split("/")[0], "scenario": key.split("/")[1], "round": number, **sample}
+            for key, samples in result["samples"].items() for number, sample in enumerate(samples)]
+
+
+def markdown(result: dict) -> str:
+    """The printed table of a result file, from its raw rounds, as Markdown."""
+    runs = rounds_of(result)
+    reference = unique(run["server"] for run in runs)[0]
+    return "\n".join([
+        f"`gunicorn -k asgi_lab.workers.ASGIWorker -w N` serving `{result['app']}`, "
+        f"{result['rounds']} interleaved rounds of {result['seconds']:g} s, {result['connections']} "
+        f"connections, load from {result['client']}.", "",
+        markdown_table(ROUNDS_HEADER, rounds_rows(runs, reference), left=2), "",
+        rounds_note(reference) + " The ratio is what a second worker process adds on this machine.", "",
+        measured(result)])
 
 
 if __name__ == "__main__":

@@ -36,6 +36,9 @@ the truly idle ones (a request already sent must be answered, not reset).
 
 With --tracemalloc the server runs in this process instead, and the report is what Python
 allocations its code still holds after the run (a leak grows it; allocator arenas do not).
+
+`--json FILE` writes each server's raw figures (requests by client kind, errors, holdings at the
+three moments, RSS checkpoints, shutdown); `markdown(result)` renders their tables from them.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ import h11
 import psutil
 import wsproto
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Request, TextMessage
+
+from harness import markdown_table, measured, number, text_table
 
 from asgi_lab.experiments.servers import ServerProcess, ours
 
@@ -393,8 +398,7 @@ def soak(kind: str, requests: int, seconds: float, threads: int, sigterm: bool, 
             record.update(shutdown=shutdown, at_sigterm={f"{c}: {o}": n for (c, o), n in stats.at_sigterm.items()},
                           log_errors=len(tail))
             print(f"   tracebacks/errors in the server log: {len(tail)}")
-            return shutdown.get("exit_code") == 0 and shutdown.get("seconds", 99) < grace + 1 \
-                and sum(stats.errors.values()) == sum(c for w, c in stats.errors.items() if "shutdown" in w)
+            return passed(record, grace)
         end = holdings(server)
         time.sleep(KEEP_ALIVE + 1.5)  # past the idle timeout: every keep-alive connection is gone
         idle = holdings(server)
@@ -411,9 +415,96 @@ def soak(kind: str, requests: int, seconds: float, threads: int, sigterm: bool, 
         errors = server.output().count("Traceback")
         record.update(end=end, idle=idle, back_to_idle=back, tracebacks=errors)
         print(f"   back to idle: {'yes' if back else 'NO'}; tracebacks in the server log: {errors}")
-        return back and errors == 0 and not stats.errors
+        return passed(record, grace)
     finally:
         server.stop(15)
+
+
+def passed(run: dict, grace: float) -> bool:
+    """One server's verdict from its raw figures. A soak: back to idle, no traceback, no client
+    error. With SIGTERM: exit code 0 within the grace period (+1 s), and no client error but
+    those of connections the shutdown ended."""
+    if "shutdown" in run:
+        shutdown = run["shutdown"]
+        return (shutdown.get("exit_code") == 0 and shutdown.get("seconds", 99) < grace + 1
+                and all("shutdown" in what for what in run["errors"]))
+    return bool(run.get("back_to_idle")) and run.get("tracebacks") == 0 and not run["errors"]
+
+
+SUMMARY_HEADER = ["server", "requests", "seconds", "req/s", "client errors", "RSS growth, last half",
+                  "back to idle", "tracebacks", "passed"]
+
+
+def summary_rows(result: dict) -> list[list[str]]:
+    """One row per server: what it served, what went wrong, whether it let go of everything."""
+    rows = []
+    for run in result["runs"]:
+        marks = run["rss_checkpoints"]
+        growth = f"{marks[-1][1] - marks[-2][1]:+.1f} MiB over {marks[-1][0] - marks[-2][0]:,}" \
+            if len(marks) >= 2 else "-"
+        idle = run.get("back_to_idle")
+        rows.append([run["server"], f"{run['requests']:,}", f"{run['seconds']:.1f}",
+                     number(run["requests"] / run["seconds"] if run["seconds"] else float("nan")),
+                     f"{sum(run['errors'].values()):,}", growth,
+                     "-" if idle is None else "yes" if idle else "NO",
+                     str(run.get("tracebacks", run.get("log_errors", "-"))),
+                     "yes" if passed(run, result["grace"]) else "NO"])
+    return rows
+
+
+def holdings_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """What each server held before the traffic, when it stopped, and after the idle timeout."""
+    names = list(dict.fromkeys(name for run in result["runs"] for name in run["before"]))
+    rows = []
+    for run in result["runs"]:
+        for moment in ("before", "end", "idle"):
+            if moment in run:
+                rows.append([run["server"], moment, *(("-" if run[moment].get(n) is None else
+                                                       f"{run[moment][n]:.1f}" if isinstance(run[moment][n], float)
+                                                       else str(run[moment][n])) for n in names)])
+    return ["server", "moment", *(n.replace("rss_mib", "RSS MiB") for n in names)], rows
+
+
+def served_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """Requests completed by kind of client, one column per server."""
+    servers = [run["server"] for run in result["runs"]]
+    kinds = sorted({kind for run in result["runs"] for kind in run["served"]})
+    return (["client", *servers],
+            [[kind, *(f"{run['served'][kind]:,}" if kind in run["served"] else "-" for run in result["runs"])]
+             for kind in kinds])
+
+
+def markdown(result: dict) -> str:
+    """A soak's tables, from the raw figures of its result file."""
+    if not result["runs"]:
+        return f"No per-server figures in this file (a `--tracemalloc` run). {measured(result)}"
+    how = (f"Mixed traffic until {result['requests']:,} requests per server, idle timeout "
+           f"{result['keep_alive']:g} s")
+    if result.get("pause"):
+        how += f"; each server frozen (SIGSTOP) for {result['pause']:g} s halfway"
+    if result.get("sigterm"):
+        how += f"; ended by SIGTERM under full load (grace period {result['grace']:g} s)"
+    out = [how + ".", "", markdown_table(SUMMARY_HEADER, summary_rows(result)), ""]
+    if not result.get("sigterm"):
+        header, rows = holdings_rows(result)
+        out += ["Held by the server process (psutil; tasks and timers from the ASGI app's /debug):", "",
+                markdown_table(header, rows, left=2), ""]
+    else:
+        out += [markdown_table(["server", "exit code", "exited after", "lifespan shutdown ran"],
+                               [[run["server"], str(run["shutdown"].get("exit_code")),
+                                 f"{run['shutdown'].get('seconds', float('nan')):.2f} s",
+                                 str(run["shutdown"].get("lifespan_shutdown")) if run["server"] == "asgi" else "-"]
+                                for run in result["runs"]]), "",
+                "What became of the work in flight when SIGTERM came:", "",
+                markdown_table(["server", "client: outcome", "count"],
+                               [[run["server"], what, str(n)] for run in result["runs"]
+                                for what, n in sorted(run.get("at_sigterm", {}).items())], left=2), ""]
+    header, rows = served_rows(result)
+    errors = [f"{run['server']}: {n} x {what}" for run in result["runs"] for what, n in run["errors"].items()]
+    out += ["Requests completed, by kind of client:", "", markdown_table(header, rows), ""]
+    if errors:
+        out += ["Client errors: " + "; ".join(errors) + ".", ""]
+    return "\n".join([*out, measured(result)])
 
 
 class InProcessServer:
@@ -488,13 +579,17 @@ def main() -> int:
             runs.append({})
             ok &= soak(kind, args.requests, args.seconds, args.threads, args.sigterm, args.grace,
                        args.pause, runs[-1])
+    result = {"benchmark": "soak", "requests": args.requests, "sigterm": args.sigterm,
+              "pause": args.pause, "grace": args.grace, "keep_alive": KEEP_ALIVE,
+              "passed": bool(ok), "runs": runs}
+    if runs:
+        print()
+        print(text_table(SUMMARY_HEADER, summary_rows(result)))
     print("\nresult:", "PASS" if ok else "FAIL")
     if args.json:
         from asgi_lab.experiments.results import write_result
 
-        write_result({"benchmark": "soak", "requests": args.requests, "sigterm": args.sigterm,
-                      "pause": args.pause, "grace": args.grace, "keep_alive": KEEP_ALIVE,
-                      "passed": bool(ok), "runs": runs}, args.json, indent=1)
+        write_result(result, args.json, indent=1)
         print(f"wrote {args.json}")
     return 0 if ok else 1
 

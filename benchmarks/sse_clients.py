@@ -16,7 +16,9 @@ Part 2: `--big` clients (10,000) fully served by our ASGI server (one thread, so
 the load split over two generator processes.
 
 The machine is shared: a pause of the whole machine shows up in lag max and p99; compare
-the spread across rounds before believing a difference.
+the spread across rounds before believing a difference. `markdown(result)` gives the same table
+and checks from a `--json` file: its rounds keep each server's per-round figures (the per-event
+lists are dropped to keep the file small), and the medians and ratios are computed from those.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+
+from harness import markdown_table, measured, paired_median, ratio
 
 from asgi_lab.experiments import sse_concurrency
 from asgi_lab.experiments.results import git_commit, write_result
@@ -63,7 +67,8 @@ def spread(values, digits: int = 1) -> str:
     return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
-def print_table(table: dict[str, list[dict]], clients: int) -> None:
+def table_rows(table: dict[str, list[dict]], clients: int) -> list[dict]:
+    """One row per server: medians of its rounds' figures, with min-max where they move most."""
     rows = []
     for name, summaries in table.items():
         rows.append({
@@ -81,13 +86,24 @@ def print_table(table: dict[str, list[dict]], clients: int) -> None:
             "TTFE p50": spread([s["ttfe_ms"]["p50"] for s in summaries]),
             "TTFE p99": spread([s["ttfe_ms"]["p99"] for s in summaries]),
         })
-    print(sse_concurrency.render_table(
-        f"{clients} SSE clients, median of {len(next(iter(table.values())))} rounds "
-        f"(min-max); times in ms", rows))
+    return rows
 
 
-def check_targets(results: list[dict], clients: int) -> None:
-    print("\nTargets, round by round:")
+def title(table: dict[str, list[dict]], clients: int) -> str:
+    return f"{clients} SSE clients, median of {len(next(iter(table.values())))} rounds (min-max); times in ms"
+
+
+def print_table(table: dict[str, list[dict]], clients: int) -> None:
+    print(sse_concurrency.render_table(title(table, clients), table_rows(table, clients)))
+
+
+def _ms(value) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def target_lines(results: list[dict], clients: int) -> list[str]:
+    """The issue's targets, round by round: ours against the targets and against uvicorn."""
+    lines = []
     for i, result in enumerate(results, 1):
         runs = {run["server"]["name"]: run["summary"] for run in result["runs"]}
         ours = runs.get("asgi")
@@ -98,7 +114,8 @@ def check_targets(results: list[dict], clients: int) -> None:
         checks = [
             f"all events delivered: {'yes' if every_event else 'NO'} "
             f"({ours['served']}/{clients} clients, {ours['events']} events)",
-            f"lag p99 {lag:.1f} ms {'<' if lag < TARGET_LAG_P99_MS else '>='} {TARGET_LAG_P99_MS:g}",
+            f"lag p99 {_ms(lag)} {'<' if lag is not None and lag < TARGET_LAG_P99_MS else '>='} "
+            f"{TARGET_LAG_P99_MS:g}",
             f"{ours['per_client_kb']:.2f} KB/client {'<=' if ours['per_client_kb'] <= TARGET_KB_PER_CLIENT else '>'} "
             f"{TARGET_KB_PER_CLIENT:g}",
         ]
@@ -106,22 +123,86 @@ def check_targets(results: list[dict], clients: int) -> None:
         if uvicorn:
             checks.append(f"peak RSS {ours['peak_rss_mb']:.1f} MB vs uvicorn {uvicorn['peak_rss_mb']:.1f} MB "
                           f"({ours['peak_rss_mb'] / uvicorn['peak_rss_mb']:.2f}x), per client "
-                          f"{ours['per_client_kb'] / uvicorn['per_client_kb']:.2f}x uvicorn's")
-        print(f"  round {i}: " + "; ".join(checks))
+                          f"{ratio_of(ours['per_client_kb'], uvicorn['per_client_kb'])} uvicorn's")
+        lines.append(f"round {i}: " + "; ".join(checks))
+    return lines
 
 
-def compare_baseline(results: list[dict]) -> None:
+def ratio_of(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
+
+
+def ratio_line(results: list[dict], other: str) -> str:
+    """asgi / `other`, each figure the median of its per-round ratios (lower is better for all)."""
+    pairs = [(runs["asgi"], runs[other]) for runs in
+             ({run["server"]["name"]: run["summary"] for run in result["runs"]} for result in results)
+             if "asgi" in runs and other in runs]
+    if not pairs:
+        return ""
+    figures = {"peak RSS": lambda s: s["peak_rss_mb"], "KB/client": lambda s: s["per_client_kb"],
+               "CPU s": lambda s: s["cpu_s"], "lag p99": lambda s: s["lag_ms"]["p99"]}
+    return f"asgi / {other}, median of the per-round ratios: " + ", ".join(
+        f"{name} {ratio(paired_median([get(a) for a, _ in pairs], [get(b) for _, b in pairs]))}"
+        for name, get in figures.items())
+
+
+def check_targets(results: list[dict], clients: int) -> None:
+    print("\nTargets, round by round:")
+    for line in target_lines(results, clients):
+        print(f"  {line}")
+    if ratio_line(results, "uvicorn"):
+        print(ratio_line(results, "uvicorn"))
+
+
+def baseline_lines(results: list[dict]) -> list[str]:
     """Ours against the baseline checkout, round by round (the A/B of a change)."""
-    print("\nasgi / baseline, round by round (peak RSS, KB per client, CPU s: lower is better):")
+    lines = []
     for i, result in enumerate(results, 1):
         runs = {run["server"]["name"]: run["summary"] for run in result["runs"]}
         ours, base = runs.get("asgi"), runs.get("baseline")
         if ours and base:
-            print(f"  round {i}: peak RSS {ours['peak_rss_mb'] / base['peak_rss_mb']:.3f}x, "
-                  f"KB/client {ours['per_client_kb']:.2f} vs {base['per_client_kb']:.2f}, "
-                  f"CPU s {ours['cpu_s']:.2f} vs {base['cpu_s']:.2f}, lag p99 "
-                  f"{ours['lag_ms']['p99']:.1f} vs {base['lag_ms']['p99']:.1f} ms, served "
-                  f"{ours['served']} vs {base['served']}")
+            lines.append(f"round {i}: peak RSS {ours['peak_rss_mb'] / base['peak_rss_mb']:.3f}x, "
+                         f"KB/client {ours['per_client_kb']:.2f} vs {base['per_client_kb']:.2f}, "
+                         f"CPU s {ours['cpu_s']:.2f} vs {base['cpu_s']:.2f}, lag p99 "
+                         f"{_ms(ours['lag_ms']['p99'])} vs {_ms(base['lag_ms']['p99'])}, served "
+                         f"{ours['served']} vs {base['served']}")
+    return lines
+
+
+def compare_baseline(results: list[dict]) -> None:
+    print("\nasgi / baseline, round by round (peak RSS, KB per client, CPU s: lower is better):")
+    for line in baseline_lines(results):
+        print(f"  {line}")
+    print(ratio_line(results, "baseline"))
+
+
+def big_line(big: dict) -> str:
+    s, clients = big["runs"][0]["summary"], big["clients"]
+    return (f"fully served: {s['served']}/{clients}; events {s['events']} of {s['expected_events']} "
+            f"due; errors {s['errors']}; ramp {big['runs'][0]['load']['ramp_s']:.1f} s")
+
+
+def markdown(result: dict) -> str:
+    """The printed table, target checks and 10,000-client run of a result file, as Markdown."""
+    table, clients = by_server(result["rounds"]), result["clients"]
+    rows = table_rows(table, clients)
+    out = [f"**{title(table, clients)}**, {result['duration']:g} s per server and round.", "",
+           markdown_table(list(rows[0]), [list(row.values()) for row in rows]), "",
+           f"Targets (issue 6), round by round: lag p99 under {TARGET_LAG_P99_MS:g} ms, at most "
+           f"{TARGET_KB_PER_CLIENT:g} KB per client, peak RSS below uvicorn's.", "",
+           *(f"- {line}" for line in target_lines(result["rounds"], clients)), ""]
+    if ratio_line(result["rounds"], "uvicorn"):
+        out += [ratio_line(result["rounds"], "uvicorn") + ".", ""]
+    if result.get("baseline"):
+        out += [f"asgi / baseline (`{result['baseline']}`"
+                + (f", commit {result['baseline_commit'][:9]}" if result.get("baseline_commit") else "")
+                + "), round by round (lower is better):", "",
+                *(f"- {line}" for line in baseline_lines(result["rounds"])), "",
+                ratio_line(result["rounds"], "baseline") + ".", ""]
+    if result.get("big"):
+        out += [f"{result['big']['clients']:,} clients on our ASGI server alone (one thread), load from two "
+                f"processes: {big_line(result['big'])}.", ""]
+    return "\n".join([*out, measured(result)])
 
 
 def big_run(clients: int, duration: float) -> dict:
@@ -129,9 +210,7 @@ def big_run(clients: int, duration: float) -> dict:
     result = sse_concurrency.run(clients, duration, ["asgi"], load_processes=2)
     print()
     print(sse_concurrency.format_table(result))
-    s = result["runs"][0]["summary"]
-    print(f"fully served: {s['served']}/{clients}; events {s['events']} of {s['expected_events']} "
-          f"due; errors {s['errors']}; ramp {result['runs'][0]['load']['ramp_s']:.1f} s")
+    print(big_line(result))
     return result
 
 

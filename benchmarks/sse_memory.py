@@ -13,6 +13,7 @@ Read it next to the server's code: the app's suspended coroutine (`create_task(s
 the scope dict, the h11 connection, the asyncio transport and its socket. The first line of
 the report is the total, in bytes per client; RSS per client is usually within a few percent
 of it (the C allocator's own overhead is not counted here, and tracemalloc adds its own).
+`--json FILE` writes the sites with the machine; `markdown(result)` is the same list as a table.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import os
 import subprocess
 import sys
 import tracemalloc
+
+from harness import markdown_table, measured, text_table
 
 from asgi_lab.apps.sse import app
 from asgi_lab.asgi.server import Server
@@ -67,6 +70,30 @@ async def measure(clients: int) -> tuple[list, float]:
     return stats, sum(stat.size_diff for stat in stats) / clients
 
 
+HEADER = ["allocated at", "code", "bytes", "blocks"]
+NOTE = "bytes, blocks: per client. Compare with KB/client in benchmarks/sse_clients.py (RSS)."
+
+
+def title(result: dict) -> str:
+    return (f"{result['clients']} waiting SSE clients on our ASGI server: {result['bytes_per_client']:,.0f} "
+            "bytes per client (Python allocations, tracemalloc)")
+
+
+def rows(result: dict) -> list[list[str]]:
+    """The largest allocation sites, per client."""
+    n = result["clients"]
+    return [[f"{site['file']}:{site['line']}", site.get("code", ""), f"{site['bytes'] / n:,.0f}",
+             f"{site['blocks'] / n:.1f}"] for site in result["sites"]]
+
+
+def markdown(result: dict) -> str:
+    """The printed list of a result file, as a Markdown table."""
+    code = [[f"`{site}`", "`{}`".format(line.replace("|", "\\|")) if line else "", *rest]
+            for site, line, *rest in rows(result)]
+    return "\n".join([title(result) + ".", "", markdown_table(HEADER, code, left=2), "", NOTE, "",
+                      measured(result)])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=1000)
@@ -75,22 +102,20 @@ def main() -> int:
     args = parser.parse_args()
     raise_open_files_limit(args.clients)
     stats, total = asyncio.run(measure(args.clients))
-    print(f"{args.clients} waiting SSE clients on our ASGI server: {total:,.0f} bytes per client "
-          "(Python allocations, tracemalloc)\n")
-    print(f"{'bytes':>6} {'blocks':>6}  allocated at")
+    sites = []
     for stat in stats[:args.top]:
         frame = stat.traceback[0]
-        line = linecache.getline(frame.filename, frame.lineno).strip()
-        print(f"{stat.size_diff / args.clients:6.0f} {stat.count_diff / args.clients:6.1f}  "
-              f"{short(frame.filename)}:{frame.lineno}  {line[:70]}")
-    print("\nbytes, blocks: per client. Compare with KB/client in benchmarks/sse_clients.py (RSS).")
+        sites.append({"file": short(frame.filename), "line": frame.lineno, "bytes": stat.size_diff,
+                      "blocks": stat.count_diff,
+                      "code": linecache.getline(frame.filename, frame.lineno).strip()[:70]})
+    result = {"benchmark": "sse_memory", "clients": args.clients, "bytes_per_client": total, "sites": sites}
+    print(f"{title(result)}\n")
+    print(text_table(HEADER, rows(result), left=2))
+    print(f"\n{NOTE}")
     if args.json:
         from asgi_lab.experiments.results import write_result
 
-        sites = [{"file": short(stat.traceback[0].filename), "line": stat.traceback[0].lineno,
-                  "bytes": stat.size_diff, "blocks": stat.count_diff} for stat in stats[:args.top]]
-        write_result({"benchmark": "sse_memory", "clients": args.clients,
-                      "bytes_per_client": total, "sites": sites}, args.json, indent=1)
+        write_result(result, args.json, indent=1)
         print(f"wrote {args.json}")
     return 0
 

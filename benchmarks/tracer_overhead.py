@@ -18,6 +18,7 @@ Load comes from the shared benchmark harness (`wrk` if installed, else its async
 in interleaved rounds. The claim holds if `tracer=None` is no further from the reference than
 `same, again` is: the last table gives, round by round, each server's ratio to the reference
 measured in the same round (a shared machine drifts; a round's neighbours drift with it).
+`markdown(result)` gives both tables from a `--json` file's raw rounds.
 """
 
 from __future__ import annotations
@@ -140,18 +141,62 @@ def serve() -> None:
     asyncio.run(main())
 
 
-def paired(results, name: str, reference: str, scenario: str, cpu: bool) -> list[float]:
+PAIRED_HEADER = ["scenario", "measure", "same, again (noise)", "tracer=None", "tracer on"]
+
+
+def paired(rounds, name: str, reference: str, scenario: str, cpu: bool) -> list[float]:
     """Round by round, `name` against `reference` measured in the same round (higher is better
-    for both measures): slow drifts of a shared machine cancel out."""
-    ours, theirs = results[(name, scenario)], results[(reference, scenario)]
+    for both measures): slow drifts of a shared machine cancel out. `rounds` is harness.group's
+    {(server, scenario): [LoadResult, ...]}."""
+    ours, theirs = rounds[(name, scenario)], rounds[(reference, scenario)]
     if cpu:
         return [t.cpu_us_per_request / o.cpu_us_per_request for o, t in zip(ours, theirs)]
     return [o.requests_per_s / t.requests_per_s for o, t in zip(ours, theirs)]
 
 
+def paired_rows(result: dict) -> list[list[str]]:
+    """The last table: per scenario and measure, each server's round-by-round ratios to the
+    reference, as "median [min-max]"."""
+    from harness import group, unique
+
+    rounds = group(result["runs"], "server", "scenario")
+    rows = []
+    for scenario in unique(run["scenario"] for run in result["runs"]):
+        for cpu, measure in ((False, "req/s"), (True, "CPU per req")):
+            cells = []
+            for name in PAIRED_HEADER[2:]:
+                ratios = paired(rounds, name.replace(" (noise)", ""), result["reference"], scenario, cpu)
+                cells.append(f"{statistics.median(ratios):.3f}x [{min(ratios):.2f}-{max(ratios):.2f}]")
+            rows.append([scenario, measure, *cells])
+    return rows
+
+
+PAIRED_NOTE = ("The claim holds when tracer=None is no further from 1.00x than 'same, again' (two processes "
+               "of the same server: the noise). CPU per request is the server's user+system time per "
+               "request, inverted: higher is better, like req/s.")
+
+
+def markdown(result: dict) -> str:
+    """Both printed tables of a result file, from its raw rounds, as Markdown."""
+    from harness import ROUNDS_HEADER, markdown_table, measured, rounds_note, rounds_rows
+
+    reference = result["reference"]
+    return "\n".join([
+        f"Hello world (`{result['app']}`) on three builds of our ASGI server; the reference, `{reference}`, "
+        f"is a copy without its {result['tracer_blocks_removed']} tracer blocks. {result['rounds']} "
+        f"interleaved rounds of {result['seconds']:g} s, {result['connections']} connections, load from "
+        f"{result['client']}.", "",
+        markdown_table(ROUNDS_HEADER, rounds_rows(result["runs"], reference), left=2), "",
+        rounds_note(reference), "",
+        f"Round-by-round ratios against `{reference}` in the same round: median [min-max].", "",
+        markdown_table(PAIRED_HEADER, paired_rows(result), left=2), "",
+        PAIRED_NOTE, "",
+        measured(result)])
+
+
 def main() -> None:
     from asgi_lab.experiments.results import write_result
-    from harness import client_name, interleaved, print_table, raw_rounds
+    from harness import client_name, interleaved, print_table, raw_rounds, text_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9)
@@ -176,25 +221,18 @@ def main() -> None:
               f"connections, load from {client_name()}")
         results = interleaved(servers, scenarios, args.rounds, args.seconds)
         print_table(results, servers, scenarios, reference=reference)
+    result = {"benchmark": "tracer_overhead", "app": APP, "rounds": args.rounds,
+              "seconds": args.seconds, "connections": args.connections,
+              "client": client_name(), "tracer_blocks_removed": removed,
+              "reference": reference, "runs": raw_rounds(results)}
 
     # The noise: the reference against an identical copy of itself ("same, again"). The
     # claim holds when tracer=None is no further from 1.00x than that A/A comparison.
     print(f"\nround-by-round ratios against '{reference}' in the same round: median [min - max]")
-    print(f"{'scenario':<12} {'measure':<14} {'same, again (noise)':>24} {'tracer=None':>24} {'tracer on':>24}")
-    for scenario in scenarios:
-        for cpu, measure in ((False, "req/s"), (True, "CPU per req")):
-            cells = []
-            for name in ("same, again", "tracer=None", "tracer on"):
-                ratios = paired(results, name, reference, scenario, cpu)
-                cells.append(f"{statistics.median(ratios):.3f}x [{min(ratios):.2f}-{max(ratios):.2f}]")
-            print(f"{scenario:<12} {measure:<14} " + " ".join(f"{c:>24}" for c in cells))
-    print("(CPU per request is the server's user+system time per request, inverted: "
-          "higher is better, like req/s)")
+    print(text_table(PAIRED_HEADER, paired_rows(result), left=2))
+    print(f"({PAIRED_NOTE})")
     if args.json:
-        write_result({"benchmark": "tracer_overhead", "app": APP, "rounds": args.rounds,
-                      "seconds": args.seconds, "connections": args.connections,
-                      "client": client_name(), "tracer_blocks_removed": removed,
-                      "reference": reference, "runs": raw_rounds(results)}, args.json, indent=1)
+        write_result(result, args.json, indent=1)
         print(f"wrote {args.json}")
 
 

@@ -15,7 +15,7 @@ Servers are measured in interleaved rounds (A B C, then C B A, ...) because the 
 shared and noisy. Besides round trips/s and times, the table shows each server's own CPU time
 per round trip, read from the kernel: the figure other load on the machine disturbs least.
 Issue targets: >= 1.2x uvicorn-wsproto round trips/s, and a 1 MiB round trip no slower than
-uvicorn-wsproto's.
+uvicorn-wsproto's. `markdown(result)` is the same table, from a `--json` file's rounds.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ import subprocess
 import sys
 import time
 
+from harness import (baseline_line, markdown_table, measured, median, number, paired_median, ratio,
+                     spread, text_table, unique)
 from wsproto import Connection, ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Message, Request
 
@@ -263,53 +265,92 @@ def main() -> None:
         for proc in procs:
             proc.stop()
 
-    reference = "uvicorn-wsproto" if any(p.name == "uvicorn-wsproto" for p in procs) else procs[0].name
+    result = {"benchmark": "ws_echo", "app": APP, "rounds": args.rounds,
+              "seconds": args.seconds, "clients": args.clients,
+              "big_repeat": args.big_repeat, "baseline": args.baseline,
+              "baseline_commit": git_commit(args.baseline) if args.baseline else None,
+              "errors": errors,
+              "runs": [{"server": name, "metric": metric, "values": values}
+                       for (name, metric), values in results.items()]}
+    print()
+    print(text_table(HEADER, table_rows(result)))
+    print(f"({note(result)})")
+    for line in ratio_lines(result):
+        print(line)
+    if args.json:
+        write_result(result, args.json, indent=1)
+        print(f"wrote {args.json}")
+
+
+REFERENCE = "uvicorn-wsproto"
+HEADER = ["server", "round trips/s", "ratio", "min-max", "errors", "CPU us/trip", "ratio",
+          "1 MiB ms", "ratio", "CPU ms", "ratio"]
+
+
+def values_of(result: dict) -> dict[tuple[str, str], list[float]]:
+    """{(server, metric): per-round values}, metrics rps, cpu, big, big_cpu."""
+    return {(run["server"], run["metric"]): run["values"] for run in result["runs"]}
+
+
+def reference_of(result: dict) -> str:
+    names = unique(run["server"] for run in result["runs"])
+    return REFERENCE if REFERENCE in names else names[0]
+
+
+def table_rows(result: dict) -> list[list[str]]:
+    """One row per server: medians over the rounds, and each ratio the median of the per-round
+    ratios against the reference (the two ran a second or two apart, under much the same load)."""
+    values, reference = values_of(result), reference_of(result)
+    rows = []
+    for name in unique(run["server"] for run in result["runs"]):
+        def cells(metric: str, digits: int) -> list[str]:
+            return [number(median(values[(name, metric)]), digits),
+                    ratio(paired_median(values[(name, metric)], values[(reference, metric)]))]
+
+        rps, cpu, big, big_cpu = cells("rps", 0), cells("cpu", 1), cells("big", 2), cells("big_cpu", 2)
+        rows.append([name, *rps, spread(values[(name, "rps")]), str(result["errors"].get(name, 0)),
+                     *cpu, *big, *big_cpu])
+    return rows
+
+
+def note(result: dict) -> str:
+    return (f"Values are medians over rounds; each ratio is the median of the per-round ratios against "
+            f"{reference_of(result)}. CPU us/trip and CPU ms are the server's own CPU time per round trip "
+            "(per 1 MiB round trip), the figures least disturbed by other load on a shared machine; "
+            "lower is better for them and for 1 MiB ms, higher for round trips/s.")
+
+
+def ratio_lines(result: dict) -> list[str]:
+    values = values_of(result)
+    names = unique(run["server"] for run in result["runs"])
 
     def paired(name: str, other: str, metric: str) -> float:
-        """Median over rounds of (name / other) measured in the same round: the two ran
-        a second or two apart, so they saw much the same background load."""
-        pairs = zip(results[(name, metric)], results[(other, metric)])
-        ratios = [a / b for a, b in pairs if a and b]  # a round where a client failed is left out
-        return statistics.median(ratios) if ratios else float("nan")
+        return paired_median(values[(name, metric)], values[(other, metric)])
 
-    def ratio(name: str, metric: str) -> float:
-        return paired(name, reference, metric)
+    lines = []
+    if REFERENCE in names:
+        lines.append(f"asgi_lab / {REFERENCE}: round trips/s {ratio(paired('asgi_lab', REFERENCE, 'rps'))} "
+                     f"(target >= 1.2x), server CPU per round trip {ratio(paired('asgi_lab', REFERENCE, 'cpu'))}; "
+                     f"1 MiB round trip time {ratio(paired('asgi_lab', REFERENCE, 'big'))} (target <= 1.0x), "
+                     f"server CPU per 1 MiB round trip {ratio(paired('asgi_lab', REFERENCE, 'big_cpu'))}")
+    if "baseline" in names:
+        lines.append(f"asgi_lab / baseline (median of per-round ratios): round trips/s "
+                     f"{ratio(paired('asgi_lab', 'baseline', 'rps'), 3)}, server CPU per round trip "
+                     f"{ratio(paired('asgi_lab', 'baseline', 'cpu'), 3)}, 1 MiB time "
+                     f"{ratio(paired('asgi_lab', 'baseline', 'big'), 3)}")
+    return lines
 
-    def median(name: str, metric: str) -> float:
-        return statistics.median(results[(name, metric)])
 
-    print(f"\n{'server':<16} {'round trips/s':>13} {'ratio':>6} {'spread':>13} {'errors':>6}"
-          f" {'CPU us/trip':>11} {'ratio':>6} {'1 MiB ms':>9} {'ratio':>6} {'CPU ms':>7} {'ratio':>6}")
-    for proc in procs:
-        name = proc.name
-        spread = f"{min(results[(name, 'rps')]):.0f}-{max(results[(name, 'rps')]):.0f}"
-        print(f"{name:<16} {median(name, 'rps'):>13.0f} {ratio(name, 'rps'):>5.2f}x {spread:>13} "
-              f"{errors[name]:>6} {median(name, 'cpu'):>11.1f} {ratio(name, 'cpu'):>5.2f}x "
-              f"{median(name, 'big'):>9.2f} {ratio(name, 'big'):>5.2f}x "
-              f"{median(name, 'big_cpu'):>7.2f} {ratio(name, 'big_cpu'):>5.2f}x")
-    print(f"(values are medians over rounds; each ratio is the median of the per-round ratios "
-          f"against {reference}.\n CPU us/trip and CPU ms are the server's own CPU time per round "
-          f"trip, the figures least\n disturbed by other load on a shared machine.)")
-    if reference != procs[0].name:
-        ours = procs[0].name
-        print(f"\nasgi_lab / uvicorn-wsproto: round trips/s {ratio(ours, 'rps'):.2f}x (target >= 1.2x), "
-              f"server CPU per round trip {ratio(ours, 'cpu'):.2f}x;\n"
-              f"1 MiB round trip time {ratio(ours, 'big'):.2f}x (target <= 1.0x), "
-              f"server CPU per 1 MiB round trip {ratio(ours, 'big_cpu'):.2f}x")
-    if args.baseline:
-        print(f"\nasgi_lab / baseline (median of per-round ratios): round trips/s "
-              f"{paired('asgi_lab', 'baseline', 'rps'):.3f}x, server CPU per round trip "
-              f"{paired('asgi_lab', 'baseline', 'cpu'):.3f}x, 1 MiB time "
-              f"{paired('asgi_lab', 'baseline', 'big'):.3f}x")
-    if args.json:
-        runs = [{"server": name, "metric": metric, "values": values}
-                for (name, metric), values in results.items()]
-        write_result({"benchmark": "ws_echo", "app": APP, "rounds": args.rounds,
-                      "seconds": args.seconds, "clients": args.clients,
-                      "big_repeat": args.big_repeat, "baseline": args.baseline,
-                      "baseline_commit": git_commit(args.baseline) if args.baseline else None,
-                      "errors": errors, "runs": runs}, args.json, indent=1)
-        print(f"wrote {args.json}")
+def markdown(result: dict) -> str:
+    """The printed table and ratios of a result file, from its per-round values, as Markdown."""
+    return "\n".join([
+        f"WebSocket echo (`{result['app']}`), {result['rounds']} interleaved rounds: {result['clients']} "
+        f"clients echoing 16-byte messages for {result['seconds']:g} s, then {result['big_repeat']} x 1 MiB "
+        "round trips, on each server.", "",
+        markdown_table(HEADER, table_rows(result)), "",
+        note(result), "",
+        *(f"- {line}" for line in ratio_lines(result)), "",
+        measured(result) + baseline_line(result)])
 
 
 if __name__ == "__main__":

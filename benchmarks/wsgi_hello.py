@@ -22,6 +22,7 @@ then has a core of its own. `--json FILE` writes every round with the machine an
 To measure a change to our server, A/B in the same run: `--baseline DIR` adds a server
 "baseline", our server imported from the `asgi_lab` package under DIR (say, an older
 checkout: `git worktree add /tmp/base HEAD~1`), interleaved with the others.
+`markdown(result)` gives the tables of a `--json` file, computed again from its rounds.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ import os
 import re
 import selectors
 import socket
-import statistics
 import subprocess
 import sys
 import time
+
+from harness import baseline_line, markdown_table, measured, median, number, spread, text_table, unique
 
 from asgi_lab.experiments.results import git_commit, write_result
 from asgi_lab.experiments.servers import (BASELINE_HELP, SERVERS, ServerProcess, ServerSpec, ours,
@@ -197,46 +199,68 @@ def main() -> None:
         for server in servers:
             server.stop(10)
 
-    pinned = f", servers pinned to CPU {args.pin}" if args.pin else ""
+    runs = [{"connections": n, "server": name, "mode": mode, "round": i, **run}
+            for (n, name, mode), rounds in results.items() for i, run in enumerate(rounds)]
+    result = {"benchmark": "wsgi_hello", "app": APP, "threads": args.threads,
+              "rounds": args.rounds, "duration": args.duration, "warmup": args.warmup,
+              "connections": sweep, "client": args.client, "pin": args.pin,
+              "baseline": args.baseline,
+              "baseline_commit": git_commit(args.baseline) if args.baseline else None,
+              "runs": runs}
     for connections in sweep:
-        print(f"\nhello world, {args.threads} threads, {connections} connections, {args.client} client"
-              f"{pinned}, median of {args.rounds} rounds x {args.duration:.0f} s (min-max in brackets)\n")
-        print_table({(name, mode): runs for (n, name, mode), runs in results.items() if n == connections},
-                    servers, modes)
-    print("\nreq/s: higher is better; 'ours / it' > 1 means we served more.")
-    print("CPU us/req: server CPU time (all its processes) per request, lower is better; 'it / ours' > 1")
-    print("means it spent more. On a busy machine req/s swings with the scheduler; CPU per request less so.")
-    print("targets (issue 22): req/s >= 1.0x waitress and >= 1.5x gunicorn gthread, both modes, "
-          "at 16 and 50 connections, pinned and unpinned")
+        print(f"\n{title(result, connections)}\n")
+        print(text_table(HEADER, table_rows(runs, connections), left=2))
+    print(f"\n{NOTE}")
+    print(TARGETS)
     if args.json:
-        runs = [{"connections": n, "server": name, "mode": mode, "round": i, **run}
-                for (n, name, mode), rounds in results.items() for i, run in enumerate(rounds)]
-        write_result({"benchmark": "wsgi_hello", "app": APP, "threads": args.threads,
-                      "rounds": args.rounds, "duration": args.duration, "warmup": args.warmup,
-                      "connections": sweep, "client": args.client, "pin": args.pin,
-                      "baseline": args.baseline,
-                      "baseline_commit": git_commit(args.baseline) if args.baseline else None,
-                      "runs": runs}, args.json, indent=1)
+        write_result(result, args.json, indent=1)
         print(f"wrote {args.json}")
 
 
-def print_table(results: dict[tuple[str, str], list[dict]], servers: list[ServerProcess],
-                modes: list[str]) -> None:
-    print(f"{'mode':11}{'server':10}{'req/s':>8}  {'range':>15}  {'ours / it':>9}   "
-          f"{'CPU us/req':>10}  {'it / ours':>9}")
-    for mode in modes:
-        ours_runs = results.get(("asgi_lab", mode))
-        for server in servers:
-            runs = results[(server.name, mode)]
-            rates = [r["rps"] for r in runs]
-            median = statistics.median(rates)
-            cpu = statistics.median(r["cpu_us"] for r in runs)
+HEADER = ["mode", "server", "req/s", "min-max", "ours / it", "CPU us/req", "it / ours", "client CPU"]
+NOTE = ("req/s: higher is better; 'ours / it' > 1 means we served more. CPU us/req: server CPU time "
+        "(all its processes) per request, lower is better; 'it / ours' > 1 means it spent more. On a "
+        "busy machine req/s swings with the scheduler; CPU per request less so. 'client CPU': the load "
+        "client's share of a core (near 100%: the client, not the server, was the limit).")
+TARGETS = ("targets (issue 22): req/s >= 1.0x waitress and >= 1.5x gunicorn gthread, both modes, "
+           "at 16 and 50 connections, pinned and unpinned")
+
+
+def title(result: dict, connections: int) -> str:
+    pinned = f", servers pinned to CPU {result['pin']}" if result.get("pin") else ""
+    return (f"hello world, {result['threads']} threads, {connections} connections, {result['client']} client"
+            f"{pinned}, median of {result['rounds']} rounds x {result['duration']:g} s")
+
+
+def table_rows(runs: list[dict], connections: int) -> list[list[str]]:
+    """One row per (mode, server) at `connections`, medians of the rounds; ours / it for the
+    others (ratio of the medians): req/s, and CPU time per request inverted (it / ours)."""
+    runs = [run for run in runs if run["connections"] == connections]
+    rows = []
+    for mode in unique(run["mode"] for run in runs):
+        by_server = {name: [run for run in runs if run["mode"] == mode and run["server"] == name]
+                     for name in unique(run["server"] for run in runs)}
+        ours = by_server.get("asgi_lab")
+        for name, rounds in by_server.items():
+            rps, cpu = median(r["rps"] for r in rounds), median(r["cpu_us"] for r in rounds)
             ratio = cpu_ratio = ""
-            if ours_runs and server.name != "asgi_lab":
-                ratio = f"{statistics.median(r['rps'] for r in ours_runs) / median:8.2f}x"
-                cpu_ratio = f"{cpu / statistics.median(r['cpu_us'] for r in ours_runs):8.2f}x"
-            print(f"{mode:11}{server.name:10}{median:8.0f}  {f'[{min(rates):.0f}-{max(rates):.0f}]':>15}  "
-                  f"{ratio:>9}   {cpu:10.0f}  {cpu_ratio:>9}")
+            if ours and name != "asgi_lab":
+                ratio = f"{median(r['rps'] for r in ours) / rps:.2f}x"
+                cpu_ratio = f"{cpu / median(r['cpu_us'] for r in ours):.2f}x"
+            client = median(r["client_cpu"] for r in rounds)
+            rows.append([mode, name, number(rps), spread(r["rps"] for r in rounds), ratio, number(cpu),
+                         cpu_ratio, f"{client:.0%}" if client == client else "-"])
+    return rows
+
+
+def markdown(result: dict) -> str:
+    """The printed tables of a result file, one per number of connections, from its rounds."""
+    out = []
+    for connections in result["connections"]:
+        out += [f"**{title(result, connections)}**", "",
+                markdown_table(HEADER, table_rows(result["runs"], connections), left=2), ""]
+    return "\n".join([*out, NOTE + " " + TARGETS[0].upper() + TARGETS[1:] + ".", "",
+                      measured(result) + baseline_line(result)])
 
 
 if __name__ == "__main__":

@@ -4,11 +4,12 @@ the README's marked blocks: the figures a reader sees are never typed.
     python tools/render_results.py            # called by `make docs` and `make bench`
     python tools/render_results.py --check    # exit 1 if the README's blocks are out of date
     python tools/render_results.py --pages-only   # only the docs pages (tests/test_docs_site.py)
+    python tools/render_results.py --pages-only --results /tmp/results   # the pages of other files
 
-Reads every `benchmarks/results/*.json` and `notebooks/data/*.json`. Each holds the raw
-numbers of one run and where they came from: `command`, and `machine` = {commit, date,
-cpu_model, cores, python, load_average} (older experiment files keep the same facts under
-`environment`, with `cpus` and `time`); a missing fact is shown as "unknown".
+Reads every `benchmarks/results/*.json` (or `--results DIR`'s) and `notebooks/data/*.json`.
+Each holds the raw numbers of one run and where they came from: `command`, and `machine` =
+{commit, date, cpu_model, cores, python, load_average} (older experiment files keep the same
+facts under `environment`, with `cpus` and `time`); a missing fact is shown as "unknown".
 
 Writes
 - `docs/performance.md` and `docs/reliability.md` (not committed: built from the results by
@@ -23,9 +24,12 @@ A result measured at a commit that does not contain the last commit touching `as
 The README's blocks depend on the result files alone (so `--check` stays true until a result
 changes) and link to the pages for that mark.
 
-A benchmark script may offer `markdown(result) -> str` (as `benchmarks/slow_clients.py`
-does): its table is used for its results. Any other result file gets its facts, its command
-and its parameters, so a new benchmark appears on the page the day it writes a file.
+A benchmark script offers `markdown(result) -> str` (each of `benchmarks/*.py` that writes a
+result file does, sharing `benchmarks/harness.py`'s table helpers): its tables, computed from
+the file's raw rounds, are used for its results (a file without a `benchmark` key, from an
+older script, is matched to `benchmarks/<its name, - as _>.py`). Any other result file gets its
+facts, its command and its parameters, so a new benchmark appears on the page the day it
+writes a file.
 """
 
 from __future__ import annotations
@@ -48,7 +52,17 @@ RELIABILITY = {"slow_clients", "soak", "floods", "shutdown", "fuzz"}
 SERVER_CODE = "asgi_lab/"
 UNKNOWN = "unknown"
 TITLES = {"sse-sweep": "SSE clients: threads against coroutines, 100 to 10,000 clients",
-          "slow_clients": "Slow clients against a 4-thread WSGI pool"}
+          "slow_clients": "Slow clients against a 4-thread WSGI pool",
+          "http_hello": "Hello world over HTTP/1.1: our ASGI server, uvicorn (h11) and hypercorn",
+          "ws_echo": "WebSocket echo: round trips per second and a 1 MiB round trip, against uvicorn (wsproto)",
+          "chat_load": "A chat room's broadcasts: deliveries per second and lag, against uvicorn (wsproto)",
+          "wsgi_hello": "Hello world over WSGI: our threaded server, gunicorn (gthread) and waitress",
+          "tracer_overhead": "Is tracing free when it is off? Three builds of our ASGI server",
+          "sse_clients": "SSE clients per server: memory, threads and lag (the issue-6 targets)",
+          "sse_memory": "Where a waiting SSE client's memory goes: Python's allocations, line by line",
+          "gunicorn_workers": "Our ASGI worker in gunicorn: one worker process against two",
+          "soak": "Soak: mixed traffic for a while, then back to idle",
+          "floods": "Floods and slow peers: bounded memory, idle connections closed"}
 """A heading for the kinds of result known here; any other is headed by its name."""
 SSE_CLIENTS = 1000
 BLOCK = re.compile(r"(<!-- results:begin (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- results:end (?P=name) -->)", re.S)
@@ -72,6 +86,25 @@ def facts(result: dict) -> dict:
 
 def name_of(result: dict, path: Path) -> str:
     return str(result.get("benchmark") or result.get("experiment") or path.stem)
+
+
+def title_of(result: dict, path: Path) -> str:
+    """The section's heading: the kind's title, and what sets this file apart from others of
+    its kind (wsgi_hello runs unpinned and pinned; soak may end with SIGTERM, or pause)."""
+    name = name_of(result, path)
+    title = TITLES.get(name) or TITLES.get(name.replace("-", "_"), name)
+    if result.get("pin"):
+        title += f", servers pinned to CPU {result['pin']}"
+    if result.get("sigterm"):
+        title += ", ended by SIGTERM under load"
+    if result.get("pause"):
+        title += f", the server frozen for {result['pause']:g} s halfway"
+    return title
+
+
+def shown(path: Path) -> str:
+    """A result file's path as the page shows it: from the repository's root when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def show(value) -> str:
@@ -122,21 +155,27 @@ def staleness(commit: str | None) -> str | None:
 # -- renderers ---------------------------------------------------------------------------------------
 
 
-def script_markdown(result: dict) -> str | None:
-    """The table of `benchmarks/<benchmark>.py`'s own `markdown(result)`, if it has one."""
-    script = ROOT / "benchmarks" / f"{result.get('benchmark')}.py"
-    if not result.get("benchmark") or not script.exists():
+def script_markdown(result: dict, path: Path | None = None) -> str | None:
+    """The table of `benchmarks/<benchmark>.py`'s own `markdown(result)`, if it has one. A file
+    with neither `benchmark` nor `experiment` (an older script's) is matched by its name."""
+    benchmark = result.get("benchmark")
+    if not benchmark and path is not None and not result.get("experiment"):
+        benchmark = path.stem.replace("-", "_")
+    script = ROOT / "benchmarks" / f"{benchmark}.py"
+    if not benchmark or not script.exists():
         return None
     sys.path.insert(0, str(script.parent))
     try:
         spec = importlib.util.spec_from_file_location(f"_bench_{script.stem}", script)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # as an import would: a dataclass in the script looks itself up
         spec.loader.exec_module(module)
         return module.markdown(result) if hasattr(module, "markdown") else None
     except Exception as exc:  # a renderer that breaks must not take the page with it
         return f"(`{script.relative_to(ROOT)}`'s `markdown()` failed on this file: {type(exc).__name__}: {exc})"
     finally:
         sys.path.remove(str(script.parent))
+        sys.modules.pop(f"_bench_{script.stem}", None)
 
 
 def parameters(result: dict) -> str:
@@ -189,7 +228,7 @@ def sse_charts(sweep: dict, path: Path, folder: Path) -> list[tuple[str, Path]]:
     from asgi_lab.experiments.measure import source_line
     from asgi_lab.viz import charts
 
-    rel = str(path.relative_to(ROOT))
+    rel = shown(path)
     made = []
     names = ("threads", "memory", "never-served")
     if all(fresh(folder / f"{path.stem}-{name}.png", path) for name in names):
@@ -207,9 +246,8 @@ def sse_charts(sweep: dict, path: Path, folder: Path) -> list[tuple[str, Path]]:
 def section(path: Path, result: dict, folder: Path) -> str:
     """One result file as a page section: what, where and when, how, the numbers."""
     f = facts(result)
-    rel = path.relative_to(ROOT)
     name = name_of(result, path)
-    out = [f"## {TITLES.get(name, name)}", "", f"From `{rel}` ({name}). {facts_line(f)}", ""]
+    out = [f"## {title_of(result, path)}", "", f"From `{shown(path)}` ({name}). {facts_line(f)}", ""]
     stale = staleness(f["commit"])
     if stale:
         out += [":::{warning}", stale, ":::", ""]
@@ -221,7 +259,7 @@ def section(path: Path, result: dict, folder: Path) -> str:
         for name, png in sse_charts(result, path, folder):
             out += [f"![{name}]({Path('_generated') / png.name})", ""]
         return "\n".join(out)
-    table = script_markdown(result)
+    table = script_markdown(result, path)
     if table:
         out += [table, ""]
     else:
@@ -255,9 +293,10 @@ them.
 }
 
 
-def render_pages() -> dict[Path, str]:
+def render_pages(sources: list[Path] | None = None) -> dict[Path, str]:
+    """{page path: its Markdown}, from the result files in `sources` (default: SOURCES)."""
     sections: dict[str, list[str]] = {page: [] for page in PAGES}
-    for folder in SOURCES:
+    for folder in SOURCES if sources is None else sources:
         for path in sorted(folder.glob("*.json")):
             result = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(result, dict):
@@ -333,7 +372,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--check", action="store_true", help="only check the README's blocks")
     parser.add_argument("--pages-only", action="store_true",
                         help="write the docs pages (not committed) only, not the README or its chart")
+    parser.add_argument("--results", metavar="DIR", type=Path,
+                        help="read the benchmarks' result files from DIR instead of benchmarks/results "
+                             "(notebooks/data is read as always); only with --pages-only")
     args = parser.parse_args(argv)
+    if args.results and not args.pages_only:
+        parser.error("--results renders the pages only: add --pages-only (the README's blocks come "
+                     "from the committed result files)")
     readme_path = ROOT / "README.md"
     readme = readme_path.read_text(encoding="utf-8")
     rendered = readme_with_results(readme)
@@ -344,7 +389,8 @@ def main(argv: list[str]) -> int:
         return 0
     import matplotlib
     matplotlib.use("Agg")
-    pages = render_pages()
+    sources = [args.results.resolve(), *SOURCES[1:]] if args.results else None
+    pages = render_pages(sources)
     for path, text in pages.items():
         write(path, text)
     print(f"rendered {', '.join(str(p.relative_to(ROOT)) for p in pages)}", end="")
