@@ -127,6 +127,15 @@ def advance(state: enum.Enum, new: enum.Enum, allowed: dict) -> enum.Enum:
     return new
 
 
+FIRST_REQUEST_WAIT = 0.5
+"""At shutdown, how long (seconds) a connection that has not sent its first request yet stays
+open for it. Its client connected before the server stopped listening, so its request may be
+on its way (a client sends it right after connecting): closing at once would lose a request
+already sent, which a reload under load shows (`gunicorn -HUP`, tests/test_workers.py). A
+connection that has been answered and waits for its next request is idle: it is closed at
+once, and RFC 9112 §9.3.1 lets its client retry on a new connection."""
+
+
 def tick_interval(config: Config) -> float:
     """How often a server checks the deadlines of its idle connections: a quarter of the
     shortest timeout, from 50 ms to 1 s. A connection is closed one to two ticks late
@@ -178,6 +187,17 @@ class ResponseHeads:
         if head is None:
             head = heads[key] = build(*args)  # a bad status or header raises here, uncached
         return head
+
+
+def with_close(head: h11.Response) -> h11.Response:
+    """`head` with `Connection: close`: "the sender will close this connection after
+    completion of the response" (RFC 9112 §9.6), so the client does not send another request
+    on it. (h11 then closes its side too.)"""
+    headers = head.headers.raw_items()
+    if any(name.lower() == b"connection" and b"close" in value.lower() for name, value in headers):
+        return head
+    return h11.Response(status_code=head.status_code, headers=[*headers, (b"connection", b"close")],
+                        reason=head.reason)
 
 
 def address(sockname) -> tuple[str, int | None] | None:
@@ -253,6 +273,11 @@ class ConnectionCore:
         self.status = 0                  # for the access log: the response's status code,
         self.started = 0.0               # when its request head was complete,
         self.sent = 0                    # and how many bytes of it went out
+
+    def first_request_pending(self) -> bool:
+        """No request has arrived on this connection yet (h11 has seen no request line): at
+        shutdown, not an idle connection but one whose request may be on its way."""
+        return self.conn.their_http_version is None
 
     # -- bytes in, events out ---------------------------------------------------------------
 
@@ -330,6 +355,8 @@ class ConnectionCore:
         head = self.head
         if head is not None:
             self.head = None
+            if not self.keep_alive:  # shutting down: say that we close (RFC 9112 §9.6)
+                head = with_close(head)
             if tracer is not None:
                 tracer.emit(self.id, "h11", "Response", describe_event(head))
             pieces.append(send(head))

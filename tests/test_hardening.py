@@ -32,6 +32,7 @@ from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from asgi_lab.apps import soak
 from asgi_lab.background import serve_in_background
+from asgi_lab.core import FIRST_REQUEST_WAIT
 
 KiB, MiB = 1024, 1024 * 1024
 SOCKET_READ = 256 * KiB  # the most asyncio reads from a socket in one go (selector transport)
@@ -681,6 +682,45 @@ def test_requests_arriving_as_shutdown_begins_are_answered_not_reset(kind):
                 lost += 1
             sock.close()
     assert lost == 0, f"{lost} of 150 requests were not answered"
+
+
+@pytest.mark.parametrize("kind, threads", [("asgi", None), ("wsgi", 8), ("wsgi", 0)],
+                         ids=["asgi", "wsgi-pool", "wsgi-thread-per-connection"])
+def test_a_first_request_sent_just_after_shutdown_began_is_answered(kind, threads):
+    """Clients that connected before the server stopped listening, whose first request arrives
+    after shutdown began (a reload under load: gunicorn -HUP), are answered, not reset; a
+    client that connected and says nothing is closed after `FIRST_REQUEST_WAIT`, well within
+    the grace period."""
+    settings = {"timeout_graceful_shutdown": 3} | ({"threads": threads} if kind == "wsgi" else {})
+    server = start(kind, f"first-request-{threads}", **settings)
+    address = server.address
+    sockets = [connect(server, timeout=5) for _ in range(20)]
+    silent = connect(server, timeout=5)
+    if threads != 0:  # (a thread per connection: each is in its own thread's recv())
+        assert wait_until(lambda: len(server.server.idle_connections()) == 21, 5.0)
+    started = time.monotonic()
+    stopping = threading.Thread(target=server.stop)
+    stopping.start()
+
+    def refused() -> bool:  # the server no longer listens: shutdown has begun
+        try:
+            socket.create_connection(address, timeout=1).close()
+            return False
+        except OSError:
+            return True
+
+    assert wait_until(refused, 5.0)
+    for sock in sockets:
+        sock.sendall(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+    answers = [read_until_closed(sock, 5) for sock in sockets]
+    assert all(answer.startswith(b"HTTP/1.1 200 ") for answer in answers), answers
+    assert all(b"connection: close" in answer.lower() for answer in answers)
+    assert read_until_closed(silent, 5) == b""
+    stopping.join(10)
+    assert not stopping.is_alive()
+    assert time.monotonic() - started < FIRST_REQUEST_WAIT + 2.0  # not the 3 s grace period
+    for sock in [*sockets, silent]:
+        sock.close()
 
 
 @KINDS

@@ -24,8 +24,8 @@ import h11
 
 import enum
 
-from ..core import (COMPLETE, NEED_DATA, NOT_STARTED, ClientDisconnected, ConnectionCore, Refused,
-                    ResponseState, Wait, address, advance)
+from ..core import (COMPLETE, FIRST_REQUEST_WAIT, NEED_DATA, NOT_STARTED, ClientDisconnected,
+                    ConnectionCore, Refused, ResponseState, Wait, address, advance)
 from ..http11 import check_status, is_websocket_upgrade, reason_phrase
 from .scope import build_http_scope
 
@@ -239,16 +239,24 @@ class HTTPProtocol(asyncio.Protocol):
         (a long-poll, an SSE stream watching for the client to leave) gets `http.disconnect`
         now, the one way the ASGI spec gives to say "stop": such responses end at once."""
         self.core.keep_alive = False
-        if self.cycle is None:
-            if self.server.ssl_context is not None and not self.transport.get_write_buffer_size():
-                # Over TLS, close() would also wait for the client's own close_notify (up to
-                # asyncio's 30 s), which an idle pooled client, not reading, never sends; and
-                # nothing of ours is left to send: so cut it now.
-                self.transport.abort()
-            else:
-                self.transport.close()
-        else:
+        if self.cycle is not None:
             self.cycle.server_going_away()
+        elif self.core.first_request_pending():  # its request may be on its way: wait a moment
+            self.loop.call_later(FIRST_REQUEST_WAIT, self.close_if_idle)
+        else:
+            self.close_if_idle()
+
+    def close_if_idle(self) -> None:
+        """Shutting down: close the connection unless a request is being answered on it."""
+        if self.cycle is not None or self.transport.is_closing():
+            return
+        if self.server.ssl_context is not None and not self.transport.get_write_buffer_size():
+            # Over TLS, close() would also wait for the client's own close_notify (up to
+            # asyncio's 30 s), which an idle pooled client, not reading, never sends; and
+            # nothing of ours is left to send: so cut it now.
+            self.transport.abort()
+        else:
+            self.transport.close()
 
 
 class RequestResponseCycle:

@@ -411,15 +411,17 @@ class Connection:
         except OSError:  # nothing there (BlockingIOError), or the connection failed
             return False
 
-    def shutdown(self) -> None:
+    def shutdown(self, patient: bool = True) -> None:
         """(the server's `shutdown()`, from its thread) Graceful shutdown, as
         `HTTPProtocol.shutdown` in the ASGI shell: close after the response in flight. An
         idle connection with a thread of its own (threads=0) has that thread blocked in
         recv(): cut it now to wake it (with a pool, idle connections rest in the acceptor's
-        selector, which closes them). There is no way to tell a WSGI app to hurry."""
+        selector, which closes them); but while `patient`, not one whose first request may be
+        on its way (`core.FIRST_REQUEST_WAIT`). There is no way to tell a WSGI app to hurry."""
         self.keep_alive = False
         core = self.core
-        if not self.config.threads and core.wait is Wait.HEAD and core.head_bytes == 0:
+        if not self.config.threads and core.wait is Wait.HEAD and core.head_bytes == 0 \
+                and not (patient and core.first_request_pending()):
             self.abort()
 
     def abort(self) -> None:

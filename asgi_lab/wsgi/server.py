@@ -69,7 +69,7 @@ import time
 from collections.abc import Callable
 
 from ..config import Config
-from ..core import ResponseHeads, address, tick_interval, url
+from ..core import FIRST_REQUEST_WAIT, ResponseHeads, address, tick_interval, url
 from ..http11 import bind_socket
 from ..tls import server_ssl_context
 from ..unix_socket import remove_socket_file
@@ -121,6 +121,7 @@ class WSGIServer:
         self._connection_threads: set[threading.Thread] = set()  # threads=0 only
         self._accept_paused_until: float | None = None  # out of file descriptors: see _accept
         self._stopping = False
+        self._first_requests_until = 0.0                 # see _close_idle_connections
         self._stopped = False
         self._force_exit = False
         self._stop_requested = threading.Event()         # see request_shutdown
@@ -311,10 +312,17 @@ class WSGIServer:
     def _close_idle_connections(self, answer_waiting: bool = True) -> None:
         """Shutting down: close the idle connections. One whose next request has just arrived
         (bytes unread in its socket) goes to a worker first, which answers it and then closes:
-        closing it unread would reset it and lose a request the client had already sent."""
+        closing it unread would reset it and lose a request the client had already sent. One
+        that has sent no request yet is left for `FIRST_REQUEST_WAIT` after shutdown began
+        (`shutdown()` calls this again every 20 ms): its first request may be on its way."""
         with self._selector_lock:
             idle = list(self._idle)
         for connection in idle:
+            if connection.unsent is None and connection.core.first_request_pending() \
+                    and answer_waiting and not self._force_exit \
+                    and time.monotonic() < self._first_requests_until \
+                    and not connection.has_bytes_waiting():
+                continue  # connected before we stopped listening: its request may be on its way
             self._unwatch(connection)
             if connection.unsent is not None and answer_waiting and not self._force_exit:
                 connection.keep_alive = False
@@ -421,6 +429,7 @@ class WSGIServer:
             grace = min(grace, timeout)
         deadline = started + grace
 
+        self._first_requests_until = started + FIRST_REQUEST_WAIT  # see _close_idle_connections
         self._stopping = True                          # 1.
         self._wake()
         self._acceptor.join(5.0)
@@ -429,10 +438,16 @@ class WSGIServer:
             self._pool.hurry()  # nobody calls check() any more: no waiting in the queue
         for connection in list(self.connections):
             connection.shutdown()  # close after its response; wake an idle one's thread
+        patient = True
 
         while self.connections and not self._force_exit:   # 2.
             self._close_idle_connections()  # any given back after the acceptor stopped
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if patient and now >= self._first_requests_until:
+                patient = False  # no first request came: wake those threads too (threads=0)
+                for connection in list(self.connections):
+                    connection.shutdown(patient=False)
+            if now >= deadline:
                 break
             time.sleep(0.02)
 
