@@ -382,11 +382,10 @@ class WSGIServer:
             connection.close()
 
     def _give_back(self, connection: Connection) -> None:
-        """(worker thread) The connection is idle again: back to the acceptor's selector."""
-        if self._stopping:
-            connection.close()
-        else:
-            self._watch(connection)
+        """(worker thread) The connection is idle again: back to the acceptor's selector.
+        Shutting down, it goes there too: `_close_idle_connections` decides (a new connection
+        whose first request has not arrived yet is given `FIRST_REQUEST_WAIT` for it)."""
+        self._watch(connection)
 
     def _serve_connection(self, connection: Connection) -> None:
         """threads=0: this thread serves this one connection until it closes."""
