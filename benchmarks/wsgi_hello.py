@@ -120,7 +120,8 @@ def wrk_client(port: int, keep_alive: bool, duration: float, connections: int, w
     """The same measurement from wrk (no warm-up of its own: the rounds before warm it)."""
     result = run_wrk(f"http://127.0.0.1:{port}/", duration, connections, close=not keep_alive)
     return {"requests": result["requests"], "all_requests": result["requests"],
-            "errors": result["errors"], "seconds": result["seconds"], "client_cpu": float("nan")}
+            "errors": result["errors"], "seconds": result["seconds"], "client_cpu": float("nan"),
+            "p99_ms": result["p99_ms"]}
 
 
 # -- the servers -------------------------------------------------------------------------------
@@ -206,6 +207,7 @@ def main() -> None:
     print("\nreq/s: higher is better; 'ours / it' > 1 means we served more.")
     print("CPU us/req: server CPU time (all its processes) per request, lower is better; 'it / ours' > 1")
     print("means it spent more. On a busy machine req/s swings with the scheduler; CPU per request less so.")
+    print("p99 ms: the 99th percentile of latency that wrk reports (median over rounds; nan with the python client).")
     print("targets (issue 22): req/s >= 1.0x waitress and >= 1.5x gunicorn gthread, both modes, "
           "at 16 and 50 connections, pinned and unpinned")
     if args.json:
@@ -223,7 +225,7 @@ def main() -> None:
 def print_table(results: dict[tuple[str, str], list[dict]], servers: list[ServerProcess],
                 modes: list[str]) -> None:
     print(f"{'mode':11}{'server':10}{'req/s':>8}  {'range':>15}  {'ours / it':>9}   "
-          f"{'CPU us/req':>10}  {'it / ours':>9}")
+          f"{'CPU us/req':>10}  {'it / ours':>9}  {'p99 ms':>7}")
     for mode in modes:
         ours_runs = results.get(("asgi_lab", mode))
         for server in servers:
@@ -235,8 +237,9 @@ def print_table(results: dict[tuple[str, str], list[dict]], servers: list[Server
             if ours_runs and server.name != "asgi_lab":
                 ratio = f"{statistics.median(r['rps'] for r in ours_runs) / median:8.2f}x"
                 cpu_ratio = f"{cpu / statistics.median(r['cpu_us'] for r in ours_runs):8.2f}x"
+            p99 = statistics.median(r.get("p99_ms", float("nan")) for r in runs)  # wrk only
             print(f"{mode:11}{server.name:10}{median:8.0f}  {f'[{min(rates):.0f}-{max(rates):.0f}]':>15}  "
-                  f"{ratio:>9}   {cpu:10.0f}  {cpu_ratio:>9}")
+                  f"{ratio:>9}   {cpu:10.0f}  {cpu_ratio:>9}  {p99:7.1f}")
 
 
 if __name__ == "__main__":
