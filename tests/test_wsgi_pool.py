@@ -209,6 +209,15 @@ def test_a_look_finds_the_waiting_connections_when_nobody_else_can(pool):
     wait_for(lambda: "f" in pool.recorder.served)
 
 
+def test_while_every_awake_worker_is_stuck_put_wakes_a_worker_at_once(pool):
+    hold(pool)
+    pool.look(pool.clock.busy())
+    pool.look(pool.clock.busy())  # stuck, and nothing waits: nobody to wake yet
+    assert pool.wanted == 1 and pool.patience > PATIENCE  # no hurry to look again
+    pool.put("stuck")
+    wait_for(lambda: "stuck" in pool.recorder.served)
+
+
 def test_while_the_gil_has_time_to_spare_put_wakes_a_worker_at_once(pool):
     hold(pool)
     pool.look(pool.clock.busy())
@@ -219,11 +228,17 @@ def test_while_the_gil_has_time_to_spare_put_wakes_a_worker_at_once(pool):
 
 
 def test_a_preempted_process_tells_nothing_about_spare_time(pool):
-    hold(pool)
+    hold(pool, "hold-1")
     pool.look(pool.clock.busy())
+    pool.put("hold-2")
+    pool.recorder.release("hold-1")
+    wait_for(lambda: "hold-2" in pool.recorder.holding)  # the same worker: progress
     pool.clock.preempted += 5
     pool.look(pool.clock.spare())  # little CPU, but the kernel took the core away meanwhile
-    assert pool.wanted == 1        # (one worker, stuck, and nothing waits)
+    assert pool.wanted == 1
+    pool.put("hold-3")
+    pool.recorder.release("hold-2")
+    wait_for(lambda: "hold-3" in pool.recorder.holding)
     pool.look(pool.clock.spare())  # little CPU, not preempted: the GIL sat idle
     assert pool.wanted == 2
 

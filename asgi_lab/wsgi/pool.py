@@ -33,7 +33,8 @@ So in this pool:
   every worker while the GIL has time to spare (the busy ones are blocked most of the time,
   in calls shorter than a look); and, when every awake worker is stuck, a worker for every
   connection waiting. Those connections are found by the look itself (`find_ready`), since
-  no awake worker is free to look.
+  no awake worker is free to look; until the next look, `put()` too wakes a sleeping worker
+  for each connection.
 
 "The GIL had time to spare" is measured: the process used less than `BUSY` of one core's CPU
 time since the last look. CPU time alone cannot tell "blocked" from "preempted": on a machine
@@ -93,10 +94,11 @@ def workers_wanted(size: int, awake: int, stuck: int, waiting: int, gil_to_spare
 
 
 def next_patience(patience: float, concern: bool) -> float:
-    """Seconds until the next look: `PATIENCE` after a look that found the GIL with time to
-    spare, or a worker stuck while another sleeps (`concern`); otherwise twice as long as
-    last time, up to `MAX_PATIENCE` (eight SSE streams on eight workers are looked at 60
-    times a second). Each look wakes the acceptor, which takes the GIL from the workers."""
+    """Seconds until the next look: `PATIENCE` after a look that found connections waiting
+    while the GIL had time to spare or a worker was stuck and another slept (`concern`);
+    otherwise twice as long as last time, up to `MAX_PATIENCE` (SSE streams that hold
+    their workers for minutes are looked at 60 times a second). Each look wakes the
+    acceptor, which takes the GIL from the workers."""
     return PATIENCE if concern else min(2 * patience, MAX_PATIENCE)
 
 
@@ -152,7 +154,7 @@ class WorkerPool:
         self.awake = size                    # workers not asleep (each starts awake)
         self.wanted = 1                      # how many should be awake (see `look`)
         self.all_asleep = threading.Event()  # set while every worker sleeps (the acceptor waits on it)
-        self.all_stuck = False               # at the last look, every awake worker was stuck
+        self.all_stuck = False               # every awake worker was stuck at the last look, and still is
         self.patience = PATIENCE             # seconds from one look to the next
         self._woken_from_all_asleep = False  # since the last look (see `look`)
         self._last_look = (time.monotonic(), *measure())  # when, CPU, preemptions
@@ -172,9 +174,10 @@ class WorkerPool:
 
     def put(self, connection) -> None:
         """A connection has a request to answer: a sleeping worker gets it at once if fewer
-        than `wanted` are awake; otherwise it waits in the queue for an awake one."""
+        than `wanted` are awake, or if the last look found every awake worker stuck;
+        otherwise it waits in the queue for an awake one."""
         with self._lock:
-            if self._sleeping and (self.awake < self.wanted or self._hurry):
+            if self._sleeping and (self.awake < self.wanted or self.all_stuck or self._hurry):
                 self._hand(self._sleeping.pop(), connection)
             else:
                 self._waiting.append(connection)
@@ -209,7 +212,8 @@ class WorkerPool:
             # Nobody awake is free to look for the connections whose request has arrived.
             found = self.find_ready()
         with self._lock:
-            concern = spare or (stuck > 0 and bool(self._sleeping))
+            waiting = bool(found or self._waiting)
+            concern = waiting and (spare or (stuck > 0 and bool(self._sleeping)))
             self._waiting.extend(found)
             self.wanted = workers_wanted(self.size, awake, stuck, len(self._waiting), spare)
             while self._waiting and self._sleeping and self.awake < self.wanted:
@@ -224,8 +228,10 @@ class WorkerPool:
 
     def _worth_a_look(self) -> bool:
         """Could a look change anything? Not while every worker sleeps (the acceptor waits in
-        select() then, and the next worker woken is the first to look)."""
-        return self.awake > 0
+        select() then, and the next worker woken is the first to look); nor while every awake
+        worker is stuck and nothing waits (the acceptor selects, and `put()` wakes a worker
+        for whatever arrives: SSE streams that hold workers for minutes cost no looks)."""
+        return self.awake > 0 and (not self.all_stuck or bool(self._waiting))
 
     def _hand(self, worker: Worker, connection) -> None:
         """(with the lock) Wake a sleeping worker with a connection to serve."""
@@ -259,6 +265,7 @@ class WorkerPool:
         """The next connection to serve: the oldest waiting one, or one `find_ready()`
         finds; if there is none, or more workers are awake than wanted, sleep until handed one."""
         with self._lock:
+            self.all_stuck = False  # this one is not (any more)
             if self.awake <= self.wanted or self._stopping:
                 if self._waiting:
                     return self._waiting.popleft()
