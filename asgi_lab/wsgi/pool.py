@@ -206,7 +206,7 @@ class WorkerPool:
                 if worker.busy and worker.started == worker.seen:
                     stuck += 1
                 worker.seen = worker.started
-        self.all_stuck = stuck >= awake
+            self.all_stuck = stuck >= awake
         found = []
         if self.all_stuck and awake > 0 and self._sleeping:
             # Nobody awake is free to look for the connections whose request has arrived.
