@@ -122,7 +122,8 @@ def wrk_client(port: int, keep_alive: bool, duration: float, connections: int, w
     """The same measurement from wrk (no warm-up of its own: the rounds before warm it)."""
     result = run_wrk(f"http://127.0.0.1:{port}/", duration, connections, close=not keep_alive)
     return {"requests": result["requests"], "all_requests": result["requests"],
-            "errors": result["errors"], "seconds": result["seconds"], "client_cpu": float("nan")}
+            "errors": result["errors"], "seconds": result["seconds"], "client_cpu": float("nan"),
+            "p99_ms": result["p99_ms"]}
 
 
 # -- the servers -------------------------------------------------------------------------------
@@ -217,11 +218,13 @@ def main() -> None:
         print(f"wrote {args.json}")
 
 
-HEADER = ["mode", "server", "req/s", "min-max", "ours / it", "CPU us/req", "it / ours", "client CPU"]
+HEADER = ["mode", "server", "req/s", "min-max", "ours / it", "CPU us/req", "it / ours", "p99 ms", "client CPU"]
 NOTE = ("req/s: higher is better; 'ours / it' > 1 means we served more. CPU us/req: server CPU time "
         "(all its processes) per request, lower is better; 'it / ours' > 1 means it spent more. On a "
-        "busy machine req/s swings with the scheduler; CPU per request less so. 'client CPU': the load "
-        "client's share of a core (near 100%: the client, not the server, was the limit).")
+        "busy machine req/s swings with the scheduler; CPU per request less so. 'p99 ms': the 99th "
+        "percentile of latency that wrk reports (median over rounds; '-' with the python client). "
+        "'client CPU': the load client's share of a core (near 100%: the client, not the server, was "
+        "the limit).")
 TARGETS = ("targets (issue 22): req/s >= 1.0x waitress and >= 1.5x gunicorn gthread, both modes, "
            "at 16 and 50 connections, pinned and unpinned")
 
@@ -248,8 +251,10 @@ def table_rows(runs: list[dict], connections: int) -> list[list[str]]:
                 ratio = f"{median(r['rps'] for r in ours) / rps:.2f}x"
                 cpu_ratio = f"{cpu / median(r['cpu_us'] for r in ours):.2f}x"
             client = median(r["client_cpu"] for r in rounds)
+            p99 = median(r.get("p99_ms", float("nan")) for r in rounds)  # wrk only
             rows.append([mode, name, number(rps), spread(r["rps"] for r in rounds), ratio, number(cpu),
-                         cpu_ratio, f"{client:.0%}" if client == client else "-"])
+                         cpu_ratio, f"{p99:.1f}" if p99 == p99 else "-",
+                         f"{client:.0%}" if client == client else "-"])
     return rows
 
 

@@ -64,6 +64,20 @@ def gunicorn_workers() -> dict:
                    "python benchmarks/gunicorn_workers.py")
 
 
+def wsgi_per_request() -> dict:
+    costs = {"asgi_lab": [(1000, 2.0, 100, 0.04, 0.01, 3.1), (2000, 3.0, 150, 0.05, 0.01, 3.2),
+                          (3000, 4.0, 200, 0.06, 0.01, 3.3)],
+             "waitress": [(1000, 9.0, 200, 8.0, 0.5, None)] * 3}
+    runs = [{"server": name, "round": number, "requests": rps, "rps": rps, "p99_ms": p99, "errors": 0,
+             "cpu_us": cpu, "voluntary": voluntary, "involuntary": involuntary,
+             **({"syscalls": syscalls} if syscalls is not None else {})}
+            for name, rounds in costs.items() for number, (rps, p99, cpu, voluntary, involuntary, syscalls)
+            in enumerate(rounds)]
+    return stamped({"benchmark": "wsgi_per_request", "app": "asgi_lab.apps.hello:wsgi_app", "threads": 8,
+                    "connections": 50, "close": False, "pin": None, "duration": 1.0, "rounds": 3,
+                    "baseline": None, "runs": runs}, "python benchmarks/wsgi_per_request.py")
+
+
 def wsgi_hello(pin: str | None = None) -> dict:
     rates = {"asgi_lab": [400, 100, 200], "gunicorn": [100, 100, 100], "waitress": [200, 200, 200]}
     runs = [{"connections": 16, "server": name, "mode": mode, "round": number, "requests": rps, "all_requests": rps,
@@ -157,8 +171,10 @@ CASES = {
                                           "| keep-alive | CPU per req | 1.000x [1.00-1.00] | 1.000x [1.00-1.00] | "
                                           "0.500x [0.50-0.50] |"]),
     "gunicorn_workers": (gunicorn_workers, ["| keep-alive | 2 workers | 150 | 1.50x | 100.0 | 1.00x |"]),
-    "wsgi_hello": (wsgi_hello, ["| close | gunicorn | 100 | 100-100 | 2.00x | 300 | 3.00x | 25% |",
-                                "| close | waitress | 200 | 200-200 | 1.00x | 300 | 3.00x | 25% |"]),
+    "wsgi_hello": (wsgi_hello, ["| close | gunicorn | 100 | 100-100 | 2.00x | 300 | 3.00x | - | 25% |",
+                                "| close | waitress | 200 | 200-200 | 1.00x | 300 | 3.00x | - | 25% |"]),
+    "wsgi_per_request": (wsgi_per_request, ["| asgi_lab | 2,000 | 3.0 | 150 | 0.050 | 0.010 | 3.20 |",
+                                            "| waitress | 1,000 | 9.0 | 200 | 8.000 | 0.500 | - |"]),
     "ws_echo": (ws_echo, ["| asgi_lab | 300 | 3.00x | 240-480 | 0 | 10.0 | 0.50x | 5.00 | 1.00x | 2.00 | 0.50x |",
                           "asgi_lab / uvicorn-wsproto: round trips/s 3.00x"]),
     "chat_load": (chat_load, ["| asgi_lab | 200 | 200 | 2.00x | 0% | 100.0% | 1.0 | 9.0 | 50.0 | 0.50x | 0 |"]),

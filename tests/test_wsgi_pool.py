@@ -1,11 +1,12 @@
-"""The WSGI worker pool (asgi_lab/wsgi/pool.py): when a sleeping worker is woken.
+"""The WSGI worker pool (asgi_lab/wsgi/pool.py): how many workers are awake, and when a
+sleeping one is woken.
 
-The rules are tested on the pool itself, with "connections" that are plain strings and a
-`serve` that records which thread served what. What `check()` looks at (the process's CPU
-clock, and how many requests the workers finished) is set by faking its last look: one
-second ago and no CPU since (the GIL had time to spare), or two milliseconds ago and a whole
-second of CPU since (it had none); with or without a request finished since. The last tests
-run a real server over loopback.
+The rule is two pure functions, tested with made-up numbers: `workers_wanted` (how many
+workers a look wants awake) and `gil_had_time_to_spare` (what the CPU clock says), plus
+`next_patience` (when to look again). The pool itself is tested with "connections" that are
+plain strings, a `serve` that records which thread served what, and a fake `measure` (the
+process's CPU seconds and preemptions): each look is given its `now`, so nothing depends on
+how fast this machine runs. The last tests run a real server over loopback.
 """
 
 from __future__ import annotations
@@ -18,11 +19,51 @@ import pytest
 
 from asgi_lab.apps.hello import wsgi_app as hello
 from asgi_lab.config import Config
-from asgi_lab.wsgi.pool import PATIENCE, WorkerPool
+from asgi_lab.wsgi.pool import (BUSY, MAX_PATIENCE, PATIENCE, WorkerPool, gil_had_time_to_spare,
+                                next_patience, workers_wanted)
 from asgi_lab.wsgi.server import WSGIServer
 
 pytestmark = pytest.mark.timeout(30)
 
+
+# -- the rule, as pure functions -----------------------------------------------------------------
+
+@pytest.mark.parametrize("awake, stuck, waiting, spare, wanted", [
+    (1, 0, 40, False, 1),   # one worker gets through the queue, the GIL busy: nobody else
+    (3, 0, 40, False, 1),   # three awake and none stuck: two too many (they go back to sleep)
+    (3, 2, 40, False, 3),   # two stuck: they and one that makes progress
+    (1, 1, 3, False, 4),    # the only awake worker is stuck: a worker for each waiting connection
+    (2, 2, 40, False, 8),   # ... as many as the pool has
+    (0, 0, 0, False, 1),    # never fewer than one
+    (1, 1, 0, False, 1),    # stuck, but nothing waits
+    (1, 0, 1, True, 8),     # the GIL has time to spare: every worker may run
+])
+def test_workers_wanted(awake, stuck, waiting, spare, wanted):
+    assert workers_wanted(8, awake, stuck, waiting, spare) == wanted
+
+
+@pytest.mark.parametrize("seconds, cpu, preempted, spare", [
+    (0.010, 0.002, 0, True),    # a fifth of a core: the workers wait for something
+    (0.010, 0.0095, 0, False),  # the GIL was busy
+    (0.010, 0.002, 3, False),   # preempted: the missing CPU time may be the kernel's doing
+    (1.000, 0.0, 0, True),
+])
+def test_gil_had_time_to_spare(seconds, cpu, preempted, spare):
+    assert gil_had_time_to_spare(seconds, cpu, preempted) is spare
+    assert (cpu < BUSY * seconds) or not spare
+
+
+def test_looks_come_less_often_while_the_workers_make_progress():
+    patience = PATIENCE
+    seen = []
+    for _ in range(8):
+        patience = next_patience(patience, concern=False)
+        seen.append(patience)
+    assert seen[0] == 2 * PATIENCE and seen[-1] == MAX_PATIENCE and seen == sorted(seen)
+    assert next_patience(MAX_PATIENCE, concern=True) == PATIENCE  # stuck, or time to spare
+
+
+# -- the pool ------------------------------------------------------------------------------------
 
 def wait_for(condition, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
@@ -32,161 +73,235 @@ def wait_for(condition, timeout: float = 5.0) -> None:
 
 
 class Recorder:
-    """A pool's `serve`: notes who served what; "hold" blocks until `release()`."""
+    """A pool's `serve`: notes who served what; "hold..." blocks until `release()`d."""
 
     def __init__(self) -> None:
         self.served: dict[str, str] = {}  # connection -> thread name
-        self.holding = threading.Event()
-        self.release = threading.Event()
+        self.holding: set[str] = set()
+        self.releases: dict[str, threading.Event] = {}
+        self.all_released = False
 
     def __call__(self, connection: str) -> None:
-        if connection == "hold":
-            self.holding.set()
-            self.release.wait(10)
+        if connection.startswith("hold"):
+            released = self.releases.setdefault(connection, threading.Event())
+            if self.all_released:
+                released.set()
+            self.holding.add(connection)
+            released.wait(10)
         if connection == "boom":
             raise RuntimeError("a bug in serve()")
         self.served[connection] = threading.current_thread().name
 
+    def release(self, name: str | None = None) -> None:
+        """Let the "hold" connection `name` end; every one, now and later, without a name."""
+        if name is None:
+            self.all_released = True
+        for held, released in list(self.releases.items()):
+            if name is None or held == name:
+                released.set()
+        if name is not None:
+            self.releases.setdefault(name, threading.Event()).set()
+
+
+class Clock:
+    """The pool's `measure`, and the `now` given to `look()`: made-up numbers. `busy()`: the
+    process used all of one core since the last look; `spare()`: none of it."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()  # the pool noted it at its start (its first "look")
+        self.cpu = 0.0
+        self.preempted = 0
+
+    def measure(self) -> tuple[float, int]:
+        return self.cpu, self.preempted
+
+    def busy(self) -> float:
+        self.now += MAX_PATIENCE
+        self.cpu += MAX_PATIENCE
+        return self.now
+
+    def spare(self) -> float:
+        self.now += MAX_PATIENCE
+        return self.now
+
+
+class FindReady:
+    """The pool's `find_ready`: hands out the connections given to `arrive()`, once."""
+
+    def __init__(self) -> None:
+        self.arrived: list[str] = []
+        self.calls = 0
+
+    def arrive(self, *connections: str) -> None:
+        self.arrived.extend(connections)
+
+    def __call__(self) -> list[str]:
+        self.calls += 1
+        found, self.arrived = self.arrived, []
+        return found
+
 
 @pytest.fixture
 def pool():
-    recorder = Recorder()
-    pool = WorkerPool(2, recorder, name="test-worker")
-    pool.recorder = recorder
+    recorder, clock, find_ready = Recorder(), Clock(), FindReady()
+    pool = WorkerPool(2, recorder, find_ready, name="test-worker", measure=clock.measure)
+    pool.recorder, pool.clock, pool.found = recorder, clock, find_ready
     pool.start()
-    wait_for(lambda: len(pool._sleeping) == 2)  # both started, found nothing, sleep
+    wait_for(lambda: pool.all_asleep.is_set())  # both started, found nothing, sleep
     yield pool
-    recorder.release.set()
+    recorder.release()
     pool.stop()
     for thread in pool.threads:
         thread.join(5)
     assert not any(thread.is_alive() for thread in pool.threads)
 
 
-def hold_one_worker(pool) -> str:
-    """Put a connection that keeps its worker busy; returns that worker's name."""
-    pool.put("hold")
-    assert pool.recorder.holding.wait(5)
-    return next(thread.name for thread in pool.threads
-                if all(worker.thread is not thread for worker in pool._sleeping))
-
-
-def queue_behind_a_busy_worker(pool, *connections: str) -> str:
-    """One worker held, the GIL busy and the held worker making progress: `connections`
-    wait in the queue. Returns the held worker's name."""
-    held_by = hold_one_worker(pool)
-    gil_was_busy(pool)
-    pool.check(time.monotonic())
-    for connection in connections:
-        pool.put(connection)
-    assert pool.queued == len(connections)
-    return held_by
-
-
-def gil_had_time_to_spare(pool) -> None:
-    pool._last_look = (time.monotonic() - 1.0, time.process_time(), pool._finished - 1)
-
-
-def gil_was_busy(pool) -> None:
-    """...and the busy workers finished requests: they are getting through the queue."""
-    pool._last_look = (time.monotonic() - 0.002, time.process_time() - 1.0, pool._finished - 1)
-
-
-def gil_was_busy_and_nothing_finished(pool) -> None:
-    pool._last_look = (time.monotonic() - 0.002, time.process_time() - 1.0, pool._finished)
+def hold(pool, name: str = "hold") -> None:
+    """Put a connection that keeps a worker busy until `release`."""
+    pool.put(name)
+    wait_for(lambda: name in pool.recorder.holding)
 
 
 def test_while_every_worker_sleeps_a_connection_wakes_one_at_once(pool):
-    gil_was_busy(pool)
-    pool.check(time.monotonic())  # measures: no time to spare
+    assert pool.awake == 0 and pool.wanted == 1
     pool.put("a")
     wait_for(lambda: "a" in pool.recorder.served)
-    assert pool.queued == 0
+    wait_for(lambda: pool.all_asleep.is_set())  # nothing more: back to sleep
 
 
-def test_while_the_gil_is_busy_a_connection_waits_for_a_busy_worker(pool):
-    held_by = hold_one_worker(pool)
-    gil_was_busy(pool)
-    assert pool.check(time.monotonic()) is None  # nobody waits yet: no need to look again
-    pool.put("b")
-    assert pool.queued == 1 and len(pool._sleeping) == 1  # queued; the other worker sleeps on
-    gil_was_busy(pool)
-    assert 0 < pool.check(time.monotonic()) <= PATIENCE  # looked, left it, will look again
+def test_a_worker_that_runs_out_of_work_looks_for_more_itself(pool):
+    pool.found.arrive("b", "c")  # their requests arrived while the worker served "a"
+    pool.put("a")
+    wait_for(lambda: {"a", "b", "c"} <= set(pool.recorder.served))
+    assert len(set(pool.recorder.served.values())) == 1  # one worker, no hand-off
+    assert pool.found.calls >= 2  # found b and c, then nothing: asleep
+
+
+def test_while_one_worker_makes_progress_a_connection_waits_for_it(pool):
+    hold(pool)
+    pool.look(pool.clock.busy())  # the held worker started since the last look: progress
+    assert pool.wanted == 1
+    pool.put("d")
+    assert pool.queued == 1 and pool.awake == 1  # queued; the other worker sleeps on
+    pool.recorder.release()
+    wait_for(lambda: "d" in pool.recorder.served)
+    assert pool.recorder.served["d"] == pool.recorder.served["hold"]  # the same worker
+
+
+def test_a_look_that_finds_the_only_awake_worker_stuck_wakes_another(pool):
+    hold(pool)
+    pool.look(pool.clock.busy())
+    pool.put("e")
     assert pool.queued == 1
-    pool.recorder.release.set()
-    wait_for(lambda: "b" in pool.recorder.served)
-    assert pool.recorder.served["b"] == held_by  # the busy worker took it when it was done
+    pool.look(pool.clock.busy())  # in the same request as at the last look: stuck
+    wait_for(lambda: "e" in pool.recorder.served)
+    assert "hold" not in pool.recorder.served and pool.patience == PATIENCE  # look again soon
+    pool.recorder.release()
+    wait_for(lambda: "hold" in pool.recorder.served)
+    assert pool.recorder.served["e"] != pool.recorder.served["hold"]  # the other worker
 
 
-@pytest.mark.parametrize("since_last_look", [gil_had_time_to_spare, gil_was_busy_and_nothing_finished],
-                         ids=["the GIL had time to spare", "the busy worker finished nothing"])
-def test_check_wakes_a_worker_for_a_waiting_connection_when(since_last_look, pool):
-    held_by = queue_behind_a_busy_worker(pool, "c")
-    since_last_look(pool)  # the busy worker is blocked (here: on an Event), or computing
-    assert pool.check(time.monotonic()) is None  # nobody waits any more
-    wait_for(lambda: "c" in pool.recorder.served)
-    assert pool.recorder.served["c"] != held_by  # the other worker, woken for it
-    assert not pool.recorder.release.is_set()
+def test_a_look_finds_the_waiting_connections_when_nobody_else_can(pool):
+    hold(pool)
+    pool.look(pool.clock.busy())
+    pool.found.arrive("f")  # in the watch list: the busy worker cannot look
+    pool.look(pool.clock.busy())  # stuck: the look itself asks the watch list
+    wait_for(lambda: "f" in pool.recorder.served)
+
+
+def test_while_every_awake_worker_is_stuck_put_wakes_a_worker_at_once(pool):
+    hold(pool)
+    pool.look(pool.clock.busy())
+    pool.look(pool.clock.busy())  # stuck, and nothing waits: nobody to wake yet
+    assert pool.wanted == 1 and pool.patience > PATIENCE  # no hurry to look again
+    pool.put("stuck")
+    wait_for(lambda: "stuck" in pool.recorder.served)
 
 
 def test_while_the_gil_has_time_to_spare_put_wakes_a_worker_at_once(pool):
-    hold_one_worker(pool)
-    gil_had_time_to_spare(pool)
-    pool.check(time.monotonic())
-    pool.put("d")
-    wait_for(lambda: "d" in pool.recorder.served)
+    hold(pool)
+    pool.look(pool.clock.busy())
+    pool.look(pool.clock.spare())  # blocked, not preempted: the GIL sat idle
+    assert pool.wanted == 2
+    pool.put("g")
+    wait_for(lambda: "g" in pool.recorder.served)
 
 
-def test_a_request_finished_since_the_last_look_means_the_workers_are_not_stuck(pool):
-    finished_before = pool._finished
-    pool.put("quick")  # every worker asleep: served at once; its worker goes back to sleep
-    wait_for(lambda: "quick" in pool.recorder.served and len(pool._sleeping) == 2)
-    hold_one_worker(pool)
-    pool._gil_to_spare = False
-    pool.put("x")
-    assert pool.queued == 1
-    # The last look was before "quick" finished, and the GIL was busy since.
-    pool._last_look = (time.monotonic() - 0.002, time.process_time() - 1.0, finished_before)
-    pool.check(time.monotonic())
-    assert pool.queued == 1  # a request finished: the busy workers get through the queue
+def test_a_preempted_process_tells_nothing_about_spare_time(pool):
+    hold(pool, "hold-1")
+    pool.look(pool.clock.busy())
+    pool.put("hold-2")
+    pool.recorder.release("hold-1")
+    wait_for(lambda: "hold-2" in pool.recorder.holding)  # the same worker: progress
+    pool.clock.preempted += 5
+    pool.look(pool.clock.spare())  # little CPU, but the kernel took the core away meanwhile
+    assert pool.wanted == 1
+    pool.put("hold-3")
+    pool.recorder.release("hold-2")
+    wait_for(lambda: "hold-3" in pool.recorder.holding)
+    pool.look(pool.clock.spare())  # little CPU, not preempted: the GIL sat idle
+    assert pool.wanted == 2
+
+
+def test_workers_beyond_the_wanted_number_go_back_to_sleep(pool):
+    hold(pool, "hold-1")
+    pool.look(pool.clock.busy())
+    pool.look(pool.clock.spare())  # the GIL had time to spare: every worker may run
+    hold(pool, "hold-2")           # so a second worker is woken at once
+    pool.put("hold-3")
+    pool.recorder.release("hold-1")
+    wait_for(lambda: "hold-3" in pool.recorder.holding)  # the first worker took it
+    pool.look(pool.clock.busy())   # both began a request since the last look, the GIL busy
+    assert pool.wanted == 1 and pool.awake == 2
+    pool.put("h")
+    pool.put("i")
+    assert pool.queued == 2
+    pool.recorder.release()
+    wait_for(lambda: {"h", "i"} <= set(pool.recorder.served))
+    assert pool.recorder.served["h"] == pool.recorder.served["i"]  # the other went to sleep
+
+
+def test_looks_are_due_only_while_they_could_change_something(pool):
+    assert pool.look(pool.clock.busy()) is None  # every worker asleep: nothing to look at
+    hold(pool)
+    again = pool.look(pool.clock.busy())
+    assert again == 2 * PATIENCE  # progress: the next look a little later
+    assert pool.look(pool.clock.now + again / 4) == pytest.approx(again * 3 / 4)  # too soon
 
 
 def test_a_serve_that_raises_leaves_the_worker_alive(pool, caplog):
     for connection in ("boom", "boom", "after"):
         pool.put(connection)  # one at a time: every worker sleeps, so one wakes for each
-        wait_for(lambda: len(pool._sleeping) == 2)
-    assert "after" in pool.recorder.served
-    assert all(thread.is_alive() for thread in pool.threads) and pool._awake == 0
+        wait_for(lambda: pool.all_asleep.is_set() and pool.queued == 0)
+    wait_for(lambda: "after" in pool.recorder.served)
+    assert all(thread.is_alive() for thread in pool.threads) and pool.awake == 0
     assert caplog.text.count("serving a connection failed") == 2
 
 
-def test_looks_are_at_most_one_patience_apart(pool):
-    now = time.monotonic()
-    pool._last_look = (now, time.process_time(), pool._finished)
-    assert pool.check(now + PATIENCE / 4) is None  # nothing waits: no need to come back
-    assert pool._last_look[0] == now  # too soon: not looked
-    queue_behind_a_busy_worker(pool, "w")
-    now = pool._last_look[0]
-    assert pool.check(now + PATIENCE / 4) == pytest.approx(PATIENCE * 3 / 4)  # come back then
-    assert pool._last_look[0] == now and pool.queued == 1
-
-
 def test_shutting_down_wakes_workers_for_what_is_queued(pool):
-    queue_behind_a_busy_worker(pool, "e")
+    hold(pool)
+    pool.look(pool.clock.busy())
+    pool.put("j")
+    assert pool.queued == 1
     pool.hurry()
-    wait_for(lambda: "e" in pool.recorder.served)
-    pool.put("f")  # after hurry(), no patience at all
-    wait_for(lambda: "f" in pool.recorder.served)
+    wait_for(lambda: "j" in pool.recorder.served)
+    pool.put("k")  # after hurry(), no patience at all
+    wait_for(lambda: "k" in pool.recorder.served)
 
 
 def test_stop_serves_the_queue_before_the_threads_end(pool):
-    queue_behind_a_busy_worker(pool, "g", "h", "i")
+    hold(pool)
+    pool.look(pool.clock.busy())
+    for connection in ("l", "m", "n"):
+        pool.put(connection)
     pool.stop()
-    pool.recorder.release.set()
+    pool.recorder.release()
     for thread in pool.threads:
         thread.join(5)
-    assert {"g", "h", "i"} <= set(pool.recorder.served)
+    assert {"l", "m", "n"} <= set(pool.recorder.served)
 
+
+# -- over loopback -------------------------------------------------------------------------------
 
 def test_an_app_that_blocks_gets_every_worker_of_the_pool():
     """Over loopback: eight requests that each wait for all eight to be inside the app. It

@@ -18,9 +18,11 @@ own. Which threads, and who does what:
   ready connection from the queue, reads the request and runs the app, blocking, until the
   response is sent (see `connection.py`); then gives the connection back to the acceptor
   and takes the next one. When all N workers are busy, ready connections wait in the queue:
-  a bounded pool, like gunicorn's gthread worker or waitress. The queue and the workers
-  live in `pool.py`, which also decides when a sleeping worker is worth waking: only when
-  the GIL has time to spare.
+  a bounded pool, like gunicorn's gthread worker or waitress. A worker that finds the queue
+  empty asks the acceptor's selector itself, without waiting, for connections whose request
+  has arrived (`_find_ready`); while a worker is awake, the acceptor leaves the selector to
+  the workers (see `_run_acceptor`). The queue and the workers live in `pool.py`, which also
+  decides how many workers are awake: as few as keep the GIL busy.
 - With `threads=0` there is no pool: each connection gets a thread of its own ("wsgi-conn-17")
   that blocks on its socket from accept to close, the classic threaded server
   (`socketserver.ThreadingMixIn`). Simple, and one thread per open connection, idle or not.
@@ -33,7 +35,9 @@ slowly sending its headers: those wait in the acceptor's selector and cost a fil
 descriptor, not a thread. Otherwise eight idle browsers would starve an eight-thread pool,
 as happens in a pool whose workers keep their connection until the client leaves; gunicorn's
 gthread worker avoids it exactly this way, waitress with one I/O thread for all sockets. The
-price is a hand-off between threads per request: acceptor -> queue -> worker -> selector.
+price, a hand-off between threads per request (acceptor -> queue -> worker -> selector), is
+paid only when the pool is idle: under load, the worker that gives a connection back to the
+selector is the one that finds the next ready one there.
 
 Slow readers. A request is only handed to a worker once its head and the start of its body
 have arrived (`Connection.early_body_arrived`), so a slow sender holds a socket, not a
@@ -174,7 +178,7 @@ class WSGIServer:
         self._selector.add(self._listener, _ACCEPT)
         self._selector.add(self._wake_r, _WAKE)
         if self.config.threads:
-            self._pool = WorkerPool(self.config.threads, self._serve_ready)
+            self._pool = WorkerPool(self.config.threads, self._serve_ready, self._find_ready)
             self._pool.start()
         self._acceptor = threading.Thread(target=self._run_acceptor, name="wsgi-acceptor", daemon=True)
         self._acceptor.start()
@@ -183,25 +187,30 @@ class WSGIServer:
     # -- the acceptor thread ---------------------------------------------------------------------
 
     def _run_acceptor(self) -> None:
-        """Accept, watch idle connections, hand ready ones on, close expired ones; until shutdown."""
+        """Accept, watch idle connections, hand ready ones on, close expired ones; until shutdown.
+
+        While a worker is awake, the acceptor leaves the watch list to the workers: a worker
+        that runs out of work looks at it itself (`_find_ready`, called by `pool.py`), with no
+        hand-off between threads. Were the acceptor waiting in select() meanwhile, every
+        request arriving would wake it, and it would take the GIL from a worker to pass on a
+        connection that worker was about to find anyway. So it waits for the last worker to
+        fall asleep (or for its next look at the pool, or its next sweep), and only then
+        waits for sockets. Unless every awake worker is stuck in a long request (an SSE
+        stream...) and none sleeps: then nobody else looks, and the acceptor selects and
+        queues what arrives, as before."""
         selector = self._selector
+        pool = self._pool
         config = self.config
         tick = tick_interval(config)
         next_check = time.monotonic() + tick
         timeout = tick
         try:
             while not self._stopping:
-                for what in selector.select(timeout):
-                    if what is _ACCEPT:
-                        self._accept()
-                    elif what is _WAKE:
-                        self._drain_wake_ups()
-                    else:
-                        self._reported(what)
-                        if what.unsent is not None:  # a handed-over response: room to write
-                            self._write_unsent(what)
-                        else:  # an idle connection has bytes to read: a worker's turn
-                            self._pool.put(what)
+                if pool is not None and pool.looking:
+                    pool.all_asleep.wait(timeout)
+                else:
+                    for connection in self._find_ready(timeout):
+                        pool.put(connection)  # a worker's turn
                 now = time.monotonic()
                 if self._accept_paused_until is not None and now >= self._accept_paused_until:
                     self._accept_paused_until = None
@@ -210,7 +219,7 @@ class WSGIServer:
                 if now >= next_check:
                     self.check_deadlines(now)
                     next_check = now + tick
-                look_again = self._pool.check(now) if self._pool else None  # see pool.py
+                look_again = pool.look(now) if pool else None  # see pool.py
                 timeout = tick if look_again is None else min(look_again, tick)
         except BaseException as exc:  # never expected; log it rather than die silently
             logger.critical("The WSGI acceptor thread failed", exc_info=exc)
@@ -222,20 +231,45 @@ class WSGIServer:
             self._listener.close()
             self._close_idle_connections()
 
-    def _accept(self) -> None:
+    def _find_ready(self, timeout: float = 0) -> list[Connection]:
+        """(the acceptor, or a worker with nothing to do) The connections whose next request
+        has arrived, from the watch list: without waiting (`timeout` 0: a worker), or for up
+        to `timeout` seconds (the acceptor, while every worker sleeps). On the way, accept new
+        connections, and write handed-over responses whose socket has room."""
+        ready: list[Connection] = []
+        if self._stopping:
+            return ready
+        for what in self._selector.select(timeout):
+            if what is _ACCEPT:
+                self._accept(ready)
+            elif what is _WAKE:
+                self._drain_wake_ups()
+            elif self._reported(what):
+                if what.unsent is None:  # an idle connection has bytes to read
+                    ready.append(what)
+                elif self._write_unsent(what):  # a handed-over response had room: all sent
+                    ready.append(what)          # and a pipelined request waits
+        return ready
+
+    def _accept(self, ready: list[Connection]) -> None:
+        """Accept new connections: into `ready` for a pool worker, or a thread each."""
         for _ in range(64):  # a burst of new connections, but let the others have a turn
             try:
                 sock, client = self._listener.accept()
             except BlockingIOError:
                 return
             except OSError as exc:
+                if self._stopping:  # the acceptor closed the listener meanwhile
+                    return
                 # Out of file descriptors (or memory). The listening socket stays readable, so
                 # trying again at once would spin: stop accepting for a moment. New clients
                 # wait in the kernel's listen backlog meanwhile.
-                logger.error("accept() failed (%s); not accepting for %g s", exc, ACCEPT_RETRY_DELAY)
                 with self._selector_lock:
+                    if self._accept_paused_until is not None:  # another thread did, just now
+                        return
                     self._selector.remove(self._listener)
-                self._accept_paused_until = time.monotonic() + ACCEPT_RETRY_DELAY
+                    self._accept_paused_until = time.monotonic() + ACCEPT_RETRY_DELAY
+                logger.error("accept() failed (%s); not accepting for %g s", exc, ACCEPT_RETRY_DELAY)
                 return
             if sys.platform != "linux":  # elsewhere it inherits the listener's non-blocking mode
                 sock.setblocking(True)
@@ -246,7 +280,7 @@ class WSGIServer:
                     # Straight to a worker: a client sends its request right after connecting,
                     # so it is usually there already. If not, the worker's non-blocking read
                     # finds nothing and gives the connection back to the selector.
-                    self._pool.put(connection)
+                    ready.append(connection)
                 else:
                     self._watch(connection)
             else:
@@ -264,17 +298,25 @@ class WSGIServer:
         if self._selector.wake_needed:
             self._wake()
 
-    def _reported(self, connection: Connection) -> None:
-        """(acceptor thread) select() reported the connection: it is a worker's now."""
+    def _reported(self, connection: Connection) -> bool:
+        """select() reported the connection: it is this thread's now. False if another
+        thread took it first (the acceptor's sweep, or shutdown: see `_unwatch`)."""
         with self._selector_lock:
+            if connection not in self._idle:
+                return False
             self._selector.reported(connection)
             self._idle.discard(connection)
+            return True
 
-    def _unwatch(self, connection: Connection) -> None:
-        """Take back an idle connection select() has not reported (idle sweep, shutdown)."""
+    def _unwatch(self, connection: Connection) -> bool:
+        """Take back an idle connection select() has not reported (idle sweep, shutdown).
+        False if a worker's select() has just reported it, and that worker took it."""
         with self._selector_lock:
+            if connection not in self._idle:
+                return False
             self._selector.unwatch(connection)
             self._idle.discard(connection)
+            return True
 
     def _drain_wake_ups(self) -> None:
         try:
@@ -306,8 +348,8 @@ class WSGIServer:
         with self._selector_lock:
             expired = [connection for connection in self._idle if connection.core.past_deadline(now)]
         for connection in expired:
-            self._unwatch(connection)
-            connection.close_idle()
+            if self._unwatch(connection):
+                connection.close_idle()
 
     def _close_idle_connections(self, answer_waiting: bool = True) -> None:
         """Shutting down: close the idle connections. One whose next request has just arrived
@@ -323,7 +365,8 @@ class WSGIServer:
                     and time.monotonic() < self._first_requests_until \
                     and not connection.has_bytes_waiting():
                 continue  # connected before we stopped listening: its request may be on its way
-            self._unwatch(connection)
+            if not self._unwatch(connection):
+                continue  # a worker took it
             if connection.unsent is not None and answer_waiting and not self._force_exit:
                 connection.keep_alive = False
                 self._pool.put(connection)  # a worker writes the rest (`finish_unsent`)
@@ -353,20 +396,22 @@ class WSGIServer:
         with self._selector_lock:
             self._unsent_bytes -= size
 
-    def _write_unsent(self, connection: Connection) -> None:
-        """(acceptor thread) A connection whose finished response was handed over has room in
-        its socket: write what the kernel takes. Once all is sent, the connection goes on as
-        after any response: closed, or to a worker if a pipelined request was already read
-        (answered in order, after this response), or back to waiting for its next request."""
+    def _write_unsent(self, connection: Connection) -> bool:
+        """(`_find_ready`) A connection whose finished response was handed over has room in
+        its socket: write what the kernel takes, never waiting. Once all is sent, the
+        connection goes on as after any response: closed, or back to waiting for its next
+        request; or, if a pipelined request was already read, True: it needs a worker (its
+        request is answered in order, after this response)."""
         if not connection.write_unsent():
             if not connection.closed:
                 self._watch(connection)  # more to write: wait for room again
         elif not connection.keep_alive or self._stopping:
             connection.close()
         elif connection.request_buffered:
-            self._pool.put(connection)
+            return True
         else:
             self._watch(connection)
+        return False
 
     # -- the worker threads ---------------------------------------------------------------------
 
@@ -431,10 +476,12 @@ class WSGIServer:
         self._first_requests_until = started + FIRST_REQUEST_WAIT  # see _close_idle_connections
         self._stopping = True                          # 1.
         self._wake()
+        if self._pool:
+            self._pool.all_asleep.set()  # the acceptor may be waiting there, not in select()
         self._acceptor.join(5.0)
         remove_socket_file(self.config.uds)  # ours, if we listened on a Unix socket
         if self._pool:
-            self._pool.hurry()  # nobody calls check() any more: no waiting in the queue
+            self._pool.hurry()  # nobody calls look() any more: no waiting in the queue
         for connection in list(self.connections):
             connection.shutdown()  # close after its response; wake an idle one's thread
         patient = True
