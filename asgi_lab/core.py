@@ -246,7 +246,7 @@ class ConnectionCore:
 
     # One per open connection, thousands at once: slots, and the whole state in one place.
     __slots__ = ("config", "tracer", "id", "client", "clock", "heads", "conn", "wait", "since",
-                 "head_bytes", "head_data", "body_bytes", "overdue", "keep_alive", "request", "state",
+                 "head_bytes", "head_data", "body_bytes", "overdue", "keep_alive", "request_line", "state",
                  "head", "status", "started", "sent", "last_request")
 
     def __init__(self, config: Config, heads: ResponseHeads, tracer=None, conn_id: int = 0,
@@ -261,13 +261,16 @@ class ConnectionCore:
         self.wait = _HEAD                # what we wait for (`Wait`), since `since`
         self.since = clock()
         self.head_bytes = 0              # bytes of the current request head so far,
-        self.head_data: list[bytes] = []  # and the bytes themselves, until h11 has parsed it: a
-        #                                  Transfer-Encoding h11 refuses gets its status from them
+        # ... and the bytes themselves, until h11 has parsed it (a Transfer-Encoding h11 refuses
+        # gets its status from them); None when there are none (no list held by an idle stream)
+        self.head_data: list[bytes] | None = None
         self.body_bytes = 0              # bytes of the current request body so far
         self.overdue = False             # a sweep found the deadline passed (see `past_deadline`)
         self.keep_alive = True           # False: close after this response (shutdown)
         self.last_request = False        # the client's request said it is its last
-        self.request: h11.Request | None = None  # the request being answered
+        # The request being answered: its method, target and version, for the access log and
+        # HEAD (not the h11.Request, whose headers would stay alive as long as a stream lasts).
+        self.request_line: tuple[bytes, bytes, bytes] | None = None
         self.state = NOT_STARTED         # of its response (`ResponseState`)
         self.head: h11.Response | None = None  # STARTED: the head to send with the first body
         self.status = 0                  # for the access log: the response's status code,
@@ -288,7 +291,10 @@ class ConnectionCore:
         wait = self.wait
         if wait is _HEAD:
             self.head_bytes += len(data)
-            self.head_data.append(data)
+            if self.head_data is None:
+                self.head_data = [data]
+            else:
+                self.head_data.append(data)
         elif wait is _BODY:
             self.since = self.clock()  # a silent body's deadline counts from the last bytes
         self.conn.receive_data(data)
@@ -304,7 +310,7 @@ class ConnectionCore:
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
-            return Refused(*refusal_for(exc, self.head_data))
+            return Refused(*refusal_for(exc, self.head_data or []))
         if event is NEED_DATA or event is PAUSED:  # "wait for more" sentinels, not messages: untraced
             return event
         event_type = type(event)
@@ -313,14 +319,15 @@ class ConnectionCore:
         if event_type is h11.Request:
             refusal = refuse_request(event, self.head_bytes, self.config)
             if refusal is not None:
-                self.request = event  # for the access log
+                self.request_line = (event.method, event.target, event.http_version)
                 return Refused(*refusal)
             self.wait = _APP
             self.head_bytes = self.body_bytes = 0
-            self.head_data.clear()
+            self.head_data = None
             if self.config.access_log:
                 self.started = self.clock()
-            self.request = event = origin_form(event)
+            event = origin_form(event)
+            self.request_line = (event.method, event.target, event.http_version)
         elif event_type is h11.Data:
             self.body_bytes += len(event.data)
             limit = self.config.max_body_bytes
@@ -361,7 +368,7 @@ class ConnectionCore:
                 tracer.emit(self.id, "h11", "Response", describe_event(head))
             pieces.append(send(head))
             self.status = head.status_code
-        if data and self.request.method != b"HEAD":
+        if data and self.request_line[0] != b"HEAD":
             event = h11.Data(data=data)
             if tracer is not None:
                 tracer.emit(self.id, "h11", "Data", describe_event(event))
@@ -443,13 +450,9 @@ class ConnectionCore:
         """The access-log line for the response just completed (`log_access`), including
         those the server makes itself (`refuse`). A request refused before its head could be
         parsed shows as "- -"."""
-        request = self.request
+        method, target, version = self.request_line or (b"-", b"-", b"1.1")
         seconds = self.clock() - self.started if self.started else 0.0
-        if request is None:
-            log_access(self.client, b"-", b"-", b"1.1", self.status, self.sent, seconds)
-        else:
-            log_access(self.client, request.method, request.target, request.http_version, self.status,
-                       self.sent, seconds)
+        log_access(self.client, method, target, version, self.status, self.sent, seconds)
 
     # -- after a response: keep alive or close ----------------------------------------------
 
@@ -466,7 +469,7 @@ class ConnectionCore:
         if conn.their_state is not h11.DONE and not self.discard_body():
             return False
         conn.start_next_cycle()
-        self.request = None
+        self.request_line = None
         self.state = NOT_STARTED
         self.sent = 0
         self.started = 0.0
@@ -475,7 +478,7 @@ class ConnectionCore:
         self.overdue = False
         buffered = conn.trailing_data[0]  # a pipelined request may have begun
         self.head_bytes = len(buffered)
-        self.head_data = [buffered]
+        self.head_data = [buffered] if buffered else None
         return True
 
     def discard_body(self) -> bool:

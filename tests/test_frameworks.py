@@ -13,7 +13,6 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,16 +26,12 @@ pytest.importorskip("django")
 pytest.importorskip("flask")
 pytest.importorskip("sse_starlette")
 
+from asgi_lab.experiments.servers import free_port  # noqa: E402  (the one launcher toolkit)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": ROOT}
 PY = sys.executable
 FRAMEWORKS = "asgi_lab.apps.frameworks"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def command(server: str, target: str) -> list[str]:

@@ -90,7 +90,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.client = address(transport.get_extra_info("peername"))
         self.server_addr = address(transport.get_extra_info("sockname"))
         self.core = ConnectionCore(self.config, self.server.heads, self.tracer, self.id, self.client,
-                                   self.loop.time)
+                                   self.server.clock)
         self.conn = self.core.conn
         self.server.connections.add(self)
         if self.tracer is not None:

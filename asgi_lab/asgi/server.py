@@ -44,6 +44,7 @@ class Server:
         self.connections: set = set()
         self.tasks: set[asyncio.Task] = set()  # running app calls (asyncio keeps only weak refs)
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.clock = None  # the loop's time(), once started
         self.lifespan: Lifespan | None = None
         self.state: dict = {}
         self.address: tuple[str, int | None] | None = None  # (path, None) on a Unix socket
@@ -92,6 +93,7 @@ class Server:
     async def start(self, sock: socket.socket | None = None) -> None:
         """Lifespan startup, then listen. Raises LifespanFailure if the app refuses to start."""
         self.loop = asyncio.get_running_loop()
+        self.clock = self.loop.time  # the connections' deadline clock: one bound method, shared
         self._stop_requested = asyncio.Event()
         self._stopped = asyncio.Event()
         self.lifespan = Lifespan(self.app, self.config.lifespan, self.tracer, self.run_app)

@@ -10,7 +10,8 @@ If another thread is waiting for the GIL, that one takes it, and the first one, 
 system call, has to wait in turn. Each hand-off costs two context switches, and on a
 multi-core machine it wakes another core. With eight workers all ready to run, nearly every
 system call hands the GIL over: about nine context switches per hello-world request, and half
-of the server's CPU time spent switching (measured with `perf`; see the README). A pool
+of the server's CPU time spent switching (measured with `perf`; `benchmarks/wsgi_per_request.py`
+counts the switches and system calls per request, ours beside waitress's). A pool
 that wakes a sleeping worker for every queued connection, as most pools do, gets *slower* on
 a fast app as the number of threads grows. So does a pool whose workers are woken, one
 hand-off per request, by another thread that watches the sockets.
@@ -26,7 +27,8 @@ So in this pool:
   if connections wait: the others get through them.
 - **While a worker is awake, the acceptor looks** (`look()`) every `PATIENCE` seconds, or
   less often while the workers make steady progress (up to `MAX_PATIENCE`: `next_patience`;
-  each look takes the GIL from the workers), and sets `wanted` anew with `workers_wanted()`, a pure function of what it saw: how many workers are
+  each look takes the GIL from the workers), and sets `wanted` anew with `workers_wanted()`,
+  a pure function of what it saw: how many workers are
   *stuck* (still inside the request they were in at the last look: blocked in a database call,
   `time.sleep`, a slow client, a Server-Sent Events stream, or computing for long) and whether
   the GIL had time to spare. One worker that makes progress, plus one for each stuck one;
@@ -44,14 +46,17 @@ less CPU though the GIL is never free. So a look that finds the process was pree
 time; stuck workers are still seen. Without that guard, a loaded machine looks like a blocked
 app, and the pool wakes every worker to fight over the GIL.
 
-An app that blocks still gets all N workers, within a look or two; a fast app gets the one it
-can use. The price: a connection that arrives while every awake worker is stuck waits for
-the next look, up to `MAX_PATIENCE` after a long stretch of steady progress. CPU work that runs without the GIL (NumPy, hashing big buffers) counts as
-busy: an app of many short such requests gets fewer workers in parallel than the machine has
-cores. The same holds, for all code, on free-threaded CPython (3.13t, 3.14t, PEP 703): there
-is no GIL to hand over, threads run Python in parallel on every core, and this rule, tuned for
-one GIL, would hold back workers that could run; there the classic pool (wake a worker for
-every waiting connection) is the right one.
+An app that blocks gets all N workers within a look or two, on a quiet machine; on one busy
+with other processes the guard above cannot tell its short blocking calls from preemption,
+and it may get fewer (`docs/design.md`, known limits). A fast app gets the one worker it can
+use. The price: a connection that arrives while every awake worker is stuck waits for the
+next look, up to `MAX_PATIENCE` after a long stretch of steady progress. CPU work that runs
+without the GIL (NumPy, hashing big buffers) counts as busy: an app of many short such
+requests gets fewer workers in parallel than the machine has cores. The same holds, for all
+code, on free-threaded CPython (3.13t, 3.14t, PEP 703): there is no GIL to hand over,
+threads run Python in parallel on every core, and this rule, tuned for one GIL, would hold
+back workers that could run; there the classic pool (wake a worker for every waiting
+connection) is the right one.
 """
 
 from __future__ import annotations
