@@ -656,29 +656,11 @@ def main(argv=None) -> int:
     `python -m asgi_lab experiment blocking`)."""
     import argparse
 
+    from .cli import add_blocking_arguments
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
+    add_blocking_arguments(parser)
     return run_from_args(parser.parse_args(argv))
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("app", nargs="?", help="your ASGI app, as MODULE:ATTR")
-    parser.add_argument("--path", action="append", default=None,
-                        help="a path to GET (repeat for several; clients take them in turn; default /)")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent clients (default: 4)")
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds of load (default: 3)")
-    parser.add_argument("--threshold-ms", type=float, default=THRESHOLD * 1000,
-                        help="report stalls this long or longer (default: %(default)g, asyncio's own)")
-    parser.add_argument("--lifespan", choices=("auto", "on", "off"), default="auto")
-    parser.add_argument("--no-warmup", dest="warmup", action="store_false",
-                        help="measure from the first request (default: one unmeasured request "
-                             "per client and path first)")
-    parser.add_argument("--out", default="experiment-blocking.json", help="the JSON result")
-    parser.add_argument("--charts", metavar="DIR", default=None, help="also save the chart as PNG here")
-    parser.add_argument("--replot", metavar="FILE", default=None,
-                        help="print the table of a saved result (and with --charts, draw it)")
-    parser.add_argument("--stacks", type=int, default=1, metavar="N",
-                        help="print the stack of the N longest stalls in your code (default: 1)")
 
 
 def run_from_args(args) -> int:
@@ -691,9 +673,9 @@ def run_from_args(args) -> int:
         if not args.app:
             raise SystemExit("error: name your app as MODULE:ATTR (or --replot FILE)")
         app = import_app(args.app)
+        threshold = THRESHOLD if args.threshold_ms is None else args.threshold_ms / 1000
         result = run(app, args.path or ["/"], clients=args.clients, duration=args.duration,
-                     threshold=args.threshold_ms / 1000, name=args.app, lifespan=args.lifespan,
-                     warmup=args.warmup)
+                     threshold=threshold, name=args.app, lifespan=args.lifespan, warmup=args.warmup)
         save_result(result, args.out)
         print(f"saved {args.out}", file=sys.stderr)
     print(format_table(result))

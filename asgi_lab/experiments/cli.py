@@ -77,10 +77,38 @@ def add_experiment_parser(commands) -> None:
         parser.set_defaults(run=run_from_args)
     blocking = kinds.add_parser("blocking", help="does your ASGI app block the event loop? "
                                 "(asyncio debug mode, a loop-lag probe, the stack that ran)")
-    from . import blocking_app
+    add_blocking_arguments(blocking)
+    blocking.set_defaults(run=run_blocking)
 
-    blocking_app.add_arguments(blocking)
-    blocking.set_defaults(run=blocking_app.run_from_args)
+
+def add_blocking_arguments(parser: argparse.ArgumentParser) -> None:
+    """`experiment blocking`'s options. (Here, not in blocking_app.py, so that building the
+    command line does not import the experiment: every `python -m asgi_lab asgi` would pay
+    for its imports, a few MB of memory, with psutil and the exercise checks.)"""
+    parser.add_argument("app", nargs="?", help="your ASGI app, as MODULE:ATTR")
+    parser.add_argument("--path", action="append", default=None,
+                        help="a path to GET (repeat for several; clients take them in turn; default /)")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent clients (default: 4)")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds of load (default: 3)")
+    parser.add_argument("--threshold-ms", type=float, default=None,
+                        help="report stalls this long or longer (default: 100, asyncio's own "
+                             "slow_callback_duration)")
+    parser.add_argument("--lifespan", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false",
+                        help="measure from the first request (default: one unmeasured request "
+                             "per client and path first)")
+    parser.add_argument("--out", default="experiment-blocking.json", help="the JSON result")
+    parser.add_argument("--charts", metavar="DIR", default=None, help="also save the chart as PNG here")
+    parser.add_argument("--replot", metavar="FILE", default=None,
+                        help="print the table of a saved result (and with --charts, draw it)")
+    parser.add_argument("--stacks", type=int, default=1, metavar="N",
+                        help="print the stack of the N longest stalls in your code (default: 1)")
+
+
+def run_blocking(args: argparse.Namespace) -> int:
+    from .blocking_app import run_from_args
+
+    return run_from_args(args)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
