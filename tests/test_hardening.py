@@ -33,6 +33,7 @@ from wsproto.frame_protocol import FrameProtocol, Opcode
 from asgi_lab.apps import soak
 from asgi_lab.background import serve_in_background
 from asgi_lab.core import FIRST_REQUEST_WAIT
+from rawhttp import read_until_closed
 
 KiB, MiB = 1024, 1024 * 1024
 SOCKET_READ = 256 * KiB  # the most asyncio reads from a socket in one go (selector transport)
@@ -555,17 +556,6 @@ def sleeping(server) -> int:
     status, body = get(server, "/debug")
     assert status == 200, body
     return json.loads(body)["sleeping"]
-
-
-def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    return data
 
 
 def server_options(kind: str, grace: float) -> list[str]:

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from asgi_lab import loader, serve_in_background
+from rawhttp import read_until_closed
 
 trustme = pytest.importorskip("trustme")
 
@@ -196,17 +197,6 @@ def test_wss_echo_on_the_asgi_server(cert_files, client_context):
 
 
 # -- clients that do not speak TLS, or never finish ---------------------------------------------
-
-def read_until_closed(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes (a reset counts as closed)."""
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    return data
-
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_plain_http_on_the_tls_port_is_one_line_and_the_server_goes_on(kind, cert_files,
