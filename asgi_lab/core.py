@@ -262,7 +262,9 @@ class ConnectionCore:
         self.since = clock()
         self.head_bytes = 0              # bytes of the current request head so far,
         # ... and the bytes themselves, until h11 has parsed it (a Transfer-Encoding h11 refuses
-        # gets its status from them); None when there are none (no list held by an idle stream)
+        # gets its status from them); None while none came, not even EOF: then `next_event`
+        # knows, without asking h11, that there is nothing to parse (and an idle stream holds
+        # no list)
         self.head_data: list[bytes] | None = None
         self.body_bytes = 0              # bytes of the current request body so far
         self.overdue = False             # a sweep found the deadline passed (see `past_deadline`)
@@ -306,6 +308,8 @@ class ConnectionCore:
         `refuse_request` and has an origin-form target (`http11.origin_form`)."""
         if self.last_request:
             return NEED_DATA  # it said "Connection: close" (or HTTP/1.0): ignore the rest
+        if self.head_data is None and self.wait is _HEAD:
+            return NEED_DATA  # not a byte of the next request yet, nor EOF: nothing to parse
         conn = self.conn
         try:
             event = conn.next_event()
@@ -476,9 +480,9 @@ class ConnectionCore:
         self.wait = _HEAD
         self.since = self.clock()
         self.overdue = False
-        buffered = conn.trailing_data[0]  # a pipelined request may have begun
+        buffered, closed = conn.trailing_data  # a pipelined request may have begun (or EOF)
         self.head_bytes = len(buffered)
-        self.head_data = [buffered] if buffered else None
+        self.head_data = [buffered] if buffered or closed else None
         return True
 
     def discard_body(self) -> bool:

@@ -287,8 +287,11 @@ def refuse_request(request: h11.Request, head_bytes: int, config: Config) -> tup
     length = None
     chunked = content_type = False
     values = []
-    for name, value in request.headers:
+    # raw_items(), a list, costs half as much as iterating over `request.headers` (a
+    # `Sequence`, one method call per header), and gives the names as the client wrote them
+    for name, value in request.headers.raw_items():
         values.append(value)
+        name = name.lower()
         if name == b"content-length":
             length = int(value)  # h11 has already checked it is one valid number
         elif name == b"transfer-encoding":

@@ -85,6 +85,8 @@ def test_the_core_imports_no_socket_thread_or_event_loop():
     (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n", 413),
     (b"GET /#frag HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x07b\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: a/b\r\ncontent-TYPE: c/d\r\n\r\n", 400),  # names: any case
+    (b"POST / HTTP/1.1\r\nHost: x\r\ncontent-LENGTH: 3\r\nTRANSFER-encoding: chunked\r\n\r\n", 400),
 ])
 def test_a_request_head_that_breaks_a_rule_is_refused(request_bytes, status):
     core, _ = make()
@@ -153,6 +155,27 @@ def test_pipelined_requests_come_one_at_a_time_in_order():
     assert core.head_bytes > 0  # the next head is already here
     second = events(core)
     assert second[0].target == b"/second"
+
+
+def test_between_requests_the_core_needs_data_until_bytes_or_eof_arrive():
+    """Nothing received since the last response: NEED_DATA without asking h11. But EOF
+    counts as something, whether it came before the response was done or after."""
+    core, _ = make()
+    assert core.next_event() is NEED_DATA  # a new connection, nothing sent yet
+    core.receive_data(GET)
+    events(core)
+    answer(core)
+    assert core.cycle_done() is True and core.next_event() is NEED_DATA
+    core.receive_data(b"")
+    assert type(core.next_event()) is h11.ConnectionClosed
+
+    core, _ = make()
+    core.receive_data(GET)
+    events(core)
+    core.receive_data(b"")  # the client closed its side while we answered
+    answer(core)
+    assert core.cycle_done() is True
+    assert type(core.next_event()) is h11.ConnectionClosed
 
 
 @pytest.mark.parametrize("request_bytes", [

@@ -78,6 +78,19 @@ def test_repeated_headers_are_joined_with_commas_and_cookies_with_semicolons():
     assert environ["HTTP_COOKIE"] == "a=1; b=2"
 
 
+def test_header_names_in_any_case_give_the_same_keys():
+    """RFC 9110 §5.1: field names are case-insensitive (the environ is built from h11's
+    `raw_items()`, the names as the client wrote them)."""
+    environ = environ_for(headers=[(b"Content-Type", b"text/plain"), (b"CONTENT-LENGTH", b"5"),
+                                   (b"X-Tag", b"a"), (b"x-tag", b"b"), (b"Cookie", b"a=1"), (b"COOKIE", b"b=2"),
+                                   (b"X_Forwarded_For", b"6.6.6.6")])
+    assert environ["CONTENT_TYPE"] == "text/plain" and environ["CONTENT_LENGTH"] == "5"
+    assert "HTTP_CONTENT_TYPE" not in environ and "HTTP_CONTENT_LENGTH" not in environ
+    assert environ["HTTP_X_TAG"] == "a,b"
+    assert environ["HTTP_COOKIE"] == "a=1; b=2"
+    assert "HTTP_X_FORWARDED_FOR" not in environ
+
+
 def test_header_values_are_latin1_and_names_with_underscores_are_dropped():
     environ = environ_for(headers=[(b"x-name", "café".encode("utf-8")), (b"x_forwarded_for", b"6.6.6.6")])
     assert environ["HTTP_X_NAME"].encode("latin-1").decode("utf-8") == "café"

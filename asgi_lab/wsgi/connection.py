@@ -440,6 +440,8 @@ class RequestResponseCycle:
     as the PEP requires, and hands what it returns to the core, which makes h11 events of it.
     """
 
+    __slots__ = ("connection", "core", "conn", "request", "tracer", "body_complete", "environ")  # one per request
+
     def __init__(self, connection: Connection, request: h11.Request) -> None:
         self.connection = connection
         self.core = connection.core      # its `state` is this response's (`ResponseState`)

