@@ -47,12 +47,13 @@ class Client:
     def send(self, *events) -> None:
         self.sock.sendall(b"".join(self.conn.send(e) for e in events))
 
-    def request(self, method="GET", target="/", headers=(), body=b"") -> None:
+    def request(self, method="GET", target="/", headers=(), body=b"") -> "Client":
         headers = [("host", "test")] + list(headers)
         if body:
             headers.append(("content-length", str(len(body))))
         self.send(h11.Request(method=method, target=target, headers=headers),
                   *([h11.Data(data=body)] if body else []), h11.EndOfMessage())
+        return self
 
     def next_event(self):
         while True:

@@ -12,17 +12,14 @@
    inspector, and presses the close button, which then disables itself.
    ASGI_LAB_BROWSER_SHOTS=folder saves screenshots of the widgets to look at.
 
-Playwright never downloads a browser here: it drives the system's Chromium through
-`executable_path`, headless, in a fresh empty profile (playwright's own temporary
-user-data-dir), with no network services of its own. Without Chromium these tests skip,
-loudly; CI (`.ci/run`) installs it.
+Playwright drives the system's Chromium, headless, in a fresh empty profile (tests/chromium.py).
+Without Chromium these tests skip, loudly; CI (`.ci/run`) installs it.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -30,29 +27,22 @@ import pytest
 from asgi_lab import serve_in_background
 from asgi_lab.apps.chat import ChatApp
 from asgi_lab.live import ChatClient
+from chromium import launch_chromium, needs_chromium
 from labserver import start_jupyterlab
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "04-live-websockets.ipynb"
 
 pytestmark = [
-    pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason="CHROMIUM IS NOT INSTALLED (no /usr/bin/chromium): the real-browser tests "
-                              "did NOT run. apt-get install -y --no-install-recommends chromium"),
+    needs_chromium("the real-browser tests"),
     pytest.mark.timeout(120),
 ]
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                             headless=True, timeout=30_000)
+    with launch_chromium() as browser:
         yield browser
-        browser.close()
 
 
 def watch_errors(page, console: bool = True) -> list[str]:

@@ -20,20 +20,16 @@ the proxy alone. Skips without Chromium (CI installs it) or without jupyter-serv
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 from asgi_lab.live import public_url
 from asgi_lab.live.public_url import LOCAL, public_address
+from chromium import launch_chromium, needs_chromium
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "04-live-websockets.ipynb"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
 # -- 1. the rules ------------------------------------------------------------------------------
@@ -148,19 +144,11 @@ def test_both_chats_page_and_websocket_answer_through_the_proxy_for_a_logged_in_
             assert received[1]["text"] == "through the proxy" and received[1]["name"] == "py"
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                    reason="CHROMIUM IS NOT INSTALLED (no /usr/bin/chromium): the classroom test "
-                           "did NOT run. apt-get install -y --no-install-recommends chromium")
+@needs_chromium("the classroom test")
 @pytest.mark.timeout(120)
 def test_notebook_04_chat_page_and_its_websocket_go_through_jupyter_server_proxy(lab):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                             headless=True, timeout=30_000)
-        try:
-            run_chat_through_the_proxy(browser, lab, BASE_URL)
-        finally:
-            browser.close()
+    with launch_chromium() as browser:
+        run_chat_through_the_proxy(browser, lab, BASE_URL)
 
 
 #: Run the notebook's cells from the first one through the cell that shows the chat box (found

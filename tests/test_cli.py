@@ -3,22 +3,18 @@ on real sockets on 127.0.0.1. Each way to get it wrong is one line and its own e
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
-import time
 
 import httpx
 import pytest
 
 from asgi_lab import loader
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "PYTHONPATH": ROOT}
+from processes import ENV, ROOT, start_cli
 
 APPS = textwrap.dedent("""
     import sys
@@ -49,24 +45,6 @@ APPS = textwrap.dedent("""
 def run(*args: str, cwd, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "asgi_lab", *args], cwd=cwd, env=ENV,
                           capture_output=True, text=True, timeout=timeout)
-
-
-def start(*args: str, cwd) -> tuple[subprocess.Popen, str, list[str]]:
-    """Start a server; return it, its URL and the lines it printed before serving."""
-    proc = subprocess.Popen([sys.executable, "-m", "asgi_lab", *args], cwd=cwd, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 20
-    lines: list[str] = []
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-        if match and "serving" in line:
-            return proc, match.group(0), lines
-    proc.kill()
-    raise AssertionError("server did not print its address:\n" + "".join(lines))
 
 
 def stop(proc: subprocess.Popen, lines: list[str]) -> str:
@@ -169,7 +147,7 @@ def test_permission_denied_is_one_error_line(app_dir):
 def test_factory_and_app_dir(tmp_path):
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "apps.py").write_text(APPS)
-    proc, url, lines = start("asgi", "apps:create_app", "--factory", "--app-dir", "elsewhere",
+    proc, url, lines = start_cli("asgi", "apps:create_app", "--factory", "--app-dir", "elsewhere",
                              "--port", "0", cwd=tmp_path)
     try:
         assert httpx.get(url, timeout=10).text == "asgi"
@@ -187,7 +165,7 @@ def test_factory_that_returns_a_wsgi_app_to_the_asgi_server(app_dir):
 
 @pytest.mark.parametrize("command, target", [("asgi", "apps:asgi_app"), ("wsgi", "apps:wsgi_app")])
 def test_startup_and_shutdown_lines(app_dir, command, target):
-    proc, url, lines = start(command, target, "--port", "0", cwd=app_dir)
+    proc, url, lines = start_cli(command, target, "--port", "0", cwd=app_dir)
     try:
         assert httpx.get(url, timeout=10).text == command
     finally:
@@ -204,7 +182,7 @@ def test_startup_and_shutdown_lines(app_dir, command, target):
 def test_django_only_our_own_lines(command, target):
     """Our loggers only: Django's own "Not Found" warning (logger django.request) is not
     printed because of us; lifespan auto with Django is one INFO line, no traceback."""
-    proc, url, lines = start(command, target, "--port", "0", cwd=ROOT)
+    proc, url, lines = start_cli(command, target, "--port", "0", cwd=ROOT)
     try:
         assert httpx.get(url + "/hello", timeout=10).text == "Hello, world!"
         assert httpx.get(url + "/no-such-page", timeout=10).status_code == 404

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import os
-import re
 import signal
 import socket
 import subprocess
@@ -19,25 +17,7 @@ import pytest
 
 from asgi_lab import running_servers, serve_in_background
 from asgi_lab.apps.hello import app as hello
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def start_cli(*args: str, cwd: str = ROOT) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "asgi_lab", *args], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 20
-    lines = []
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-        if match and "serving" in line:
-            return proc, match.group(0)
-    proc.kill()
-    raise AssertionError("server did not print its address:\n" + "".join(lines))
+from processes import ROOT, start_cli
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -58,7 +38,7 @@ def test_cli_prints_its_real_address_and_stops_gracefully(sig, tmp_path):
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"finished"})
     """))
-    proc, url = start_cli("asgi", "slowapp:app", "--port", "0", cwd=str(tmp_path))
+    proc, url, _ = start_cli("asgi", "slowapp:app", "--port", "0", cwd=str(tmp_path))
     try:
         assert not url.endswith(":0")
         with httpx.Client(timeout=10) as client:
@@ -133,7 +113,7 @@ def test_a_second_sigint_cuts_a_slow_lifespan_shutdown_short(tmp_path):
             await receive()
             await asyncio.sleep(60)   # a shutdown that would take a minute
     """))
-    proc, url = start_cli("asgi", "slowstop:app", "--port", "0", cwd=str(tmp_path))
+    proc, url, _ = start_cli("asgi", "slowstop:app", "--port", "0", cwd=str(tmp_path))
     try:
         proc.send_signal(signal.SIGINT)
         time.sleep(0.5)

@@ -13,7 +13,7 @@ again), served over loopback, and every page is opened:
 
 A broken link, image or anchor, or a plain code block, fails the test with the page and what
 is wrong (`test_the_checks_fail_on_a_broken_page` shows they can). The build itself must give
-no warning but the ones listed in ALLOWED_WARNINGS.
+no warning.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import functools
 import http.server
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -33,25 +32,15 @@ from pathlib import Path
 
 import pytest
 
+from chromium import launch_chromium, needs_chromium
+
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-# docs/classroom.md comes with the classroom set-up (JupyterHub, Binder); the README links to it
-# and docs/index.md lists it. Until that page exists in the checkout, its absence is not an error.
-CLASSROOM_PENDING = not (ROOT / "docs" / "classroom.md").exists()
-ALLOWED_WARNINGS = [re.compile(r"toctree glob pattern 'classroom\*' didn't match any documents")] \
-    if CLASSROOM_PENDING else []
-ALLOWED_PROBLEMS = ["README.html: link to README.html#docs/classroom.md: no such anchor"] \
-    if CLASSROOM_PENDING else []
 
 pytestmark = [
-    pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason="CHROMIUM IS NOT INSTALLED (no /usr/bin/chromium): the docs-site browser test "
-                              "did NOT run. apt-get install -y --no-install-recommends chromium"),
+    needs_chromium("the docs-site browser test"),
     pytest.mark.timeout(300),
 ]
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 pytest.importorskip("myst_nb", reason="the docs extra is not installed: pip install -e '.[docs]'")
 
 #: What one page shows the checks, read in the page after every image has loaded.
@@ -93,8 +82,7 @@ def site(tmp_path_factory) -> Path:
                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert build.returncode == 0, build.stderr[-3000:]
     warnings = [line for line in build.stderr.splitlines() if "WARNING" in line or "ERROR" in line]
-    unexpected = [line for line in warnings if not any(allowed.search(line) for allowed in ALLOWED_WARNINGS)]
-    assert not unexpected, "the docs build warns:\n" + "\n".join(unexpected)
+    assert not warnings, "the docs build warns:\n" + "\n".join(warnings)
     return out
 
 
@@ -118,11 +106,8 @@ def serve(folder: Path):
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                             headless=True, timeout=30_000)
+    with launch_chromium() as browser:
         yield browser
-        browser.close()
 
 
 def pages_of(folder: Path) -> list[str]:
@@ -190,7 +175,7 @@ def test_every_page_loads_with_its_images_links_and_highlighted_code(site, serve
     assert {"index.html", "docs/index.html", "README.html", "docs/design.html", "docs/performance.html",
             "docs/reliability.html", "notebooks/02-asgi-events.html"} <= set(pages)
     assert len(pages) >= 30, pages
-    problems = [p for p in check_site(browser, served, pages) if p not in ALLOWED_PROBLEMS]
+    problems = check_site(browser, served, pages)
     assert not problems, f"{len(problems)} problems on {len(pages)} pages:\n" + "\n".join(problems)
 
 

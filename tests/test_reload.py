@@ -4,20 +4,18 @@ error is printed and the supervisor keeps watching. Real files, a real subproces
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
 import pytest
 
+from processes import ENV, Output
+
 pytest.importorskip("watchfiles")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "PYTHONPATH": ROOT}
 
 ASGI_APP = """
 async def app(scope, receive, send):
@@ -32,29 +30,6 @@ def app(environ, start_response):
     start_response("200 OK", [("content-type", "text/plain")])
     return [b"{text}"]
 """
-
-
-class Output:
-    """Collects a process's output lines on a thread, so the test never blocks reading."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.lines: list[str] = []
-        self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
-        self.thread.start()
-
-    def _read(self, proc) -> None:
-        for line in proc.stdout:
-            self.lines.append(line)
-
-    def wait_for(self, pattern: str, start: int = 0, timeout: float = 20.0) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.lines[start:]:
-                match = re.search(pattern, line)
-                if match:
-                    return match
-            time.sleep(0.05)
-        raise AssertionError(f"no line matching {pattern!r} in:\n" + "".join(self.lines))
 
 
 def get_until(url: str, expected: str, timeout: float = 20.0) -> str:

@@ -13,7 +13,6 @@ import ssl
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import httpx
@@ -22,9 +21,8 @@ import pytest
 from asgi_lab import serve_in_background
 from asgi_lab.proxy_headers import ProxyHeadersMiddleware, WSGIProxyHeadersMiddleware
 from asgi_lab.unix_socket import bind_unix_socket
+from processes import ENV, Output
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "PYTHONPATH": ROOT}
 KINDS = ["asgi", "wsgi"]
 
 
@@ -190,23 +188,6 @@ def test_the_socket_file_is_removed_when_the_lifespan_startup_fails(tmp_path):
                           cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=30)
     assert done.returncode == 3, done.stderr  # loader.EXIT_LIFESPAN_FAILED
     assert not os.path.exists(path)
-
-
-class Output:
-    """The lines a subprocess prints, read on a thread; `wait_for` polls them (bounded)."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        threading.Thread(target=lambda: self.lines.extend(proc.stdout), daemon=True).start()
-
-    def wait_for(self, pattern: str, count: int = 1, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if sum(1 for line in list(self.lines) if re.search(pattern, line)) >= count:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"fewer than {count} {pattern!r} in:\n" + "".join(self.lines))
 
 
 def get_over(path: str, expected: str, timeout: float = 20.0) -> None:

@@ -7,51 +7,37 @@ playwright drives the system's Chromium (CI installs it) and the test skips with
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
 from asgi_lab import serve_in_background
 from asgi_lab.apps.echo import app
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+from chromium import launch_chromium, needs_chromium
 
 pytestmark = [
-    pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason="CHROMIUM IS NOT INSTALLED (no /usr/bin/chromium): the real-browser test "
-                              "did NOT run. apt-get install -y --no-install-recommends chromium"),
+    needs_chromium("the real-browser test"),
     pytest.mark.timeout(60),
 ]
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
 
 def test_chromium_echoes_through_the_echo_page():
     with serve_in_background(app, name="test-websocket-browser", access_log=False,
-                             timeout_graceful_shutdown=1.0) as server, \
-            sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, timeout=30_000,
-                                             args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            errors = []
-            page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-            page.on("console", lambda message: message.type == "error" and errors.append(
-                f"console error: {message.text}"))
-            page.goto(server.url + "/", timeout=10_000)
-            page.wait_for_function("document.getElementById('log').textContent.includes('open')",
-                                   timeout=10_000)
-            page.fill("#text", "héllo from Chromium")
-            page.click("#send")
-            page.wait_for_function(
-                "document.getElementById('log').textContent.includes('< héllo from Chromium')",
-                timeout=10_000)
-            page.evaluate("ws.close(4321, 'done')")
-            page.wait_for_function(
-                "document.getElementById('log').textContent.includes('closed with code 4321')",
-                timeout=10_000)
-            assert errors == []
-        finally:
-            browser.close()
+                             timeout_graceful_shutdown=1.0) as server, launch_chromium() as browser:
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+        page.on("console", lambda message: message.type == "error" and errors.append(
+            f"console error: {message.text}"))
+        page.goto(server.url + "/", timeout=10_000)
+        page.wait_for_function("document.getElementById('log').textContent.includes('open')",
+                               timeout=10_000)
+        page.fill("#text", "héllo from Chromium")
+        page.click("#send")
+        page.wait_for_function(
+            "document.getElementById('log').textContent.includes('< héllo from Chromium')",
+            timeout=10_000)
+        page.evaluate("ws.close(4321, 'done')")
+        page.wait_for_function(
+            "document.getElementById('log').textContent.includes('closed with code 4321')",
+            timeout=10_000)
+        assert errors == []

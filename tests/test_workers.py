@@ -3,8 +3,6 @@ load, SIGHUP replaces them without a failed request, SIGTERM lets a request in f
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,9 +15,8 @@ import pytest
 
 gunicorn = pytest.importorskip("gunicorn")
 from gunicorn.config import Config as GunicornConfig  # noqa: E402
+from processes import ENV, Output  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "PYTHONPATH": ROOT}
 # gunicorn 24+ opens a control socket in ~/.gunicorn by default: one per test run is enough.
 NO_CONTROL = ["--no-control-socket"] if "control_socket_disable" in GunicornConfig().settings else []
 
@@ -58,38 +55,17 @@ APP = textwrap.dedent("""
 """)
 
 
-class Gunicorn:
+class Gunicorn(Output):
+    """`gunicorn -k asgi_lab.workers.WORKER -w 2` on a free port, once both workers serve."""
+
     def __init__(self, tmp_path, worker: str, target: str, *options: str) -> None:
         (tmp_path / "pidapp.py").write_text(APP)
-        self.proc = subprocess.Popen(
+        super().__init__(subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-k", f"asgi_lab.workers.{worker}", "-w", "2",
              "-b", "127.0.0.1:0", "--graceful-timeout", "10", *NO_CONTROL, *options, target],
-            cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+            cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
         self.url = "http://127.0.0.1:" + self.wait_for(r"Listening at: http://127\.0\.0\.1:(\d+)").group(1)
-        self.wait_for_count(r"asgi_lab \w+ worker serving", 2)
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def wait_for(self, pattern: str, timeout: float = 20.0) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if match := re.search(pattern, line):
-                    return match
-            time.sleep(0.05)
-        raise AssertionError(f"no {pattern!r} in:\n" + "".join(self.lines))
-
-    def wait_for_count(self, pattern: str, count: int, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if sum(1 for line in list(self.lines) if re.search(pattern, line)) >= count:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"fewer than {count} {pattern!r} in:\n" + "".join(self.lines))
+        self.wait_for(r"asgi_lab \w+ worker serving", count=2)
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -99,10 +75,6 @@ class Gunicorn:
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
 
 
 def pids_serving(url: str, requests: int = 40, expected: int = 2, rounds: int = 5) -> set[str]:
@@ -157,7 +129,7 @@ def test_two_workers_serve_and_hup_replaces_them_without_a_failed_request(tmp_pa
         in_flight.start()
         slow_pid = server.wait_for(r"slow request in (\d+)").group(1)
         server.proc.send_signal(signal.SIGHUP)
-        server.wait_for_count(r"asgi_lab \w+ worker serving", 4)  # two new workers
+        server.wait_for(r"asgi_lab \w+ worker serving", count=4)  # two new workers
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not (set(answered) - before):
             time.sleep(0.1)
@@ -174,7 +146,7 @@ def test_two_workers_serve_and_hup_replaces_them_without_a_failed_request(tmp_pa
     finally:
         code = server.stop()
     assert code == 0
-    assert "Traceback" not in server.output
+    assert "Traceback" not in server.text
 
 
 @pytest.mark.parametrize("worker, target", [("ASGIWorker", "pidapp:asgi_app"),
@@ -196,9 +168,9 @@ def test_sigterm_lets_the_request_in_flight_finish(tmp_path, worker, target):
         server.stop()
     assert result["r"].status_code == 200
     assert code == 0 and took < 10
-    assert "Traceback" not in server.output
+    assert "Traceback" not in server.text
     if worker == "ASGIWorker":
-        assert server.output.count("lifespan shutdown in") == 2  # each worker ran its shutdown
+        assert server.text.count("lifespan shutdown in") == 2  # each worker ran its shutdown
 
 
 def test_a_wsgi_app_given_to_the_asgi_worker_stops_gunicorn_with_one_line(tmp_path):
@@ -221,7 +193,7 @@ def test_max_requests_restarts_the_worker(tmp_path):
             seen.add(httpx.get(server.url, timeout=10).text)
             time.sleep(0.05)
         assert len(seen) >= 3, seen
-        assert "served" in server.output and "--max-requests" in server.output
+        assert "served" in server.text and "--max-requests" in server.text
     finally:
         assert server.stop() == 0
 
@@ -233,11 +205,11 @@ def test_the_heartbeat_keeps_an_idle_worker_and_a_blocked_loop_gets_it_restarted
     try:
         before = pids_serving(server.url)
         time.sleep(3)  # longer than --timeout, idle
-        assert "WORKER TIMEOUT" not in server.output
+        assert "WORKER TIMEOUT" not in server.text
         with pytest.raises(httpx.HTTPError):  # the worker is killed under the request
             httpx.get(server.url + "/block?delay=30", timeout=20)
         server.wait_for(r"WORKER TIMEOUT")
-        server.wait_for_count(r"asgi_lab \w+ worker serving", 3)  # a replacement booted
+        server.wait_for(r"asgi_lab \w+ worker serving", count=3)  # a replacement booted
         after = pids_serving(server.url)
         assert len(after) == 2 and after != before
     finally:

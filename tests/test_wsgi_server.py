@@ -27,6 +27,7 @@ from asgi_lab.apps import wsgi_demo
 from asgi_lab.apps.hello import wsgi_app as hello
 from asgi_lab.config import Config
 from asgi_lab.wsgi.server import WSGIServer
+import rawhttp
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -45,29 +46,12 @@ def serving(app, tracer=None, **settings):
         server.shutdown()
 
 
-class Client:
-    """One raw connection; responses parsed by h11 (client side)."""
-
-    def __init__(self, address, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection(address, timeout=timeout)
-        self.conn = h11.Connection(h11.CLIENT)
+class Client(rawhttp.Client):
+    """rawhttp's client, with requests that may also be sent as raw bytes, and responses as
+    (status, headers dict, body)."""
 
     def send_raw(self, data: bytes) -> None:
         self.sock.sendall(data)
-
-    def request(self, method="GET", target="/", headers=(), body=b"") -> "Client":
-        headers = [("host", "test")] + list(headers)
-        if body:
-            headers.append(("content-length", str(len(body))))
-        self.sock.sendall(b"".join(self.conn.send(event) for event in (
-            h11.Request(method=method, target=target, headers=headers),
-            *([h11.Data(data=body)] if body else []), h11.EndOfMessage())))
-        return self
-
-    def next_event(self):
-        while (event := self.conn.next_event()) is h11.NEED_DATA:
-            self.conn.receive_data(self.sock.recv(65536))
-        return event
 
     def response(self, method="GET"):
         """(status, headers dict, body) of the next response. For requests sent with send_raw,
@@ -75,20 +59,9 @@ class Client:
         if self.conn.our_state is h11.IDLE:  # sent raw: let h11 know a request went out
             self.conn.send(h11.Request(method=method, target="/", headers=[("host", "test")]))
             self.conn.send(h11.EndOfMessage())
-        response, body = None, b""
-        while True:
-            event = self.next_event()
-            if type(event) is h11.Response:
-                response = event
-            elif type(event) is h11.Data:
-                body += event.data
-            elif type(event) is h11.EndOfMessage:
-                if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
-                    self.conn.start_next_cycle()
-                headers = {name.decode(): value.decode("latin-1") for name, value in response.headers}
-                return response.status_code, headers, body
-            elif type(event) is h11.ConnectionClosed:
-                raise ConnectionError("closed before a complete response")
+        response, body = super().response()
+        headers = {name.decode(): value.decode("latin-1") for name, value in response.headers}
+        return response.status_code, headers, body
 
     def is_closed(self, timeout: float = 3.0) -> bool:
         """True if the server closes the connection within `timeout` (extra bytes are ignored)."""
