@@ -43,6 +43,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/sse_clients.py --json benchmarks/results/sse-clients.json
 	$(PY) benchmarks/slow_clients.py --json benchmarks/results/slow-clients.json
 	$(PY) benchmarks/gunicorn_workers.py --json benchmarks/results/gunicorn-workers.json
+	$(PY) benchmarks/wsgi_per_request.py --json benchmarks/results/wsgi-per-request.json
+	$(PY) benchmarks/request_path.py --json benchmarks/results/request-path.json
 	$(PY) tools/render_results.py
 
 # docs and results use an existing .venv as it is (never reinstall a venv another checkout

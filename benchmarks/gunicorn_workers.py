@@ -67,6 +67,16 @@ def rounds_of(result: dict) -> list[dict]:
             for key, samples in result["samples"].items() for number, sample in enumerate(samples)]
 
 
+KEEP_ALIVE_NOTE = (
+    "With keep-alive, wrk opens all its connections at the same moment and keeps them for the "
+    "whole round. Both workers wait on gunicorn's one listening socket, and the first whose event "
+    "loop wakes up accepts every connection already there (asyncio's `_accept_connection` calls "
+    "`accept()` up to the listen backlog times per wake-up, 2048 here): in such a round the second "
+    "worker serves nothing, and two workers do what one does. The min-max column shows the rounds "
+    "in which the connections were shared. With a new connection per request (`Connection: close`), "
+    "both workers keep accepting.")
+
+
 def markdown(result: dict) -> str:
     """The printed table of a result file, from its raw rounds, as Markdown."""
     runs = rounds_of(result)
@@ -77,6 +87,7 @@ def markdown(result: dict) -> str:
         f"connections, load from {result['client']}.", "",
         markdown_table(ROUNDS_HEADER, rounds_rows(runs, reference), left=2), "",
         rounds_note(reference) + " The ratio is what a second worker process adds on this machine.", "",
+        KEEP_ALIVE_NOTE, "",
         measured(result)])
 
 

@@ -151,6 +151,19 @@ def soak(sigterm: bool = False) -> dict:
                     "keep_alive": 1.0, "passed": True, "runs": [run]}, "python benchmarks/soak.py")
 
 
+def request_path() -> dict:
+    calls = {"h11": 129.0, "asgi_lab": 34.0, "other": 25.0}
+    h11_calls = dict.fromkeys(["receive_data", "next_event: Request", "next_event: EndOfMessage", "send: Response",
+                               "send: Data", "send: EndOfMessage", "start_next_cycle"], 1.0)
+    return stamped({"benchmark": "request_path", "app": "asgi_lab.apps.hello:wsgi_app", "requests": 1000,
+                    "rounds": 3, "baseline": None, "baseline_commit": None, "runs": [
+                        {"checkout": "asgi_lab", "mode": "keep-alive", "ours_us": 80.0, "h11_us": 60.0,
+                         "calls": calls, "h11_calls": calls, "h11_call_us": h11_calls},
+                        {"checkout": "asgi_lab", "mode": "close", "ours_us": 120.0, "h11_us": 90.0,
+                         "calls": calls, "h11_calls": calls}]},
+                   "python benchmarks/request_path.py")
+
+
 def floods() -> dict:
     return stamped({"benchmark": "floods", "idle": 100, "threads": 8, "runs": [
         {"server": "asgi", "scenario": "upload", "pushed": "96 MiB body", "peak_rss_growth_mib": 1.25,
@@ -175,6 +188,9 @@ CASES = {
                                 "| close | waitress | 200 | 200-200 | 1.00x | 300 | 3.00x | - | 25% |"]),
     "wsgi_per_request": (wsgi_per_request, ["| asgi_lab | 2,000 | 3.0 | 150 | 0.050 | 0.010 | 3.20 |",
                                             "| waitress | 1,000 | 9.0 | 200 | 8.000 | 0.500 | - |"]),
+    "request_path": (request_path, ["| keep-alive | asgi_lab | 80.0 | 60.0 | 20.0 | 75% | 129 | 34 | 25 |",
+                                    "| close | asgi_lab | 120.0 | 90.0 | 30.0 | 75% | 129 | 34 | 25 |",
+                                    "| send: Response | 1.0 |", "| all | 7.0 |"]),
     "ws_echo": (ws_echo, ["| asgi_lab | 300 | 3.00x | 240-480 | 0 | 10.0 | 0.50x | 5.00 | 1.00x | 2.00 | 0.50x |",
                           "asgi_lab / uvicorn-wsproto: round trips/s 3.00x"]),
     "chat_load": (chat_load, ["| asgi_lab | 200 | 200 | 2.00x | 0% | 100.0% | 1.0 | 9.0 | 50.0 | 0.50x | 0 |"]),

@@ -58,6 +58,7 @@ TITLES = {"sse-sweep": "SSE clients: threads against coroutines, 100 to 10,000 c
           "chat_load": "A chat room's broadcasts: deliveries per second and lag, against uvicorn (wsproto)",
           "wsgi_hello": "Hello world over WSGI: our threaded server, gunicorn (gthread) and waitress",
           "wsgi_per_request": "What one WSGI request costs: context switches, system calls and CPU per request",
+          "request_path": "Where a WSGI request's CPU time goes: h11 against our layers, no sockets",
           "tracer_overhead": "Is tracing free when it is off? Three builds of our ASGI server",
           "sse_clients": "SSE clients per server: memory, threads and lag (the issue-6 targets)",
           "sse_memory": "Where a waiting SSE client's memory goes: Python's allocations, line by line",
