@@ -84,7 +84,7 @@ def test_missing_facts_of_a_result_read_as_unknown():
 def test_a_result_measured_before_the_servers_last_change_is_marked():
     def git(*args):
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    changes = git("log", "--format=%H", "-2", "--", "asgi_lab/")
+    changes = git("log", "--format=%H", "-2", "--", *render.SERVER_PATHSPEC)
     if len(changes) < 2:
         pytest.skip("a shallow clone: no earlier change to asgi_lab/ to measure at")
     assert render.staleness(git("rev-parse", "HEAD")[0]) is None

@@ -296,6 +296,21 @@ def test_never_served_chart_counts_the_starved_clients():
     assert ax.get_title(loc="left") == "A pool of 32 threads leaves every client after the 32nd unserved"
 
 
+def test_never_served_chart_says_when_two_servers_starve_the_same_clients():
+    """Two pools of 32 leave the same clients unserved: the second line, drawn on the first,
+    is dashed and says so in the legend."""
+    from asgi_lab.viz import charts
+
+    sweep = _sweep()
+    for result in sweep["results"]:
+        result["runs"] += [{**run, "server": {**run["server"], "name": "gunicorn"}}
+                           for run in result["runs"] if run["server"]["name"] == "wsgi-pool"]
+    lines = _lines(charts.never_served_chart(sweep))
+    assert lines["wsgi-pool"].get_linestyle() == "-"
+    same = lines["gunicorn: the same counts as wsgi-pool"]
+    assert same.get_linestyle() == "--" and list(same.get_ydata()) == [68, 968]
+
+
 def test_address_space_chart_stacks_the_parts():
     from asgi_lab.experiments.procstats import PARTS
     from asgi_lab.viz import charts

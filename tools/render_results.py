@@ -50,6 +50,10 @@ SOURCES = [ROOT / "benchmarks" / "results", ROOT / "notebooks" / "data"]
 RELIABILITY = {"slow_clients", "soak", "floods", "shutdown", "fuzz"}
 """Results about what the servers survive; every other result is about speed and cost."""
 SERVER_CODE = "asgi_lab/"
+NOT_MEASURED = ("asgi_lab/viz/",)
+"""The part of the package no measurement runs (it draws the charts): a change there does not
+make a result stale."""
+SERVER_PATHSPEC = (SERVER_CODE, *(f":(exclude){path}" for path in NOT_MEASURED))
 UNKNOWN = "unknown"
 TITLES = {"sse-sweep": "SSE clients: threads against coroutines, 100 to 10,000 clients",
           "slow_clients": "Slow clients against a 4-thread WSGI pool",
@@ -136,7 +140,7 @@ def git(*args: str) -> str | None:
 
 def staleness(commit: str | None) -> str | None:
     """None when `commit` holds the server's code as it is; else the sentence for the page."""
-    last = git("log", "-1", "--format=%H", "--", SERVER_CODE)
+    last = git("log", "-1", "--format=%H", "--", *SERVER_PATHSPEC)
     if not last:
         return "Whether the server changed since this run is unknown (no git history here)."
     when = git("log", "-1", "--format=%cs", last) or UNKNOWN
