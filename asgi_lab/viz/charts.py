@@ -213,19 +213,19 @@ def never_served_chart(sweep: dict, source: str | None = None) -> Figure:
     fig, (ax,) = _figure(7.5, 4.4)
     series = _series(sweep)
     zero = [name for name, points in series.items() if not any(s["never"] for _, s in points)]
-    first_with: dict[tuple, str] = {}  # counts -> the first server drawn with them
+    drawn: dict[tuple, str] = {}  # counts -> the server whose line shows them
     for name, points in series.items():
         counts = tuple((n, s["never"]) for n, s in points)
-        same_as = None if name in zero else first_with.setdefault(counts, name)
+        label, style = name, "-"
         if name in zero:
             label = f"{name}: none, at every size"
-        elif same_as != name:  # two pools of one size starve the same clients: one line on another
-            label = f"{name}: the same counts as {same_as}"
+        elif counts in drawn:  # two pools of one size starve the same clients: dashed, so the
+            label, style = f"{name}: the same counts as {drawn[counts]}", "--"  # line below shows
         else:
-            label = name
+            drawn[counts] = name
         ax.plot([n for n, _ in points], [s["never"] for _, s in points], color=_color(name),
                 marker=MARKERS.get(name, "o"), label=label, alpha=0.8 if name in zero else 1.0,
-                ls="--" if same_as not in (None, name) else "-")  # dashed: the line below shows
+                ls=style)
     _clients_axis(ax, sorted({r["clients"] for r in sweep["results"]}))
     ax.set_ylim(bottom=0)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
