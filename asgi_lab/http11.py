@@ -54,6 +54,25 @@ def bind_socket(config: Config) -> socket.socket:
     return sock
 
 
+MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+"""recv() flag: return at once if no bytes are there (POSIX; Windows lacks it)."""
+
+
+def bytes_waiting(sock: socket.socket) -> bool:
+    """Has the client sent bytes nobody has read yet? A peek that never waits: the bytes
+    stay in the socket. False on EOF, on an error, and where there is no non-blocking peek.
+
+    Graceful shutdown asks this before closing an idle keep-alive connection: closing a socket
+    with unread bytes in it resets the connection (the kernel sends RST), and the request its
+    client had already sent is lost, where it could have been answered."""
+    if not MSG_DONTWAIT:
+        return False
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | MSG_DONTWAIT))
+    except OSError:  # nothing there (BlockingIOError), or the connection failed
+        return False
+
+
 def new_h11_connection(config: Config) -> h11.Connection:
     """A server-side h11 state machine; a request head over the limit raises 431."""
     return h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_bytes)

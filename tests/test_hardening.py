@@ -33,7 +33,7 @@ from wsproto.frame_protocol import FrameProtocol, Opcode
 from asgi_lab.apps import soak
 from asgi_lab.background import serve_in_background
 from asgi_lab.core import FIRST_REQUEST_WAIT
-from rawhttp import read_until_closed
+from rawhttp import on_loop, read_until_closed
 
 KiB, MiB = 1024, 1024 * 1024
 SOCKET_READ = 256 * KiB  # the most asyncio reads from a socket in one go (selector transport)
@@ -672,6 +672,26 @@ def test_requests_arriving_as_shutdown_begins_are_answered_not_reset(kind):
                 lost += 1
             sock.close()
     assert lost == 0, f"{lost} of 150 requests were not answered"
+
+
+def test_an_asgi_request_not_read_yet_when_shutdown_closes_idle_connections_is_answered():
+    """The race of the test above, made certain: the next request is in the socket, unread
+    (its reading paused), when shutdown closes the idle connections. It is answered with
+    `Connection: close`, then the connection closes: no reset."""
+    with start("asgi", "unread") as server:
+        sock = connect(server, timeout=5)
+        sock.sendall(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+        assert read_response(sock) == (200, b"ok")
+        (protocol,) = on_loop(server, list, server.server.connections)
+        on_loop(server, protocol.transport.pause_reading)
+        sock.sendall(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+        assert wait_until(lambda: on_loop(server, protocol.request_arriving), 5.0)
+        on_loop(server, protocol.shutdown)  # as the server's shutdown does for each connection
+        assert not on_loop(server, protocol.transport.is_closing)
+        on_loop(server, protocol.transport.resume_reading)
+        answer = read_until_closed(sock, 5)
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"connection: close" in answer.lower()
+        sock.close()
 
 
 @pytest.mark.parametrize("kind, threads", [("asgi", None), ("wsgi", 8), ("wsgi", 0)],

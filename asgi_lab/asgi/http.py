@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 
 import h11
 
@@ -26,7 +28,7 @@ import enum
 
 from ..core import (COMPLETE, FIRST_REQUEST_WAIT, NEED_DATA, NOT_STARTED, ClientDisconnected,
                     ConnectionCore, Refused, ResponseState, Wait, address, advance)
-from ..http11 import check_status, is_websocket_upgrade, reason_phrase
+from ..http11 import bytes_waiting, check_status, is_websocket_upgrade, reason_phrase
 from .scope import build_http_scope
 
 logger = logging.getLogger("asgi_lab.error")
@@ -247,8 +249,15 @@ class HTTPProtocol(asyncio.Protocol):
             self.close_if_idle()
 
     def close_if_idle(self) -> None:
-        """Shutting down: close the connection unless a request is being answered on it."""
+        """Shutting down: close the connection unless a request is being answered on it, or
+        has just arrived: its bytes are in the socket, and the loop, which shuts down on its
+        own turn, has not read them yet. Read at the loop's next turn, that request is answered
+        with `Connection: close` (the core's `keep_alive` is off), and the connection closes;
+        closing it now would reset it (`http11.bytes_waiting`). If the request never completes,
+        the grace period ends it."""
         if self.cycle is not None or self.transport.is_closing():
+            return
+        if self.request_arriving():
             return
         if self.server.ssl_context is not None and not self.transport.get_write_buffer_size():
             # Over TLS, close() would also wait for the client's own close_notify (up to
@@ -257,6 +266,15 @@ class HTTPProtocol(asyncio.Protocol):
             self.transport.abort()
         else:
             self.transport.close()
+
+    def request_arriving(self) -> bool:
+        """Bytes in the socket that the loop has not read yet (`http11.bytes_waiting`), peeked
+        through a duplicate of the descriptor: the socket asyncio lends out has no recv()."""
+        lent = self.transport.get_extra_info("socket")
+        if lent is None:
+            return False
+        with socket.socket(fileno=os.dup(lent.fileno())) as sock:
+            return bytes_waiting(sock)
 
 
 class RequestResponseCycle:

@@ -36,7 +36,7 @@ import h11
 
 from ..core import (COMPLETE, NEED_DATA, NOT_STARTED, STARTED, ClientDisconnected, ConnectionCore,
                     Refused, Wait)
-from ..http11 import check_status
+from ..http11 import MSG_DONTWAIT, bytes_waiting, check_status
 from .environ import build_environ, environ_base, environ_for_trace
 from .streams import FileRegion, FileWrapper, RequestBody
 from .upgrade import UPGRADE_KEY, Upgrade
@@ -46,8 +46,6 @@ logger = logging.getLogger("asgi_lab.error")
 RECV_BUFFER = 64 * 1024
 """Bytes asked of the socket per recv(): a whole small request (or many pipelined ones) at once."""
 
-MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
-"""recv() flag: return at once if no bytes are there (POSIX; Windows lacks it, see server.py)."""
 
 
 class RequestBodyError(OSError):
@@ -403,13 +401,8 @@ class Connection:
                 self.tracer.emit(self.id, "socket", "connection_lost", {})
 
     def has_bytes_waiting(self) -> bool:
-        """Has the client sent bytes nobody has read yet? A peek: they stay in the socket."""
-        if not MSG_DONTWAIT:
-            return False  # no non-blocking peek on this platform: treat it as idle
-        try:
-            return bool(self.sock.recv(1, socket.MSG_PEEK | MSG_DONTWAIT))
-        except OSError:  # nothing there (BlockingIOError), or the connection failed
-            return False
+        """Has the client sent bytes nobody has read yet? (`http11.bytes_waiting`)"""
+        return bytes_waiting(self.sock)
 
     def shutdown(self, patient: bool = True) -> None:
         """(the server's `shutdown()`, from its thread) Graceful shutdown, as
