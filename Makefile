@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/wsgi_hello.py --connections 16,50 --pin 0 --json benchmarks/results/wsgi-hello-pinned.json
 	$(PY) benchmarks/tracer_overhead.py --json benchmarks/results/tracer-overhead.json
 	$(PY) benchmarks/sse_clients.py --json benchmarks/results/sse-clients.json
+	$(PY) benchmarks/sse_gc.py --json benchmarks/results/sse-gc.json
 	$(PY) benchmarks/slow_clients.py --json benchmarks/results/slow-clients.json
 	$(PY) benchmarks/gunicorn_workers.py --json benchmarks/results/gunicorn-workers.json
 	$(PY) benchmarks/wsgi_per_request.py --json benchmarks/results/wsgi-per-request.json

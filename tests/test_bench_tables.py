@@ -129,6 +129,16 @@ def sse_clients() -> dict:
                    "python benchmarks/sse_clients.py")
 
 
+def sse_gc() -> dict:
+    def run(name: str, lag_p99: float) -> dict:
+        return {"server": {"name": name}, "summary": {**sse_summary(60.0, 2.0, lag_p99), "clients": 10_000,
+                                                      "served": 10_000}}
+    rounds = [{"runs": [run("asgi", 20.0), run("asgi-gc-off", 5.0), run("uvicorn", 8.0),
+                        run("uvicorn-gc-off", 8.0 * factor)]} for factor in (0.5, 1.0, 2.0)]
+    return stamped({"benchmark": "sse_gc", "clients": 10_000, "duration": 10.0, "interval": 5.0,
+                    "rounds": rounds}, "python benchmarks/sse_gc.py")
+
+
 def sse_memory() -> dict:
     return stamped({"benchmark": "sse_memory", "clients": 10, "bytes_per_client": 2345.6, "sites": [
         {"file": "asgi_lab/asgi/scope.py", "line": 44, "bytes": 4640, "blocks": 20, "code": "scope = {"},
@@ -198,6 +208,11 @@ CASES = {
                                   "round 2: all events delivered: yes", "(0.50x), per client 0.25x uvicorn's",
                                   "asgi / uvicorn, median of the per-round ratios: peak RSS 0.50x, KB/client 0.25x, "
                                   "CPU s 1.00x, lag p99 0.56x", "fully served: 10000/10000"]),
+    "sse_gc": (sse_gc, ["| asgi-gc-off | 10,000/10,000 | 5.0 (5.0-5.0) | 5.0 (5.0-5.0) | 4.0 (4.0-4.0) | 0.5 (0.5-0.5) |",
+                        "| uvicorn-gc-off | 10,000/10,000 | 8.0 (4.0-16.0) |",
+                        "asgi, collector off / on, median of the per-round ratios: lag p99 0.25x, lag max 0.25x, "
+                        "TTFE p99 1.00x, CPU s 1.00x",
+                        "uvicorn, collector off / on, median of the per-round ratios: lag p99 1.00x"]),
     "sse_memory": (sse_memory, ["10 waiting SSE clients on our ASGI server: 2,346 bytes per client",
                                 "| `asgi_lab/asgi/scope.py:44` | `scope = {` | 464 | 2.0 |",
                                 "| `x.py:1` | `a \\| b` | 10 | 0.1 |"]),

@@ -65,6 +65,7 @@ TITLES = {"sse-sweep": "SSE clients: threads against coroutines, 100 to 10,000 c
           "request_path": "Where a WSGI request's CPU time goes: h11 against our layers, no sockets",
           "tracer_overhead": "Is tracing free when it is off? Three builds of our ASGI server",
           "sse_clients": "SSE clients per server: memory, threads and lag (the issue-6 targets)",
+          "sse_gc": "10,000 SSE clients with the garbage collector on and off: where the lag comes from",
           "sse_memory": "Where a waiting SSE client's memory goes: Python's allocations, line by line",
           "gunicorn_workers": "Our ASGI worker in gunicorn: one worker process against two",
           "soak": "Soak: mixed traffic for a while, then back to idle",
