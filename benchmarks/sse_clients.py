@@ -38,12 +38,14 @@ TARGET_LAG_P99_MS = 50.0
 TARGET_KB_PER_CLIENT = 6.0
 
 
-def rounds(clients: int, duration: float, specs: list, count: int, pool_threads: int) -> list[dict]:
+def rounds(clients: int, duration: float, specs: list, count: int, **options) -> list[dict]:
+    """`count` runs of `sse_concurrency.run` (with `options`), each server starting the order
+    in turn, so that none always runs first or right after the same neighbour."""
     results = []
     for i in range(count):
         order = specs[i % len(specs):] + specs[:i % len(specs)]
         print(f"round {i + 1}/{count}: {', '.join(spec.name for spec in order)}", file=sys.stderr)
-        results.append(sse_concurrency.run(clients, duration, order, pool_threads=pool_threads))
+        results.append(sse_concurrency.run(clients, duration, order, **options))
     return results
 
 
@@ -230,7 +232,7 @@ def main() -> None:
     if args.baseline:  # right after ours, so both see the same neighbours in the rotation
         at = next((i + 1 for i, spec in enumerate(specs) if spec.name == "asgi"), 0)
         specs.insert(at, from_checkout(SERVERS["asgi"], args.baseline))
-    results = rounds(args.clients, args.duration, specs, args.rounds, args.pool_threads)
+    results = rounds(args.clients, args.duration, specs, args.rounds, pool_threads=args.pool_threads)
     print()
     print_table(by_server(results), args.clients)
     check_targets(results, args.clients)

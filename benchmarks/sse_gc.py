@@ -26,10 +26,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import sys
 
 from harness import markdown_table, measured, paired_median, ratio
-from sse_clients import by_server
+from sse_clients import by_server, rounds
 
 from asgi_lab.experiments import sse_concurrency
 from asgi_lab.experiments.results import write_result
@@ -47,16 +46,6 @@ def collector_off(spec: ServerSpec) -> ServerSpec:
     run = f"import gc, runpy; gc.disable(); runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
     return dataclasses.replace(spec, name=spec.name + COLLECTOR_OFF, template=(python, "-c", run, *rest),
                                label=f"{spec.label or spec.name}, gc.disable()")
-
-
-def run_rounds(clients: int, duration: float, interval: float, specs: list[ServerSpec], count: int) -> list[dict]:
-    results = []
-    for i in range(count):
-        order = specs[i % len(specs):] + specs[:i % len(specs)]
-        print(f"round {i + 1}/{count}: {', '.join(spec.name for spec in order)}", file=sys.stderr)
-        results.append(sse_concurrency.slim_result(sse_concurrency.run(
-            clients, duration, order, interval=interval, load_processes=2)))
-    return results
 
 
 FIGURES = {"lag p99": lambda s: s["lag_ms"]["p99"], "lag max": lambda s: s["lag_ms"]["max"],
@@ -117,7 +106,8 @@ def main() -> None:
         specs += [SERVERS[name], collector_off(SERVERS[name])]
     result = {"benchmark": "sse_gc", "clients": args.clients, "duration": args.duration,
               "interval": args.interval,
-              "rounds": run_rounds(args.clients, args.duration, args.interval, specs, args.rounds)}
+              "rounds": [sse_concurrency.slim_result(result) for result in rounds(
+                  args.clients, args.duration, specs, args.rounds, interval=args.interval, load_processes=2)]}
     print()
     print(sse_concurrency.render_table(title(result), [dict(zip(HEADER, row)) for row in rows(result)]))
     for name in ("asgi", "uvicorn"):
