@@ -8,12 +8,13 @@ p99 and time to first event (TTFE) p99 above uvicorn's; at 1,000 they are close.
 benchmark tests one explanation: pauses of CPython's cyclic garbage collector while the
 clients connect. Each new connection leaves objects that live as long as it does (its
 protocol object, h11's state machine, the app's task and coroutine...), and the collector
-examines every one of them at each full collection. CPython 3.11 (`Modules/gcmodule.c`, on the counting of long-lived objects)
-only triggers "a full collection if the ratio long_lived_pending / long_lived_total is above a
-given value (hardwired to 25%)", so that "each full garbage collection is more and more costly
-as the number of objects grows, but we do fewer and fewer of them". A heap that grows by
-10,000 connections gets a full collection at every quarter of growth, each longer than the
-last, on the loop's only thread: every event due meanwhile waits.
+examines every one of them at each full collection. CPython 3.11 (`Modules/gcmodule.c`,
+`collect_generations`) only triggers "a full collection if the ratio long_lived_pending /
+long_lived_total is above a given value (hardwired to 25%)", so that "each full garbage
+collection is more and more costly as the number of objects grows, but we do fewer and fewer
+of them". While 10,000 connections pile up, a full collection comes each time the tracked
+objects have grown by a quarter since the last one, each longer than the last, on the loop's
+only thread: every event due meanwhile waits.
 
 Each server runs once per round, in a rotated order: our ASGI server, the same server with the
 collector off (`gc.disable()` before anything else runs), and uvicorn both ways. If the
@@ -50,6 +51,7 @@ def collector_off(spec: ServerSpec) -> ServerSpec:
 
 FIGURES = {"lag p99": lambda s: s["lag_ms"]["p99"], "lag max": lambda s: s["lag_ms"]["max"],
            "TTFE p99": lambda s: s["ttfe_ms"]["p99"], "CPU s": lambda s: s["cpu_s"]}
+HEADER = ["server", "served", *(f"{name} (ms)" if name != "CPU s" else name for name in FIGURES)]
 
 
 def rows(result: dict) -> list[list[str]]:
@@ -64,12 +66,9 @@ def rows(result: dict) -> list[list[str]]:
     return out
 
 
-HEADER = ["server", "served", *(f"{name} (ms)" if name != "CPU s" else name for name in FIGURES)]
-
-
 def off_against_on(result: dict, server: str) -> str:
     """`server` with the collector off against on, each figure the median of its per-round
-    ratios (off / on: below 1.00x, the collector's pauses were that share of it)."""
+    ratios (off / on: below 1.00x, turning the collector off made that figure smaller)."""
     table = by_server(result["rounds"])
     on, off = table.get(server), table.get(server + COLLECTOR_OFF)
     if not on or not off:
