@@ -33,19 +33,26 @@ demo: $(STAMP)
 notebooks: $(STAMP)
 	$(PY) tools/execute_notebooks.py
 
+# Each benchmark writes its result into $(BENCH_OUT) first, and all are copied into
+# benchmarks/results at the end: a result written there at once would change the tree,
+# and every later benchmark would record its commit "with uncommitted changes".
+BENCH_OUT := .bench-out
+
 bench: $(STAMP)
-	$(PY) benchmarks/http_hello.py --json benchmarks/results/http-hello.json
-	$(PY) benchmarks/ws_echo.py --json benchmarks/results/ws-echo.json
-	$(PY) benchmarks/chat_load.py --json benchmarks/results/chat-load.json
-	$(PY) benchmarks/wsgi_hello.py --connections 16,50 --json benchmarks/results/wsgi-hello.json
-	$(PY) benchmarks/wsgi_hello.py --connections 16,50 --pin 0 --json benchmarks/results/wsgi-hello-pinned.json
-	$(PY) benchmarks/tracer_overhead.py --json benchmarks/results/tracer-overhead.json
-	$(PY) benchmarks/sse_clients.py --json benchmarks/results/sse-clients.json
-	$(PY) benchmarks/sse_gc.py --json benchmarks/results/sse-gc.json
-	$(PY) benchmarks/slow_clients.py --json benchmarks/results/slow-clients.json
-	$(PY) benchmarks/gunicorn_workers.py --json benchmarks/results/gunicorn-workers.json
-	$(PY) benchmarks/wsgi_per_request.py --json benchmarks/results/wsgi-per-request.json
-	$(PY) benchmarks/request_path.py --json benchmarks/results/request-path.json
+	mkdir -p $(BENCH_OUT)
+	$(PY) benchmarks/http_hello.py --json $(BENCH_OUT)/http-hello.json
+	$(PY) benchmarks/ws_echo.py --json $(BENCH_OUT)/ws-echo.json
+	$(PY) benchmarks/chat_load.py --json $(BENCH_OUT)/chat-load.json
+	$(PY) benchmarks/wsgi_hello.py --connections 16,50 --json $(BENCH_OUT)/wsgi-hello.json
+	$(PY) benchmarks/wsgi_hello.py --connections 16,50 --pin 0 --json $(BENCH_OUT)/wsgi-hello-pinned.json
+	$(PY) benchmarks/tracer_overhead.py --json $(BENCH_OUT)/tracer-overhead.json
+	$(PY) benchmarks/sse_clients.py --json $(BENCH_OUT)/sse-clients.json
+	$(PY) benchmarks/sse_gc.py --json $(BENCH_OUT)/sse-gc.json
+	$(PY) benchmarks/slow_clients.py --json $(BENCH_OUT)/slow-clients.json
+	$(PY) benchmarks/gunicorn_workers.py --json $(BENCH_OUT)/gunicorn-workers.json
+	$(PY) benchmarks/wsgi_per_request.py --json $(BENCH_OUT)/wsgi-per-request.json
+	$(PY) benchmarks/request_path.py --json $(BENCH_OUT)/request-path.json
+	cp $(BENCH_OUT)/*.json benchmarks/results/
 	$(PY) tools/render_results.py
 
 # docs and results use an existing .venv as it is (never reinstall a venv another checkout
