@@ -29,7 +29,7 @@ import dataclasses
 import statistics
 
 from harness import markdown_table, measured, paired_median, ratio
-from sse_clients import by_server, rounds
+from sse_clients import by_server, rounds, spread
 
 from asgi_lab.experiments import sse_concurrency
 from asgi_lab.experiments.results import write_result
@@ -59,10 +59,7 @@ def rows(result: dict) -> list[list[str]]:
     out = []
     for name, summaries in by_server(result["rounds"]).items():
         row = [name, f"{statistics.median(s['served'] for s in summaries):,.0f}/{result['clients']:,}"]
-        for get in FIGURES.values():
-            values = [get(s) for s in summaries if get(s) is not None]
-            row.append(f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})" if values else "-")
-        out.append(row)
+        out.append(row + [spread([get(s) for s in summaries]) for get in FIGURES.values()])
     return out
 
 
