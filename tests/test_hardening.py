@@ -685,7 +685,7 @@ def test_an_asgi_request_not_read_yet_when_shutdown_closes_idle_connections_is_a
         (protocol,) = on_loop(server, list, server.server.connections)
         on_loop(server, protocol.transport.pause_reading)
         sock.sendall(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
-        assert wait_until(lambda: on_loop(server, protocol.request_arriving), 5.0)
+        assert wait_until(lambda: on_loop(server, protocol.has_bytes_waiting), 5.0)
         on_loop(server, protocol.shutdown)  # as the server's shutdown does for each connection
         assert not on_loop(server, protocol.transport.is_closing)
         on_loop(server, protocol.transport.resume_reading)

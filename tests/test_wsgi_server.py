@@ -7,6 +7,7 @@ Responses are read with h11 in the client role, so the tests check what a real c
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import logging
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 
 import h11
 import httpx
@@ -410,6 +412,34 @@ def test_keep_alive_and_pipelining():
         assert [client.response()[2] for _ in range(3)] == [b"/a:", b"/b:xyz", b"/c:"]
         assert server.stats()["connections"] == 1
         client.close()
+
+
+def test_a_request_s_objects_are_freed_when_it_ends_without_the_garbage_collector():
+    """Reference counting alone frees what a request made: its environ, its wsgi.input, its
+    cycle. Were they in a reference cycle, each request would leave them to the cyclic
+    garbage collector, which runs more often the more a process allocates."""
+    streams = []
+
+    def app(environ, start_response):
+        streams.append(weakref.ref(environ["wsgi.input"]))
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    with serving(app) as server:
+        client = Client(server.address)
+        gc.disable()
+        try:
+            for _ in range(3):
+                client.request("GET", "/")
+                assert client.response()[2] == b"ok"
+            # The worker drops its references just after the response is sent: wait for it.
+            deadline = time.monotonic() + 3
+            while any(stream() is not None for stream in streams) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert [stream() for stream in streams] == [None, None, None]
+        finally:
+            gc.enable()
+            client.close()
 
 
 def test_http_1_0_gets_a_response_delimited_by_close():

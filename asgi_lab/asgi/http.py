@@ -257,7 +257,7 @@ class HTTPProtocol(asyncio.Protocol):
         the grace period ends it."""
         if self.cycle is not None or self.transport.is_closing():
             return
-        if self.request_arriving():
+        if self.has_bytes_waiting():
             return
         if self.server.ssl_context is not None and not self.transport.get_write_buffer_size():
             # Over TLS, close() would also wait for the client's own close_notify (up to
@@ -267,9 +267,10 @@ class HTTPProtocol(asyncio.Protocol):
         else:
             self.transport.close()
 
-    def request_arriving(self) -> bool:
-        """Bytes in the socket that the loop has not read yet (`http11.bytes_waiting`), peeked
-        through a duplicate of the descriptor: the socket asyncio lends out has no recv()."""
+    def has_bytes_waiting(self) -> bool:
+        """Has the client sent bytes the loop has not read yet? (`http11.bytes_waiting`, peeked
+        through a duplicate of the descriptor: the socket asyncio lends out has no recv().)
+        The WSGI connection's method of the same name asks its own socket."""
         lent = self.transport.get_extra_info("socket")
         if lent is None:
             return False

@@ -433,7 +433,7 @@ class RequestResponseCycle:
     as the PEP requires, and hands what it returns to the core, which makes h11 events of it.
     """
 
-    __slots__ = ("connection", "core", "conn", "request", "tracer", "body_complete", "environ")  # one per request
+    __slots__ = ("connection", "core", "conn", "request", "tracer", "body_complete")  # one per request
 
     def __init__(self, connection: Connection, request: h11.Request) -> None:
         self.connection = connection
@@ -442,7 +442,6 @@ class RequestResponseCycle:
         self.request = request
         self.tracer = connection.tracer
         self.body_complete = False       # h11 gave us the request's EndOfMessage
-        self.environ: dict = {}
 
     @property
     def head_sent(self) -> bool:
@@ -456,8 +455,11 @@ class RequestResponseCycle:
         """Call the app, send its response, and clean up after it, however it ends."""
         connection = self.connection
         tracer = self.tracer
-        environ = self.environ = build_environ(
-            self.request, RequestBody(self.read_body_chunk), connection.base_environ)
+        # `environ` is a local, not an attribute: its wsgi.input holds this cycle (through
+        # `read_body_chunk`), so a cycle holding `environ` would make a reference cycle, and
+        # every request's objects would wait for the garbage collector instead of being
+        # freed when the request ends.
+        environ = build_environ(self.request, RequestBody(self.read_body_chunk), connection.base_environ)
         upgrade = None
         if connection.config.wsgi_upgrade:  # the non-portable escape hatch, off by default
             upgrade = environ[UPGRADE_KEY] = Upgrade(self)

@@ -74,10 +74,10 @@ from collections.abc import Callable
 
 from ..config import Config
 from ..core import FIRST_REQUEST_WAIT, ResponseHeads, address, tick_interval, url
-from ..http11 import bind_socket
+from ..http11 import MSG_DONTWAIT, bind_socket
 from ..tls import server_ssl_context
 from ..unix_socket import remove_socket_file
-from .connection import MSG_DONTWAIT, Connection
+from .connection import Connection
 from .pool import WorkerPool
 from .watchlist import new_watch_list
 
