@@ -37,8 +37,8 @@ notebooks: $(STAMP)
 # benchmarks/results at the end: a result written there at once would change the tree,
 # and every later benchmark would record its commit "with uncommitted changes".
 BENCH_OUT := .bench-out
-# wsgi_hello and sse_gc take 5 rounds: on a shared machine two rounds of the same server can
-# differ by a fifth, and a median of 3 then ranks servers that close by chance.
+# wsgi_hello and sse_gc take 5 rounds: on a shared machine the rounds of one server spread
+# widely (their min-max is in each result), and a median of 3 can rank close servers by chance.
 
 bench: $(STAMP)
 	mkdir -p $(BENCH_OUT)
