@@ -4,6 +4,7 @@ Neither server parses or frames HTTP by hand; h11 does that (RFC 9112). This mod
 few things around h11 that both servers need in exactly the same form:
 
 - `bind_socket(config)`: the listening socket (TCP, or a Unix socket: `unix_socket.py`);
+- `no_delay(sock)`: Nagle's algorithm off on a connection, so small writes are not held back;
 - `new_h11_connection(config)`: the server side of an h11 connection with our header limit;
 - `strict_chunk_lines()`: h11 made to read chunk lines as RFC 9112 §7.1 writes them (run at
   import: the one place we change h11 itself);
@@ -71,6 +72,21 @@ def bytes_waiting(sock: socket.socket) -> bool:
         return bool(sock.recv(1, socket.MSG_PEEK | MSG_DONTWAIT))
     except OSError:  # nothing there (BlockingIOError), or the connection failed
         return False
+
+
+def no_delay(sock) -> None:
+    """Switch off Nagle's algorithm (RFC 896) on a TCP connection: `TCP_NODELAY`.
+
+    Nagle holds back a small write while an earlier one is not yet acknowledged, and a client
+    may delay its ACK by 40 ms or more. The first write of a connection never waits; the next
+    ones could: the next chunk of a stream, the next SSE event, the next WebSocket frame, a
+    pipelined response. asyncio switches it off only for sockets whose `proto` is
+    `IPPROTO_TCP` (`asyncio.base_events._set_nodelay`), and a socket made with
+    `socket.socket(AF_INET, SOCK_STREAM)`, ours or gunicorn's, has `proto` 0: so we do it."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:  # not a TCP socket (a Unix socket): no Nagle there
+        pass
 
 
 def new_h11_connection(config: Config) -> h11.Connection:

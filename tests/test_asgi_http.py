@@ -227,6 +227,22 @@ def test_streaming_response_is_chunked_and_arrives_as_sent():
         assert b"".join(parts) == b"part0;part1;part2;"
 
 
+def test_nagle_is_off_on_every_connection(hello_server):
+    """A stream's second write, an SSE event, a WebSocket frame must not wait for the client's
+    ACK of the first (RFC 896). asyncio only switches Nagle off for sockets made with
+    proto=IPPROTO_TCP, which a listening socket made by `socket.socket()` is not."""
+    sock = connect(hello_server.address)
+    try:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")  # the connection is made
+        options = on_loop(hello_server, lambda: [
+            protocol.transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            for protocol in hello_server.server.connections])
+        assert options and all(options)
+    finally:
+        sock.close()
+
+
 def test_access_log_line_per_request(hello_server, caplog):
     with caplog.at_level(logging.INFO, logger="asgi_lab.access"):
         httpx.get(hello_server.url + "/logged")  # the line is logged before the last bytes are written

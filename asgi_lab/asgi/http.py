@@ -28,7 +28,7 @@ import enum
 
 from ..core import (COMPLETE, FIRST_REQUEST_WAIT, NEED_DATA, NOT_STARTED, ClientDisconnected,
                     ConnectionCore, Refused, ResponseState, Wait, address, advance)
-from ..http11 import bytes_waiting, check_status, is_websocket_upgrade, reason_phrase
+from ..http11 import bytes_waiting, check_status, is_websocket_upgrade, no_delay, reason_phrase
 from .scope import build_http_scope
 
 logger = logging.getLogger("asgi_lab.error")
@@ -88,6 +88,9 @@ class HTTPProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            no_delay(sock)  # asyncio would not: see http11.no_delay
         self.id = self.server.new_connection_id()
         self.client = address(transport.get_extra_info("peername"))
         self.server_addr = address(transport.get_extra_info("sockname"))
