@@ -198,6 +198,10 @@ def test_conclusions_are_computed_from_the_numbers(sse_result):
         run["summary"]["peak_rss_mb"] += 1.0  # 1 MB more for 20 more clients
     sweep = sse_concurrency.describe_sweep({"results": [result, bigger]})
     assert "`asgi`, 20 to 40 clients: 51.2 KB of RSS and 0.00 OS threads" in sweep
+    bigger["runs"][0]["summary"].update(clients=40, served=30, never=0, errors=0)
+    sweep = sse_concurrency.describe_sweep({"results": [result, bigger]})
+    assert ("30 of 40 served every event they were due; 10 received events, but fewer than "
+            "they were due") in sweep
 
 
 def test_experiment_fails_clearly_before_starting_when_n_cannot_be_reached():

@@ -263,8 +263,7 @@ def describe_sweep(sweep: dict) -> str:
         memory = (b["peak_rss_mb"] - a["peak_rss_mb"]) * 1024 / extra
         threads = (b["peak_threads"] - a["peak_threads"]) / extra
         lines.append(f"- `{name}`, {n_low:,} to {n_high:,} clients: {memory:.1f} KB of RSS and "
-                     f"{threads:.2f} OS threads (served {b['served']:,} of {n_high:,}, "
-                     f"{b['never']:,} never).")
+                     f"{threads:.2f} OS threads ({_fates(b)}).")
     return "\n".join(lines) + "\n\nAt the largest size:\n\n" + describe(results[-1])
 
 
@@ -284,6 +283,23 @@ def _served(summary: dict) -> str:
     if summary["served"] == summary["clients"]:
         return f"all {summary['clients']} clients served"
     return f"{summary['served']} of {summary['clients']} clients served"
+
+
+def _fates(summary: dict) -> str:
+    """What became of every client: served in full, failed, never served, or fell behind."""
+    n, served = summary["clients"], summary["served"]
+    if served == n:
+        return f"all {n:,} served every event they were due"
+    parts = [f"{served:,} of {n:,} served every event they were due"]
+    if summary["errors"]:
+        parts.append(f"{summary['errors']:,} ended with an error")
+    if summary["never"]:
+        parts.append(f"{summary['never']:,} never received one")
+    behind = n - served - summary["errors"] - summary["never"]
+    if behind > 0:
+        parts.append(f"{behind:,} received events, but fewer than they were due: "
+                     f"the server fell behind its schedule")
+    return "; ".join(parts)
 
 
 def _threads(summary: dict) -> str:
