@@ -263,7 +263,7 @@ def describe_sweep(sweep: dict) -> str:
         memory = (b["peak_rss_mb"] - a["peak_rss_mb"]) * 1024 / extra
         threads = (b["peak_threads"] - a["peak_threads"]) / extra
         lines.append(f"- `{name}`, {n_low:,} to {n_high:,} clients: {memory:.1f} KB of RSS and "
-                     f"{threads:.2f} OS threads ({_fates(b)}).")
+                     f"{threads:.2f} OS threads ({fates(b)}).")
     return "\n".join(lines) + "\n\nAt the largest size:\n\n" + describe(results[-1])
 
 
@@ -285,8 +285,9 @@ def _served(summary: dict) -> str:
     return f"{summary['served']} of {summary['clients']} clients served"
 
 
-def _fates(summary: dict) -> str:
-    """What became of every client: served in full, failed, never served, or fell behind."""
+def fates(summary: dict) -> str:
+    """What became of a run's clients: served in full, failed, never served, or short of
+    events (see `load.sse.fully_served`)."""
     n, served = summary["clients"], summary["served"]
     if served == n:
         return f"all {n:,} served every event they were due"
@@ -297,8 +298,8 @@ def _fates(summary: dict) -> str:
         parts.append(f"{summary['never']:,} never received one")
     behind = n - served - summary["errors"] - summary["never"]
     if behind > 0:
-        parts.append(f"{behind:,} received events, but fewer than they were due: "
-                     f"the server fell behind its schedule")
+        parts.append(f"{behind:,} received events, but fewer than they were due (their "
+                     f"stream started late or fell behind)")
     return "; ".join(parts)
 
 

@@ -36,7 +36,7 @@ from . import servers as _servers
 from .blocking_app import provenance
 from .measure import measure_each, save_result
 from .servers import ServerSpec
-from .sse_concurrency import format_table, summarize  # noqa: F401  (format_table: the same table)
+from .sse_concurrency import fates, format_table, summarize  # noqa: F401  (format_table: the same table)
 
 HOST = "127.0.0.1"
 
@@ -162,9 +162,8 @@ def describe(result: dict) -> str:
         s, name = run["summary"], run["server"]["name"]
         lag = s["lag_ms"]
         lines.append(
-            f"- `{name}` served **{s['served']} of {s['clients']}** clients every event they "
-            f"were due ({s['never']} never got one), on at most **{s['peak_threads']} OS "
-            f"threads**, {s['per_client_kb']:.0f} KB of RSS per client; delivery lag p50 "
+            f"- `{name}`: {fates(s)}; on at most **{s['peak_threads']} OS threads**, "
+            f"{s['per_client_kb']:.0f} KB of RSS per client; delivery lag p50 "
             f"{_ms(lag['p50'])}, p99 {_ms(lag['p99'])}.")
     return "\n".join(lines)
 
