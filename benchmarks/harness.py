@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -31,6 +32,15 @@ from asgi_lab.experiments.servers import ServerProcess
 from asgi_lab.load.wrk import have_wrk, run_wrk
 
 PYTHON = sys.executable
+
+
+def _end_like_ctrl_c(signum, frame):
+    """`kill` (SIGTERM) ends a benchmark through its `finally` blocks, as Ctrl-C does, so the
+    servers it started stop with it instead of outliving it."""
+    raise SystemExit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _end_like_ctrl_c)  # every benchmark imports this module
 
 
 @dataclass
